@@ -1,0 +1,112 @@
+"""Self-describing checkpoints: written atomically, read without executing any code.
+
+A checkpoint is a plain dict: `kind` ("vq_vae" or "transformer"), `config` (the model config as a
+dict), `model` (the state dict), `fingerprint` (a hash of the weights, so a transformer can say
+which VQ-VAE its codes came from), and for training runs `optimizer`, `step`, `best_metric`.
+It is read with `torch.load(weights_only=True)`: tensors and plain containers only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from bachsformer.errors import BachsformerError
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(BachsformerError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+def fingerprint(state_dict: dict) -> str:
+    """A short hash of a model's weights and buffers (names, shapes and values)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def plain_state_dict(model: torch.nn.Module) -> dict:
+    """The state dict of the plain module, unwrapped from DDP and torch.compile."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+
+def save_checkpoint(path: str | Path, kind: str, config, model: torch.nn.Module, **extra) -> dict:
+    """Write a checkpoint atomically (temporary file, then rename); returns what was written."""
+    state = plain_state_dict(model)
+    checkpoint = {
+        "format": FORMAT_VERSION,
+        "kind": kind,
+        "config": dataclasses.asdict(config),
+        "model": state,
+        "fingerprint": fingerprint(state),
+        **extra,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(temporary, "wb") as file:
+        torch.save(checkpoint, file)
+        file.flush()
+        os.fsync(file.fileno())
+    temporary.replace(path)
+    return checkpoint
+
+
+def load_checkpoint(path: str | Path, kind: str, map_location="cpu") -> dict:
+    """Read a checkpoint of `kind`, refusing anything else with a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else "unpickling failed"
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            reason = "holds objects other than tensors and plain data; refused (weights_only)"
+        raise CheckpointError(f"{path}: not a usable checkpoint ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        first_line = (str(error).strip().splitlines() or ["unreadable"])[0][:200]
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({first_line})") from None
+    if not isinstance(checkpoint, dict) or "kind" not in checkpoint or "model" not in checkpoint:
+        raise CheckpointError(f"{path}: not a bachsformer checkpoint")
+    if checkpoint["kind"] != kind:
+        raise CheckpointError(f"{path}: a {checkpoint['kind']} checkpoint, expected a {kind} one")
+    return checkpoint
+
+
+def load_model(cls, config_class, kind: str, path: str | Path, map_location="cpu"):
+    """Build `cls(config_class(**checkpoint['config']))` and load its weights, in eval mode.
+
+    The model gets two attributes: `fingerprint` and `checkpoint_info` (everything stored but the
+    weights and the optimizer state).
+    """
+    checkpoint = load_checkpoint(path, kind, map_location)
+    known = {f.name for f in dataclasses.fields(config_class)}
+    config_values = checkpoint.get("config") or {}
+    unknown = sorted(set(config_values) - known)
+    if unknown:
+        raise CheckpointError(f"{path}: config keys this version does not know: {', '.join(unknown)}")
+    model = cls(config_class(**config_values))
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit its config ({first_line})") from None
+    model.to(map_location).eval()
+    model.fingerprint = checkpoint.get("fingerprint", "")
+    model.checkpoint_info = {k: v for k, v in checkpoint.items() if k not in ("model", "optimizer")}
+    return model
+

@@ -1,0 +1,164 @@
+"""config.yaml -> dataclasses, with every key checked and `--set section.key=value` overrides.
+
+Each section of config.yaml is one dataclass: the two model configs live beside their models
+(`VQVAEConfig` in vqvae.py, `GPTConfig` in gpt.py), the rest are defined here. An unknown section
+or key, or a value of the wrong type, raises ConfigError naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from bachsformer.errors import BachsformerError
+from bachsformer.gpt import GPTConfig
+from bachsformer.vqvae import VQVAEConfig
+
+
+class ConfigError(BachsformerError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    midi_dir: str = "data/midi"
+    cache_dir: str = "data/cache"  # parsed corpora and encoded codes, keyed by content
+    validation_fraction: float = 0.1  # share of files held out, chosen by a hash of the name
+    max_transpose: int = 6  # augmentation: up to this many semitones, inside the 88 keys
+    max_quarters: int = 20_000  # longer files are skipped rather than allocated
+
+
+@dataclass
+class ModelPaths:
+    vq_vae: str = "models/vq_vae.pt"
+    transformer: str = "models/transformer.pt"
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/run"  # run folder: checkpoints, metrics log, resolved config
+    epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    min_learning_rate: float = 1e-4  # cosine decay ends here
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # 0 disables clipping
+    seed: int = 0
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    amp: bool = True  # mixed precision, used on CUDA only
+    compile: bool = False  # torch.compile the model
+    checkpoint_every: int = 500  # steps between `last` checkpoints (also at each epoch end)
+    max_steps: int = 0  # stop after this many steps; 0 runs all epochs
+
+
+@dataclass
+class GenerateConfig:
+    out_dir: str = "data/generated"
+    quarters: int = 128
+    num: int = 1
+    seed: int = 0
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no top-k filtering
+    top_p: float = 1.0  # 1.0: no nucleus filtering
+    tempo: float = 90.0  # beats per minute of the written MIDI
+    device: str = "cpu"
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    models: ModelPaths = field(default_factory=ModelPaths)
+    vq_vae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    gpt: GPTConfig = field(default_factory=GPTConfig)
+    train_vq_vae: TrainConfig = field(default_factory=TrainConfig)
+    train_transformer: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_value(name: str, value, expected):
+    """Return `value` as type `expected` (int, float, bool, str, or Optional of them)."""
+    if isinstance(expected, types.UnionType) or typing.get_origin(expected) is typing.Union:
+        options = typing.get_args(expected)
+        if value is None and type(None) in options:
+            return None
+        expected = next(t for t in options if t is not type(None))
+    ok = (
+        isinstance(value, bool)
+        if expected is bool
+        else isinstance(value, (int, float)) and not isinstance(value, bool)
+        if expected is float
+        else isinstance(value, int) and not isinstance(value, bool)
+        if expected is int
+        else isinstance(value, expected)
+    )
+    if not ok:
+        raise ConfigError(f"{name}: expected {expected.__name__}, got {value!r}")
+    return float(value) if expected is float else value
+
+
+def build_section(cls, values: dict, name: str):
+    """A dataclass of type `cls` from `values`; unknown keys and wrong types are ConfigErrors."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{name}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown config key '{name}.{key}' (known: {', '.join(sorted(known))})")
+    return cls(**{key: _check_value(f"{name}.{key}", v, hints[key]) for key, v in values.items()})
+
+
+def parse_override(text: str) -> tuple[str, str, object]:
+    """'section.key=value' -> (section, key, value); the value is read as YAML (8, 0.5, true, x)."""
+    target, sep, raw = text.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError(f"override '{text}' is not of the form section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return section, key, value
+
+
+def load_config(path: str | Path | None = "config.yaml", overrides: list[str] = ()) -> Config:
+    """Read config.yaml (or defaults when `path` is None) and apply `section.key=value` overrides."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read ({error.strerror or error})") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            first_line = str(error).splitlines()[0]
+            raise ConfigError(f"{path}: not valid YAML ({first_line})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected sections of keys at the top level")
+    raw = {section: dict(values or {}) for section, values in raw.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        raw.setdefault(section, {})[key] = value
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    hints = typing.get_type_hints(Config)
+    built = {}
+    for section, values in raw.items():
+        if section not in sections:
+            raise ConfigError(f"unknown config section '{section}' (known: {', '.join(sections)})")
+        built[section] = build_section(hints[section], values, section)
+    return Config(**built)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (the run folder keeps what it was trained with)."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

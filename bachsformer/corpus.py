@@ -1,0 +1,126 @@
+"""Export the Bach chorales bundled with music21 to MIDI files.
+
+Usage::
+
+    python -m bachsformer.corpus [--out data/midi] [--overwrite]
+
+Writes one MIDI file per chorale, named after the corpus file's stem
+(``bach/bwv66.6.mxl`` -> ``data/midi/bwv66.6.mid``), in sorted order. Existing
+files are kept unless ``--overwrite`` is given. A file that cannot be exported
+is reported on one line and skipped; the exit status is 1 if any failed.
+
+music21 is needed only by this command, not by the rest of bachsformer, so it
+is imported lazily (``pip install music21``).
+
+Which files are exported: ``music21.corpus.getComposer("bach")`` lists every
+file under ``music21/corpus/bach/`` (433 in music21 10.5: 408 ``.mxl``,
+2 ``.xml``, 3 ``.krn``, 20 ``.rntxt``). That is more complete than
+``music21.corpus.chorales.Iterator``, which walks the 371 Riemenschneider
+numbers; these resolve to only 350 distinct files, leave out about 60 chorales
+that are in the corpus (``bwv1.6``, ``bwv66.6``, ...) and name one file that is
+not (``bwv18.5-l``). From the ``getComposer`` list this module drops:
+
+* the ``.rntxt`` files in ``choraleAnalyses/``: Roman-numeral analyses, not
+  scores;
+* ``.krn`` copies of chorales that also exist as MusicXML (the MusicXML,
+  which carries voice names, is preferred);
+* ``bwv846``: the C major prelude from the Well-Tempered Clavier, not a chorale.
+
+Scores are parsed with ``forceSource=True`` so music21 writes no pickle cache.
+The MIDI bytes depend only on the score, so repeated exports are identical.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from tqdm import tqdm
+
+SCORE_SUFFIXES = (".mxl", ".xml", ".krn")
+"""Score formats to export, most preferred first when one chorale has several."""
+
+NOT_CHORALES = frozenset({"bwv846"})
+"""Stems of files in music21's Bach corpus that are not chorales."""
+
+
+def require_music21() -> ModuleType:
+    """Import music21, or exit with a one-line hint if it is not installed."""
+    try:
+        import music21
+    except ModuleNotFoundError:
+        raise SystemExit("music21 is required for this command: pip install music21") from None
+    return music21
+
+
+def chorale_sources() -> list[Path]:
+    """Return the corpus file of every Bach chorale, one per stem, sorted by stem."""
+    music21 = require_music21()
+    scores = [
+        path
+        for path in map(Path, music21.corpus.getComposer("bach"))
+        if path.suffix in SCORE_SUFFIXES and path.stem not in NOT_CHORALES
+    ]
+    by_stem: dict[str, Path] = {}
+    for path in sorted(scores, key=lambda path: SCORE_SUFFIXES.index(path.suffix)):
+        by_stem.setdefault(path.stem, path)
+    return [by_stem[stem] for stem in sorted(by_stem)]
+
+
+def export(source: Path, target: Path) -> None:
+    """Convert one corpus file to a MIDI file, written atomically to ``target``."""
+    music21 = require_music21()
+    from music21.midi.translate import music21ObjectToMidiFile
+
+    score = music21.converter.parse(source, forceSource=True)
+    data = music21ObjectToMidiFile(score).writestr()
+    partial = target.with_name(target.name + ".part")
+    try:
+        partial.write_bytes(data)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Export all chorales; see the module docstring."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bachsformer.corpus",
+        description="Export the Bach chorales in music21's corpus to MIDI files.",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("data/midi"), help="output folder (default: data/midi)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing MIDI files")
+    args = parser.parse_args(argv)
+
+    sources = chorale_sources()
+    if not sources:
+        raise SystemExit("no Bach chorales found in the music21 corpus")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    exported = failed = kept = 0
+    for source in tqdm(sources, desc="chorales", unit="file"):
+        target = args.out / f"{source.stem}.mid"
+        if target.exists() and not args.overwrite:
+            kept += 1
+            continue
+        try:
+            export(source, target)
+        except Exception as error:  # noqa: BLE001 - music21 raises many kinds
+            failed += 1
+            reason = " ".join(str(error).split()) or "no message"
+            tqdm.write(f"{source.name}: {type(error).__name__}: {reason}")
+        else:
+            exported += 1
+
+    summary = f"{exported} exported, {failed} failed -> {args.out}"
+    if kept:
+        summary += f" ({kept} already there, kept; use --overwrite to replace)"
+    print(summary)
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""The corpus (a folder of MIDI files read as quarters, cached), its split, and both datasets.
+
+    python -m bachsformer.data scan DIR [--json]
+
+prints one line per file (name, quarters, notes, pitch range, or `skipped: <reason>`) and last
+`N files, K read, M skipped`; exit status 0 when at least one file was read, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bachsformer.errors import BachsformerError
+from bachsformer.midi import (
+    DEFAULT_MAX_QUARTERS,
+    LOWEST_PITCH,
+    NUM_KEYS,
+    STEPS_PER_QUARTER,
+    MidiError,
+    read_midi_bytes,
+)
+
+MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
+CODEC_VERSION = 1  # bump when midi.py reads files differently, so old caches are ignored
+
+
+class CorpusError(BachsformerError):
+    """A corpus that cannot be used at all (missing folder, no readable file)."""
+
+
+@dataclass(frozen=True)
+class CorpusPiece:
+    name: str  # path relative to the corpus folder: the key of the train/validation split
+    quarters: np.ndarray  # bool [Q, 88, 32]
+    notes: int
+    dropped_notes: int
+
+
+def midi_files(folder: str | Path) -> list[Path]:
+    """Every MIDI file under `folder`, sorted, so that all runs see the same order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CorpusError(f"{folder}: no such folder of MIDI files")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+
+
+def is_validation(name: str, fraction: float) -> bool:
+    """Held-out or not, decided by a hash of the file name alone: the same in both stages."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split(pieces: list[CorpusPiece], fraction: float) -> tuple[list, list]:
+    """(train, validation) pieces by `is_validation`."""
+    validation = [p for p in pieces if is_validation(p.name, fraction)]
+    train = [p for p in pieces if not is_validation(p.name, fraction)]
+    return train, validation
+
+
+def _read_cached(data: bytes, source: Path, cache_dir: Path | None, max_quarters: int):
+    """read_midi_bytes, through an on-disk cache keyed by the file's content and grid settings."""
+    if cache_dir is None:
+        return read_midi_bytes(data, source, STEPS_PER_QUARTER, max_quarters)
+    key = hashlib.sha256(data).hexdigest()[:32]
+    settings = f"v{CODEC_VERSION}-s{STEPS_PER_QUARTER}-m{max_quarters}"
+    cached = cache_dir / "quarters" / settings / f"{key}.npz"
+    if cached.exists():
+        with np.load(cached) as stored:
+            shape = tuple(stored["shape"])
+            bits = np.unpackbits(stored["bits"], count=int(np.prod(shape)))
+            return bits.reshape(shape).astype(bool), int(stored["notes"]), int(stored["dropped"])
+    piece = read_midi_bytes(data, source, STEPS_PER_QUARTER, max_quarters)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    temporary = cached.with_suffix(".tmp.npz")
+    np.savez(
+        temporary,
+        bits=np.packbits(piece.quarters),
+        shape=np.array(piece.quarters.shape),
+        notes=piece.notes,
+        dropped=piece.dropped_notes,
+    )
+    temporary.replace(cached)
+    return piece.quarters, piece.notes, piece.dropped_notes
+
+
+def load_corpus(
+    folder: str | Path,
+    cache_dir: str | Path | None = None,
+    max_quarters: int = DEFAULT_MAX_QUARTERS,
+    on_skip: Callable[[MidiError], None] | None = None,
+) -> list[CorpusPiece]:
+    """Read every MIDI file under `folder` as quarters, skipping unreadable ones.
+
+    Each skipped file is passed to `on_skip` (default: one line on stderr). Raises CorpusError
+    when no file is readable.
+    """
+    folder = Path(folder)
+    cache_dir = Path(cache_dir) if cache_dir is not None else None
+    on_skip = on_skip or (lambda error: print(f"skipped {error}", file=sys.stderr))
+    pieces = []
+    files = midi_files(folder)
+    for path in files:
+        name = path.relative_to(folder).as_posix()
+        try:
+            data = path.read_bytes()
+            quarters, notes, dropped = _read_cached(data, path, cache_dir, max_quarters)
+        except MidiError as error:
+            on_skip(error)
+            continue
+        except OSError as error:
+            on_skip(MidiError(path, f"cannot read file ({error.strerror or error})"))
+            continue
+        pieces.append(CorpusPiece(name, quarters, notes, dropped))
+    if not pieces:
+        raise CorpusError(f"{folder}: none of {len(files)} MIDI files could be read")
+    return pieces
+
+
+def corpus_fingerprint(pieces: list[CorpusPiece]) -> str:
+    """A short hash of the corpus content, for keying caches derived from it."""
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece.name.encode())
+        digest.update(np.packbits(piece.quarters).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def transpose_range(quarters: np.ndarray, max_transpose: int) -> tuple[int, int]:
+    """(lowest, highest) shift in semitones that keeps every note of `quarters` in the 88 keys."""
+    keys = np.nonzero(quarters.any(axis=(0, 2)))[0]
+    if len(keys) == 0:
+        return 0, 0
+    return max(-max_transpose, -int(keys[0])), min(max_transpose, NUM_KEYS - 1 - int(keys[-1]))
+
+
+def transpose(rolls: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Shift each roll [B, 88, T] up by shifts[b] semitones; callers keep notes inside the keys."""
+    keys = torch.arange(NUM_KEYS, device=rolls.device)
+    source_key = (keys[None, :] - shifts[:, None]) % NUM_KEYS  # [B, 88]
+    return torch.gather(rolls, 1, source_key[:, :, None].expand_as(rolls))
+
+
+class QuarterDataset:
+    """Single quarters for the VQ-VAE, each transposed at random inside the 88 keys.
+
+    `batch(indices, generator)` returns float rolls [B, 88, 32]; with augmentation off (or
+    max_transpose 0) the quarters come as they are.
+    """
+
+    def __init__(self, pieces: list[CorpusPiece], max_transpose: int = 0):
+        self.quarters = torch.from_numpy(np.concatenate([p.quarters for p in pieces]))
+        ranges = [transpose_range(q[None], max_transpose) for p in pieces for q in p.quarters]
+        self.lowest_shift = torch.tensor([r[0] for r in ranges])
+        self.highest_shift = torch.tensor([r[1] for r in ranges])
+
+    def __len__(self) -> int:
+        return len(self.quarters)
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
+        rolls = self.quarters[indices].float()
+        if generator is None:
+            return rolls
+        low, high = self.lowest_shift[indices], self.highest_shift[indices]
+        shifts = low + (torch.rand(len(indices), generator=generator) * (high - low + 1)).long()
+        return transpose(rolls, shifts)
+
+
+@dataclass
+class EncodedPiece:
+    """A piece's codes at each allowed transposition: codes[shift - lowest_shift] is [Q * 16]."""
+
+    name: str
+    lowest_shift: int
+    codes: torch.Tensor  # long [num_shifts, Q * codes_per_quarter]
+
+
+class CodeWindowDataset:
+    """Windows of codes for the transformer: `window` codes starting on quarter boundaries.
+
+    `batch(indices, generator)` returns (inputs, targets), both long [B, window - 1]; with a
+    generator each window is taken at a random allowed transposition, without one untransposed.
+    Pieces shorter than a window are left out (`skipped` counts them).
+    """
+
+    def __init__(self, pieces: list[EncodedPiece], window: int, codes_per_quarter: int):
+        self.pieces = pieces
+        self.window = window
+        starts = []
+        self.skipped = 0
+        for number, piece in enumerate(pieces):
+            num_codes = piece.codes.shape[1]
+            if num_codes < window:
+                self.skipped += 1
+                continue
+            for start in range(0, num_codes - window + 1, codes_per_quarter):
+                starts.append((number, start))
+        self.starts = torch.tensor(starts, dtype=torch.long).reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
+        rows = []
+        for number, start in self.starts[indices].tolist():
+            piece = self.pieces[number]
+            shift = -piece.lowest_shift  # the untransposed row
+            if generator is not None:
+                shift = int(torch.randint(piece.codes.shape[0], (1,), generator=generator))
+            rows.append(piece.codes[shift, start : start + self.window])
+        windows = torch.stack(rows)
+        return windows[:, :-1], windows[:, 1:]
+
+
+# --------------------------------------------------------------------------------------------
+# scan
+
+
+def _pitch_name(midi_pitch: int) -> str:
+    names = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+    return f"{names[midi_pitch % 12]}{midi_pitch // 12 - 1}"
+
+
+def scan(folder: str | Path, as_json: bool = False, max_quarters: int = DEFAULT_MAX_QUARTERS) -> int:
+    """Print what each MIDI file under `folder` holds; returns the number of files read."""
+    files = midi_files(folder)
+    read = 0
+    for path in files:
+        name = path.relative_to(folder).as_posix()
+        record = {"file": name, "quarters": None, "notes": None, "dropped_notes": None}
+        try:
+            data = path.read_bytes()
+            piece = read_midi_bytes(data, name, STEPS_PER_QUARTER, max_quarters)
+        except OSError as error:
+            record["error"] = f"cannot read file ({error.strerror or error})"
+        except MidiError as error:
+            record["error"] = error.reason
+        else:
+            read += 1
+            keys = np.nonzero(piece.quarters.any(axis=(0, 2)))[0] + LOWEST_PITCH
+            record.update(
+                quarters=len(piece.quarters),
+                notes=piece.notes,
+                dropped_notes=piece.dropped_notes,
+                error=None,
+            )
+            low, high = _pitch_name(int(keys[0])), _pitch_name(int(keys[-1]))
+        if as_json:
+            print(json.dumps(record))
+        elif record["error"] is None:
+            dropped = f", {piece.dropped_notes} dropped" if piece.dropped_notes else ""
+            print(f"{name}: {len(piece.quarters)} quarters, {piece.notes} notes{dropped}, {low}-{high}")
+        else:
+            print(f"{name}: skipped: {record['error']}")
+    print(f"{len(files)} files, {read} read, {len(files) - read} skipped")
+    return read
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bachsformer.data", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    scan_parser = commands.add_parser("scan", help="report what each MIDI file in a folder holds")
+    scan_parser.add_argument("folder", help="folder of MIDI files (searched recursively)")
+    scan_parser.add_argument("--json", action="store_true", help="one JSON object per file")
+    scan_parser.add_argument("--max-quarters", type=int, default=DEFAULT_MAX_QUARTERS)
+    args = parser.parse_args(argv)
+    try:
+        read = scan(args.folder, args.json, args.max_quarters)
+    except CorpusError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0 if read else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Bachsformer: a small decoder-only transformer over VQ-VAE codes, in the style of minGPT.
+
+Token and learned position embeddings, pre-norm blocks of causal self-attention
+(`scaled_dot_product_attention`) and MLP, a linear head tied to the token embedding. `forward`
+takes an optional `KVCache`: with it, the model attends over what the cache holds and appends the
+new keys and values, which makes sampling cost one position per step instead of a whole window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 16  # the VQ-VAE's codebook size
+    block_size: int = 191  # 12 quarters of 16 codes, less the one predicted
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.1
+    bias: bool = False
+
+
+class KVCache:
+    """Preallocated keys and values for every layer: [n_layer, B, n_head, block_size, head_dim].
+
+    `length` is how many positions are filled; layers write in place, no tensor is reallocated.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
+        shape = (
+            config.n_layer,
+            batch_size,
+            config.n_head,
+            config.block_size,
+            config.n_embd // config.n_head,
+        )
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0):
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        # q, k, v: [B, n_head, T, head_dim]
+        dropout = self.dropout if self.training else 0.0
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            start, end = cache.length, cache.length + t
+            cache.keys[layer, :, :, start:end] = k
+            cache.values[layer, :, :, start:end] = v
+            k, v = cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end]
+            if t == 1:  # one new position sees everything cached: no mask needed
+                y = F.scaled_dot_product_attention(q, k, v)
+            else:  # new position i sees cached positions and new ones up to i
+                mask = torch.ones(t, end, dtype=torch.bool, device=x.device).tril(start)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).reshape(b, t, c)
+        return self.resid_dropout(self.proj(y))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias),
+            nn.GELU(),
+            nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias),
+            nn.Dropout(config.dropout),
+        )
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0):
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.head.weight = self.token_embedding.weight  # weight tying
+        # Where generation starts without a primer: the distribution of the first code of a
+        # quarter in the training data, set by train_transformer.py.
+        self.register_buffer("first_code_probs", torch.full((config.vocab_size,), 1 / config.vocab_size))
+        self.apply(self._init_weights)
+        for name, parameter in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):  # GPT-2 scaled init
+                nn.init.normal_(parameter, 0.0, 0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, 0.0, 0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+        """idx [B, T] -> (logits [B, T, vocab], mean cross-entropy in nats or None).
+
+        With a cache, idx continues the cached positions: position numbers start at cache.length.
+        """
+        start = cache.length if cache is not None else 0
+        t = idx.shape[1]
+        if start + t > self.config.block_size:
+            raise ValueError(f"{start + t} positions exceed block_size {self.config.block_size}")
+        positions = torch.arange(start, start + t, device=idx.device)
+        x = self.drop(self.token_embedding(idx) + self.position_embedding(positions))
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cache, layer)
+        if cache is not None:
+            cache.length += t
+        logits = self.head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        return logits, loss
+
+    def configure_optimizer(self, learning_rate: float, weight_decay: float, betas=(0.9, 0.95)):
+        """AdamW with weight decay on matrices only (not on biases, norms or embeddings' rows)."""
+        parameters = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        decay = [p for name, p in parameters.items() if p.dim() >= 2 and "embedding" not in name]
+        no_decay = [p for name, p in parameters.items() if p.dim() < 2 or "embedding" in name]
+        groups = [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
+
+    @classmethod
+    def from_checkpoint(cls, path, map_location="cpu") -> GPT:
+        """The one loader: rebuilds the model from the config stored in the checkpoint."""
+        from bachsformer.checkpoint import load_model
+
+        return load_model(cls, GPTConfig, "transformer", path, map_location)

@@ -1,0 +1,284 @@
+"""The training loop both stages share; it knows nothing about VQ-VAEs or transformers.
+
+It resolves the device once, runs under torchrun as DistributedDataParallel, uses mixed precision
+on CUDA, shows a progress bar with the live loss, validates every epoch, logs metrics as JSON lines,
+writes `last` and `best` checkpoints atomically, resumes a run at the step it stopped, and saves
+before it exits on Ctrl-C.
+
+A dataset here is anything with `__len__` and `batch(indices, generator) -> tensors`; batches are
+drawn in memory, their order and augmentation fixed by (seed, step), so a resumed run draws the
+same batches the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from bachsformer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bachsformer.config import Config, ConfigError, TrainConfig, save_config
+from bachsformer.errors import BachsformerError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; anything else is taken as a torch device name."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: '{name}' asked for, but CUDA is not available here")
+    return device
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
+    """Join the process group when started by torchrun; returns (ranks, this process's device)."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return Distributed(), resolve_device(device_name)
+    ranks = Distributed(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return ranks, device
+
+
+def check_run_folder(out: str | Path, resume: bool, allow_models: bool = False) -> Path:
+    """The run folder: refused inside models/ unless asked, and never reused without --resume."""
+    out = Path(out)
+    if not allow_models and Path("models").resolve() in (out.resolve(), *out.resolve().parents):
+        raise ConfigError(f"--out {out}: training never writes into models/ unless --write-models is given")
+    if (out / "last.pt").exists() and not resume:
+        raise ConfigError(f"--out {out}: already holds a run; pass --resume to continue it, or choose another --out")
+    if resume and not (out / "last.pt").exists():
+        raise ConfigError(f"--resume: {out / 'last.pt'} does not exist")
+    return out
+
+
+def learning_rate(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to min_learning_rate."""
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.min_learning_rate + cosine * (cfg.learning_rate - cfg.min_learning_rate)
+
+
+def batch_indices(num_items: int, batch_size: int, step: int, steps_per_epoch: int, seed: int, ranks: Distributed):
+    """This rank's item indices for global `step`: a fresh permutation each epoch, sharded by rank."""
+    epoch, position = divmod(step, steps_per_epoch)
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    global_batch = batch_size * ranks.world_size
+    chunk = order[position * global_batch : (position + 1) * global_batch]
+    return chunk[ranks.rank :: ranks.world_size]
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return tuple(item.to(device, non_blocking=True) for item in batch)
+
+
+class Trainer:
+    """Trains `model` on `train_set` with `compute_loss(model, batch) -> (loss, logs)`.
+
+    `evaluate(model) -> dict` runs each epoch on the plain model (main process only);
+    `best_metric` names the entry of that dict that decides `best` (`maximize` says which way).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        kind: str,
+        config: Config,
+        train_config: TrainConfig,
+        train_set,
+        compute_loss: Callable,
+        evaluate: Callable[[torch.nn.Module], dict],
+        best_metric: str,
+        maximize: bool,
+        run_dir: Path,
+        optimizer: torch.optim.Optimizer,
+        ranks: Distributed,
+        device: torch.device,
+        checkpoint_extra: Callable[[], dict] | None = None,
+    ):
+        self.model, self.kind, self.config, self.cfg = model, kind, config, train_config
+        self.train_set, self.compute_loss, self.evaluate = train_set, compute_loss, evaluate
+        self.best_metric, self.maximize = best_metric, maximize
+        self.run_dir, self.optimizer, self.ranks, self.device = run_dir, optimizer, ranks, device
+        self.checkpoint_extra = checkpoint_extra or dict
+        self.step = 0
+        self.best = None
+        self.steps_per_epoch = len(train_set) // (train_config.batch_size * ranks.world_size)
+        if self.steps_per_epoch == 0:
+            raise BachsformerError(
+                f"{len(train_set)} training items make no batch of {train_config.batch_size}"
+                f" x {ranks.world_size} process(es); lower batch_size or add data"
+            )
+        self.total_steps = train_config.epochs * self.steps_per_epoch
+        if train_config.max_steps:
+            self.total_steps = min(self.total_steps, train_config.max_steps)
+        amp = train_config.amp and device.type == "cuda"
+        amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.autocast = (
+            torch.autocast("cuda", dtype=amp_dtype) if amp else contextlib.nullcontext()
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+        self.model_config = model.config
+        self.training_model = model
+        if train_config.compile:
+            self.training_model = torch.compile(self.training_model)
+        if ranks.world_size > 1:
+            device_ids = [device.index] if device.type == "cuda" else None
+            self.training_model = torch.nn.parallel.DistributedDataParallel(
+                self.training_model, device_ids=device_ids, broadcast_buffers=False
+            )
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    def save(self, name: str) -> None:
+        if not self.ranks.is_main:
+            return
+        save_checkpoint(
+            self.run_dir / f"{name}.pt",
+            self.kind,
+            self.model_config,
+            self.model,
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
+            step=self.step,
+            best_metric=self.best,
+            train_config=self.config.to_dict(),
+            **self.checkpoint_extra(),
+        )
+
+    def resume(self) -> None:
+        """Continue from run_dir/last.pt at its step, with its optimizer and best metric."""
+        path = self.run_dir / "last.pt"
+        checkpoint = load_checkpoint(path, self.kind, map_location=self.device)
+        if checkpoint["config"] != asdict(self.model_config):
+            raise CheckpointError(f"{path}: the run's model config differs from this one; resume with the same config")
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.step = int(checkpoint["step"])
+        self.best = checkpoint.get("best_metric")
+
+    # ---- the loop ----------------------------------------------------------------------------
+
+    def log(self, record: dict) -> None:
+        if self.ranks.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as file:
+                file.write(json.dumps(record) + "\n")
+
+    def validate(self) -> dict:
+        if not self.ranks.is_main:
+            return {}
+        self.model.eval()
+        with torch.no_grad(), self.autocast:
+            metrics = self.evaluate(self.model)
+        self.model.train()
+        return metrics
+
+    def is_better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.maximize else value < self.best
+
+    def end_epoch(self, epoch: int, train_loss: float, started: float, bar) -> None:
+        metrics = self.validate()
+        if self.ranks.is_main:
+            improved = self.is_better(metrics[self.best_metric])
+            if improved:
+                self.best = metrics[self.best_metric]
+            record = {"step": self.step, "epoch": epoch, "train_loss": train_loss, **metrics}
+            record["lr"] = self.optimizer.param_groups[0]["lr"]
+            record["seconds"] = round(time.time() - started, 1)
+            self.log(record)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
+            bar.write(f"epoch {epoch} step {self.step}: train loss {train_loss:.4f}, {shown}" + (" *best*" if improved else ""))
+            self.save("last")
+            if improved:
+                self.save("best")
+        if self.ranks.world_size > 1:
+            dist.barrier()
+
+    def fit(self) -> None:
+        """Train to total_steps from self.step; Ctrl-C saves `last` and re-raises."""
+        if self.ranks.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.run_dir / "config.yaml")
+        torch.manual_seed(self.cfg.seed + self.step)
+        self.model.train()
+        started = time.time()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ranks.is_main, unit="step", dynamic_ncols=True)
+        running_loss, epoch_loss, epoch_batches = None, 0.0, 0
+        try:
+            while self.step < self.total_steps:
+                lr = learning_rate(self.step, self.total_steps, self.cfg)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                indices = batch_indices(len(self.train_set), self.cfg.batch_size, self.step, self.steps_per_epoch, self.cfg.seed, self.ranks)
+                generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step * 101 + self.ranks.rank)
+                batch = _to_device(self.train_set.batch(indices, generator), self.device)
+                with self.autocast:
+                    loss, logs = self.compute_loss(self.training_model, batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if self.cfg.grad_clip:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.step += 1
+
+                value = loss.item()
+                running_loss = value if running_loss is None else 0.98 * running_loss + 0.02 * value
+                epoch_loss, epoch_batches = epoch_loss + value, epoch_batches + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{running_loss:.4f}", **{k: f"{float(v):.3g}" for k, v in logs.items()})
+                epoch_done = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
+                if epoch_done:
+                    epoch = math.ceil(self.step / self.steps_per_epoch)
+                    self.end_epoch(epoch, epoch_loss / epoch_batches, started, bar)
+                    epoch_loss, epoch_batches = 0.0, 0
+                elif self.step % self.cfg.checkpoint_every == 0:
+                    self.save("last")
+        except KeyboardInterrupt:
+            self.save("last")
+            bar.close()
+            if self.ranks.is_main:
+                print(f"\ninterrupted: saved {self.run_dir / 'last.pt'} at step {self.step}; continue with --resume")
+            raise
+        bar.close()

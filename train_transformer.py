@@ -1,0 +1,118 @@
+"""Train the Bachsformer transformer on the corpus, encoded as codes by a trained VQ-VAE.
+
+    python train_transformer.py                              # VQ-VAE from models/vq_vae.pt
+    python train_transformer.py --set models.vq_vae=runs/vq_vae/best.pt --out runs/gpt
+    python train_transformer.py --out runs/gpt --resume      # continue where it stopped
+    torchrun --nproc_per_node=2 train_transformer.py         # DistributedDataParallel
+
+Every piece is encoded once at each transposition augmentation may use (cached under
+data.cache_dir, keyed by the VQ-VAE's fingerprint and the corpus), then windows of block_size + 1
+codes that start on quarter boundaries are drawn at random transpositions. Each epoch reports
+held-out bits per code beside two baselines on the same codes, a unigram and a bigram model;
+`best` is kept by held-out bits. The checkpoint records the fingerprint of its VQ-VAE.
+"""
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from bachsformer.checkpoint import save_checkpoint
+from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows, first_code_distribution
+from bachsformer.config import ConfigError, load_config
+from bachsformer.data import CodeWindowDataset, load_corpus, split
+from bachsformer.errors import exit_on_user_error
+from bachsformer.gpt import GPT
+from bachsformer.training import Trainer, check_run_folder, setup_distributed
+from bachsformer.vqvae import VQVAE
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
+    parser.add_argument("--out", help="run folder (default: train_transformer.out from the config)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--write-models", action="store_true", help="also copy the best model to models/transformer.pt")
+    args = parser.parse_args()
+
+    config = load_config(args.config, args.set)
+    train_config = config.train_transformer
+    if args.out:
+        train_config.out = args.out
+    run_dir = check_run_folder(train_config.out, args.resume)
+    ranks, device = setup_distributed(train_config.device)
+    torch.manual_seed(train_config.seed)
+
+    vq_vae = VQVAE.from_checkpoint(config.models.vq_vae, map_location=device)
+    if config.gpt.vocab_size != vq_vae.num_embeddings:
+        raise ConfigError(
+            f"gpt.vocab_size is {config.gpt.vocab_size}, but the VQ-VAE {config.models.vq_vae}"
+            f" has {vq_vae.num_embeddings} codes; set them equal"
+        )
+    pieces = load_corpus(config.data.midi_dir, config.data.cache_dir, config.data.max_quarters)
+    train_pieces, validation_pieces = split(pieces, config.data.validation_fraction)
+    cache_dir = config.data.cache_dir
+    train_codes = encode_pieces(vq_vae, train_pieces, config.data.max_transpose, cache_dir)
+    validation_codes = encode_pieces(vq_vae, validation_pieces or train_pieces, 0, cache_dir)
+    window = config.gpt.block_size + 1
+    train_set = CodeWindowDataset(train_codes, window, vq_vae.codes_per_quarter)
+    held_out = evaluation_windows(validation_codes, window)
+    baseline_bits = baselines(train_codes, held_out, vq_vae.num_embeddings)
+    if ranks.is_main:
+        print(
+            f"{len(pieces)} files: {len(train_pieces)} train ({len(train_set)} windows of {window} codes,"
+            f" {train_set.skipped} pieces shorter), {len(validation_pieces)} held out; device {device}"
+        )
+        print(f"held-out baselines: unigram {baseline_bits['unigram_bits']:.3f}, bigram {baseline_bits['bigram_bits']:.3f} bits per code")
+
+    model = GPT(config.gpt).to(device)
+    model.first_code_probs.copy_(first_code_distribution(train_codes, vq_vae.codes_per_quarter, config.gpt.vocab_size))
+    optimizer = model.configure_optimizer(train_config.learning_rate, train_config.weight_decay)
+
+    def compute_loss(model, batch):
+        inputs, targets = batch
+        _, loss = model(inputs, targets)
+        return loss, {}
+
+    def evaluate(model):
+        return {"bits_per_code": bits_per_code(model, held_out), **baseline_bits}
+
+    trainer = Trainer(
+        model,
+        "transformer",
+        config,
+        train_config,
+        train_set,
+        compute_loss,
+        evaluate=evaluate,
+        best_metric="bits_per_code",
+        maximize=False,
+        run_dir=run_dir,
+        optimizer=optimizer,
+        ranks=ranks,
+        device=device,
+        checkpoint_extra=lambda: {"vq_vae_fingerprint": vq_vae.fingerprint},
+    )
+    if args.resume:
+        trainer.resume()
+    trainer.fit()
+
+    if args.write_models and ranks.is_main:
+        best = GPT.from_checkpoint(run_dir / "best.pt")
+        Path("models").mkdir(exist_ok=True)
+        save_checkpoint(
+            "models/transformer.pt",
+            "transformer",
+            best.config,
+            best,
+            step=trainer.step,
+            vq_vae_fingerprint=vq_vae.fingerprint,
+        )
+        shutil.copy(run_dir / "metrics.jsonl", "models/transformer_metrics.jsonl")
+        print("wrote models/transformer.pt")
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)
