@@ -65,7 +65,8 @@ def main():
             f"{len(pieces)} files: {len(train_pieces)} train ({len(train_set)} windows of {window} codes,"
             f" {train_set.skipped} pieces shorter), {len(validation_pieces)} held out; device {device}"
         )
-        print(f"held-out baselines: unigram {baseline_bits['unigram_bits']:.3f}, bigram {baseline_bits['bigram_bits']:.3f} bits per code")
+        unigram, bigram = baseline_bits["unigram_bits"], baseline_bits["bigram_bits"]
+        print(f"held-out baselines: unigram {unigram:.3f}, bigram {bigram:.3f} bits per code")
 
     model = GPT(config.gpt).to(device)
     model.first_code_probs.copy_(first_code_distribution(train_codes, vq_vae.codes_per_quarter, config.gpt.vocab_size))

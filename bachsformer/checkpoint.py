@@ -109,4 +109,3 @@ def load_model(cls, config_class, kind: str, path: str | Path, map_location="cpu
     model.fingerprint = checkpoint.get("fingerprint", "")
     model.checkpoint_info = {k: v for k, v in checkpoint.items() if k not in ("model", "optimizer")}
     return model
-

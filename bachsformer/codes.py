@@ -89,7 +89,9 @@ def bits_per_code(model, windows: list[torch.Tensor], batch_size: int = 64) -> f
         for start in range(0, len(same_length), batch_size):
             batch = torch.stack(same_length[start : start + batch_size]).to(device)
             logits, _ = model(batch[:, :-1])
-            losses = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum")
+            losses = torch.nn.functional.cross_entropy(
+                logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum"
+            )
             total += losses.item()
             count += batch[:, 1:].numel()
     return total / count / math.log(2)

@@ -88,9 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m bachsformer.corpus",
         description="Export the Bach chorales in music21's corpus to MIDI files.",
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path("data/midi"), help="output folder (default: data/midi)"
-    )
+    parser.add_argument("--out", type=Path, default=Path("data/midi"), help="output folder (default: data/midi)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing MIDI files")
     args = parser.parse_args(argv)
 

@@ -30,7 +30,7 @@ from bachsformer.midi import (
 )
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
-CODEC_VERSION = 1  # bump when midi.py reads files differently, so old caches are ignored
+CODEC_VERSION = 2  # bump when midi.py reads files differently, so old caches are ignored
 
 
 class CorpusError(BachsformerError):
@@ -69,7 +69,8 @@ def split(pieces: list[CorpusPiece], fraction: float) -> tuple[list, list]:
 def _read_cached(data: bytes, source: Path, cache_dir: Path | None, max_quarters: int):
     """read_midi_bytes, through an on-disk cache keyed by the file's content and grid settings."""
     if cache_dir is None:
-        return read_midi_bytes(data, source, STEPS_PER_QUARTER, max_quarters)
+        piece = read_midi_bytes(data, source, STEPS_PER_QUARTER, max_quarters)
+        return piece.quarters, piece.notes, piece.dropped_notes
     key = hashlib.sha256(data).hexdigest()[:32]
     settings = f"v{CODEC_VERSION}-s{STEPS_PER_QUARTER}-m{max_quarters}"
     cached = cache_dir / "quarters" / settings / f"{key}.npz"

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bachsformer.sampling import check_sampling_options, draw, filter_logits, piece_uniforms
+
 
 @dataclass
 class GPTConfig:
@@ -155,6 +157,65 @@ class GPT(nn.Module):
             {"params": no_decay, "weight_decay": 0.0},
         ]
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: torch.Tensor | None,
+        num_new: int,
+        seeds: list[int],
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        codes_per_quarter: int = 16,
+        min_context: int = 96,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
+        """Continue `prompt` [B, P] by `num_new` codes; returns [B, P + num_new].
+
+        Without a prompt, each piece opens with a code drawn from `first_code_probs` (counted as one
+        of the `num_new`). Continuous: every code is kept, and each new code sees between
+        `min_context` and block_size codes before it. The window starts on a quarter boundary; when
+        it is full it jumps forward, keeping its last `min_context` codes, which are encoded again
+        once (their positions have moved). In between, each step feeds one code through the
+        key/value cache. Piece b draws its random numbers from its own generator seeded with
+        seeds[b]. `use_cache=False` recomputes the whole window for every code instead: the same
+        codes at the naive cost, kept for comparison.
+        """
+        block = self.config.block_size
+        if min_context % codes_per_quarter or not 0 < min_context < block:
+            raise ValueError(f"min_context must be whole quarters below block_size, got {min_context}")
+        check_sampling_options(temperature, top_k, top_p, self.config.vocab_size)
+        device = self.first_code_probs.device
+        uniforms = piece_uniforms(seeds, num_new).to(device)  # [B, num_new]
+        if prompt is None:
+            prompt = draw(self.first_code_probs.expand(len(seeds), -1), uniforms[:, 0])[:, None]
+            uniforms, num_new = uniforms[:, 1:], num_new - 1
+        batch, prompt_length = prompt.shape
+        if prompt_length < 1 or batch != len(seeds):
+            raise ValueError(f"prompt must be [len(seeds), P >= 1], got {list(prompt.shape)}")
+        sequence = torch.empty(batch, prompt_length + num_new, dtype=torch.long, device=device)
+        sequence[:, :prompt_length] = prompt
+        cache = KVCache(self.config, batch, device, next(self.parameters()).dtype) if use_cache else None
+
+        # The window begins on a quarter boundary (the prompt starts on one) and holds <= block codes.
+        window_start = 0
+        if prompt_length > block:
+            window_start = (prompt_length - min_context) // codes_per_quarter * codes_per_quarter
+        logits = None
+        for n in range(prompt_length, prompt_length + num_new):  # n: index of the code to draw
+            if n - window_start > block:
+                window_start = n - min_context
+                logits = None
+            if cache is None:
+                logits = self(sequence[:, window_start:n])[0][:, -1]
+            elif logits is None:  # (re)fill the cache with the window so far
+                cache.reset()
+                logits = self(sequence[:, window_start:n], cache=cache)[0][:, -1]
+            sequence[:, n] = draw(filter_logits(logits, temperature, top_k, top_p), uniforms[:, n - prompt_length])
+            if cache is not None and n + 1 - window_start <= block and n + 1 < sequence.shape[1]:
+                logits = self(sequence[:, n : n + 1], cache=cache)[0][:, -1]
+        return sequence
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> GPT:

@@ -202,9 +202,7 @@ def compare(generated: Sequence[np.ndarray], reference: Sequence[np.ndarray]) ->
     generated_features = [piece_features(piece) for piece in generated]
     reference_features = [piece_features(piece) for piece in reference]
     areas = {
-        name: overlapping_area(
-            [f[name] for f in generated_features], [f[name] for f in reference_features]
-        )
+        name: overlapping_area([f[name] for f in generated_features], [f[name] for f in reference_features])
         for name in FEATURE_NAMES
     }
     return {
@@ -215,12 +213,8 @@ def compare(generated: Sequence[np.ndarray], reference: Sequence[np.ndarray]) ->
         "pitch_class_distance": pitch_class_distance(
             mean_pitch_class_histogram(generated), mean_pitch_class_histogram(reference)
         ),
-        "generated_mean": {
-            name: float(np.mean([f[name] for f in generated_features])) for name in FEATURE_NAMES
-        },
-        "reference_mean": {
-            name: float(np.mean([f[name] for f in reference_features])) for name in FEATURE_NAMES
-        },
+        "generated_mean": {name: float(np.mean([f[name] for f in generated_features])) for name in FEATURE_NAMES},
+        "reference_mean": {name: float(np.mean([f[name] for f in reference_features])) for name in FEATURE_NAMES},
     }
 
 
@@ -242,9 +236,7 @@ def _build_index(training_pieces: Sequence[np.ndarray]) -> dict[bytes, list[tupl
     return index
 
 
-def _longest_run(
-    piece: np.ndarray, index: dict[bytes, list[tuple[int, int]]], max_shift: int
-) -> int:
+def _longest_run(piece: np.ndarray, index: dict[bytes, list[tuple[int, int]]], max_shift: int) -> int:
     """`longest_verbatim_run` of one checked piece against a built index."""
     keys_sounding = piece.any(axis=2)  # [Q, 88]
     quarter_sounds = keys_sounding.any(axis=1)
@@ -281,9 +273,7 @@ def longest_verbatim_runs(
     return [_longest_run(_check_piece(piece), index, max_shift) for piece in pieces]
 
 
-def longest_verbatim_run(
-    piece: np.ndarray, training_pieces: Sequence[np.ndarray], max_shift: int = 12
-) -> int:
+def longest_verbatim_run(piece: np.ndarray, training_pieces: Sequence[np.ndarray], max_shift: int = 12) -> int:
     """Longest run of consecutive quarters of `piece` found verbatim in one training piece.
 
     Verbatim up to one transposition: the whole run shifted by the same number of semitones,

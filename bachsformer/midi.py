@@ -18,6 +18,7 @@ length is refused before anything is allocated for it.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,7 @@ class Piece:
 def _read_varlen(data: bytes, pos: int, end: int) -> tuple[int, int]:
     """A MIDI variable-length quantity (at most 4 bytes) at `pos`; returns (value, next pos)."""
     value = 0
-    for i in range(4):
+    for _ in range(4):
         if pos >= end:
             raise ValueError("truncated variable-length number")
         byte = data[pos]
@@ -81,7 +82,7 @@ def _parse_track(data: bytes, pos: int, end: int, notes: list[tuple[int, int, in
     """
     tick = 0
     status = 0
-    sounding: dict[tuple[int, int], list[int]] = {}  # (channel, pitch) -> onset ticks, oldest first
+    sounding: dict[tuple[int, int], deque[int]] = {}  # (channel, pitch) -> onset ticks, oldest first
     while pos < end:
         delta, pos = _read_varlen(data, pos, end)
         tick += delta
@@ -125,9 +126,9 @@ def _parse_track(data: bytes, pos: int, end: int, notes: list[tuple[int, int, in
                 raise ValueError("note data byte above 127")
             key = (channel, pitch)
             if kind == 0x90 and velocity > 0:
-                sounding.setdefault(key, []).append(tick)
+                sounding.setdefault(key, deque()).append(tick)
             elif sounding.get(key):
-                notes.append((sounding[key].pop(0), tick, channel, pitch))
+                notes.append((sounding[key].popleft(), tick, channel, pitch))
         pos += size
     for (channel, pitch), onsets in sounding.items():
         notes.extend((onset, tick, channel, pitch) for onset in onsets)
@@ -212,14 +213,16 @@ def notes_to_quarters(
     same_pitch = pitch[1:] == pitch[:-1]
     cut = same_pitch & (onset[1:] <= offset[:-1])
     offset[:-1][cut] = np.maximum(onset[1:][cut] - 1, onset[:-1][cut] + 1)
+    num_quarters = (int(offset.max()) - 1) // steps_per_quarter + 1  # a cut may end the music sooner
 
-    # Fill every covered step at once: step index of each covered cell, note by note.
-    lengths = offset - onset
-    starts_in_flat = np.cumsum(lengths) - lengths
-    steps = np.arange(lengths.sum()) - np.repeat(starts_in_flat - onset, lengths)
-    rows = np.repeat(pitch, lengths)
-    quarters = np.zeros((num_quarters, NUM_KEYS, steps_per_quarter), dtype=bool)
-    quarters[steps // steps_per_quarter, rows, steps % steps_per_quarter] = True
+    # Fill the roll: +1 where a note starts, -1 where it ends, summed along time. Notes of one pitch
+    # no longer overlap, so every sum is 0 or 1, and memory stays a small multiple of the roll's.
+    roll = np.zeros((NUM_KEYS, num_quarters * steps_per_quarter + 1), dtype=np.int8)  # [88, Q * steps + 1]
+    np.add.at(roll, (pitch, onset), 1)
+    np.add.at(roll, (pitch, offset), -1)
+    np.cumsum(roll, axis=1, out=roll)
+    roll = roll[:, :-1].view(bool).reshape(NUM_KEYS, num_quarters, steps_per_quarter)
+    quarters = np.ascontiguousarray(roll.transpose(1, 0, 2))  # [Q, 88, steps]
     return Piece(quarters=quarters, notes=len(notes), dropped_notes=dropped)
 
 

@@ -150,9 +150,7 @@ class Trainer:
             self.total_steps = min(self.total_steps, train_config.max_steps)
         amp = train_config.amp and device.type == "cuda"
         amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-        self.autocast = (
-            torch.autocast("cuda", dtype=amp_dtype) if amp else contextlib.nullcontext()
-        )
+        self.autocast = torch.autocast("cuda", dtype=amp_dtype) if amp else contextlib.nullcontext()
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
         self.model_config = model.config
         self.training_model = model
@@ -186,7 +184,8 @@ class Trainer:
         """Continue from run_dir/last.pt at its step, with its optimizer and best metric."""
         path = self.run_dir / "last.pt"
         checkpoint = load_checkpoint(path, self.kind, map_location=self.device)
-        if checkpoint["config"] != asdict(self.model_config):
+        stored = checkpoint.get("config") or {}
+        if {**asdict(self.model_config), **stored} != asdict(self.model_config):
             raise CheckpointError(f"{path}: the run's model config differs from this one; resume with the same config")
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -227,7 +226,10 @@ class Trainer:
             record["seconds"] = round(time.time() - started, 1)
             self.log(record)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
-            bar.write(f"epoch {epoch} step {self.step}: train loss {train_loss:.4f}, {shown}" + (" *best*" if improved else ""))
+            bar.write(
+                f"epoch {epoch} step {self.step}: train loss {train_loss:.4f}, {shown}"
+                + (" *best*" if improved else "")
+            )
             self.save("last")
             if improved:
                 self.save("best")
@@ -242,14 +244,18 @@ class Trainer:
         torch.manual_seed(self.cfg.seed + self.step)
         self.model.train()
         started = time.time()
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ranks.is_main, unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, disable=not self.ranks.is_main, unit="step", dynamic_ncols=True
+        )
         running_loss, epoch_loss, epoch_batches = None, 0.0, 0
         try:
             while self.step < self.total_steps:
                 lr = learning_rate(self.step, self.total_steps, self.cfg)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                indices = batch_indices(len(self.train_set), self.cfg.batch_size, self.step, self.steps_per_epoch, self.cfg.seed, self.ranks)
+                indices = batch_indices(
+                    len(self.train_set), self.cfg.batch_size, self.step, self.steps_per_epoch, self.cfg.seed, self.ranks
+                )
                 generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step * 101 + self.ranks.rank)
                 batch = _to_device(self.train_set.batch(indices, generator), self.device)
                 with self.autocast:

@@ -31,6 +31,7 @@ class VQVAEConfig:
     commitment_cost: float = 0.25
     decay: float = 0.99  # EMA decay of the codebook statistics
     dead_code_threshold: float = 1.0  # restart a code used by fewer vectors per batch (EMA)
+    transition_weight: float = 1.0  # loss weight of cells where a key starts or stops sounding
 
 
 def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
@@ -184,7 +185,7 @@ class VQVAE(nn.Module):
         latents = self.encoder(self._check_rolls(rolls))  # [N, D, 8, 2]
         quantized, indices, commitment_loss, perplexity = self.quantizer(latents)
         logits = self.decoder(quantized)[:, 0]  # [N, 88, 32]
-        reconstruction_loss = F.binary_cross_entropy_with_logits(logits.float(), rolls.float())
+        reconstruction_loss = self.reconstruction_loss(logits, rolls)
         return VQVAEOutput(
             logits=logits,
             loss=reconstruction_loss + commitment_loss,
@@ -192,6 +193,22 @@ class VQVAE(nn.Module):
             codes=indices.flatten(1),
             perplexity=perplexity,
         )
+
+    def reconstruction_loss(self, logits: torch.Tensor, rolls: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy per cell, with cells where a key starts or stops sounding weighted.
+
+        An onset right after a one-step gap is a single 0 among 1s: under plain cross-entropy it
+        costs almost nothing to miss, yet missing it merges two notes. transition_weight > 1 makes
+        such cells count more.
+        """
+        rolls = rolls.float()
+        cross_entropy = F.binary_cross_entropy_with_logits(logits.float(), rolls, reduction="none")  # [N, 88, 32]
+        if self.config.transition_weight == 1.0:
+            return cross_entropy.mean()
+        weights = torch.ones_like(rolls)
+        changes = rolls[:, :, 1:] != rolls[:, :, :-1]  # [N, 88, 31]: onsets, offsets and gaps
+        weights[:, :, 1:] += (self.config.transition_weight - 1.0) * changes
+        return (weights * cross_entropy).sum() / weights.sum()
 
     @torch.no_grad()
     def encode(self, rolls: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,134 @@
+"""Write new music with the trained models: MIDI files in data/generated/.
+
+    python generate.py                                   # one piece of 128 quarters, seed 0
+    python generate.py --seed 7 --num 8 --temperature 0.9 --top-p 0.95
+    python generate.py --file primer.mid --quarters 64   # continue a MIDI file
+    python generate.py --wav --png                       # also a WAV preview and a piano roll
+
+Piece i of `--num N --seed S` has seed S + i and is the same as `--seed S+i` alone. Files are named
+after their settings and never overwritten; each path is printed. The models come from models/
+unless `--set models.vq_vae=... --set models.transformer=...` points elsewhere.
+"""
+
+import argparse
+import os
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from bachsformer.compose import compose, load_models
+from bachsformer.config import load_config
+from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
+from bachsformer.midi import read_midi, write_midi
+from bachsformer.render import write_png, write_wav
+from bachsformer.training import resolve_device
+
+
+def unique_path(folder: Path, stem: str, suffix: str) -> Path:
+    """folder/stem.suffix, or stem-2, stem-3 ... when taken; stem holds no path separators."""
+    path = folder / f"{stem}{suffix}"
+    number = 2
+    while path.exists():
+        path = folder / f"{stem}-{number}{suffix}"
+        number += 1
+    return path
+
+
+def safe_name(text: str) -> str:
+    """Letters, digits, dot, dash and underscore only: a name that cannot leave its folder."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "primer"
+
+
+def main():
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
+    parser.add_argument("--seed", type=int, help="random seed of the first piece")
+    parser.add_argument("--num", type=int, help="number of pieces, sampled as one batch")
+    parser.add_argument("--quarters", type=int, help="quarters to generate per piece (default 128)")
+    parser.add_argument("--temperature", type=float, help="above 1: bolder, below 1: safer")
+    parser.add_argument("--top-k", type=int, help="sample among the k likeliest codes (0: all)")
+    parser.add_argument("--top-p", type=float, help="sample among the likeliest codes holding this mass")
+    parser.add_argument("--file", help="a MIDI file to continue (primer)")
+    parser.add_argument("--continuation-only", action="store_true", help="leave the primer out of the output")
+    parser.add_argument("--out", help="output folder (default: data/generated)")
+    parser.add_argument("--tempo", type=float, help="beats per minute of the written MIDI")
+    parser.add_argument("--device", help="cpu, cuda, mps or auto")
+    parser.add_argument("--wav", action="store_true", help="also write a WAV preview")
+    parser.add_argument("--png", action="store_true", help="also write a piano-roll picture (needs matplotlib)")
+    args = parser.parse_args()
+
+    config = load_config(args.config, args.set)
+    options = config.generate
+    for name in ("seed", "num", "quarters", "temperature", "top_k", "top_p", "tempo", "device"):
+        if getattr(args, name) is not None:
+            setattr(options, name, getattr(args, name))
+    out_dir = Path(args.out or options.out_dir)
+    checks = [
+        (options.num >= 1, f"--num must be at least 1, got {options.num}"),
+        (options.quarters >= 1, f"--quarters must be at least 1, got {options.quarters}"),
+        (options.temperature > 0, f"--temperature must be above 0, got {options.temperature}"),
+        (0 < options.top_p <= 1, f"--top-p must lie in (0, 1], got {options.top_p}"),
+        (1 <= options.tempo <= 1000, f"--tempo must lie in 1 ... 1000, got {options.tempo}"),
+        (not args.file or Path(args.file).is_file(), f"--file {args.file}: no such file"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise BachsformerError(message)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise BachsformerError(f"--out {out_dir}: cannot write there ({error.strerror or error})") from None
+
+    device = resolve_device(options.device)
+    paths = config.models
+    for path, command in ((paths.vq_vae, "train_vq_vae.py"), (paths.transformer, "train_transformer.py")):
+        if not Path(path).is_file():
+            raise BachsformerError(f"{path}: model not found; train it with python {command} --write-models")
+    vq_vae, transformer = load_models(paths.vq_vae, paths.transformer, device)
+    vocab = transformer.config.vocab_size
+    if not 0 <= options.top_k <= vocab:
+        raise BachsformerError(f"--top-k must lie in 1 ... {vocab} (0: off), got {options.top_k}")
+
+    primer = read_midi(args.file).quarters if args.file else None
+    seeds = [options.seed + i for i in range(options.num)]
+    started = time.perf_counter()
+    torch.set_grad_enabled(False)
+    pieces = compose(
+        vq_vae,
+        transformer,
+        options.quarters,
+        seeds,
+        primer,
+        options.temperature,
+        options.top_k,
+        options.top_p,
+        args.continuation_only,
+    )
+    seconds = time.perf_counter() - started
+
+    settings = f"t{options.temperature:g}_k{options.top_k}_p{options.top_p:g}_q{options.quarters}"
+    if args.file:
+        settings += f"_primer-{safe_name(Path(args.file).stem)}"
+    for seed, quarters in zip(seeds, pieces):
+        stem = f"bachsformer_seed{seed}_{settings}"
+        midi_path = write_midi(quarters, unique_path(out_dir, stem, ".mid"), options.tempo)
+        print(midi_path)
+        if args.wav:
+            wav_path = unique_path(out_dir, midi_path.stem, ".wav")
+            write_wav(midi_path, wav_path)
+            print(wav_path)
+        if args.png:
+            png_path = unique_path(out_dir, midi_path.stem, ".png")
+            write_png(quarters, png_path, title=midi_path.stem)
+            print(png_path)
+    print(f"{len(pieces)} piece(s) of {options.quarters} quarters in {seconds:.1f} s on {device}")
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)

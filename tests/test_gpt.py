@@ -1,0 +1,123 @@
+import pytest
+import torch
+
+from bachsformer.checkpoint import save_checkpoint
+from bachsformer.gpt import GPT, GPTConfig, KVCache
+
+TINY = GPTConfig(vocab_size=16, block_size=47, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
+
+
+def tiny_model(seed: int = 0, config: GPTConfig = TINY) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(config).eval()
+
+
+def test_cached_forward_matches_the_full_forward():
+    model = tiny_model()
+    codes = torch.randint(16, (3, 40))
+    full_logits, _ = model(codes)
+    cache = KVCache(model.config, batch_size=3)
+    prefix_logits, _ = model(codes[:, :25], cache=cache)  # a prefill of several positions
+    step_logits = [model(codes[:, t : t + 1], cache=cache)[0] for t in range(25, 40)]  # then one at a time
+    cached_logits = torch.cat([prefix_logits, *step_logits], dim=1)
+    assert cache.length == 40
+    assert torch.allclose(cached_logits, full_logits, atol=1e-5)
+
+
+def test_positions_beyond_the_block_are_refused():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, TINY.block_size + 1, dtype=torch.long))
+
+
+def test_tiny_model_overfits_one_batch():
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    batch = torch.randint(16, (4, 33))
+    optimizer = model.configure_optimizer(learning_rate=3e-3, weight_decay=0.0)
+    for _ in range(150):
+        _, loss = model(batch[:, :-1], batch[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05
+
+
+def test_weight_decay_applies_to_matrices_only():
+    model = tiny_model()
+    optimizer = model.configure_optimizer(learning_rate=1e-3, weight_decay=0.1)
+    decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] > 0 for p in group["params"]}
+    for name, parameter in model.named_parameters():
+        expected = parameter.dim() >= 2 and "embedding" not in name
+        assert (id(parameter) in decayed) == expected, name
+
+
+def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
+    model = tiny_model(seed=3)
+    model.first_code_probs.copy_(torch.softmax(torch.randn(16), 0))
+    save_checkpoint(tmp_path / "gpt.pt", "transformer", model.config, model, vq_vae_fingerprint="abc")
+    loaded = GPT.from_checkpoint(tmp_path / "gpt.pt")
+    codes = torch.randint(16, (2, 30))
+    assert torch.equal(model(codes)[0], loaded(codes)[0])
+    assert torch.equal(model.first_code_probs, loaded.first_code_probs)
+    assert loaded.checkpoint_info["vq_vae_fingerprint"] == "abc"
+
+
+def test_generate_length_and_prompt_are_kept():
+    model = tiny_model()
+    prompt = torch.randint(16, (2, 20))
+    out = model.generate(prompt, 100, seeds=[1, 2], codes_per_quarter=16, min_context=16)
+    assert out.shape == (2, 120)
+    assert torch.equal(out[:, :20], prompt)
+    assert out.min() >= 0 and out.max() < 16
+
+
+def test_generate_without_prompt_counts_the_opening_code():
+    out = tiny_model().generate(None, 64, seeds=[5], min_context=16)
+    assert out.shape == (1, 64)
+
+
+def test_generate_is_deterministic_and_each_piece_has_its_own_stream():
+    model = tiny_model()
+    batch = model.generate(None, 120, seeds=[7, 8, 9], min_context=16)
+    again = model.generate(None, 120, seeds=[7, 8, 9], min_context=16)
+    alone = model.generate(None, 120, seeds=[8], min_context=16)
+    assert torch.equal(batch, again)
+    assert torch.equal(batch[1:2], alone)
+    assert not torch.equal(batch[0], batch[1])
+
+
+def test_cached_generation_equals_the_naive_window_recomputation():
+    # 200 codes through a 47-code block: the window jumps several times.
+    model = tiny_model()
+    cached = model.generate(None, 200, seeds=[3, 4], min_context=16, use_cache=True)
+    naive = model.generate(None, 200, seeds=[3, 4], min_context=16, use_cache=False)
+    assert torch.equal(cached, naive)
+
+
+def test_every_code_sees_between_min_context_and_block_size_codes(monkeypatch):
+    model = tiny_model()
+    seen = []
+    original_forward = GPT.forward
+
+    def recording_forward(self, idx, targets=None, cache=None):
+        start = cache.length if cache is not None else 0
+        seen.append(start + idx.shape[1])  # context of the code predicted from the last position
+        return original_forward(self, idx, targets, cache)
+
+    monkeypatch.setattr(GPT, "forward", recording_forward)
+    model.generate(torch.randint(16, (1, 16)), 300, seeds=[0], min_context=16)
+    assert len(seen) == 300
+    assert min(seen) >= 16 and max(seen) == TINY.block_size
+
+
+def test_generation_options_are_checked():
+    model = tiny_model()
+    for options, message in [
+        ({"temperature": 0.0}, "temperature"),
+        ({"top_k": 17}, "top-k"),
+        ({"top_p": 0.0}, "top-p"),
+        ({"top_p": 1.5}, "top-p"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            model.generate(None, 10, seeds=[0], min_context=16, **options)

@@ -1,0 +1,306 @@
+"""Tiny runs of train_vq_vae.py and train_transformer.py on a synthetic corpus, on the CPU.
+
+The training runs are subprocesses, as a user starts them: resume, Ctrl-C and SIGKILL behave as
+they would. Runs that are refused before any training starts the scripts in-process, which is
+the same code path without the cost of starting another interpreter. DDP is checked with two
+spawned gloo processes running the shared Trainer (the script saves only rank 0's weights).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import runpy
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tiny
+import torch
+import torch.multiprocessing
+
+from bachsformer.checkpoint import load_checkpoint
+from bachsformer.config import load_config
+from bachsformer.vqvae import VQVAE, VQVAEConfig
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: more threads only contend
+TIMEOUT = 180
+
+
+def command(script: str, config: Path, out: Path, *sets: str, resume: bool = False) -> list[str]:
+    args = [sys.executable, script, "--config", str(config), "--out", str(out)]
+    args += [item for setting in sets for item in ("--set", setting)]
+    return args + (["--resume"] if resume else [])
+
+
+def run(script: str, config: Path, out: Path, *sets: str, resume: bool = False) -> subprocess.CompletedProcess:
+    """Run a training script to its end; fails the test, showing stderr, if it did not succeed."""
+    result = subprocess.run(
+        command(script, config, out, *sets, resume=resume),
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def start(script: str, config: Path, out: Path, *sets: str, resume: bool = False, log: Path) -> subprocess.Popen:
+    """Start a training script in the background, stdout and stderr into `log` (no pipe to fill).
+
+    SIGINT is set back to its default in the child: a shell that started pytest in the
+    background may have left it ignored, and Python then never raises KeyboardInterrupt.
+    """
+    with log.open("w") as file:
+        return subprocess.Popen(
+            command(script, config, out, *sets, resume=resume),
+            cwd=REPO,
+            env=ENV,
+            stdout=file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+
+
+def run_refused(script: str, *args: str, monkeypatch, capsys) -> tuple[int, str]:
+    """Run a script in-process from the repository root; returns (exit status, stderr)."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / script), run_name="__main__")
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def step_of(checkpoint: Path, kind: str = "vq_vae") -> int:
+    return int(load_checkpoint(checkpoint, kind)["step"])
+
+
+def wait_for(condition, timeout: float = TIMEOUT, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process is None or process.poll() is None, "the run ended before it was interrupted"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def saved_since(checkpoint: Path, mtime: int | None):
+    """A condition: `checkpoint` exists and was written after `mtime` (None: never written)."""
+    return lambda: checkpoint.exists() and checkpoint.stat().st_mtime_ns != mtime
+
+
+def progress_shown(log: str, start_step: int, total: int) -> bool:
+    """Whether the tqdm bar shows `start_step/total` (a resumed run starts where it stopped)."""
+    return f"| {start_step}/{total} [" in log
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A tiny corpus and its config, shared by every run of this module."""
+    root = tmp_path_factory.mktemp("tiny")
+    tiny.write_corpus(root / "midi")
+    tiny.write_config(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def config(root) -> Path:
+    return root / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def vq_run(root, config) -> Path:
+    """One tiny VQ-VAE trained for a few epochs; its best.pt is the transformer's VQ-VAE."""
+    out = root / "runs" / "vq_vae"
+    run("train_vq_vae.py", config, out, "train_vq_vae.epochs=3")
+    return out
+
+
+def test_vq_vae_run_writes_config_metrics_and_checkpoints(vq_run, config):
+    resolved = load_config(vq_run / "config.yaml")
+    assert resolved == load_config(config, [f"train_vq_vae.out={vq_run}", "train_vq_vae.epochs=3"])
+
+    records = metrics(vq_run)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    for record in records:
+        assert 0 <= record["frame_f1"] <= 1 and 0 <= record["onset_f1"] <= 1
+        assert 1 <= record["perplexity"] <= resolved.vq_vae.num_embeddings
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+
+    last, best = VQVAE.from_checkpoint(vq_run / "last.pt"), VQVAE.from_checkpoint(vq_run / "best.pt")
+    assert last.config == best.config == resolved.vq_vae
+    assert isinstance(last.config, VQVAEConfig)
+    assert last.checkpoint_info["step"] == records[-1]["step"]
+    assert best.checkpoint_info["best_metric"] == max(r["frame_f1"] for r in records)
+
+
+def test_resume_continues_at_the_saved_step_and_a_used_folder_needs_resume(root, config, monkeypatch, capsys):
+    out = root / "runs" / "resume"
+    run("train_vq_vae.py", config, out, "train_vq_vae.max_steps=4")
+    assert step_of(out / "last.pt") == 4
+    assert [r["step"] for r in metrics(out)] == [4]
+
+    resumed = run("train_vq_vae.py", config, out, "train_vq_vae.max_steps=10", resume=True)
+    assert progress_shown(resumed.stderr, 4, 10) and not progress_shown(resumed.stderr, 0, 10)
+    checkpoint = load_checkpoint(out / "last.pt", "vq_vae")
+    assert checkpoint["step"] == 10
+    assert all(state["step"] == 10 for state in checkpoint["optimizer"]["state"].values())  # Adam's 4 + 6
+    assert [r["step"] for r in metrics(out)] == [4, 10]
+
+    status, err = run_refused(
+        "train_vq_vae.py", "--config", str(config), "--out", str(out), monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1 and "--resume" in err
+    assert step_of(out / "last.pt") == 10
+
+
+def test_out_inside_models_is_refused_without_write_models(config, monkeypatch, capsys):
+    models = REPO / "models"
+    target = models / "test_training_run"
+    before = sorted(models.iterdir()) if models.exists() else None
+    status, err = run_refused(
+        "train_vq_vae.py",
+        "--config",
+        str(config),
+        "--out",
+        "models/test_training_run",
+        "--set",
+        "train_vq_vae.max_steps=1",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
+    created = target.exists()
+    if created:
+        for path in sorted(target.iterdir()):
+            path.unlink()
+        target.rmdir()
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1 and "--write-models" in err
+    assert not created
+    assert (sorted(models.iterdir()) if models.exists() else None) == before
+
+
+def test_ctrl_c_saves_last_without_a_traceback_and_resume_continues(root, config, tmp_path):
+    out = root / "runs" / "interrupted"
+    log = tmp_path / "log.txt"
+    process = start("train_vq_vae.py", config, out, "train_vq_vae.epochs=1000", log=log)
+    try:
+        wait_for((out / "last.pt").exists, process=process)
+        process.send_signal(signal.SIGINT)
+        status = process.wait(timeout=TIMEOUT)
+    finally:
+        process.kill()
+    output = log.read_text()
+    assert status == 130, output[-3000:]
+    assert "Traceback" not in output
+    stopped = step_of(out / "last.pt")
+    assert f"saved {out / 'last.pt'} at step {stopped}" in output
+
+    resumed = run("train_vq_vae.py", config, out, f"train_vq_vae.max_steps={stopped + 3}", resume=True)
+    assert progress_shown(resumed.stderr, stopped, stopped + 3)
+    assert step_of(out / "last.pt") == stopped + 3
+
+
+def test_killed_runs_leave_a_loadable_last_checkpoint_to_resume_from(root, config, tmp_path):
+    out = root / "runs" / "killed"
+    delays = random.Random(0)
+    sets = ("train_vq_vae.epochs=1000", "train_vq_vae.checkpoint_every=1")
+    steps, kills = [0], 0
+    for attempt in range(3):
+        checkpoint = out / "last.pt"
+        saved = checkpoint.stat().st_mtime_ns if attempt else None
+        process = start("train_vq_vae.py", config, out, *sets, resume=attempt > 0, log=tmp_path / f"{attempt}.txt")
+        try:
+            # Kill while training, a random moment after it has saved at least once.
+            wait_for(saved_since(checkpoint, saved), process=process)
+            time.sleep(delays.uniform(0.0, 0.3))
+            assert process.poll() is None
+            process.send_signal(signal.SIGKILL)
+            assert process.wait(timeout=TIMEOUT) == -signal.SIGKILL
+            kills += 1
+        finally:
+            process.kill()
+        steps.append(step_of(checkpoint))  # loads: the write was atomic
+        assert steps[-1] >= steps[-2]
+    assert kills == 3
+    assert steps[-1] > 0
+
+    final = steps[-1] + 3
+    resumed = run("train_vq_vae.py", config, out, *sets, f"train_vq_vae.max_steps={final}", resume=True)
+    assert progress_shown(resumed.stderr, steps[-1], final)
+    assert step_of(out / "last.pt") == final
+
+
+def test_transformer_run_reports_bits_records_its_vq_vae_and_reuses_the_codes(root, config, vq_run):
+    vq_vae = vq_run / "best.pt"
+    out = root / "runs" / "transformer"
+    run("train_transformer.py", config, out, f"models.vq_vae={vq_vae}")
+
+    records = metrics(out)
+    assert [r["epoch"] for r in records] == [1, 2]
+    for record in records:
+        assert {"bits_per_code", "unigram_bits", "bigram_bits"} <= set(record)
+        assert all(0 < record[key] < 16 for key in ("bits_per_code", "unigram_bits", "bigram_bits"))
+    fingerprint = load_checkpoint(vq_vae, "vq_vae")["fingerprint"]
+    assert fingerprint
+    for name in ("last.pt", "best.pt"):
+        assert load_checkpoint(out / name, "transformer")["vq_vae_fingerprint"] == fingerprint
+
+    codes = root / "cache" / "codes"
+    cached = {path: path.stat().st_mtime_ns for path in codes.iterdir()}
+    assert cached and all(path.name.startswith(fingerprint) for path in cached)
+    run(
+        "train_transformer.py",
+        config,
+        root / "runs" / "transformer2",
+        f"models.vq_vae={vq_vae}",
+        "train_transformer.max_steps=1",
+    )
+    assert {path: path.stat().st_mtime_ns for path in codes.iterdir()} == cached
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("gpt.n_layers=2", "gpt.n_layers"), ("train_vq_vae.epochs=abc", "train_vq_vae.epochs")],
+)
+def test_bad_config_override_exits_2_with_one_line_naming_the_key(override, key, config, tmp_path, monkeypatch, capsys):
+    args = ("--config", str(config), "--out", str(tmp_path / "run"), "--set", override)
+    status, err = run_refused("train_vq_vae.py", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1 and key in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_ranks_end_with_identical_weights_and_codebooks(config, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    steps = 6
+    torch.multiprocessing.spawn(
+        tiny.ddp_worker, args=(2, free_port(), str(config), str(tmp_path), steps), nprocs=2, join=True
+    )
+    initial, rank0, rank1 = (
+        torch.load(tmp_path / name, weights_only=True) for name in ("init0.pt", "rank0.pt", "rank1.pt")
+    )
+    assert rank0.keys() == rank1.keys() and "quantizer.embedding" in rank0 and "quantizer.cluster_size" in rank0
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    assert not torch.equal(initial["quantizer.embedding"], rank0["quantizer.embedding"])
+    assert not torch.equal(initial["encoder.0.weight"], rank0["encoder.0.weight"])
+    assert load_checkpoint(tmp_path / "run" / "last.pt", "vq_vae")["step"] == steps

@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+import torch
+
+from bachsformer.checkpoint import save_checkpoint
+from bachsformer.vqvae import VQVAE, VQVAEConfig, reconstruction_scores
+
+TINY = VQVAEConfig(num_embeddings=8, embedding_dim=8, hidden_channels=8, residual_layers=1, residual_channels=8)
+
+
+def random_rolls(n: int, seed: int = 0) -> torch.Tensor:
+    """Sparse rolls [n, 88, 32]: a few held notes each, like the music the model sees."""
+    generator = torch.Generator().manual_seed(seed)
+    rolls = torch.zeros(n, 88, 32)
+    for i in range(n):
+        for _ in range(3):
+            key = int(torch.randint(30, 60, (1,), generator=generator))
+            start = int(torch.randint(0, 16, (1,), generator=generator))
+            rolls[i, key, start : start + 16] = 1
+    return rolls
+
+
+def test_encode_decode_shapes():
+    model = VQVAE(TINY).eval()
+    codes = model.encode(random_rolls(5))
+    assert codes.shape == (5, 16) and codes.dtype == torch.long
+    assert codes.min() >= 0 and codes.max() < TINY.num_embeddings
+    probabilities = model.decode(codes)
+    assert probabilities.shape == (5, 88, 32)
+    assert probabilities.min() >= 0 and probabilities.max() <= 1
+
+
+def test_decode_of_encode_matches_the_forward_pass():
+    model = VQVAE(TINY).eval()
+    rolls = random_rolls(4)
+    output = model(rolls)
+    assert torch.equal(model.encode(rolls), output.codes)
+    assert torch.allclose(model.decode(output.codes), torch.sigmoid(output.logits), atol=1e-6)
+
+
+def test_bad_shapes_and_codes_are_refused():
+    model = VQVAE(TINY).eval()
+    with pytest.raises(ValueError, match="rolls must be"):
+        model.encode(torch.zeros(2, 87, 32))
+    with pytest.raises(ValueError, match="codes must lie"):
+        model.decode(torch.full((1, 16), TINY.num_embeddings))
+
+
+def test_training_lowers_the_loss_and_moves_the_codebook():
+    torch.manual_seed(0)
+    model = VQVAE(TINY)
+    rolls = random_rolls(32)
+    codebook_before = model.quantizer.embedding.clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss = model(rolls).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    assert not torch.equal(model.quantizer.embedding, codebook_before)
+
+
+def test_eval_mode_leaves_the_codebook_alone():
+    model = VQVAE(TINY).eval()
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    model(random_rolls(4))
+    assert all(torch.equal(buffer, before[name]) for name, buffer in model.named_buffers())
+
+
+def test_dead_codes_are_restarted_from_encoder_outputs():
+    model = VQVAE(TINY)
+    quantizer = model.quantizer
+    quantizer.cluster_size.zero_()  # every code counts as unused
+    vectors = torch.randn(64, TINY.embedding_dim) + 100.0  # far from the initial codebook
+    latents = vectors.view(4, 4, 4, TINY.embedding_dim).permute(0, 3, 1, 2)
+    quantizer(latents)
+    # every restarted code now sits near one of the encoder outputs
+    distances = (quantizer.embedding[:, None] - vectors[None]).norm(dim=-1).min(1).values
+    assert (distances < 0.1).all()
+
+
+def test_checkpoint_round_trip_keeps_weights_and_codebook(tmp_path):
+    torch.manual_seed(1)
+    model = VQVAE(TINY)
+    model(random_rolls(8))  # a training-mode pass moves the EMA buffers off their init
+    model.eval()
+    save_checkpoint(tmp_path / "vq.pt", "vq_vae", model.config, model)
+    loaded = VQVAE.from_checkpoint(tmp_path / "vq.pt")
+    assert loaded.config == model.config
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    rolls = random_rolls(3, seed=5)
+    assert torch.equal(model.encode(rolls), loaded.encode(rolls))
+    assert torch.equal(model.decode(model.encode(rolls)), loaded.decode(loaded.encode(rolls)))
+
+
+def test_reconstruction_scores_are_exact_on_known_input():
+    class Echo(VQVAE):
+        """Encodes nothing; decodes a fixed roll, so the scores are known."""
+
+    model = Echo(TINY).eval()
+    target = np.zeros((1, 88, 32), dtype=bool)
+    target[0, 40, 0:8] = True  # one note of 8 steps
+    target[0, 40, 9:16] = True  # a repeated note after a one-step gap
+    prediction = target.copy()
+    prediction[0, 40, 8] = True  # gap filled: the two notes merge, one onset lost
+    model.decode = lambda codes: torch.from_numpy(prediction).float()
+    scores = reconstruction_scores(model, [target])
+    frames_true, frames_predicted = 15, 16
+    assert scores["frame_f1"] == pytest.approx(2 * 15 / (frames_true + frames_predicted))
+    assert scores["onset_f1"] == pytest.approx(2 * 1 / (2 + 1))

@@ -1,0 +1,136 @@
+"""A tiny synthetic corpus and config for running the training scripts in seconds on a CPU.
+
+`write_corpus` writes chorale-like MIDI files (a few voices, each holding notes of 4-16 steps in
+its own register) from a fixed seed; `write_config` writes a config.yaml with models small enough
+to train a few epochs in a test. `ddp_worker` is one rank of an in-process DistributedDataParallel
+run, here so that `torch.multiprocessing.spawn` can import it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, write_midi
+
+NUM_FILES = 12
+QUARTERS_PER_FILE = 16
+VOICE_RANGES = ((36, 52), (48, 62), (55, 69), (60, 76))  # bass, tenor, alto, soprano (MIDI pitches)
+BLOCK_QUARTERS = 3
+
+
+def tiny_rolls(num_files: int = NUM_FILES, quarters: int = QUARTERS_PER_FILE, seed: int = 0) -> list[np.ndarray]:
+    """Bool rolls [quarters, 88, 32], each voice sounding throughout in notes of 4-16 steps."""
+    rng = np.random.default_rng(seed)
+    rolls = []
+    for _ in range(num_files):
+        roll = np.zeros((NUM_KEYS, quarters * STEPS_PER_QUARTER), dtype=bool)  # [88, Q * 32]
+        for low, high in VOICE_RANGES:
+            step = 0
+            while step < roll.shape[1]:
+                length = int(rng.integers(4, 17))
+                key = int(rng.integers(low, high + 1)) - LOWEST_PITCH
+                roll[key, step : step + length - 1] = True  # one step of rest: repeated pitches stay two notes
+                step += length
+        rolls.append(roll.reshape(NUM_KEYS, quarters, STEPS_PER_QUARTER).transpose(1, 0, 2).copy())
+    return rolls
+
+
+def write_corpus(folder: str | Path, num_files: int = NUM_FILES, quarters: int = QUARTERS_PER_FILE) -> Path:
+    """Write `num_files` tiny pieces of `quarters` quarters as MIDI files into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for number, roll in enumerate(tiny_rolls(num_files, quarters)):
+        write_midi(roll, folder / f"piece{number:02d}.mid")
+    return folder
+
+
+def tiny_config(root: str | Path) -> dict:
+    """A config with tiny models whose data, cache and run folders all lie under `root`."""
+    root = Path(root)
+    train = {
+        "epochs": 2,
+        "batch_size": 8,
+        "learning_rate": 0.003,
+        "min_learning_rate": 0.0003,
+        "warmup_steps": 2,
+        "checkpoint_every": 2,
+        "device": "cpu",
+        "amp": False,
+    }
+    return {
+        "data": {
+            "midi_dir": str(root / "midi"),
+            "cache_dir": str(root / "cache"),
+            "validation_fraction": 0.2,
+            "max_transpose": 2,
+        },
+        "models": {"vq_vae": str(root / "vq_vae.pt"), "transformer": str(root / "transformer.pt")},
+        "vq_vae": {"hidden_channels": 8, "embedding_dim": 8, "residual_layers": 1, "residual_channels": 8},
+        "gpt": {
+            "vocab_size": 16,
+            "block_size": BLOCK_QUARTERS * 16 - 1,
+            "n_layer": 1,
+            "n_head": 2,
+            "n_embd": 16,
+            "dropout": 0.0,
+        },
+        "train_vq_vae": {**train, "out": str(root / "runs" / "vq_vae")},
+        "train_transformer": {**train, "out": str(root / "runs" / "transformer")},
+    }
+
+
+def write_config(root: str | Path) -> Path:
+    """Write `tiny_config(root)` to root/config.yaml and return its path."""
+    path = Path(root) / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(tiny_config(root), sort_keys=False))
+    return path
+
+
+def ddp_worker(rank: int, world_size: int, port: int, config_path: str, out_dir: str, max_steps: int) -> None:
+    """One rank of a gloo DDP run of the VQ-VAE Trainer, seeded as train_vq_vae.py seeds it.
+
+    Saves the rank's initial and final weights to out_dir/init{rank}.pt and out_dir/rank{rank}.pt.
+    """
+    from bachsformer.checkpoint import plain_state_dict
+    from bachsformer.config import load_config
+    from bachsformer.data import QuarterDataset, load_corpus, split
+    from bachsformer.training import Trainer, setup_distributed
+    from bachsformer.vqvae import VQVAE
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size)
+    )
+    config = load_config(config_path, [f"train_vq_vae.max_steps={max_steps}"])
+    out_dir = Path(out_dir)
+    ranks, device = setup_distributed("cpu")
+    try:
+        torch.manual_seed(config.train_vq_vae.seed)
+        model = VQVAE(config.vq_vae)
+        torch.save(plain_state_dict(model), out_dir / f"init{rank}.pt")
+        train_pieces, _ = split(load_corpus(config.data.midi_dir), config.data.validation_fraction)
+        trainer = Trainer(
+            model,
+            "vq_vae",
+            config,
+            config.train_vq_vae,
+            QuarterDataset(train_pieces, config.data.max_transpose),
+            lambda model, rolls: (model(rolls).loss, {}),
+            evaluate=lambda model: {"loss": 0.0},
+            best_metric="loss",
+            maximize=False,
+            run_dir=out_dir / "run",
+            optimizer=torch.optim.Adam(model.parameters(), lr=config.train_vq_vae.learning_rate),
+            ranks=ranks,
+            device=device,
+        )
+        trainer.fit()
+        torch.save(plain_state_dict(model), out_dir / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
