@@ -12,6 +12,7 @@ time or memory bound; 0 otherwise. The same seed always makes the same files.
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import struct
 import sys
@@ -343,11 +344,16 @@ def damaged_files(
             yield kind, family(rng.choice(seeds), rng, max_quarters)
 
 
+def damaged_name(number: int, kind: str) -> str:
+    """The name of the `number`th damaged file, of fault family `kind`: `0012-not-MIDI`."""
+    return f"{number:04d}-{kind.replace(' ', '-')}"
+
+
 def write_files(folder: str | Path, files: list[tuple[str, bytes]]) -> list[Path]:
-    """Write damaged files into `folder` as `0000-<family>.mid`, ...; returns their paths."""
+    """Write damaged files into `folder` as `<damaged_name>.mid`; returns their paths."""
     paths = []
     for number, (kind, data) in enumerate(files):
-        path = Path(folder) / f"{number:04d}-{kind.replace(' ', '-')}.mid"
+        path = Path(folder) / f"{damaged_name(number, kind)}.mid"
         path.write_bytes(data)
         paths.append(path)
     return paths
@@ -423,10 +429,8 @@ def check(kind: str, name: str, data: bytes, max_quarters: int) -> Outcome:
 
 
 def check_all(files: list[tuple[str, bytes]], max_quarters: int) -> list[Outcome]:
-    """`check` every (fault family, damaged file), named `0000-<family>` and so on."""
-    return [
-        check(kind, f"{n:04d}-{kind.replace(' ', '-')}", data, max_quarters) for n, (kind, data) in enumerate(files)
-    ]
+    """`check` every (fault family, damaged file), each named by `damaged_name`."""
+    return [check(kind, damaged_name(n, kind), data, max_quarters) for n, (kind, data) in enumerate(files)]
 
 
 def over_bounds(outcome: Outcome, time_limit: float, memory_limit: int) -> bool:
@@ -466,11 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", help="also write the damaged files into this folder")
     args = parser.parse_args(argv)
 
-    seeds = roll_seeds(np.random.default_rng(args.seed)) + corpus_seeds(
-        args.corpus, args.corpus_seeds, random.Random(args.seed)
-    )
-    generator = damaged_files(seeds, args.seed, args.max_quarters)
-    files = [next(generator) for _ in range(args.files)]
+    seeds = roll_seeds(np.random.default_rng(args.seed))
+    seeds += corpus_seeds(args.corpus, args.corpus_seeds, random.Random(args.seed))
+    files = list(itertools.islice(damaged_files(seeds, args.seed, args.max_quarters), args.files))
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
         write_files(args.save, files)

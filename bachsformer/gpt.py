@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bachsformer.sampling import check_sampling_options, draw, filter_logits, piece_uniforms
+from bachsformer.sampling import check_sampling_options, draw, filter_logits, gumbel_noise
 
 
 @dataclass
@@ -30,7 +30,7 @@ class GPTConfig:
 
 
 class KVCache:
-    """Preallocated keys and values for every layer: [n_layer, B, n_head, block_size, head_dim].
+    """Preallocated keys and values of every layer: kv [n_layer, B, 2, n_head, block_size, head_dim].
 
     `length` is how many positions are filled; layers write in place, no tensor is reallocated.
     """
@@ -39,12 +39,12 @@ class KVCache:
         shape = (
             config.n_layer,
             batch_size,
+            2,
             config.n_head,
             config.block_size,
             config.n_embd // config.n_head,
         )
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.kv = torch.zeros(shape, device=device, dtype=dtype)
         self.length = 0
 
     def reset(self) -> None:
@@ -63,21 +63,18 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0):
         b, t, c = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
-        # q, k, v: [B, n_head, T, head_dim]
+        qkv = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(0, 2, 3, 1, 4)
+        q, k, v = qkv.unbind(1)  # each [B, n_head, T, head_dim]
         dropout = self.dropout if self.training else 0.0
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         else:
             start, end = cache.length, cache.length + t
-            cache.keys[layer, :, :, start:end] = k
-            cache.values[layer, :, :, start:end] = v
-            k, v = cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end]
-            if t == 1:  # one new position sees everything cached: no mask needed
-                y = F.scaled_dot_product_attention(q, k, v)
-            else:  # new position i sees cached positions and new ones up to i
-                mask = torch.ones(t, end, dtype=torch.bool, device=x.device).tril(start)
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            cache.kv[layer, :, :, :, start:end] = qkv[:, 1:]
+            k, v = cache.kv[layer, :, :, :, :end].unbind(1)
+            # new position i sees the cached positions and the new ones up to i
+            mask = torch.ones(t, end, dtype=torch.bool, device=x.device).tril(start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(b, t, c)
         return self.resid_dropout(self.proj(y))
 
@@ -90,7 +87,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = nn.Sequential(
             nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias),
-            nn.GELU(),
+            nn.GELU(approximate="tanh"),  # as GPT-2; cheaper than erf on CPU
             nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias),
             nn.Dropout(config.dropout),
         )
@@ -159,6 +156,31 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
 
     @torch.no_grad()
+    def decode_step(self, codes: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits [B, vocab] after feeding one code per piece, codes [B], at position cache.length.
+
+        The same arithmetic as `forward(codes[:, None], cache=cache)` (a test holds them equal),
+        written as plain functions on the weights: a step of a small model is bound by the number
+        of operations, not by arithmetic, so the step does no more than it must. Inference only.
+        """
+        batch, width, heads = len(codes), self.config.n_embd, self.config.n_head
+        position = cache.length
+        x = self.token_embedding.weight[codes] + self.position_embedding.weight[position]  # [B, C]
+        for layer, block in enumerate(self.blocks):
+            h = F.layer_norm(x, (width,), block.ln_1.weight, block.ln_1.bias)
+            qkv = F.linear(h, block.attn.qkv.weight, block.attn.qkv.bias).view(batch, 3, heads, 1, -1)
+            cache.kv[layer, :, :, :, position : position + 1] = qkv[:, 1:]
+            k, v = cache.kv[layer, :, :, :, : position + 1].unbind(1)  # [B, heads, position + 1, head_dim]
+            y = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # [B, heads, 1, head_dim]
+            x = x + F.linear(y.view(batch, width), block.attn.proj.weight, block.attn.proj.bias)
+            h = F.layer_norm(x, (width,), block.ln_2.weight, block.ln_2.bias)
+            fc, projection = block.mlp[0], block.mlp[2]
+            h = F.gelu(F.linear(h, fc.weight, fc.bias), approximate="tanh")
+            x = x + F.linear(h, projection.weight, projection.bias)
+        cache.length += 1
+        return self.head(F.layer_norm(x, (width,), self.ln_f.weight, self.ln_f.bias))
+
+    @torch.inference_mode()
     def generate(
         self,
         prompt: torch.Tensor | None,
@@ -178,19 +200,20 @@ class GPT(nn.Module):
         `min_context` and block_size codes before it. The window starts on a quarter boundary; when
         it is full it jumps forward, keeping its last `min_context` codes, which are encoded again
         once (their positions have moved). In between, each step feeds one code through the
-        key/value cache. Piece b draws its random numbers from its own generator seeded with
-        seeds[b]. `use_cache=False` recomputes the whole window for every code instead: the same
-        codes at the naive cost, kept for comparison.
+        key/value cache. Piece b draws its randomness from its own generator seeded with seeds[b].
+        `use_cache=False` recomputes the whole window for every code instead: the same codes at
+        the naive cost, kept for comparison.
         """
         block = self.config.block_size
         if min_context % codes_per_quarter or not 0 < min_context < block:
             raise ValueError(f"min_context must be whole quarters below block_size, got {min_context}")
         check_sampling_options(temperature, top_k, top_p, self.config.vocab_size)
         device = self.first_code_probs.device
-        uniforms = piece_uniforms(seeds, num_new).to(device)  # [B, num_new]
+        noise = gumbel_noise(seeds, num_new, self.config.vocab_size).to(device)  # [B, num_new, vocab]
         if prompt is None:
-            prompt = draw(self.first_code_probs.expand(len(seeds), -1), uniforms[:, 0])[:, None]
-            uniforms, num_new = uniforms[:, 1:], num_new - 1
+            opening_logits = self.first_code_probs.log().expand(len(seeds), -1)
+            prompt = draw(opening_logits, noise[:, 0])[:, None]
+            noise, num_new = noise[:, 1:], num_new - 1
         batch, prompt_length = prompt.shape
         if prompt_length < 1 or batch != len(seeds):
             raise ValueError(f"prompt must be [len(seeds), P >= 1], got {list(prompt.shape)}")
@@ -212,9 +235,10 @@ class GPT(nn.Module):
             elif logits is None:  # (re)fill the cache with the window so far
                 cache.reset()
                 logits = self(sequence[:, window_start:n], cache=cache)[0][:, -1]
-            sequence[:, n] = draw(filter_logits(logits, temperature, top_k, top_p), uniforms[:, n - prompt_length])
+            code = draw(filter_logits(logits, temperature, top_k, top_p), noise[:, n - prompt_length])
+            sequence[:, n] = code
             if cache is not None and n + 1 - window_start <= block and n + 1 < sequence.shape[1]:
-                logits = self(sequence[:, n : n + 1], cache=cache)[0][:, -1]
+                logits = self.decode_step(code, cache)
         return sequence
 
     @classmethod

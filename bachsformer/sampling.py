@@ -1,8 +1,10 @@
 """Turning logits into codes: temperature, top-k, top-p, and one random stream per piece.
 
-Each piece of a batch owns a `torch.Generator` seeded with its own seed and draws all its uniform
-numbers from it up front; a code is then picked by inverting the cumulative distribution. So a
-piece comes out the same whether it is sampled alone or in a batch of any size.
+Codes are drawn with the Gumbel-max trick: argmax(logits / temperature + Gumbel noise) is a sample
+of softmax(logits / temperature). Each piece owns a `torch.Generator` seeded with its own seed and
+draws all its noise from it up front, so a piece comes out the same whether it is sampled alone
+or in a batch of any size, and a decoding step costs two operations instead of a softmax,
+a cumulative sum and a search.
 """
 
 from __future__ import annotations
@@ -21,33 +23,34 @@ def check_sampling_options(temperature: float, top_k: int, top_p: float, vocab_s
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Probabilities [B, V] from logits [B, V] after temperature, top-k and top-p (nucleus).
+    """Logits [B, V] divided by the temperature, -inf outside the top-k and top-p (nucleus) sets.
 
-    top_k 0 and top_p 1.0 turn those filters off. The most likely code always survives.
+    top_k 0 and top_p 1.0 turn those filters off. The likeliest code always survives.
     """
-    logits = logits.float() / temperature
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
     if top_k and top_k < logits.shape[-1]:
         kth_largest = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
     if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
-        mass_before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the more likely codes
-        sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs / sorted_probs.sum(-1, keepdim=True))
-    return probs
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        sorted_probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = sorted_probs.cumsum(-1) - sorted_probs  # mass of the likelier codes
+        remove = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, order, mass_before >= top_p)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
 
 
-def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Codes [B] from probabilities [B, V] (need not sum to 1) and uniforms [B] in [0, 1)."""
-    cumulative = probs.cumsum(-1)
-    threshold = uniforms[:, None] * cumulative[:, -1:]
-    picked = (cumulative <= threshold).sum(-1)
-    # rounding can put the threshold on the total: fall back to the last code that is allowed
-    last_allowed = (probs > 0).cumsum(-1).argmax(-1)
-    return torch.minimum(picked, last_allowed)
+def gumbel_noise(seeds: list[int], count: int, vocab_size: int) -> torch.Tensor:
+    """[B, count, V] Gumbel noise, row b drawn from its own generator seeded with seeds[b]."""
+    rows = []
+    for seed in seeds:
+        uniforms = torch.rand(count, vocab_size, generator=torch.Generator().manual_seed(seed))
+        rows.append(-torch.log(-torch.log(uniforms.clamp_(1e-12, 1 - 1e-7))))
+    return torch.stack(rows)
 
 
-def piece_uniforms(seeds: list[int], count: int) -> torch.Tensor:
-    """[B, count] uniforms, row i drawn from its own generator seeded with seeds[i]."""
-    return torch.stack([torch.rand(count, generator=torch.Generator().manual_seed(s)) for s in seeds])
+def draw(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Codes [B] sampled from softmax(logits) [B, V], given Gumbel noise [B, V]."""
+    return (logits + noise).argmax(-1)

@@ -24,7 +24,7 @@ FILES = list(itertools.islice(fuzz.damaged_files(SEEDS, 0, MAX_QUARTERS), FILES_
 
 
 def file_name(number: int) -> str:
-    return f"{number:04d}-{FILES[number][0].replace(' ', '-')}.mid"
+    return f"{fuzz.damaged_name(number, FILES[number][0])}.mid"
 
 
 def read_timed(data: bytes, name: str, max_quarters: int = MAX_QUARTERS):

@@ -24,6 +24,17 @@ def test_cached_forward_matches_the_full_forward():
     assert torch.allclose(cached_logits, full_logits, atol=1e-5)
 
 
+def test_decode_step_matches_the_full_forward():
+    model = tiny_model(seed=2)
+    codes = torch.randint(16, (3, 30))
+    full_logits, _ = model(codes)
+    cache = KVCache(model.config, batch_size=3)
+    model(codes[:, :10], cache=cache)
+    for t in range(10, 30):
+        assert torch.allclose(model.decode_step(codes[:, t], cache), full_logits[:, t], atol=1e-5)
+    assert cache.length == 30
+
+
 def test_positions_beyond_the_block_are_refused():
     model = tiny_model()
     with pytest.raises(ValueError, match="block_size"):
@@ -97,15 +108,19 @@ def test_cached_generation_equals_the_naive_window_recomputation():
 
 def test_every_code_sees_between_min_context_and_block_size_codes(monkeypatch):
     model = tiny_model()
-    seen = []
-    original_forward = GPT.forward
+    seen = []  # context length behind each drawn code
+    original_forward, original_step = GPT.forward, GPT.decode_step
 
     def recording_forward(self, idx, targets=None, cache=None):
-        start = cache.length if cache is not None else 0
-        seen.append(start + idx.shape[1])  # context of the code predicted from the last position
+        seen.append((cache.length if cache is not None else 0) + idx.shape[1])
         return original_forward(self, idx, targets, cache)
 
+    def recording_step(self, codes, cache):
+        seen.append(cache.length + 1)
+        return original_step(self, codes, cache)
+
     monkeypatch.setattr(GPT, "forward", recording_forward)
+    monkeypatch.setattr(GPT, "decode_step", recording_step)
     model.generate(torch.randint(16, (1, 16)), 300, seeds=[0], min_context=16)
     assert len(seen) == 300
     assert min(seen) >= 16 and max(seen) == TINY.block_size

@@ -136,7 +136,7 @@ def test_vq_vae_run_writes_config_metrics_and_checkpoints(vq_run, config):
     for record in records:
         assert 0 <= record["frame_f1"] <= 1 and 0 <= record["onset_f1"] <= 1
         assert 1 <= record["perplexity"] <= resolved.vq_vae.num_embeddings
-    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    assert records[-1]["train_loss"] < 0.8 * records[0]["train_loss"]  # not just the codebook settling
 
     last, best = VQVAE.from_checkpoint(vq_run / "last.pt"), VQVAE.from_checkpoint(vq_run / "best.pt")
     assert last.config == best.config == resolved.vq_vae
@@ -216,7 +216,9 @@ def test_ctrl_c_saves_last_without_a_traceback_and_resume_continues(root, config
 def test_killed_runs_leave_a_loadable_last_checkpoint_to_resume_from(root, config, tmp_path):
     out = root / "runs" / "killed"
     delays = random.Random(0)
-    sets = ("train_vq_vae.epochs=1000", "train_vq_vae.checkpoint_every=1")
+    # Saving every step, with a codebook wide enough that writing the checkpoint takes a good
+    # share of each step: a kill often lands mid-write, where a non-atomic save would be torn.
+    sets = ("train_vq_vae.epochs=1000", "train_vq_vae.checkpoint_every=1", "vq_vae.embedding_dim=4096")
     steps, kills = [0], 0
     for attempt in range(3):
         checkpoint = out / "last.pt"
