@@ -115,7 +115,7 @@ def print_table(results: dict) -> None:
         f" (temperature {sampling['temperature']:g}, top-k {sampling['top_k']}, top-p {sampling['top_p']:g})"
         f" vs {music['num_reference']} held-out Bach files"
     )
-    print(f"| feature | generated mean | Bach mean | overlapping area |\n|---|---|---|---|")
+    print("| feature | generated mean | Bach mean | overlapping area |\n|---|---|---|---|")
     for name in FEATURE_NAMES:
         print(
             f"| {name} | {music['generated_mean'][name]:.3f} | {music['reference_mean'][name]:.3f}"
