@@ -172,13 +172,20 @@ class GPT(nn.Module):
             cache.kv[layer, :, :, :, position : position + 1] = qkv[:, 1:]
             k, v = cache.kv[layer, :, :, :, : position + 1].unbind(1)  # [B, heads, position + 1, head_dim]
             y = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # [B, heads, 1, head_dim]
-            x = x + F.linear(y.view(batch, width), block.attn.proj.weight, block.attn.proj.bias)
+            x = self._add_linear(x, y.view(batch, width), block.attn.proj)
             h = F.layer_norm(x, (width,), block.ln_2.weight, block.ln_2.bias)
             fc, projection = block.mlp[0], block.mlp[2]
             h = F.gelu(F.linear(h, fc.weight, fc.bias), approximate="tanh")
-            x = x + F.linear(h, projection.weight, projection.bias)
+            x = self._add_linear(x, h, projection)
         cache.length += 1
         return self.head(F.layer_norm(x, (width,), self.ln_f.weight, self.ln_f.bias))
+
+    @staticmethod
+    def _add_linear(x: torch.Tensor, h: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+        """x + linear(h) as one fused multiply-add (addmm): a residual connection in one operation."""
+        if linear.bias is not None:
+            x = x + linear.bias
+        return torch.addmm(x, h, linear.weight.t())
 
     @torch.inference_mode()
     def generate(

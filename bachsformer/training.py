@@ -16,6 +16,8 @@ import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -236,8 +238,34 @@ class Trainer:
         if self.ranks.world_size > 1:
             dist.barrier()
 
+    def train_step(self) -> tuple[float, dict]:
+        """One optimizer step on the batch of global step `self.step`; returns (loss, logs)."""
+        lr = learning_rate(self.step, self.total_steps, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        indices = batch_indices(
+            len(self.train_set), self.cfg.batch_size, self.step, self.steps_per_epoch, self.cfg.seed, self.ranks
+        )
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step * 101 + self.ranks.rank)
+        batch = _to_device(self.train_set.batch(indices, generator), self.device)
+        with self.autocast:
+            loss, logs = self.compute_loss(self.training_model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return loss.item(), logs
+
     def fit(self) -> None:
-        """Train to total_steps from self.step; Ctrl-C saves `last` and re-raises."""
+        """Train to total_steps from self.step.
+
+        Ctrl-C is honoured between steps, never inside one: `last` is saved, then KeyboardInterrupt
+        is raised (a second Ctrl-C interrupts at once).
+        """
         if self.ranks.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.run_dir / "config.yaml")
@@ -247,44 +275,35 @@ class Trainer:
         bar = tqdm(
             total=self.total_steps, initial=self.step, disable=not self.ranks.is_main, unit="step", dynamic_ncols=True
         )
+        interrupted = []
+
+        def on_interrupt(signum, frame):
+            if interrupted:
+                raise KeyboardInterrupt
+            interrupted.append(signum)
+
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous_handler = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
         running_loss, epoch_loss, epoch_batches = None, 0.0, 0
         try:
-            while self.step < self.total_steps:
-                lr = learning_rate(self.step, self.total_steps, self.cfg)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                indices = batch_indices(
-                    len(self.train_set), self.cfg.batch_size, self.step, self.steps_per_epoch, self.cfg.seed, self.ranks
-                )
-                generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step * 101 + self.ranks.rank)
-                batch = _to_device(self.train_set.batch(indices, generator), self.device)
-                with self.autocast:
-                    loss, logs = self.compute_loss(self.training_model, batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                if self.cfg.grad_clip:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.step += 1
-
-                value = loss.item()
+            while self.step < self.total_steps and not interrupted:
+                value, logs = self.train_step()
                 running_loss = value if running_loss is None else 0.98 * running_loss + 0.02 * value
                 epoch_loss, epoch_batches = epoch_loss + value, epoch_batches + 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{running_loss:.4f}", **{k: f"{float(v):.3g}" for k, v in logs.items()})
-                epoch_done = self.step % self.steps_per_epoch == 0 or self.step == self.total_steps
-                if epoch_done:
+                if self.step % self.steps_per_epoch == 0 or self.step == self.total_steps:
                     epoch = math.ceil(self.step / self.steps_per_epoch)
                     self.end_epoch(epoch, epoch_loss / epoch_batches, started, bar)
                     epoch_loss, epoch_batches = 0.0, 0
                 elif self.step % self.cfg.checkpoint_every == 0:
                     self.save("last")
-        except KeyboardInterrupt:
-            self.save("last")
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous_handler)
             bar.close()
+        if interrupted:
+            self.save("last")
             if self.ranks.is_main:
                 print(f"\ninterrupted: saved {self.run_dir / 'last.pt'} at step {self.step}; continue with --resume")
-            raise
-        bar.close()
+            raise KeyboardInterrupt

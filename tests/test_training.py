@@ -1,9 +1,10 @@
 """Tiny runs of train_vq_vae.py and train_transformer.py on a synthetic corpus, on the CPU.
 
-The training runs are subprocesses, as a user starts them: resume, Ctrl-C and SIGKILL behave as
-they would. Runs that are refused before any training starts the scripts in-process, which is
-the same code path without the cost of starting another interpreter. DDP is checked with two
-spawned gloo processes running the shared Trainer (the script saves only rank 0's weights).
+Training runs are subprocesses, started as a user starts them, so that resume, Ctrl-C and
+SIGKILL behave as they would. Runs the scripts refuse before training (bad config, used or
+protected folder) go through the same `__main__` in-process, sparing an interpreter start each.
+DDP is run twice: the script under torchrun, and the shared Trainer in two spawned gloo
+processes that both save their weights (the script saves only rank 0's) to compare them.
 """
 
 from __future__ import annotations
@@ -283,6 +284,18 @@ def test_bad_config_override_exits_2_with_one_line_naming_the_key(override, key,
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and key in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_torchrun_with_two_processes_trains_and_only_rank_0_writes(root, config):
+    out = root / "runs" / "torchrun"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    args = command("train_vq_vae.py", config, out, "train_vq_vae.max_steps=6")[1:]
+    result = subprocess.run(torchrun + args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(f"{tiny.NUM_FILES} files:") == 1 and result.stdout.count("epoch 1 step 6") == 1
+    assert [r["step"] for r in metrics(out)] == [6]
+    assert step_of(out / "last.pt") == 6
+    assert sorted(path.name for path in out.iterdir()) == ["best.pt", "config.yaml", "last.pt", "metrics.jsonl"]
 
 
 def free_port() -> int:
