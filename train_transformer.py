@@ -34,7 +34,9 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     parser.add_argument("--out", help="run folder (default: train_transformer.out from the config)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    parser.add_argument("--write-models", action="store_true", help="also copy the best model to models/transformer.pt")
+    parser.add_argument(
+        "--write-models", action="store_true", help="copy the best model to models.transformer (models/)"
+    )
     args = parser.parse_args()
 
     config = load_config(args.config, args.set)
@@ -102,17 +104,19 @@ def main():
 
     if args.write_models and ranks.is_main:
         best = GPT.from_checkpoint(run_dir / "best.pt")
-        Path("models").mkdir(exist_ok=True)
+        shipped = Path(config.models.transformer)
+        shipped.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(
-            "models/transformer.pt",
+            shipped,
             "transformer",
             best.config,
             best,
-            step=trainer.step,
+            step=best.checkpoint_info["step"],
+            best_metric=best.checkpoint_info["best_metric"],
             vq_vae_fingerprint=vq_vae.fingerprint,
         )
-        shutil.copy(run_dir / "metrics.jsonl", "models/transformer_metrics.jsonl")
-        print("wrote models/transformer.pt")
+        shutil.copy(run_dir / "metrics.jsonl", shipped.with_name(f"{shipped.stem}_metrics.jsonl"))
+        print(f"wrote {shipped} (the best model of {run_dir})")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     parser.add_argument("--out", help="run folder (default: train_vq_vae.out from the config)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
-    parser.add_argument("--write-models", action="store_true", help="also copy the best model to models/vq_vae.pt")
+    parser.add_argument("--write-models", action="store_true", help="copy the best model to models.vq_vae (models/)")
     args = parser.parse_args()
 
     config = load_config(args.config, args.set)
@@ -81,10 +81,18 @@ def main():
 
     if args.write_models and ranks.is_main:
         best = VQVAE.from_checkpoint(run_dir / "best.pt")
-        Path("models").mkdir(exist_ok=True)
-        save_checkpoint("models/vq_vae.pt", "vq_vae", best.config, best, step=trainer.step)
-        shutil.copy(run_dir / "metrics.jsonl", "models/vq_vae_metrics.jsonl")
-        print("wrote models/vq_vae.pt")
+        shipped = Path(config.models.vq_vae)
+        shipped.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(
+            shipped,
+            "vq_vae",
+            best.config,
+            best,
+            step=best.checkpoint_info["step"],
+            best_metric=best.checkpoint_info["best_metric"],
+        )
+        shutil.copy(run_dir / "metrics.jsonl", shipped.with_name(f"{shipped.stem}_metrics.jsonl"))
+        print(f"wrote {shipped} (the best model of {run_dir})")
 
 
 if __name__ == "__main__":

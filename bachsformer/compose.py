@@ -9,6 +9,8 @@ from bachsformer.checkpoint import CheckpointError
 from bachsformer.gpt import GPT
 from bachsformer.vqvae import VQVAE
 
+DEFAULT_MIN_CONTEXT = 96  # six quarters, half of the default window of 191 codes
+
 
 def load_models(vq_vae_path, transformer_path, device="cpu") -> tuple[VQVAE, GPT]:
     """Load the VQ-VAE and the transformer, refusing a pair that does not belong together."""
@@ -20,6 +22,11 @@ def load_models(vq_vae_path, transformer_path, device="cpu") -> tuple[VQVAE, GPT
             f"{transformer_path}: its vocabulary has {transformer.config.vocab_size} codes but"
             f" {vq_vae_path} has {vq_vae.num_embeddings}; train the transformer on this VQ-VAE"
             " (python train_transformer.py)"
+        )
+    if transformer.config.block_size <= vq_vae.codes_per_quarter:
+        raise CheckpointError(
+            f"{transformer_path}: its window of {transformer.config.block_size} codes does not hold a quarter"
+            f" ({vq_vae.codes_per_quarter} codes) and the code after it; retrain it with a larger gpt.block_size"
         )
     if trained_on != vq_vae.fingerprint:
         raise CheckpointError(
@@ -56,6 +63,8 @@ def compose(
     if num_quarters < 1:
         raise ValueError(f"the number of quarters must be at least 1, got {num_quarters}")
     codes_per_quarter = vq_vae.codes_per_quarter
+    # Each code sees at least this much context; whole quarters, fewer than the window holds.
+    min_context = min(DEFAULT_MIN_CONTEXT, (transformer.config.block_size - 1) // codes_per_quarter * codes_per_quarter)
     device = transformer.first_code_probs.device
     prompt = None
     if primer is not None:
@@ -69,6 +78,7 @@ def compose(
         top_k,
         top_p,
         codes_per_quarter=codes_per_quarter,
+        min_context=min_context,
     )
     new_codes = codes[:, codes.shape[1] - num_quarters * codes_per_quarter :]
     pieces = []

@@ -31,6 +31,8 @@ from bachsformer.checkpoint import CheckpointError, load_checkpoint, save_checkp
 from bachsformer.config import Config, ConfigError, TrainConfig, save_config
 from bachsformer.errors import BachsformerError
 
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"  # the repository's models/
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda, then mps, then cpu; anything else is taken as a torch device name."""
@@ -74,11 +76,15 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
     return ranks, device
 
 
-def check_run_folder(out: str | Path, resume: bool, allow_models: bool = False) -> Path:
-    """The run folder: refused inside models/ unless asked, and never reused without --resume."""
+def check_run_folder(out: str | Path, resume: bool) -> Path:
+    """The run folder: never inside models/ (the shipped pair), never reused without --resume."""
     out = Path(out)
-    if not allow_models and Path("models").resolve() in (out.resolve(), *out.resolve().parents):
-        raise ConfigError(f"--out {out}: training never writes into models/ unless --write-models is given")
+    protected = {Path("models").resolve(), SHIPPED_MODELS}
+    if protected & {out.resolve(), *out.resolve().parents}:
+        raise ConfigError(
+            f"--out {out}: training never writes into models/; train elsewhere and pass --write-models"
+            " to copy the best model there"
+        )
     if (out / "last.pt").exists() and not resume:
         raise ConfigError(f"--out {out}: already holds a run; pass --resume to continue it, or choose another --out")
     if resume and not (out / "last.pt").exists():
