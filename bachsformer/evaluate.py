@@ -142,7 +142,6 @@ def main():
     args = parser.parse_args()
     if args.num < 1 or args.quarters < 1:
         parser.error("--num and --quarters must be at least 1")
-    torch.set_num_threads(1) if args.device == "cpu" else None
     config = load_config(args.config, args.set)
     results = evaluate(config, args.num, args.quarters, args.seed, resolve_device(args.device))
     print_table(results)

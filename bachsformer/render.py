@@ -34,7 +34,7 @@ def write_wav(midi_path: str | Path, wav_path: str | Path) -> str:
             audio = None
     if audio is None:
         audio = music.synthesize(fs=SAMPLE_RATE)
-    peak = np.abs(audio).max() or 1.0
+    peak = np.abs(audio).max(initial=0.0) or 1.0  # a piece without notes renders as an empty WAV
     samples = (audio / peak * 0.9 * 32767).astype("<i2")
     with open(wav_path, "xb") as file, wave.open(file, "wb") as audio_file:  # "x": never overwrite
         audio_file.setnchannels(1)
