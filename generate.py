@@ -27,7 +27,9 @@ from bachsformer.training import resolve_device
 
 
 def unique_path(folder: Path, stem: str, suffix: str) -> Path:
-    """folder/stem.suffix, or stem-2, stem-3 ... when taken; stem holds no path separators."""
+    """folder/stem.suffix, or stem-2, stem-3 ... when taken; a stem that could leave the folder is refused."""
+    if stem in ("", ".", "..") or any(character in stem for character in "/\\\0"):
+        raise ValueError(f"not a plain file name: {stem!r}")
     path = folder / f"{stem}{suffix}"
     number = 2
     while path.exists():
@@ -68,7 +70,11 @@ def main():
     out_dir = Path(args.out or options.out_dir)
     checks = [
         (options.num >= 1, f"--num must be at least 1, got {options.num}"),
-        (options.quarters >= 1, f"--quarters must be at least 1, got {options.quarters}"),
+        (
+            1 <= options.quarters <= config.data.max_quarters,
+            f"--quarters must lie in 1 ... {config.data.max_quarters} (data.max_quarters), got {options.quarters}",
+        ),
+        (0 <= options.seed <= 2**63 - options.num, f"--seed must lie in 0 ... 2**63 - num, got {options.seed}"),
         (options.temperature > 0, f"--temperature must be above 0, got {options.temperature}"),
         (0 < options.top_p <= 1, f"--top-p must lie in (0, 1], got {options.top_p}"),
         (1 <= options.tempo <= 1000, f"--tempo must lie in 1 ... 1000, got {options.tempo}"),

@@ -12,11 +12,13 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
+from bachsformer.config import ConfigError, build_section
 from bachsformer.errors import BachsformerError
 
 FORMAT_VERSION = 1
@@ -32,7 +34,7 @@ def fingerprint(state_dict: dict) -> str:
     for name in sorted(state_dict):
         tensor = state_dict[name].detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:16]
 
 
@@ -71,7 +73,9 @@ def load_checkpoint(path: str | Path, kind: str, map_location="cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about old pickle protocols: one line is the promise
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else "unpickling failed"
         if "weights_only" in str(error) or "Unsupported global" in str(error):
@@ -80,10 +84,22 @@ def load_checkpoint(path: str | Path, kind: str, map_location="cpu") -> dict:
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
         first_line = (str(error).strip().splitlines() or ["unreadable"])[0][:200]
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({first_line})") from None
-    if not isinstance(checkpoint, dict) or "kind" not in checkpoint or "model" not in checkpoint:
+    if (
+        not isinstance(checkpoint, dict)
+        or "kind" not in checkpoint
+        or not isinstance(checkpoint.get("model"), dict)
+        or not all(isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in checkpoint["model"].items())
+    ):
         raise CheckpointError(f"{path}: not a bachsformer checkpoint")
     if checkpoint["kind"] != kind:
         raise CheckpointError(f"{path}: a {checkpoint['kind']} checkpoint, expected a {kind} one")
+    if "fingerprint" in checkpoint:
+        try:
+            intact = checkpoint["fingerprint"] == fingerprint(checkpoint["model"])
+        except (RuntimeError, TypeError):  # tensors no model saves (sparse ones)
+            intact = False
+        if not intact:
+            raise CheckpointError(f"{path}: corrupt checkpoint (its weights do not match their fingerprint)")
     return checkpoint
 
 
@@ -96,15 +112,24 @@ def load_model(cls, config_class, kind: str, path: str | Path, map_location="cpu
     checkpoint = load_checkpoint(path, kind, map_location)
     known = {f.name for f in dataclasses.fields(config_class)}
     config_values = checkpoint.get("config") or {}
-    unknown = sorted(set(config_values) - known)
+    if not isinstance(config_values, dict):
+        raise CheckpointError(f"{path}: its config is not a mapping of keys")
+    unknown = sorted(map(str, set(config_values) - known))
     if unknown:
         raise CheckpointError(f"{path}: config keys this version does not know: {', '.join(unknown)}")
-    model = cls(config_class(**config_values))
+    try:
+        model = cls(build_section(config_class, config_values, "config"))
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    except (AssertionError, ValueError, RuntimeError, TypeError) as error:  # sizes no model can have
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise CheckpointError(f"{path}: its config does not make a model ({first_line})") from None
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit its config ({first_line})") from None
+        lines = str(error).strip().splitlines()  # a heading, then one line per mismatch
+        detail = lines[1].strip() if len(lines) > 1 else lines[0]
+        raise CheckpointError(f"{path}: weights do not fit its config ({detail[:200]})") from None
     model.to(map_location).eval()
     model.fingerprint = checkpoint.get("fingerprint", "")
     model.checkpoint_info = {k: v for k, v in checkpoint.items() if k not in ("model", "optimizer")}
