@@ -11,6 +11,7 @@ unless `--set models.vq_vae=... --set models.transformer=...` points elsewhere.
 """
 
 import argparse
+import math
 import os
 import re
 import time
@@ -21,9 +22,11 @@ import torch
 from bachsformer.compose import compose, load_models
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
-from bachsformer.midi import read_midi, write_midi
+from bachsformer.midi import DEFAULT_MAX_QUARTERS, read_midi, write_midi
 from bachsformer.render import write_png, write_wav
 from bachsformer.training import resolve_device
+
+MAX_PIECES = 1024  # one batch; more pieces: run again with another --seed
 
 
 def unique_path(folder: Path, stem: str, suffix: str) -> Path:
@@ -69,13 +72,13 @@ def main():
             setattr(options, name, getattr(args, name))
     out_dir = Path(args.out or options.out_dir)
     checks = [
-        (options.num >= 1, f"--num must be at least 1, got {options.num}"),
-        (
-            1 <= options.quarters <= config.data.max_quarters,
-            f"--quarters must lie in 1 ... {config.data.max_quarters} (data.max_quarters), got {options.quarters}",
+        (1 <= options.num <= MAX_PIECES, f"--num must lie in 1 ... {MAX_PIECES}, got {options.num}"),
+        (  # longer pieces would not even read back
+            1 <= options.quarters <= DEFAULT_MAX_QUARTERS,
+            f"--quarters must lie in 1 ... {DEFAULT_MAX_QUARTERS}, got {options.quarters}",
         ),
         (0 <= options.seed <= 2**63 - options.num, f"--seed must lie in 0 ... 2**63 - num, got {options.seed}"),
-        (options.temperature > 0, f"--temperature must be above 0, got {options.temperature}"),
+        (0 < options.temperature < math.inf, f"--temperature must be a number above 0, got {options.temperature}"),
         (0 < options.top_p <= 1, f"--top-p must lie in (0, 1], got {options.top_p}"),
         (1 <= options.tempo <= 1000, f"--tempo must lie in 1 ... 1000, got {options.tempo}"),
         (not args.file or Path(args.file).is_file(), f"--file {args.file}: no such file"),
@@ -120,7 +123,7 @@ def main():
 
     settings = f"t{options.temperature:g}_k{options.top_k}_p{options.top_p:g}_q{options.quarters}"
     if args.file:
-        settings += f"_primer-{safe_name(Path(args.file).stem)}"
+        settings += f"_primer-{safe_name(Path(args.file).stem)}" + ("_continuation" if args.continuation_only else "")
     for seed, quarters in zip(seeds, pieces):
         stem = f"bachsformer_seed{seed}_{settings}"
         midi_path = write_midi(quarters, unique_path(out_dir, stem, ".mid"), options.tempo)

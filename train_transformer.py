@@ -22,14 +22,14 @@ from bachsformer.checkpoint import save_checkpoint
 from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows, first_code_distribution
 from bachsformer.config import ConfigError, load_config
 from bachsformer.data import CodeWindowDataset, load_corpus, split
-from bachsformer.errors import exit_on_user_error
+from bachsformer.errors import ArgumentParser, exit_on_user_error
 from bachsformer.gpt import GPT
 from bachsformer.training import Trainer, check_run_folder, setup_distributed
 from bachsformer.vqvae import VQVAE
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     parser.add_argument("--out", help="run folder (default: train_transformer.out from the config)")

@@ -20,13 +20,13 @@ import torch
 from bachsformer.checkpoint import save_checkpoint
 from bachsformer.config import load_config
 from bachsformer.data import QuarterDataset, load_corpus, split
-from bachsformer.errors import exit_on_user_error
+from bachsformer.errors import ArgumentParser, exit_on_user_error
 from bachsformer.training import Trainer, check_run_folder, setup_distributed
 from bachsformer.vqvae import VQVAE, reconstruction_scores
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     parser.add_argument("--out", help="run folder (default: train_vq_vae.out from the config)")

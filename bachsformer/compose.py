@@ -27,6 +27,7 @@ def load_models(vq_vae_path, transformer_path, device="cpu") -> tuple[VQVAE, GPT
         raise CheckpointError(
             f"{transformer_path}: its window of {transformer.config.block_size} codes does not hold a quarter"
             f" ({vq_vae.codes_per_quarter} codes) and the code after it; retrain it with a larger gpt.block_size"
+            " (python train_transformer.py)"
         )
     if trained_on != vq_vae.fingerprint:
         raise CheckpointError(

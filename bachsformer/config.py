@@ -114,7 +114,11 @@ def build_section(cls, values: dict, name: str):
     for key in values:
         if key not in known:
             raise ConfigError(f"unknown config key '{name}.{key}' (known: {', '.join(sorted(known))})")
-    return cls(**{key: _check_value(f"{name}.{key}", v, hints[key]) for key, v in values.items()})
+    checked = {key: _check_value(f"{name}.{key}", v, hints[key]) for key, v in values.items()}
+    try:
+        return cls(**checked)
+    except ValueError as error:  # a value no model can have, found by the dataclass itself
+        raise ConfigError(f"{name}.{error}") from None
 
 
 def parse_override(text: str) -> tuple[str, str, object]:

@@ -28,6 +28,16 @@ class GPTConfig:
     dropout: float = 0.1
     bias: bool = False
 
+    def __post_init__(self):
+        """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""
+        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be at least 1, got {getattr(self, key)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd: {self.n_embd} is not a multiple of n_head {self.n_head}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout: must lie in [0, 1), got {self.dropout}")
+
 
 class KVCache:
     """Preallocated keys and values of every layer: kv [n_layer, B, 2, n_head, block_size, head_dim].

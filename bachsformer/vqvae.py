@@ -33,6 +33,20 @@ class VQVAEConfig:
     dead_code_threshold: float = 1.0  # restart a code used by fewer vectors per batch (EMA)
     transition_weight: float = 1.0  # loss weight of cells where a key starts or stops sounding
 
+    def __post_init__(self):
+        """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""
+        for key in ("num_embeddings", "embedding_dim", "residual_channels"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be at least 1, got {getattr(self, key)}")
+        if self.hidden_channels < 2:
+            raise ValueError(f"hidden_channels: must be at least 2, got {self.hidden_channels}")
+        if self.residual_layers < 0:
+            raise ValueError(f"residual_layers: must be at least 0, got {self.residual_layers}")
+        if not 0 < self.decay < 1:
+            raise ValueError(f"decay: must lie in (0, 1), got {self.decay}")
+        if self.commitment_cost < 0 or self.dead_code_threshold < 0 or self.transition_weight <= 0:
+            raise ValueError("commitment_cost, dead_code_threshold: must be >= 0; transition_weight: > 0")
+
 
 def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over DDP ranks (the codebook statistics must agree everywhere); a no-op alone."""

@@ -3,19 +3,27 @@
 `write_corpus` writes chorale-like MIDI files (a few voices, each holding notes of 4-16 steps in
 its own register) from a fixed seed; `write_config` writes a config.yaml with models small enough
 to train a few epochs in a test. `ddp_worker` is one rank of an in-process DistributedDataParallel
-run, here so that `torch.multiprocessing.spawn` can import it.
+run, here so that `torch.multiprocessing.spawn` can import it. `write_model_pair` saves untrained
+models of that config as a matching pair for generate.py, and `run_script` runs a script in-process.
 """
 
 from __future__ import annotations
 
 import os
+import runpy
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
+from bachsformer.checkpoint import save_checkpoint
+from bachsformer.gpt import GPT, GPTConfig
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, write_midi
+from bachsformer.vqvae import VQVAE, VQVAEConfig
+
+REPO = Path(__file__).resolve().parents[1]
 
 NUM_FILES = 12
 QUARTERS_PER_FILE = 16
@@ -134,3 +142,50 @@ def ddp_worker(rank: int, world_size: int, port: int, config_path: str, out_dir:
         torch.save(plain_state_dict(model), out_dir / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
+
+
+def write_model_pair(root: str | Path, silent: bool = False) -> tuple[Path, Path]:
+    """Save untrained models of `tiny_config(root)` at its model paths, as a matching pair; returns the paths.
+
+    Untrained, the decoder sounds almost every key whatever its codes. So the codebook is spread out
+    and the decoder's output bias lowered until about one cell in ten sounds, a different tenth for
+    different codes; `silent=True` lowers it until every code decodes to silence.
+    """
+    config = tiny_config(root)
+    vq_config, gpt_config = VQVAEConfig(**config["vq_vae"]), GPTConfig(**config["gpt"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vq_vae, transformer = VQVAE(vq_config).eval(), GPT(gpt_config).eval()
+    with torch.no_grad():
+        vq_vae.quantizer.embedding.mul_(30)
+        codes = torch.randint(
+            vq_config.num_embeddings, (64, vq_vae.codes_per_quarter), generator=torch.Generator().manual_seed(0)
+        )
+        logits = torch.logit(vq_vae.decode(codes).double())  # [64, 88, 32]
+        vq_vae.decoder[-1].bias -= 100.0 if silent else torch.quantile(logits, 0.9).float()
+    vq_path, transformer_path = Path(config["models"]["vq_vae"]), Path(config["models"]["transformer"])
+    saved = save_checkpoint(vq_path, "vq_vae", vq_config, vq_vae)
+    save_checkpoint(transformer_path, "transformer", gpt_config, transformer, vq_vae_fingerprint=saved["fingerprint"])
+    return vq_path, transformer_path
+
+
+def run_script(script: str, *args: str, monkeypatch, capsys) -> tuple[int, str, str]:
+    """Run a script's `__main__` in-process from the repository root, as `python script args` would.
+
+    Returns (exit status, stdout, stderr). An exception the script lets escape (a traceback in a real
+    run) fails the test. torch's grad mode, which generate.py switches off, is restored.
+    """
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    capsys.readouterr()
+    grad_enabled = torch.is_grad_enabled()
+    status = 0
+    try:
+        runpy.run_path(str(REPO / script), run_name="__main__")
+    except SystemExit as exit_info:
+        code = exit_info.code
+        status = 0 if code is None else code if isinstance(code, int) else 1  # sys.exit("message"): 1
+    finally:
+        torch.set_grad_enabled(grad_enabled)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err

@@ -1,0 +1,207 @@
+"""generate.py and compose(): lengths, determinism, batches, primers, model pairs and previews.
+
+The models are tiny and untrained (tiny.write_model_pair): what is tested is that the right codes
+become the right files. Most runs go through generate.py's `__main__` in-process; the determinism
+test starts real processes, so that nothing carried over from an earlier run can explain it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiny
+
+from bachsformer.checkpoint import load_checkpoint, save_checkpoint
+from bachsformer.compose import compose, load_models
+from bachsformer.config import GenerateConfig
+from bachsformer.gpt import GPT, GPTConfig
+from bachsformer.midi import MidiError, parse_midi_bytes, quarters_to_midi_bytes, read_midi, write_midi
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TEMPO = GenerateConfig().tempo  # the tiny config leaves the generate section at its defaults
+PRIMER_QUARTERS = 3  # 48 codes: more than the tiny transformer's window of 47 holds
+PRIMER_NAME = "My Primer (v2).mid"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A tiny config, its model pair at the configured paths, and a primer file."""
+    root = tmp_path_factory.mktemp("generate")
+    tiny.write_config(root)
+    tiny.write_model_pair(root)
+    write_midi(tiny.tiny_rolls(1, PRIMER_QUARTERS)[0], root / PRIMER_NAME)
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(root):
+    return load_models(root / "vq_vae.pt", root / "transformer.pt")
+
+
+@pytest.fixture(scope="module")
+def primer(root) -> np.ndarray:
+    quarters = read_midi(root / PRIMER_NAME).quarters
+    assert quarters.shape == (PRIMER_QUARTERS, 88, 32)  # it sounds from its first step to its last
+    return quarters
+
+
+@pytest.fixture
+def run(root, monkeypatch, capsys):
+    """run(*args) -> (exit status, stdout, stderr) of generate.py with the tiny config, in-process."""
+    config = ("--config", str(root / "config.yaml"))
+    return lambda *args: tiny.run_script("generate.py", *config, *args, monkeypatch=monkeypatch, capsys=capsys)
+
+
+def written(result: tuple[int, str, str]) -> list[Path]:
+    """The paths a successful run printed, in order (its last line is the summary)."""
+    status, out, err = result
+    assert status == 0, err
+    *paths, summary = out.strip().splitlines()
+    assert " piece(s) of " in summary
+    return [Path(path) for path in paths]
+
+
+def test_compose_gives_the_asked_quarters_per_seed_even_past_the_window(models):
+    pieces = compose(*models, 5, [0, 1, 2])  # 80 codes; the window holds 47
+    assert len(pieces) == 3
+    for piece in pieces:
+        assert piece.shape == (5, 88, 32) and piece.dtype == bool and piece.any()
+    assert not np.array_equal(pieces[0], pieces[1])
+
+
+def test_compose_with_a_primer_keeps_it_unless_continuation_only(models, primer):
+    (full,) = compose(*models, 2, [3], primer)
+    (only,) = compose(*models, 2, [3], primer, continuation_only=True)
+    assert full.shape == (PRIMER_QUARTERS + 2, 88, 32) and only.shape == (2, 88, 32)
+    assert np.array_equal(full[:PRIMER_QUARTERS], primer)
+    assert np.array_equal(full[PRIMER_QUARTERS:], only)
+
+
+def test_cli_writes_the_quarters_compose_makes_and_prints_the_path(run, models, tmp_path):
+    out = tmp_path / "out"
+    status, stdout, err = run("--out", str(out), "--quarters", "3", "--seed", "4")
+    assert status == 0, err
+    path, summary = stdout.strip().splitlines()
+    path = Path(path)
+    assert sorted(out.iterdir()) == [path]  # the write probe is gone too
+    assert path.name == "bachsformer_seed4_t1_k0_p1_q3.mid"
+    assert summary.startswith("1 piece(s) of 3 quarters in ")
+    (expected,) = compose(*models, 3, [4])
+    assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
+    assert 1 <= len(read_midi(path).quarters) <= 3  # silent edge quarters are trimmed on reading
+
+
+def test_same_seed_and_options_give_identical_files_and_never_overwrite(root, tmp_path):
+    out = tmp_path / "out"
+    options = ["--quarters", "4", "--seed", "11", "--temperature", "0.8", "--top-k", "8", "--top-p", "0.9"]
+    command = [sys.executable, "generate.py", "--config", str(root / "config.yaml"), "--out", str(out), *options]
+
+    def generate_once() -> Path:
+        result = subprocess.run(command, cwd=tiny.REPO, env=ENV, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return Path(result.stdout.splitlines()[0])
+
+    first = generate_once()
+    first_bytes, first_stat = first.read_bytes(), first.stat()
+    second = generate_once()
+    assert first.name == "bachsformer_seed11_t0.8_k8_p0.9_q4.mid"
+    assert second.name == "bachsformer_seed11_t0.8_k8_p0.9_q4-2.mid"
+    assert (first.stat().st_ino, first.stat().st_mtime_ns) == (first_stat.st_ino, first_stat.st_mtime_ns)
+    assert first.read_bytes() == first_bytes == second.read_bytes()
+
+
+def test_piece_i_of_a_batch_equals_its_seed_alone(run, tmp_path):
+    batch = written(run("--out", str(tmp_path / "batch"), "--quarters", "4", "--seed", "5", "--num", "3"))
+    alone = [
+        written(run("--out", str(tmp_path / "alone"), "--quarters", "4", "--seed", str(seed)))[0] for seed in (5, 6, 7)
+    ]
+    assert [path.name for path in batch] == [path.name for path in alone]
+    assert [path.read_bytes() for path in batch] == [path.read_bytes() for path in alone]
+    assert len({path.read_bytes() for path in batch}) == 3
+
+
+def test_primer_continuation_starts_with_the_primer_and_is_named_after_it(run, root, models, primer, tmp_path):
+    args = ("--file", str(root / PRIMER_NAME), "--quarters", "2", "--seed", "1")
+    (path,) = written(run("--out", str(tmp_path / "full"), *args))
+    assert path.name == "bachsformer_seed1_t1_k0_p1_q2_primer-My_Primer_v2.mid"
+    quarters = read_midi(path).quarters
+    assert np.array_equal(quarters[:PRIMER_QUARTERS], primer)
+    (expected,) = compose(*models, 2, [1], primer)
+    assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
+
+    (only,) = written(run("--out", str(tmp_path / "only"), *args, "--continuation-only"))
+    assert only.name == "bachsformer_seed1_t1_k0_p1_q2_primer-My_Primer_v2_continuation.mid"
+    assert only.read_bytes() == quarters_to_midi_bytes(expected[PRIMER_QUARTERS:], TEMPO)
+    assert len(read_midi(only).quarters) <= 2
+
+
+@pytest.fixture(scope="module")
+def mismatched(root) -> dict[str, Path]:
+    """Transformers that do not belong with the tiny VQ-VAE: another VQ-VAE's, another vocabulary, no room."""
+    checkpoint = load_checkpoint(root / "transformer.pt", "transformer")
+    config = GPTConfig(**checkpoint["config"])
+    fingerprint = checkpoint["vq_vae_fingerprint"]
+    variants = {
+        "fingerprint": (config, "0" * 16),
+        "vocabulary": (dataclasses.replace(config, vocab_size=8), fingerprint),
+        "window": (dataclasses.replace(config, block_size=16), fingerprint),
+    }
+    paths = {}
+    for name, (variant, trained_on) in variants.items():
+        paths[name] = root / f"transformer-{name}.pt"
+        save_checkpoint(paths[name], "transformer", variant, GPT(variant), vq_vae_fingerprint=trained_on)
+    return paths
+
+
+@pytest.mark.parametrize("mismatch", ["fingerprint", "vocabulary", "window"])
+def test_a_transformer_of_another_vq_vae_is_refused_in_one_line(mismatch, mismatched, run, root, tmp_path):
+    transformer = mismatched[mismatch]
+    status, _, err = run("--out", str(tmp_path / "out"), "--set", f"models.transformer={transformer}")
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
+    assert str(transformer) in err and "train_transformer.py" in err
+    if mismatch == "fingerprint":
+        assert str(root / "vq_vae.pt") in err and "retrain" in err
+    assert not list((tmp_path / "out").glob("*.mid"))
+
+
+@pytest.mark.parametrize("model, script", [("vq_vae", "train_vq_vae.py"), ("transformer", "train_transformer.py")])
+def test_a_missing_model_file_says_which_script_trains_it(model, script, run, tmp_path):
+    missing = tmp_path / "missing.pt"
+    status, _, err = run("--out", str(tmp_path / "out"), "--set", f"models.{model}={missing}")
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert str(missing) in err and f"python {script}" in err
+
+
+def test_png_and_wav_previews_are_named_after_the_midi(run, tmp_path):
+    midi, wav, png = written(run("--out", str(tmp_path / "out"), "--quarters", "2", "--wav", "--png"))
+    assert midi.suffix == ".mid" and wav == midi.with_suffix(".wav") and png == midi.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header = wav.read_bytes()[:12]
+    assert header[:4] == b"RIFF" and header[8:] == b"WAVE"
+    with wave.open(str(wav)) as audio:
+        assert audio.getnchannels() == 1 and audio.getsampwidth() == 2 and audio.getnframes() > 0
+
+
+def test_an_all_silent_piece_is_written_as_an_empty_midi_wav_and_png(run, tmp_path):
+    vq_vae, transformer = tiny.write_model_pair(tmp_path / "silent", silent=True)
+    (piece,) = compose(*load_models(vq_vae, transformer), 2, [0])
+    assert not piece.any()
+
+    models = ("--set", f"models.vq_vae={vq_vae}", "--set", f"models.transformer={transformer}")
+    midi, wav, png = written(run("--out", str(tmp_path / "out"), "--quarters", "2", "--wav", "--png", *models))
+    _, notes = parse_midi_bytes(midi.read_bytes())
+    assert len(notes) == 0
+    with pytest.raises(MidiError, match="no notes"):  # refused, in one line, if given back as a primer
+        read_midi(midi)
+    with wave.open(str(wav)) as audio:
+        assert audio.getnchannels() == 1 and audio.getnframes() == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
