@@ -91,6 +91,11 @@ def _check_value(name: str, value, expected):
         if value is None and type(None) in options:
             return None
         expected = next(t for t in options if t is not type(None))
+    if expected is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 3e-4 (no dot) as text
+            value = float(value)
+        except ValueError:
+            pass
     ok = (
         isinstance(value, bool)
         if expected is bool
