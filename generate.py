@@ -118,6 +118,7 @@ def main():
         options.top_k,
         options.top_p,
         args.continuation_only,
+        options.min_note_steps,
     )
     seconds = time.perf_counter() - started
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from bachsformer.data import CorpusPiece, EncodedPiece, corpus_fingerprint, transpose, transpose_range
 from bachsformer.vqvae import VQVAE
@@ -39,7 +40,7 @@ def encode_pieces(
             return [EncodedPiece(*item) for item in zip(stored["names"], stored["lowest_shifts"], stored["codes"])]
     device = next(model.parameters()).device
     encoded = []
-    for piece in pieces:
+    for piece in tqdm(pieces, desc=f"encoding codes (transpositions up to {max_transpose})", unit="piece"):
         low, high = transpose_range(piece.quarters, max_transpose)
         rolls = torch.from_numpy(piece.quarters).float()  # [Q, 88, 32]
         rows = []

@@ -7,6 +7,7 @@ import torch
 
 from bachsformer.checkpoint import CheckpointError
 from bachsformer.gpt import GPT
+from bachsformer.midi import drop_short_notes
 from bachsformer.vqvae import VQVAE
 
 DEFAULT_MIN_CONTEXT = 96  # six quarters, half of the default window of 191 codes
@@ -55,10 +56,13 @@ def compose(
     top_k: int = 0,
     top_p: float = 1.0,
     continuation_only: bool = False,
+    min_note_steps: int = 0,
 ) -> list[np.ndarray]:
     """One piece per seed: `num_quarters` new quarters, after the primer's own unless asked not to.
 
     primer: quarters [P, 88, 32] to continue (encoded, then continued code by code).
+    min_note_steps: notes shorter than this many steps are dropped from the decoded music: the
+    decoder's stray fragments (the chorales hold no note shorter than 4 steps, 1/8 of a quarter).
     Returns bool quarters [Q, 88, 32] per piece.
     """
     if num_quarters < 1:
@@ -85,6 +89,8 @@ def compose(
     pieces = []
     for row in new_codes:
         quarters = decode_quarters(vq_vae, row)
+        if min_note_steps > 1:
+            quarters = drop_short_notes(quarters, min_note_steps)
         if primer is not None and not continuation_only:
             quarters = np.concatenate([primer.astype(bool), quarters])
         pieces.append(quarters)

@@ -67,6 +67,7 @@ class GenerateConfig:
     top_k: int = 0  # 0: no top-k filtering
     top_p: float = 1.0  # 1.0: no nucleus filtering
     tempo: float = 90.0  # beats per minute of the written MIDI
+    min_note_steps: int = 4  # drop decoded notes shorter than this (the decoder's stray fragments); 0: keep all
     device: str = "cpu"
 
 

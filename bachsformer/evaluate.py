@@ -55,7 +55,15 @@ def evaluate(config, num_pieces: int, num_quarters: int, seed: int, device: torc
     started = time.perf_counter()
     seeds = [seed + i for i in range(num_pieces)]
     generated = compose(
-        vq_vae, transformer, num_quarters, seeds, None, options.temperature, options.top_k, options.top_p
+        vq_vae,
+        transformer,
+        num_quarters,
+        seeds,
+        None,
+        options.temperature,
+        options.top_k,
+        options.top_p,
+        min_note_steps=options.min_note_steps,
     )
     reference = [p.quarters for p in held_out]
     music = compare(generated, reference)
@@ -73,6 +81,7 @@ def evaluate(config, num_pieces: int, num_quarters: int, seed: int, device: torc
         "temperature": options.temperature,
         "top_k": options.top_k,
         "top_p": options.top_p,
+        "min_note_steps": options.min_note_steps,
         "seconds": round(time.perf_counter() - started, 1),
     }
     results["music"] = music

@@ -320,3 +320,21 @@ def write_midi(quarters: np.ndarray, path: str | Path, tempo_bpm: float = 100.0)
     with open(path, "xb") as file:  # "x": never overwrite
         file.write(quarters_to_midi_bytes(quarters, tempo_bpm))
     return path
+
+
+def drop_short_notes(quarters: np.ndarray, min_steps: int) -> np.ndarray:
+    """A copy of quarters [Q, 88, steps] without the notes shorter than `min_steps` steps."""
+    quarters = np.array(quarters, dtype=bool)
+    notes = quarters_to_notes(quarters)
+    short = notes[notes[:, 1] - notes[:, 0] < min_steps]
+    if len(short):
+        steps_per_quarter = quarters.shape[2]
+        lengths = short[:, 1] - short[:, 0]
+        steps = (
+            np.repeat(short[:, 0], lengths)
+            + np.arange(lengths.sum())
+            - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        )
+        keys = np.repeat(short[:, 2] - LOWEST_PITCH, lengths)
+        quarters[steps // steps_per_quarter, keys, steps % steps_per_quarter] = False
+    return quarters

@@ -15,6 +15,7 @@ from bachsformer.midi import (
     NUM_KEYS,
     STEPS_PER_QUARTER,
     MidiError,
+    drop_short_notes,
     quarters_to_midi_bytes,
     read_midi,
     read_midi_bytes,
@@ -381,3 +382,10 @@ def test_write_midi_refuses_to_overwrite_an_existing_file(tmp_path):
 def test_writing_refuses_a_tempo_out_of_range():
     with pytest.raises(ValueError, match="tempo"):
         quarters_to_midi_bytes(roll(1, (60, 0, 32)), tempo_bpm=0)
+
+
+def test_drop_short_notes_removes_only_the_short_ones_across_quarter_boundaries():
+    music = roll(2, (60, 0, 3), (60, 10, 40), (62, 30, 33), (64, 31, 36))
+    cleaned = drop_short_notes(music, 4)
+    assert np.array_equal(cleaned, roll(2, (60, 10, 40), (64, 31, 36)))
+    assert np.array_equal(drop_short_notes(music, 1), music)
