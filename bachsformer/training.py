@@ -166,9 +166,7 @@ class Trainer:
             self.training_model = torch.compile(self.training_model)
         if ranks.world_size > 1:
             device_ids = [device.index] if device.type == "cuda" else None
-            self.training_model = torch.nn.parallel.DistributedDataParallel(
-                self.training_model, device_ids=device_ids, broadcast_buffers=False
-            )
+            self.training_model = torch.nn.parallel.DistributedDataParallel(self.training_model, device_ids=device_ids)
 
     # ---- checkpoints -------------------------------------------------------------------------
 
