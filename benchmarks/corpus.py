@@ -1,6 +1,6 @@
 """Corpus reading speed: files/s and quarters/s, parsed cold and read back from the cache.
 
-    python benchmarks/corpus.py [--midi-dir data/midi]
+    python -m benchmarks.corpus [--midi-dir data/midi]
 
 Cold parses every file with the MIDI codec and writes the cache (into a temporary folder, so
 your data/cache is left alone); cached reads the same corpus again from that cache.

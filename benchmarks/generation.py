@@ -1,6 +1,6 @@
 """Sampling speed: cached, continuous generation against the naive loop, on this machine.
 
-    python benchmarks/generation.py [--quarters 128] [--batch 16] [--threads 1] [--device cpu]
+    python -m benchmarks.generation [--quarters 128] [--batch 16] [--threads 1] [--device cpu]
 
 The naive loop recomputes the whole window for every code, as the original bachsformer does;
 both sample the same codes (a test holds them equal). Uses the transformer in models/ when there

@@ -1,6 +1,6 @@
 """Training and coding throughput of the config's two models on this machine.
 
-    python benchmarks/training.py [--steps 20] [--threads N] [--device cpu]
+    python -m benchmarks.training [--steps 20] [--threads N] [--device cpu]
 
 Prints VQ-VAE training quarters/s, encode and decode quarters/s, and transformer training tokens/s,
 each on random data of the shapes training uses (speed does not depend on the values).
