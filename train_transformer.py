@@ -13,12 +13,10 @@ held-out bits per code beside two baselines on the same codes, a unigram and a b
 """
 
 import argparse
-import shutil
-from pathlib import Path
 
 import torch
 
-from bachsformer.checkpoint import save_checkpoint
+from bachsformer.checkpoint import export_run
 from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows, first_code_distribution
 from bachsformer.config import ConfigError, load_config
 from bachsformer.data import CodeWindowDataset, load_corpus, split
@@ -103,19 +101,7 @@ def main():
     trainer.fit()
 
     if args.write_models and ranks.is_main:
-        best = GPT.from_checkpoint(run_dir / "best.pt")
-        shipped = Path(config.models.transformer)
-        shipped.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(
-            shipped,
-            "transformer",
-            best.config,
-            best,
-            step=best.checkpoint_info["step"],
-            best_metric=best.checkpoint_info["best_metric"],
-            vq_vae_fingerprint=vq_vae.fingerprint,
-        )
-        shutil.copy(run_dir / "metrics.jsonl", shipped.with_name(f"{shipped.stem}_metrics.jsonl"))
+        shipped = export_run(run_dir, "transformer", config.models.transformer)
         print(f"wrote {shipped} (the best model of {run_dir})")
 
 

@@ -12,12 +12,10 @@ Nothing is written into models/ unless --write-models is given.
 """
 
 import argparse
-import shutil
-from pathlib import Path
 
 import torch
 
-from bachsformer.checkpoint import save_checkpoint
+from bachsformer.checkpoint import export_run
 from bachsformer.config import load_config
 from bachsformer.data import QuarterDataset, load_corpus, split
 from bachsformer.errors import ArgumentParser, exit_on_user_error
@@ -80,18 +78,7 @@ def main():
     trainer.fit()
 
     if args.write_models and ranks.is_main:
-        best = VQVAE.from_checkpoint(run_dir / "best.pt")
-        shipped = Path(config.models.vq_vae)
-        shipped.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(
-            shipped,
-            "vq_vae",
-            best.config,
-            best,
-            step=best.checkpoint_info["step"],
-            best_metric=best.checkpoint_info["best_metric"],
-        )
-        shutil.copy(run_dir / "metrics.jsonl", shipped.with_name(f"{shipped.stem}_metrics.jsonl"))
+        shipped = export_run(run_dir, "vq_vae", config.models.vq_vae)
         print(f"wrote {shipped} (the best model of {run_dir})")
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import shutil
 import warnings
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def save_checkpoint(path: str | Path, kind: str, config, model: torch.nn.Module,
         "fingerprint": fingerprint(state),
         **extra,
     }
+    _write_atomically(checkpoint, path)
+    return checkpoint
+
+
+def _write_atomically(checkpoint: dict, path: str | Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename: a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -68,7 +75,18 @@ def save_checkpoint(path: str | Path, kind: str, config, model: torch.nn.Module,
         file.flush()
         os.fsync(file.fileno())
     temporary.replace(path)
-    return checkpoint
+
+
+def export_run(run_dir: str | Path, kind: str, destination: str | Path) -> Path:
+    """Ship a run's best model: its `best.pt` without the optimizer state, and its metrics log beside.
+
+    The log goes to `<destination stem>_metrics.jsonl`. Returns the destination.
+    """
+    run_dir, destination = Path(run_dir), Path(destination)
+    checkpoint = load_checkpoint(run_dir / "best.pt", kind)
+    _write_atomically({k: v for k, v in checkpoint.items() if k not in ("optimizer", "scaler")}, destination)
+    shutil.copy(run_dir / "metrics.jsonl", destination.with_name(f"{destination.stem}_metrics.jsonl"))
+    return destination
 
 
 def load_checkpoint(path: str | Path, kind: str, map_location="cpu") -> dict:

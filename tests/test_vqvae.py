@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from bachsformer.checkpoint import save_checkpoint
+from bachsformer.checkpoint import export_run, save_checkpoint
 from bachsformer.vqvae import VQVAE, VQVAEConfig, reconstruction_scores
 
 TINY = VQVAEConfig(num_embeddings=8, embedding_dim=8, hidden_channels=8, residual_layers=1, residual_channels=8)
@@ -112,3 +112,17 @@ def test_reconstruction_scores_are_exact_on_known_input():
     frames_true, frames_predicted = 15, 16
     assert scores["frame_f1"] == pytest.approx(2 * 15 / (frames_true + frames_predicted))
     assert scores["onset_f1"] == pytest.approx(2 * 1 / (2 + 1))
+
+
+def test_export_run_ships_the_best_model_without_optimizer_state(tmp_path):
+    model = VQVAE(TINY)
+    optimizer = torch.optim.Adam(model.parameters())
+    run = tmp_path / "run"
+    save_checkpoint(run / "best.pt", "vq_vae", model.config, model, optimizer=optimizer.state_dict(), step=7)
+    (run / "metrics.jsonl").write_text('{"step": 7}\n')
+    shipped = export_run(run, "vq_vae", tmp_path / "models" / "vq_vae.pt")
+    stored = torch.load(shipped, weights_only=True)
+    assert "optimizer" not in stored and stored["step"] == 7
+    loaded = VQVAE.from_checkpoint(shipped)
+    assert all(torch.equal(t, loaded.state_dict()[name]) for name, t in model.state_dict().items())
+    assert (tmp_path / "models" / "vq_vae_metrics.jsonl").read_text() == '{"step": 7}\n'
