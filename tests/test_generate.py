@@ -181,6 +181,16 @@ def test_a_missing_model_file_says_which_script_trains_it(model, script, run, tm
     assert str(missing) in err and f"python {script}" in err
 
 
+def test_the_cli_drops_notes_shorter_than_min_note_steps(run, models, tmp_path):
+    (path,) = written(
+        run("--out", str(tmp_path), "--quarters", "3", "--seed", "4", "--set", "generate.min_note_steps=6")
+    )
+    (expected,) = compose(*models, 3, [4], min_note_steps=6)
+    (unfiltered,) = compose(*models, 3, [4])
+    assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
+    assert expected.sum() < unfiltered.sum()  # the tiny models do make notes that short
+
+
 def test_png_and_wav_previews_are_named_after_the_midi(run, tmp_path):
     midi, wav, png = written(run("--out", str(tmp_path / "out"), "--quarters", "2", "--wav", "--png"))
     assert midi.suffix == ".mid" and wav == midi.with_suffix(".wav") and png == midi.with_suffix(".png")
