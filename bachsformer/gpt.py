@@ -82,9 +82,11 @@ class CausalSelfAttention(nn.Module):
             start, end = cache.length, cache.length + t
             cache.kv[layer, :, :, :, start:end] = qkv[:, 1:]
             k, v = cache.kv[layer, :, :, :, :end].unbind(1)
-            # new position i sees the cached positions and the new ones up to i
-            mask = torch.ones(t, end, dtype=torch.bool, device=x.device).tril(start)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            if start == 0:  # filling an empty cache: plain causal attention, the fast kernel
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:  # new position i sees the cached positions and the new ones up to i
+                mask = torch.ones(t, end, dtype=torch.bool, device=x.device).tril(start)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(b, t, c)
         return self.resid_dropout(self.proj(y))
 
@@ -166,36 +168,55 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
 
     @torch.no_grad()
-    def decode_step(self, codes: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def decode_weights(self) -> list[tuple]:
+        """The tensors `decode_step` uses, looked up once: module attribute lookups cost more than
+        the arithmetic of a step of a small model. Per block: (ln_1 weight, bias, qkv weight, bias,
+        proj weight transposed, bias, ln_2 weight, bias, fc weight, bias, out weight transposed, bias).
+        """
+        weights = []
+        for block in self.blocks:
+            attention, (fc, _, out) = block.attn, list(block.mlp)[:3]
+            weights.append(
+                (
+                    block.ln_1.weight,
+                    block.ln_1.bias,
+                    attention.qkv.weight,
+                    attention.qkv.bias,
+                    attention.proj.weight.t(),
+                    attention.proj.bias,
+                    block.ln_2.weight,
+                    block.ln_2.bias,
+                    fc.weight,
+                    fc.bias,
+                    out.weight.t(),
+                    out.bias,
+                )
+            )
+        return weights
+
+    def decode_step(self, codes: torch.Tensor, cache: KVCache, weights: list[tuple] | None = None) -> torch.Tensor:
         """Logits [B, vocab] after feeding one code per piece, codes [B], at position cache.length.
 
         The same arithmetic as `forward(codes[:, None], cache=cache)` (a test holds them equal),
         written as plain functions on the weights: a step of a small model is bound by the number
         of operations, not by arithmetic, so the step does no more than it must. Inference only.
+        `weights`: `decode_weights()`, when a caller makes many steps.
         """
         batch, width, heads = len(codes), self.config.n_embd, self.config.n_head
         position = cache.length
         x = self.token_embedding.weight[codes] + self.position_embedding.weight[position]  # [B, C]
-        for layer, block in enumerate(self.blocks):
-            h = F.layer_norm(x, (width,), block.ln_1.weight, block.ln_1.bias)
-            qkv = F.linear(h, block.attn.qkv.weight, block.attn.qkv.bias).view(batch, 3, heads, 1, -1)
-            cache.kv[layer, :, :, :, position : position + 1] = qkv[:, 1:]
-            k, v = cache.kv[layer, :, :, :, : position + 1].unbind(1)  # [B, heads, position + 1, head_dim]
+        for layer, layer_weights in enumerate(weights or self.decode_weights()):
+            ln1_w, ln1_b, qkv_w, qkv_b, proj_wt, proj_b, ln2_w, ln2_b, fc_w, fc_b, out_wt, out_b = layer_weights
+            layer_kv = cache.kv[layer]  # [B, 2, heads, block, head_dim]
+            qkv = F.linear(F.layer_norm(x, (width,), ln1_w, ln1_b), qkv_w, qkv_b).view(batch, 3, heads, 1, -1)
+            layer_kv[:, :, :, position : position + 1] = qkv[:, 1:]
+            k, v = layer_kv[:, :, :, : position + 1].unbind(1)  # [B, heads, position + 1, head_dim]
             y = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # [B, heads, 1, head_dim]
-            x = self._add_linear(x, y.view(batch, width), block.attn.proj)
-            h = F.layer_norm(x, (width,), block.ln_2.weight, block.ln_2.bias)
-            fc, projection = block.mlp[0], block.mlp[2]
-            h = F.gelu(F.linear(h, fc.weight, fc.bias), approximate="tanh")
-            x = self._add_linear(x, h, projection)
+            x = torch.addmm(x if proj_b is None else x + proj_b, y.view(batch, width), proj_wt)  # x + proj(y)
+            h = F.gelu(F.linear(F.layer_norm(x, (width,), ln2_w, ln2_b), fc_w, fc_b), approximate="tanh")
+            x = torch.addmm(x if out_b is None else x + out_b, h, out_wt)  # x + out(h): residual and matmul in one
         cache.length += 1
-        return self.head(F.layer_norm(x, (width,), self.ln_f.weight, self.ln_f.bias))
-
-    @staticmethod
-    def _add_linear(x: torch.Tensor, h: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-        """x + linear(h) as one fused multiply-add (addmm): a residual connection in one operation."""
-        if linear.bias is not None:
-            x = x + linear.bias
-        return torch.addmm(x, h, linear.weight.t())
+        return F.linear(F.layer_norm(x, (width,), self.ln_f.weight, self.ln_f.bias), self.head.weight)
 
     @torch.inference_mode()
     def generate(
@@ -237,6 +258,7 @@ class GPT(nn.Module):
         sequence = torch.empty(batch, prompt_length + num_new, dtype=torch.long, device=device)
         sequence[:, :prompt_length] = prompt
         cache = KVCache(self.config, batch, device, next(self.parameters()).dtype) if use_cache else None
+        weights = self.decode_weights()
 
         # The window begins on a quarter boundary (the prompt starts on one) and holds <= block codes.
         window_start = 0
@@ -255,7 +277,7 @@ class GPT(nn.Module):
             code = draw(filter_logits(logits, temperature, top_k, top_p), noise[:, n - prompt_length])
             sequence[:, n] = code
             if cache is not None and n + 1 - window_start <= block and n + 1 < sequence.shape[1]:
-                logits = self.decode_step(code, cache)
+                logits = self.decode_step(code, cache, weights)
         return sequence
 
     @classmethod

@@ -115,9 +115,9 @@ def test_every_code_sees_between_min_context_and_block_size_codes(monkeypatch):
         seen.append((cache.length if cache is not None else 0) + idx.shape[1])
         return original_forward(self, idx, targets, cache)
 
-    def recording_step(self, codes, cache):
+    def recording_step(self, codes, cache, weights=None):
         seen.append(cache.length + 1)
-        return original_step(self, codes, cache)
+        return original_step(self, codes, cache, weights)
 
     monkeypatch.setattr(GPT, "forward", recording_forward)
     monkeypatch.setattr(GPT, "decode_step", recording_step)
