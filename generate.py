@@ -17,8 +17,6 @@ import re
 import time
 from pathlib import Path
 
-import torch
-
 from bachsformer.compose import compose, load_models
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
@@ -107,7 +105,6 @@ def main():
     primer = read_midi(args.file).quarters if args.file else None
     seeds = [options.seed + i for i in range(options.num)]
     started = time.perf_counter()
-    torch.set_grad_enabled(False)
     pieces = compose(
         vq_vae,
         transformer,
