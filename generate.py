@@ -11,7 +11,6 @@ unless `--set models.vq_vae=... --set models.transformer=...` points elsewhere.
 """
 
 import argparse
-import math
 import os
 import re
 import time
@@ -22,6 +21,7 @@ from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.midi import DEFAULT_MAX_QUARTERS, read_midi, write_midi
 from bachsformer.render import write_png, write_wav
+from bachsformer.sampling import check_sampling_options
 from bachsformer.training import resolve_device
 
 MAX_PIECES = 1024  # one batch; more pieces: run again with another --seed
@@ -76,8 +76,6 @@ def main():
             f"--quarters must lie in 1 ... {DEFAULT_MAX_QUARTERS}, got {options.quarters}",
         ),
         (0 <= options.seed <= 2**63 - options.num, f"--seed must lie in 0 ... 2**63 - num, got {options.seed}"),
-        (0 < options.temperature < math.inf, f"--temperature must be a number above 0, got {options.temperature}"),
-        (0 < options.top_p <= 1, f"--top-p must lie in (0, 1], got {options.top_p}"),
         (1 <= options.tempo <= 1000, f"--tempo must lie in 1 ... 1000, got {options.tempo}"),
         (not args.file or Path(args.file).is_file(), f"--file {args.file}: no such file"),
     ]
@@ -98,9 +96,10 @@ def main():
         if not Path(path).is_file():
             raise BachsformerError(f"{path}: model not found; train it with python {command} --write-models")
     vq_vae, transformer = load_models(paths.vq_vae, paths.transformer, device)
-    vocab = transformer.config.vocab_size
-    if not 0 <= options.top_k <= vocab:
-        raise BachsformerError(f"--top-k must lie in 1 ... {vocab} (0: off), got {options.top_k}")
+    try:
+        check_sampling_options(options.temperature, options.top_k, options.top_p, transformer.config.vocab_size)
+    except ValueError as error:
+        raise BachsformerError(f"--{error}") from None
 
     primer = read_midi(args.file).quarters if args.file else None
     seeds = [options.seed + i for i in range(options.num)]

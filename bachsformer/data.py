@@ -159,9 +159,14 @@ class QuarterDataset:
 
     def __init__(self, pieces: list[CorpusPiece], max_transpose: int = 0):
         self.quarters = torch.from_numpy(np.concatenate([p.quarters for p in pieces]))
-        ranges = [transpose_range(q[None], max_transpose) for p in pieces for q in p.quarters]
-        self.lowest_shift = torch.tensor([r[0] for r in ranges])
-        self.highest_shift = torch.tensor([r[1] for r in ranges])
+        # per quarter, the shifts that keep its notes inside the keys (silent quarters stay put)
+        sounding = self.quarters.any(dim=2)  # [N, 88]
+        keys = torch.arange(NUM_KEYS)
+        lowest_key = torch.where(sounding, keys, NUM_KEYS).min(dim=1).values
+        highest_key = torch.where(sounding, keys, -1).max(dim=1).values
+        silent = ~sounding.any(dim=1)
+        self.lowest_shift = torch.where(silent, 0, (-lowest_key).clamp(min=-max_transpose))
+        self.highest_shift = torch.where(silent, 0, (NUM_KEYS - 1 - highest_key).clamp(max=max_transpose))
 
     def __len__(self) -> int:
         return len(self.quarters)

@@ -9,13 +9,15 @@ a cumulative sum and a search.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
 def check_sampling_options(temperature: float, top_k: int, top_p: float, vocab_size: int) -> None:
     """Raise ValueError naming the option when a sampling setting is out of range."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be above 0, got {temperature}")
+    if not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be a number above 0, got {temperature}")
     if not 0 <= top_k <= vocab_size:
         raise ValueError(f"top-k must lie in 1 ... {vocab_size} (0 turns it off), got {top_k}")
     if not 0 < top_p <= 1:
