@@ -1,6 +1,7 @@
 """How good are the models, and how Bach-like is what they write? One command, one table.
 
-    python -m bachsformer.evaluate                    # models/, 32 pieces of 128 quarters
+    python -m bachsformer.evaluate                    # models/, 32 pieces as long as held-out files
+    python -m bachsformer.evaluate --quarters 128     # 32 pieces of 128 quarters each
     python -m bachsformer.evaluate --num 64 --set models.transformer=runs/transformer/best.pt
     python -m bachsformer.evaluate --json results.json
 
@@ -9,6 +10,10 @@ bits per code beside unigram and bigram baselines. Generated music: features of 
 against the held-out Bach files (overlapping areas of their distributions, after Yang & Lerch
 2018), and the longest run of quarters copied verbatim, up to transposition, from the training
 files. The held-out files are the same in both training scripts and here.
+
+By default piece i is as long as held-out file i (cycling through them): pitch range grows with
+length and scale consistency falls with it (a piece that modulates covers more keys), so pieces
+are compared with Bach at the lengths Bach wrote.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from bachsformer.vqvae import reconstruction_scores
 COPY_LIMIT = 8  # a verbatim run of this many quarters counts as replaying the training data
 
 
-def evaluate(config, num_pieces: int, num_quarters: int, seed: int, device: torch.device) -> dict:
-    """All metrics as one JSON-ready dict."""
+def evaluate(config, num_pieces: int, num_quarters: int | None, seed: int, device: torch.device) -> dict:
+    """All metrics as one JSON-ready dict; num_quarters None: the held-out files' lengths."""
     vq_vae, transformer = load_models(config.models.vq_vae, config.models.transformer, device)
     pieces = load_corpus(config.data.midi_dir, config.data.cache_dir, config.data.max_quarters)
     train, held_out = split(pieces, config.data.validation_fraction)
@@ -54,10 +59,15 @@ def evaluate(config, num_pieces: int, num_quarters: int, seed: int, device: torc
     options = config.generate
     started = time.perf_counter()
     seeds = [seed + i for i in range(num_pieces)]
+    if num_quarters is None:
+        lengths = [len(held_out[i % len(held_out)].quarters) for i in range(num_pieces)]
+    else:
+        lengths = [num_quarters] * num_pieces
+    # one batch at the longest length, each piece cut to its own: piece i depends on its seed alone
     generated = compose(
         vq_vae,
         transformer,
-        num_quarters,
+        max(lengths),
         seeds,
         None,
         options.temperature,
@@ -65,6 +75,7 @@ def evaluate(config, num_pieces: int, num_quarters: int, seed: int, device: torc
         options.top_p,
         min_note_steps=options.min_note_steps,
     )
+    generated = [piece[:length] for piece, length in zip(generated, lengths)]
     reference = [p.quarters for p in held_out]
     music = compare(generated, reference)
     copies = longest_verbatim_runs(generated, [p.quarters for p in train])
@@ -76,7 +87,8 @@ def evaluate(config, num_pieces: int, num_quarters: int, seed: int, device: torc
     music["longest_verbatim_run"] = {"per_piece": copies, "max": max(copies), "mean": float(np.mean(copies))}
     music["sampling"] = {
         "pieces": num_pieces,
-        "quarters": num_quarters,
+        "quarters": "held-out lengths" if num_quarters is None else num_quarters,
+        "lengths": lengths,
         "seed": seed,
         "temperature": options.temperature,
         "top_k": options.top_k,
@@ -119,8 +131,10 @@ def print_table(results: dict) -> None:
         f" baselines unigram {lm['unigram_bits']:.3f}, bigram {lm['bigram_bits']:.3f}"
     )
     sampling = music["sampling"]
+    lengths = sampling["lengths"]
+    length = f"{lengths[0]}" if min(lengths) == max(lengths) else f"{min(lengths)}-{max(lengths)} (held-out lengths)"
     print(
-        f"\ngenerated: {sampling['pieces']} pieces x {sampling['quarters']} quarters"
+        f"\ngenerated: {sampling['pieces']} pieces of {length} quarters"
         f" (temperature {sampling['temperature']:g}, top-k {sampling['top_k']}, top-p {sampling['top_p']:g})"
         f" vs {music['num_reference']} held-out Bach files"
     )
@@ -144,12 +158,12 @@ def main():
     parser.add_argument("--config", default="config.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     parser.add_argument("--num", type=int, default=32, help="pieces to generate (default 32)")
-    parser.add_argument("--quarters", type=int, default=128, help="quarters per piece (default 128)")
+    parser.add_argument("--quarters", type=int, help="quarters per piece (default: piece i as long as held-out file i)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write all results to this JSON file")
     args = parser.parse_args()
-    if args.num < 1 or args.quarters < 1:
+    if args.num < 1 or (args.quarters is not None and args.quarters < 1):
         parser.error("--num and --quarters must be at least 1")
     config = load_config(args.config, args.set)
     results = evaluate(config, args.num, args.quarters, args.seed, resolve_device(args.device))

@@ -1,0 +1,103 @@
+"""python -m bachsformer.evaluate end to end, on tiny untrained models and a tiny corpus of mixed lengths.
+
+What is tested is the bookkeeping: which pieces are generated at which length, what the table and
+the JSON hold, and that a bad option is one line. The metrics themselves are tested in test_metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import tiny
+
+from bachsformer.config import load_config
+from bachsformer.data import load_corpus, split
+from bachsformer.errors import exit_on_user_error
+from bachsformer.evaluate import evaluate, main
+from bachsformer.midi import write_midi
+
+FILE_QUARTERS = (6, 7, 8, 9, 10, 11, 12, 13, 14, 15)  # one length per file: the held-out lengths tell them apart
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    tiny.write_config(root)
+    tiny.write_model_pair(root)
+    (root / "midi").mkdir()
+    for number, quarters in enumerate(FILE_QUARTERS):
+        write_midi(tiny.tiny_rolls(1, quarters, seed=number)[0], root / "midi" / f"piece{number:02d}.mid")
+    return root
+
+
+@pytest.fixture(scope="module")
+def config(root):
+    return load_config(root / "config.yaml")
+
+
+def held_out_lengths(config) -> list[int]:
+    pieces = load_corpus(config.data.midi_dir, config.data.cache_dir)
+    _, held_out = split(pieces, config.data.validation_fraction)
+    return [len(piece.quarters) for piece in held_out]
+
+
+def test_pieces_take_the_held_out_lengths_in_turn(config):
+    lengths = held_out_lengths(config)
+    assert len(set(lengths)) >= 2  # the test needs held-out files of different lengths
+    num_pieces = len(lengths) + 1  # one more piece than held-out files: the lengths cycle
+    results = evaluate(config, num_pieces, None, seed=0, device="cpu")
+    sampling = results["music"]["sampling"]
+    assert sampling["quarters"] == "held-out lengths"
+    assert sampling["lengths"] == lengths + lengths[:1]
+    assert results["music"]["num_generated"] == num_pieces
+    assert results["data"]["held_out"] == len(lengths)
+    json.dumps(results)  # JSON-ready as it is
+
+
+def test_a_fixed_length_gives_every_piece_that_length(config):
+    results = evaluate(config, 3, 5, seed=0, device="cpu")
+    assert results["music"]["sampling"]["lengths"] == [5, 5, 5]
+    assert set(results["targets"]) == {
+        "scale_consistency_within_0.03",
+        "mean_overlapping_area_at_least_0.75",
+        "no_verbatim_run_of_8_quarters",
+        "silent_quarters_within_held_out_range",
+        "repetition_within_held_out_range",
+    }
+
+
+def run_evaluate(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["python -m bachsformer.evaluate", *args])
+    capsys.readouterr()
+    status = 0
+    try:
+        exit_on_user_error(main)  # what the module does when run
+    except SystemExit as exit_info:
+        status = exit_info.code or 0
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_cli_prints_the_table_and_writes_the_json(root, config, monkeypatch, capsys, tmp_path):
+    out = tmp_path / "results.json"
+    status, stdout, err = run_evaluate(
+        monkeypatch, capsys, "--config", str(root / "config.yaml"), "--num", "2", "--json", str(out)
+    )
+    assert status == 0, err
+    lengths = held_out_lengths(config)
+    assert f"2 pieces of {min(lengths[:2])}-{max(lengths[:2])} (held-out lengths) quarters" in stdout
+    assert "| **mean overlapping area** |" in stdout and "targets:" in stdout
+    written = json.loads(out.read_text())
+    assert written["music"]["sampling"]["lengths"] == lengths[:2]
+    areas = written["music"]["overlapping_area"]
+    assert np.isclose(written["music"]["mean_overlapping_area"], np.mean(list(areas.values())))
+
+
+@pytest.mark.parametrize("option", [("--num", "0"), ("--quarters", "0"), ("--quarters", "many")])
+def test_bad_options_are_one_line(root, monkeypatch, capsys, option):
+    status, stdout, err = run_evaluate(monkeypatch, capsys, "--config", str(root / "config.yaml"), *option)
+    assert status == 2 and stdout == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
