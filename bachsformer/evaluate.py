@@ -9,7 +9,9 @@ VQ-VAE: frame F1, onset F1 and codebook perplexity on the held-out files. Transf
 bits per code beside unigram and bigram baselines. Generated music: features of the MIDI itself
 against the held-out Bach files (overlapping areas of their distributions, after Yang & Lerch
 2018), and the longest run of quarters copied verbatim, up to transposition, from the training
-files. The held-out files are the same in both training scripts and here.
+files. The held-out files are the same in both training scripts and here. A diagnostic separates
+local harmony from drift: quarters sampled one at a time after the true music of a held-out file,
+and how many of their notes stay in the local key.
 
 By default piece i is as long as held-out file i (cycling through them): pitch range grows with
 length and scale consistency falls with it (a piece that modulates covers more keys), so pieces
@@ -26,16 +28,85 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows
-from bachsformer.compose import compose, load_models
+from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows, untransposed
+from bachsformer.compose import compose, decode_quarters, load_models
 from bachsformer.config import load_config
-from bachsformer.data import load_corpus, split
+from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split
 from bachsformer.errors import ArgumentParser, exit_on_user_error
-from bachsformer.metrics import FEATURE_NAMES, compare, longest_verbatim_runs, piece_features
+from bachsformer.gpt import GPT
+from bachsformer.metrics import (
+    FEATURE_NAMES,
+    best_scale,
+    compare,
+    longest_verbatim_runs,
+    onsets_in_scale,
+    piece_features,
+)
 from bachsformer.training import resolve_device
-from bachsformer.vqvae import reconstruction_scores
+from bachsformer.vqvae import VQVAE, reconstruction_scores
 
 COPY_LIMIT = 8  # a verbatim run of this many quarters counts as replaying the training data
+KEY_SPAN = 4  # the local key of quarter i: the major scale best holding true quarters i - 4 ... i + 3
+NEXT_QUARTER_EVERY = 3  # the diagnostic samples every third quarter of each held-out file
+
+
+@torch.no_grad()
+def next_quarter_in_key(
+    vq_vae: VQVAE,
+    transformer: GPT,
+    pieces: list[CorpusPiece],
+    encoded: list[EncodedPiece],
+    seed: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+) -> dict:
+    """How well the transformer keeps the local key one quarter ahead, given the true music before it.
+
+    At every third quarter i of each held-out piece that has a full window of quarters before it
+    (11 for block size 191) and 4 after, the transformer samples quarter i from the true codes
+    before it. The local key is the major scale that best holds the true quarters i - 4 ... i + 3 (from 0 if i < 4).
+    Returns the fraction of note onsets in the local key of the sampled quarters, and of the VQ-VAE
+    reconstructions of the true quarters (what the codes allow). Unlike whole generated pieces,
+    this cannot drift: it measures the harmony of each single step. Decoded without min_note_steps.
+    """
+    per_quarter = vq_vae.codes_per_quarter
+    context = transformer.config.block_size // per_quarter  # quarters before the sampled one
+    sampled, reconstructed = np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64)  # (in key, all)
+    num_sampled = 0
+    for piece, piece_codes in zip(pieces, encoded):
+        codes = untransposed(piece_codes).view(-1, per_quarter)  # [Q, 16]
+        quarters = piece.quarters  # [Q, 88, 32]
+        positions = [
+            i
+            for i in range(context, len(quarters) - KEY_SPAN + 1, NEXT_QUARTER_EVERY)
+            if quarters[max(i - KEY_SPAN, 0) : i + KEY_SPAN].any()
+        ]
+        if not positions:
+            continue
+        prompts = torch.stack([codes[i - context : i].flatten() for i in positions])  # [N, context * 16]
+        seeds = [seed + num_sampled + n for n in range(len(positions))]
+        samples = transformer.generate(
+            prompts.to(transformer.first_code_probs.device),
+            per_quarter,
+            seeds,
+            temperature,
+            top_k,
+            top_p,
+            codes_per_quarter=per_quarter,
+            min_context=context * per_quarter,  # the window never fills: no jump
+        )[:, -per_quarter:]
+        num_sampled += len(positions)
+        for i, sample in zip(positions, samples):
+            tonic = best_scale(quarters[max(i - KEY_SPAN, 0) : i + KEY_SPAN])
+            sampled += onsets_in_scale(decode_quarters(vq_vae, sample), tonic)
+            reconstructed += onsets_in_scale(decode_quarters(vq_vae, codes[i]), tonic)
+    return {
+        "context_quarters": context,
+        "quarters": num_sampled,
+        "sampled_in_key": float(sampled[0] / max(sampled[1], 1)),
+        "reconstructed_in_key": float(reconstructed[0] / max(reconstructed[1], 1)),
+    }
 
 
 def evaluate(config, num_pieces: int, num_quarters: int | None, seed: int, device: torch.device) -> dict:
@@ -49,14 +120,18 @@ def evaluate(config, num_pieces: int, num_quarters: int | None, seed: int, devic
     results["vq_vae"] = reconstruction_scores(vq_vae, [p.quarters for p in held_out])
 
     window = transformer.config.block_size + 1
-    held_out_windows = evaluation_windows(encode_pieces(vq_vae, held_out, 0, config.data.cache_dir), window)
+    held_out_codes = encode_pieces(vq_vae, held_out, 0, config.data.cache_dir)
+    held_out_windows = evaluation_windows(held_out_codes, window)
     train_codes = encode_pieces(vq_vae, train, 0, config.data.cache_dir)
+    options = config.generate
     results["transformer"] = {
         "bits_per_code": bits_per_code(transformer, held_out_windows),
         **baselines(train_codes, held_out_windows, vq_vae.num_embeddings),
+        "next_quarter": next_quarter_in_key(
+            vq_vae, transformer, held_out, held_out_codes, seed, options.temperature, options.top_k, options.top_p
+        ),
     }
 
-    options = config.generate
     started = time.perf_counter()
     seeds = [seed + i for i in range(num_pieces)]
     if num_quarters is None:
@@ -129,6 +204,12 @@ def print_table(results: dict) -> None:
     print(
         f"transformer (held out): {lm['bits_per_code']:.3f} bits per code;"
         f" baselines unigram {lm['unigram_bits']:.3f}, bigram {lm['bigram_bits']:.3f}"
+    )
+    step = lm["next_quarter"]
+    print(
+        f"next quarter sampled after {step['context_quarters']} true ones ({step['quarters']} quarters):"
+        f" {step['sampled_in_key']:.3f} of its notes in the local key"
+        f" (VQ-VAE reconstruction of the true quarter: {step['reconstructed_in_key']:.3f})"
     )
     sampling = music["sampling"]
     lengths = sampling["lengths"]

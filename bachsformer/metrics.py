@@ -75,14 +75,31 @@ def pitch_class_histogram(quarters: np.ndarray) -> np.ndarray:
     return counts / counts.sum() if counts.sum() else counts
 
 
-def scale_consistency(quarters: np.ndarray) -> float:
-    """Largest fraction of note onsets inside one major (= natural minor) scale; 0 if silent."""
-    histogram = pitch_class_histogram(quarters)
-    # [12 tonics, 12 pitch classes]: row t marks the pitch classes of t major
+def _major_scales() -> np.ndarray:
+    """[12 tonics, 12 pitch classes]: row t marks the pitch classes of t major with 1.0."""
     in_scale = np.zeros((12, 12))
     for tonic in range(12):
         in_scale[tonic, [(tonic + step) % 12 for step in MAJOR_SCALE]] = 1.0
-    return float((in_scale @ histogram).max())
+    return in_scale
+
+
+IN_MAJOR_SCALE = _major_scales()
+
+
+def scale_consistency(quarters: np.ndarray) -> float:
+    """Largest fraction of note onsets inside one major (= natural minor) scale; 0 if silent."""
+    return float((IN_MAJOR_SCALE @ pitch_class_histogram(quarters)).max())
+
+
+def best_scale(quarters: np.ndarray) -> int:
+    """Tonic (0 = C) of the major scale holding the most note onsets; the lowest tonic on a tie."""
+    return int((IN_MAJOR_SCALE @ pitch_class_histogram(quarters)).argmax())
+
+
+def onsets_in_scale(quarters: np.ndarray, tonic: int) -> tuple[int, int]:
+    """(note onsets whose pitch class lies in the major scale on `tonic`, all note onsets)."""
+    pitch_classes = quarters_to_notes(_check_piece(quarters))[:, 2] % 12
+    return int(IN_MAJOR_SCALE[tonic % 12, pitch_classes].sum()), len(pitch_classes)
 
 
 def top_voice_interval(quarters: np.ndarray) -> float:

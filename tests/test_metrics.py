@@ -8,10 +8,12 @@ import pytest
 
 from bachsformer.metrics import (
     FEATURE_NAMES,
+    best_scale,
     compare,
     longest_verbatim_run,
     longest_verbatim_runs,
     mean_pitch_class_histogram,
+    onsets_in_scale,
     overlapping_area,
     piece_features,
     pitch_class_distance,
@@ -98,6 +100,22 @@ def test_scale_consistency():
     assert scale_consistency(melody(list(range(60, 72)))) == pytest.approx(7 / 12)
     # a transposed scale is just as consistent: all 12 tonics are tried
     assert scale_consistency(melody([p + 5 for p in C_MAJOR])) == 1.0
+
+
+def test_best_scale_names_the_tonic_holding_most_onsets():
+    assert best_scale(melody(list(C_MAJOR))) == 0
+    assert best_scale(melody([p + 7 for p in C_MAJOR])) == 7  # G major
+    # D E F# G A B: both G major and D major hold all six; the lower tonic wins the tie
+    assert best_scale(melody([62, 64, 66, 67, 69, 71])) == 2
+    assert best_scale(melody([62, 64, 66, 67, 69, 71, 72])) == 7  # ... and C natural decides for G
+
+
+def test_onsets_in_scale_counts_pitch_classes_in_any_octave():
+    piece = melody([60, 61, 66, 67, 84, 37])  # C, C#, F#, G, C, C#
+    assert onsets_in_scale(piece, 0) == (3, 6)  # C major: C, G, C
+    assert onsets_in_scale(piece, 2) == (4, 6)  # D major: C#, F#, G, C#
+    assert onsets_in_scale(piece, 14) == (4, 6)  # tonics count modulo 12
+    assert onsets_in_scale(silence(2), 0) == (0, 0)
 
 
 def test_top_voice_interval_follows_highest_onset():
