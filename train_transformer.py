@@ -54,7 +54,7 @@ def main():
     pieces = load_corpus(config.data.midi_dir, config.data.cache_dir, config.data.max_quarters)
     train_pieces, validation_pieces = split(pieces, config.data.validation_fraction)
     cache_dir = config.data.cache_dir
-    train_codes = encode_pieces(vq_vae, train_pieces, config.data.max_transpose, cache_dir)
+    train_codes = encode_pieces(vq_vae, train_pieces, train_config.max_transpose, cache_dir)
     validation_codes = encode_pieces(vq_vae, validation_pieces or train_pieces, 0, cache_dir)
     window = config.gpt.block_size + 1
     train_set = CodeWindowDataset(train_codes, window, vq_vae.codes_per_quarter)

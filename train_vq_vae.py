@@ -42,7 +42,7 @@ def main():
 
     pieces = load_corpus(config.data.midi_dir, config.data.cache_dir, config.data.max_quarters)
     train_pieces, validation_pieces = split(pieces, config.data.validation_fraction)
-    train_set = QuarterDataset(train_pieces, config.data.max_transpose)
+    train_set = QuarterDataset(train_pieces, train_config.max_transpose)
     if ranks.is_main:
         print(
             f"{len(pieces)} files: {len(train_pieces)} train ({len(train_set)} quarters),"

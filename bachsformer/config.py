@@ -24,12 +24,16 @@ class ConfigError(BachsformerError):
     """A config file or override that cannot be used; the message names the key."""
 
 
+MOVED_KEYS = {  # old key -> where it lives now, for configs written before the move
+    "data.max_transpose": "train_vq_vae.max_transpose and train_transformer.max_transpose",
+}
+
+
 @dataclass
 class DataConfig:
     midi_dir: str = "data/midi"
     cache_dir: str = "data/cache"  # parsed corpora and encoded codes, keyed by content
     validation_fraction: float = 0.1  # share of files held out, chosen by a hash of the name
-    max_transpose: int = 6  # augmentation: up to this many semitones, inside the 88 keys
     max_quarters: int = 20_000  # longer files are skipped rather than allocated
 
 
@@ -55,6 +59,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     checkpoint_every: int = 500  # steps between `last` checkpoints (also at each epoch end)
     max_steps: int = 0  # stop after this many steps; 0 runs all epochs
+    max_transpose: int = 0  # augmentation: random transposition up to this many semitones, inside the 88 keys
 
 
 @dataclass
@@ -163,6 +168,9 @@ def load_config(path: str | Path | None = "config.yaml", overrides: list[str] = 
     hints = typing.get_type_hints(Config)
     built = {}
     for section, values in raw.items():
+        for key in values:
+            if f"{section}.{key}" in MOVED_KEYS:
+                raise ConfigError(f"config key '{section}.{key}' has moved: set {MOVED_KEYS[f'{section}.{key}']}")
         if section not in sections:
             raise ConfigError(f"unknown config section '{section}' (known: {', '.join(sections)})")
         built[section] = build_section(hints[section], values, section)

@@ -8,6 +8,8 @@ def test_the_shipped_config_yaml_loads_and_matches_the_vocabulary():
     config = load_config("config.yaml")
     assert config.gpt.vocab_size == config.vq_vae.num_embeddings
     assert config.gpt.block_size == 12 * 16 - 1
+    # each stage has its own augmentation: the VQ-VAE learns every key, the transformer the keys as written
+    assert (config.train_vq_vae.max_transpose, config.train_transformer.max_transpose) == (6, 0)
 
 
 def test_overrides_are_typed_by_yaml_and_applied():
@@ -32,6 +34,10 @@ def test_an_int_is_accepted_where_a_float_is_expected():
         ("gpt.n_head=3", "gpt.n_embd: 128 is not a multiple of n_head 3"),
         ("vq_vae.decay=1.5", "vq_vae.decay: must lie in (0, 1)"),
         ("gpt.n_layer", "not of the form section.key=value"),
+        (
+            "data.max_transpose=6",
+            "'data.max_transpose' has moved: set train_vq_vae.max_transpose and train_transformer.max_transpose",
+        ),
     ],
 )
 def test_a_bad_override_is_a_one_line_error_naming_the_key(override, message):

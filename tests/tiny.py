@@ -69,13 +69,13 @@ def tiny_config(root: str | Path) -> dict:
         "checkpoint_every": 2,
         "device": "cpu",
         "amp": False,
+        "max_transpose": 2,
     }
     return {
         "data": {
             "midi_dir": str(root / "midi"),
             "cache_dir": str(root / "cache"),
             "validation_fraction": 0.2,
-            "max_transpose": 2,
         },
         "models": {"vq_vae": str(root / "vq_vae.pt"), "transformer": str(root / "transformer.pt")},
         "vq_vae": {"hidden_channels": 8, "embedding_dim": 8, "residual_layers": 1, "residual_channels": 8},
@@ -130,7 +130,7 @@ def ddp_worker(rank: int, world_size: int, port: int, config_path: str, out_dir:
             "vq_vae",
             config,
             config.train_vq_vae,
-            QuarterDataset(train_pieces, config.data.max_transpose),
+            QuarterDataset(train_pieces, config.train_vq_vae.max_transpose),
             lambda model, rolls: (model(rolls).loss, {}),
             evaluate=lambda model: {"loss": 0.0},
             best_metric="loss",
