@@ -65,13 +65,15 @@ def next_quarter_in_key(
 
     At every third quarter i of each held-out piece that has a full window of quarters before it
     (11 for block size 191) and 4 after, the transformer samples quarter i from the true codes
-    before it. The local key is the major scale that best holds the true quarters i - 4 ... i + 3 (from 0 if i < 4).
+    before it. The local key is the major scale that best holds the true quarters i - 4 ... i + 3
+    (from quarter 0 when i < 4).
     Returns the fraction of note onsets in the local key of the sampled quarters, and of the VQ-VAE
     reconstructions of the true quarters (what the codes allow). Unlike whole generated pieces,
     this cannot drift: it measures the harmony of each single step. Decoded without min_note_steps.
     """
     per_quarter = vq_vae.codes_per_quarter
-    context = transformer.config.block_size // per_quarter  # quarters before the sampled one
+    # whole quarters before the sampled one such that all of it still fits in the window
+    context = (transformer.config.block_size - per_quarter + 1) // per_quarter
     sampled, reconstructed = np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64)  # (in key, all)
     num_sampled = 0
     for piece, piece_codes in zip(pieces, encoded):
@@ -94,7 +96,7 @@ def next_quarter_in_key(
             top_k,
             top_p,
             codes_per_quarter=per_quarter,
-            min_context=context * per_quarter,  # the window never fills: no jump
+            min_context=context * per_quarter,  # unused: the window never fills
         )[:, -per_quarter:]
         num_sampled += len(positions)
         for i, sample in zip(positions, samples):
