@@ -31,7 +31,7 @@ import torch
 from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows, untransposed
 from bachsformer.compose import compose, decode_quarters, load_models
 from bachsformer.config import load_config
-from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split
+from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split, transpose
 from bachsformer.errors import ArgumentParser, exit_on_user_error
 from bachsformer.gpt import GPT
 from bachsformer.metrics import (
@@ -42,12 +42,39 @@ from bachsformer.metrics import (
     onsets_in_scale,
     piece_features,
 )
+from bachsformer.midi import NUM_KEYS
 from bachsformer.training import resolve_device
-from bachsformer.vqvae import VQVAE, reconstruction_scores
+from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
 COPY_LIMIT = 8  # a verbatim run of this many quarters counts as replaying the training data
 KEY_SPAN = 4  # the local key of quarter i: the major scale best holding true quarters i - 4 ... i + 3
 NEXT_QUARTER_EVERY = 3  # the diagnostic samples every third quarter of each held-out file
+TRANSPOSITIONS = (1, 2, 5, 7, 8, 12)  # semitones, for codes_kept_under_transposition
+
+
+@torch.no_grad()
+def codes_kept_under_transposition(vq_vae: VQVAE, pieces: list[CorpusPiece], shifts=TRANSPOSITIONS) -> dict:
+    """For each shift, the fraction of codes a sounding quarter keeps when transposed up by it.
+
+    The encoder strides 8 semitones per latent row, so a shift of 8k semitones can move the codes k
+    rows up unchanged; the codes of the transposed quarter are compared with the original's, k rows
+    lower (rows that have no counterpart are left out). Silent quarters, and quarters the shift
+    would push past the top key, are left out. Returns {shift: fraction} with string keys (JSON).
+    """
+    rolls = torch.from_numpy(np.concatenate([piece.quarters for piece in pieces])).float()  # [N, 88, 32]
+    keys = rolls.any(dim=2)  # [N, 88]
+    sounding = keys.any(dim=1)
+    highest = torch.where(sounding, NUM_KEYS - 1 - keys.flip(1).int().argmax(dim=1), -1)
+    rows = LATENT_SHAPE[0]
+    kept = {}
+    for shift in shifts:
+        usable = sounding & (highest + shift < NUM_KEYS)
+        original = vq_vae.encode(rolls[usable]).view(-1, *LATENT_SHAPE)  # [n, 8, 2]
+        moved = vq_vae.encode(transpose(rolls[usable], torch.full((int(usable.sum()),), shift)))
+        rows_up = shift // SEMITONES_PER_ROW
+        same = moved.view(-1, *LATENT_SHAPE)[:, rows_up:] == original[:, : rows - rows_up]
+        kept[str(shift)] = float(same.float().mean())
+    return kept
 
 
 @torch.no_grad()
@@ -120,6 +147,7 @@ def evaluate(config, num_pieces: int, num_quarters: int | None, seed: int, devic
     results = {"models": {"vq_vae": config.models.vq_vae, "transformer": config.models.transformer}}
     results["data"] = {"files": len(pieces), "train": len(train), "held_out": len(held_out)}
     results["vq_vae"] = reconstruction_scores(vq_vae, [p.quarters for p in held_out])
+    results["vq_vae"]["codes_kept_under_transposition"] = codes_kept_under_transposition(vq_vae, held_out)
 
     window = transformer.config.block_size + 1
     held_out_codes = encode_pieces(vq_vae, held_out, 0, config.data.cache_dir)
@@ -203,6 +231,8 @@ def print_table(results: dict) -> None:
         f"VQ-VAE (held out): frame F1 {vq['frame_f1']:.4f}, onset F1 {vq['onset_f1']:.4f},"
         f" perplexity {vq['perplexity']:.2f} of {vq['codes_used']} codes used"
     )
+    kept = ", ".join(f"{shift}: {fraction:.3f}" for shift, fraction in vq["codes_kept_under_transposition"].items())
+    print(f"VQ-VAE codes kept when a quarter is transposed by n semitones (rows moved for 8): {kept}")
     print(
         f"transformer (held out): {lm['bits_per_code']:.3f} bits per code;"
         f" baselines unigram {lm['unigram_bits']:.3f}, bigram {lm['bigram_bits']:.3f}"

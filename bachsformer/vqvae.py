@@ -19,6 +19,7 @@ from torch import nn
 from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER
 
 LATENT_SHAPE = (8, 2)  # what the encoder's strides make of 88 x 32
+SEMITONES_PER_ROW = 8  # the encoder's stride along pitch (2 x 2 x 2 x 1): one latent row per 8 keys
 
 
 @dataclass

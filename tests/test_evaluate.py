@@ -12,11 +12,12 @@ import sys
 import numpy as np
 import pytest
 import tiny
+import torch
 
 from bachsformer.config import load_config
-from bachsformer.data import load_corpus, split
+from bachsformer.data import CorpusPiece, load_corpus, split
 from bachsformer.errors import exit_on_user_error
-from bachsformer.evaluate import evaluate, main
+from bachsformer.evaluate import codes_kept_under_transposition, evaluate, main
 from bachsformer.midi import write_midi
 
 FILE_QUARTERS = (6, 7, 8, 9, 10, 11, 12, 13, 14, 15)  # one length per file: the held-out lengths tell them apart
@@ -72,6 +73,24 @@ def test_a_fixed_length_gives_every_piece_that_length(config):
         "silent_quarters_within_held_out_range",
         "repetition_within_held_out_range",
     }
+
+
+class RowCounter:
+    """An encoder that is exactly equivariant to shifts of 8 semitones: code (r, c) counts the
+    sounding cells of keys 8r ... 8r + 7 in half c of the quarter, modulo 16."""
+
+    @staticmethod
+    def encode(rolls: torch.Tensor) -> torch.Tensor:
+        cells = rolls[:, :64].reshape(len(rolls), 8, 8, 2, 16)  # [N, row, key in row, half, step]
+        return (cells.sum(dim=(2, 4)).long() % 16).flatten(1)  # [N, 16], row-major over 8 x 2
+
+
+def test_codes_kept_under_transposition_compares_codes_a_row_apart_per_8_semitones():
+    rolls = np.stack(tiny.tiny_rolls(1, 6)[0][:5])  # [5, 88, 32], voices between MIDI 36 and 76
+    rolls[4] = False  # silent: left out, as it would trivially keep all its codes
+    kept = codes_kept_under_transposition(RowCounter(), [CorpusPiece("p.mid", rolls, 0, 0)], shifts=(0, 1, 8, 16))
+    assert kept["0"] == kept["8"] == kept["16"] == 1.0  # 8 semitones: every code moves up a row, unchanged
+    assert kept["1"] < 1.0
 
 
 def run_evaluate(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
