@@ -61,6 +61,17 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many steps; 0 runs all epochs
     max_transpose: int = 0  # augmentation: random transposition up to this many semitones, inside the 88 keys
 
+    def __post_init__(self):
+        """Refuse values no run can use; the message starts with the key (config.py adds the section)."""
+        at_least_one = ("epochs", "batch_size", "checkpoint_every")
+        at_least_zero = ("min_learning_rate", "warmup_steps", "weight_decay", "grad_clip", "max_steps", "max_transpose")
+        for keys, minimum in ((at_least_one, 1), (at_least_zero, 0)):
+            for key in keys:
+                if getattr(self, key) < minimum:
+                    raise ValueError(f"{key}: must be at least {minimum}, got {getattr(self, key)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate: must be above 0, got {self.learning_rate}")
+
 
 @dataclass
 class GenerateConfig:

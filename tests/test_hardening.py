@@ -210,6 +210,7 @@ BAD_TRAINING_CONFIGS = {
     "an unknown config key": (["--set", "{section}.epochz=3"], "epochz"),
     "an unknown config section": (["--set", "mood.key=1"], "'mood'"),
     "a config value of the wrong type": (["--set", "gpt.n_layer=four"], "gpt.n_layer"),
+    "a config value out of range": (["--set", "{section}.max_transpose=-2"], "max_transpose: must be at least 0"),
     "a missing config file": (["--config", "{tmp}/absent.yaml"], "absent.yaml"),
     "a config file that is not YAML": (["--config", "{tmp}/broken.yaml"], "not valid YAML"),
 }
@@ -220,7 +221,7 @@ def test_the_case_lists_hold_what_the_readme_table_counts():
     assert len(BAD_CHECKPOINTS) * len(MODELS) == 28
     assert DAMAGED_COPIES * len(MODELS) == 200
     assert len(BAD_GENERATE_OPTIONS) == 24
-    assert len(BAD_TRAINING_CONFIGS) * len(TRAINING_SCRIPTS) == 10
+    assert len(BAD_TRAINING_CONFIGS) * len(TRAINING_SCRIPTS) == 12
 
 
 def assert_one_line_error(status: int, err: str, *names: str) -> None:
