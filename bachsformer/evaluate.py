@@ -53,7 +53,9 @@ TRANSPOSITIONS = (1, 2, 5, 7, 8, 12)  # semitones, for codes_kept_under_transpos
 
 
 @torch.no_grad()
-def codes_kept_under_transposition(vq_vae: VQVAE, pieces: list[CorpusPiece], shifts=TRANSPOSITIONS) -> dict:
+def codes_kept_under_transposition(
+    vq_vae: VQVAE, pieces: list[CorpusPiece], shifts=TRANSPOSITIONS, device="cpu", batch_size: int = 1024
+) -> dict:
     """For each shift, the fraction of codes a sounding quarter keeps when transposed up by it.
 
     The encoder strides 8 semitones per latent row, so a shift of 8k semitones can move the codes k
@@ -66,13 +68,18 @@ def codes_kept_under_transposition(vq_vae: VQVAE, pieces: list[CorpusPiece], shi
     sounding = keys.any(dim=1)
     highest = torch.where(sounding, NUM_KEYS - 1 - keys.flip(1).int().argmax(dim=1), -1)
     rows = LATENT_SHAPE[0]
+
+    def encode(batch: torch.Tensor) -> torch.Tensor:  # [n, 88, 32] -> [n, 8, 2] on the CPU
+        codes = [vq_vae.encode(part.to(device)).cpu() for part in batch.split(batch_size)]
+        return torch.cat(codes).view(-1, *LATENT_SHAPE)
+
     kept = {}
     for shift in shifts:
         usable = sounding & (highest + shift < NUM_KEYS)
-        original = vq_vae.encode(rolls[usable]).view(-1, *LATENT_SHAPE)  # [n, 8, 2]
-        moved = vq_vae.encode(transpose(rolls[usable], torch.full((int(usable.sum()),), shift)))
+        original = encode(rolls[usable])
+        moved = encode(transpose(rolls[usable], torch.full((int(usable.sum()),), shift)))
         rows_up = shift // SEMITONES_PER_ROW
-        same = moved.view(-1, *LATENT_SHAPE)[:, rows_up:] == original[:, : rows - rows_up]
+        same = moved[:, rows_up:] == original[:, : rows - rows_up]
         kept[str(shift)] = float(same.float().mean())
     return kept
 
@@ -147,7 +154,8 @@ def evaluate(config, num_pieces: int, num_quarters: int | None, seed: int, devic
     results = {"models": {"vq_vae": config.models.vq_vae, "transformer": config.models.transformer}}
     results["data"] = {"files": len(pieces), "train": len(train), "held_out": len(held_out)}
     results["vq_vae"] = reconstruction_scores(vq_vae, [p.quarters for p in held_out])
-    results["vq_vae"]["codes_kept_under_transposition"] = codes_kept_under_transposition(vq_vae, held_out)
+    kept = codes_kept_under_transposition(vq_vae, held_out, device=device)
+    results["vq_vae"]["codes_kept_under_transposition"] = kept
 
     window = transformer.config.block_size + 1
     held_out_codes = encode_pieces(vq_vae, held_out, 0, config.data.cache_dir)
