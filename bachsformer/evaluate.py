@@ -111,7 +111,7 @@ def next_quarter_in_key(
     sampled, reconstructed = np.zeros(2, dtype=np.int64), np.zeros(2, dtype=np.int64)  # (in key, all)
     num_sampled = 0
     for piece, piece_codes in zip(pieces, encoded):
-        codes = untransposed(piece_codes).view(-1, per_quarter)  # [Q, 16]
+        codes = untransposed(piece_codes).view(-1, per_quarter).to(transformer.first_code_probs.device)  # [Q, 16]
         quarters = piece.quarters  # [Q, 88, 32]
         positions = [
             i
@@ -123,7 +123,7 @@ def next_quarter_in_key(
         prompts = torch.stack([codes[i - context : i].flatten() for i in positions])  # [N, context * 16]
         seeds = [seed + num_sampled + n for n in range(len(positions))]
         samples = transformer.generate(
-            prompts.to(transformer.first_code_probs.device),
+            prompts,
             per_quarter,
             seeds,
             temperature,
