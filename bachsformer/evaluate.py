@@ -59,9 +59,9 @@ def codes_kept_under_transposition(
     """For each shift, the fraction of codes a sounding quarter keeps when transposed up by it.
 
     The encoder strides 8 semitones per latent row, so a shift of 8k semitones can move the codes k
-    rows up unchanged; the codes of the transposed quarter are compared with the original's, k rows
-    lower (rows that have no counterpart are left out). Silent quarters, and quarters the shift
-    would push past the top key, are left out. Returns {shift: fraction} with string keys (JSON).
+    rows up unchanged. The codes of the transposed quarter are compared with the original's
+    shift // 8 rows lower (rows without a counterpart are left out). Silent quarters, and quarters
+    the shift would push past the top key, are left out. Returns {shift: fraction}, keys as text.
     """
     rolls = torch.from_numpy(np.concatenate([piece.quarters for piece in pieces])).float()  # [N, 88, 32]
     keys = rolls.any(dim=2)  # [N, 88]
@@ -100,10 +100,10 @@ def next_quarter_in_key(
     At every third quarter i of each held-out piece that has a full window of quarters before it
     (11 for block size 191) and 4 after, the transformer samples quarter i from the true codes
     before it. The local key is the major scale that best holds the true quarters i - 4 ... i + 3
-    (from quarter 0 when i < 4).
-    Returns the fraction of note onsets in the local key of the sampled quarters, and of the VQ-VAE
-    reconstructions of the true quarters (what the codes allow). Unlike whole generated pieces,
-    this cannot drift: it measures the harmony of each single step. Decoded without min_note_steps.
+    (from quarter 0 when i < 4). Returns the fraction of note onsets in the local key of the sampled
+    quarters, and of the VQ-VAE reconstructions of the true quarters (what the codes allow). Unlike
+    whole generated pieces, this cannot drift: it measures the harmony of each single step.
+    Decoded without min_note_steps.
     """
     per_quarter = vq_vae.codes_per_quarter
     # whole quarters before the sampled one such that all of it still fits in the window
@@ -240,7 +240,7 @@ def print_table(results: dict) -> None:
         f" perplexity {vq['perplexity']:.2f} of {vq['codes_used']} codes used"
     )
     kept = ", ".join(f"{shift}: {fraction:.3f}" for shift, fraction in vq["codes_kept_under_transposition"].items())
-    print(f"VQ-VAE codes kept when a quarter is transposed by n semitones (rows moved for 8): {kept}")
+    print(f"VQ-VAE codes kept when a quarter is transposed by n semitones (compared n // 8 rows lower): {kept}")
     print(
         f"transformer (held out): {lm['bits_per_code']:.3f} bits per code;"
         f" baselines unigram {lm['unigram_bits']:.3f}, bigram {lm['bigram_bits']:.3f}"
