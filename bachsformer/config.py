@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from bachsformer.errors import BachsformerError
+from bachsformer.errors import BachsformerError, check_at_least
 from bachsformer.gpt import GPTConfig
 from bachsformer.vqvae import VQVAEConfig
 
@@ -63,12 +63,9 @@ class TrainConfig:
 
     def __post_init__(self):
         """Refuse values no run can use; the message starts with the key (config.py adds the section)."""
-        at_least_one = ("epochs", "batch_size", "checkpoint_every")
+        check_at_least(self, 1, "epochs", "batch_size", "checkpoint_every")
         at_least_zero = ("min_learning_rate", "warmup_steps", "weight_decay", "grad_clip", "max_steps", "max_transpose")
-        for keys, minimum in ((at_least_one, 1), (at_least_zero, 0)):
-            for key in keys:
-                if getattr(self, key) < minimum:
-                    raise ValueError(f"{key}: must be at least {minimum}, got {getattr(self, key)}")
+        check_at_least(self, 0, *at_least_zero)
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate: must be above 0, got {self.learning_rate}")
 
@@ -134,6 +131,8 @@ def build_section(cls, values: dict, name: str):
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in values:
+        if f"{name}.{key}" in MOVED_KEYS:
+            raise ConfigError(f"config key '{name}.{key}' has moved: set {MOVED_KEYS[f'{name}.{key}']}")
         if key not in known:
             raise ConfigError(f"unknown config key '{name}.{key}' (known: {', '.join(sorted(known))})")
     checked = {key: _check_value(f"{name}.{key}", v, hints[key]) for key, v in values.items()}
@@ -179,9 +178,6 @@ def load_config(path: str | Path | None = "config.yaml", overrides: list[str] = 
     hints = typing.get_type_hints(Config)
     built = {}
     for section, values in raw.items():
-        for key in values:
-            if f"{section}.{key}" in MOVED_KEYS:
-                raise ConfigError(f"config key '{section}.{key}' has moved: set {MOVED_KEYS[f'{section}.{key}']}")
         if section not in sections:
             raise ConfigError(f"unknown config section '{section}' (known: {', '.join(sections)})")
         built[section] = build_section(hints[section], values, section)

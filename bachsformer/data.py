@@ -26,6 +26,7 @@ from bachsformer.midi import (
     NUM_KEYS,
     STEPS_PER_QUARTER,
     MidiError,
+    key_range,
     read_midi_bytes,
 )
 
@@ -137,10 +138,10 @@ def corpus_fingerprint(pieces: list[CorpusPiece]) -> str:
 
 def transpose_range(quarters: np.ndarray, max_transpose: int) -> tuple[int, int]:
     """(lowest, highest) shift in semitones that keeps every note of `quarters` in the 88 keys."""
-    keys = np.nonzero(quarters.any(axis=(0, 2)))[0]
-    if len(keys) == 0:
+    lowest, highest = key_range(quarters)
+    if highest.max(initial=-1) < 0:  # silent
         return 0, 0
-    return max(-max_transpose, -int(keys[0])), min(max_transpose, NUM_KEYS - 1 - int(keys[-1]))
+    return max(-max_transpose, -int(lowest.min())), min(max_transpose, NUM_KEYS - 1 - int(highest.max()))
 
 
 def transpose(rolls: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -160,11 +161,8 @@ class QuarterDataset:
     def __init__(self, pieces: list[CorpusPiece], max_transpose: int = 0):
         self.quarters = torch.from_numpy(np.concatenate([p.quarters for p in pieces]))
         # per quarter, the shifts that keep its notes inside the keys (silent quarters stay put)
-        sounding = self.quarters.any(dim=2)  # [N, 88]
-        keys = torch.arange(NUM_KEYS)
-        lowest_key = torch.where(sounding, keys, NUM_KEYS).min(dim=1).values
-        highest_key = torch.where(sounding, keys, -1).max(dim=1).values
-        silent = ~sounding.any(dim=1)
+        lowest_key, highest_key = (torch.from_numpy(k) for k in key_range(self.quarters.numpy()))
+        silent = highest_key < 0
         self.lowest_shift = torch.where(silent, 0, (-lowest_key).clamp(min=-max_transpose))
         self.highest_shift = torch.where(silent, 0, (NUM_KEYS - 1 - highest_key).clamp(max=max_transpose))
 

@@ -8,6 +8,14 @@ class BachsformerError(Exception):
     """Bad input from a user (file, option, config, checkpoint); the message is one line."""
 
 
+def check_at_least(config, minimum, *keys: str) -> None:
+    """ValueError starting with the key when a field of a config dataclass is below `minimum`
+    (config.py turns it into a ConfigError naming the section)."""
+    for key in keys:
+        if getattr(config, key) < minimum:
+            raise ValueError(f"{key}: must be at least {minimum}, got {getattr(config, key)}")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad option prints one line (`error: ...`) instead of usage and an error."""
 

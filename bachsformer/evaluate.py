@@ -42,7 +42,7 @@ from bachsformer.metrics import (
     onsets_in_scale,
     piece_features,
 )
-from bachsformer.midi import NUM_KEYS
+from bachsformer.midi import NUM_KEYS, key_range
 from bachsformer.training import resolve_device
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
@@ -63,23 +63,24 @@ def codes_kept_under_transposition(
     shift // 8 rows lower (rows without a counterpart are left out). Silent quarters, and quarters
     the shift would push past the top key, are left out. Returns {shift: fraction}, keys as text.
     """
-    rolls = torch.from_numpy(np.concatenate([piece.quarters for piece in pieces])).float()  # [N, 88, 32]
-    keys = rolls.any(dim=2)  # [N, 88]
-    sounding = keys.any(dim=1)
-    highest = torch.where(sounding, NUM_KEYS - 1 - keys.flip(1).int().argmax(dim=1), -1)
+    quarters = np.concatenate([piece.quarters for piece in pieces])  # [N, 88, 32]
+    _, highest = key_range(quarters)
+    sounding = highest >= 0
+    rolls = torch.from_numpy(quarters[sounding]).float()
+    highest = highest[sounding]
     rows = LATENT_SHAPE[0]
 
     def encode(batch: torch.Tensor) -> torch.Tensor:  # [n, 88, 32] -> [n, 8, 2] on the CPU
         codes = [vq_vae.encode(part.to(device)).cpu() for part in batch.split(batch_size)]
         return torch.cat(codes).view(-1, *LATENT_SHAPE)
 
+    original = encode(rolls)  # once: each shift compares with a subset of these
     kept = {}
     for shift in shifts:
-        usable = sounding & (highest + shift < NUM_KEYS)
-        original = encode(rolls[usable])
+        usable = torch.from_numpy(highest + shift < NUM_KEYS)
         moved = encode(transpose(rolls[usable], torch.full((int(usable.sum()),), shift)))
         rows_up = shift // SEMITONES_PER_ROW
-        same = moved[:, rows_up:] == original[:, : rows - rows_up]
+        same = moved[:, rows_up:] == original[usable][:, : rows - rows_up]
         kept[str(shift)] = float(same.float().mean())
     return kept
 
@@ -133,10 +134,12 @@ def next_quarter_in_key(
             min_context=context * per_quarter,  # unused: the window never fills
         )[:, -per_quarter:]
         num_sampled += len(positions)
-        for i, sample in zip(positions, samples):
+        sampled_quarters = decode_quarters(vq_vae, samples.flatten())  # [N, 88, 32]
+        true_quarters = decode_quarters(vq_vae, codes[positions].flatten())
+        for i, sample, truth in zip(positions, sampled_quarters, true_quarters):
             tonic = best_scale(quarters[max(i - KEY_SPAN, 0) : i + KEY_SPAN])
-            sampled += onsets_in_scale(decode_quarters(vq_vae, sample), tonic)
-            reconstructed += onsets_in_scale(decode_quarters(vq_vae, codes[i]), tonic)
+            sampled += onsets_in_scale(sample[None], tonic)
+            reconstructed += onsets_in_scale(truth[None], tonic)
     return {
         "context_quarters": context,
         "quarters": num_sampled,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bachsformer.errors import check_at_least
 from bachsformer.sampling import check_sampling_options, draw, filter_logits, gumbel_noise
 
 
@@ -30,9 +31,7 @@ class GPTConfig:
 
     def __post_init__(self):
         """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""
-        for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key}: must be at least 1, got {getattr(self, key)}")
+        check_at_least(self, 1, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd: {self.n_embd} is not a multiple of n_head {self.n_head}")
         if not 0 <= self.dropout < 1:

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bachsformer.midi import NUM_KEYS, quarters_to_notes
+from bachsformer.midi import NUM_KEYS, key_range, quarters_to_notes
 
 FEATURE_NAMES = (
     "notes_per_quarter",
@@ -255,11 +255,8 @@ def _build_index(training_pieces: Sequence[np.ndarray]) -> dict[bytes, list[tupl
 
 def _longest_run(piece: np.ndarray, index: dict[bytes, list[tuple[int, int]]], max_shift: int) -> int:
     """`longest_verbatim_run` of one checked piece against a built index."""
-    keys_sounding = piece.any(axis=2)  # [Q, 88]
-    quarter_sounds = keys_sounding.any(axis=1)
-    # lowest and highest sounding key per quarter; silent quarters get bounds any shift satisfies
-    lowest = np.where(quarter_sounds, keys_sounding.argmax(axis=1), NUM_KEYS)
-    highest = np.where(quarter_sounds, NUM_KEYS - 1 - keys_sounding[:, ::-1].argmax(axis=1), -1)
+    lowest, highest = key_range(piece)  # silent quarters get bounds any shift satisfies
+    quarter_sounds = highest >= 0
     best = 0
     for shift in range(-max_shift, max_shift + 1):
         # piece transposed by `shift` is compared with the training quarters as they are

@@ -322,6 +322,16 @@ def write_midi(quarters: np.ndarray, path: str | Path, tempo_bpm: float = 100.0)
     return path
 
 
+def key_range(quarters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest sounding key (0 ... 87) of each quarter [Q, 88, steps]: two int arrays [Q].
+
+    A silent quarter gets (88, -1), bounds that any transposition satisfies.
+    """
+    sounding = np.asarray(quarters, dtype=bool).any(axis=2)  # [Q, 88]
+    keys = np.arange(NUM_KEYS)
+    return np.where(sounding, keys, NUM_KEYS).min(axis=1), np.where(sounding, keys, -1).max(axis=1)
+
+
 def drop_short_notes(quarters: np.ndarray, min_steps: int) -> np.ndarray:
     """A copy of quarters [Q, 88, steps] without the notes shorter than `min_steps` steps."""
     quarters = np.array(quarters, dtype=bool)

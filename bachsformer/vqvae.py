@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from bachsformer.errors import check_at_least
 from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER
 
 LATENT_SHAPE = (8, 2)  # what the encoder's strides make of 88 x 32
@@ -36,17 +37,13 @@ class VQVAEConfig:
 
     def __post_init__(self):
         """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""
-        for key in ("num_embeddings", "embedding_dim", "residual_channels"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key}: must be at least 1, got {getattr(self, key)}")
-        if self.hidden_channels < 2:
-            raise ValueError(f"hidden_channels: must be at least 2, got {self.hidden_channels}")
-        if self.residual_layers < 0:
-            raise ValueError(f"residual_layers: must be at least 0, got {self.residual_layers}")
+        check_at_least(self, 1, "num_embeddings", "embedding_dim", "residual_channels")
+        check_at_least(self, 2, "hidden_channels")
+        check_at_least(self, 0, "residual_layers", "commitment_cost", "dead_code_threshold")
         if not 0 < self.decay < 1:
             raise ValueError(f"decay: must lie in (0, 1), got {self.decay}")
-        if self.commitment_cost < 0 or self.dead_code_threshold < 0 or self.transition_weight <= 0:
-            raise ValueError("commitment_cost, dead_code_threshold: must be >= 0; transition_weight: > 0")
+        if not self.transition_weight > 0:
+            raise ValueError(f"transition_weight: must be above 0, got {self.transition_weight}")
 
 
 def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:

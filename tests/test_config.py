@@ -33,6 +33,8 @@ def test_an_int_is_accepted_where_a_float_is_expected():
         ("generate.temperature=hot", "generate.temperature: expected float"),
         ("gpt.n_head=3", "gpt.n_embd: 128 is not a multiple of n_head 3"),
         ("vq_vae.decay=1.5", "vq_vae.decay: must lie in (0, 1)"),
+        ("vq_vae.transition_weight=0", "vq_vae.transition_weight: must be above 0"),
+        ("vq_vae.commitment_cost=-1", "vq_vae.commitment_cost: must be at least 0"),
         ("train_vq_vae.epochs=0", "train_vq_vae.epochs: must be at least 1, got 0"),
         ("train_transformer.learning_rate=0", "train_transformer.learning_rate: must be above 0"),
         ("train_transformer.grad_clip=-1", "train_transformer.grad_clip: must be at least 0"),

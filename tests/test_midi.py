@@ -16,6 +16,7 @@ from bachsformer.midi import (
     STEPS_PER_QUARTER,
     MidiError,
     drop_short_notes,
+    key_range,
     quarters_to_midi_bytes,
     read_midi,
     read_midi_bytes,
@@ -389,3 +390,11 @@ def test_drop_short_notes_removes_only_the_short_ones_across_quarter_boundaries(
     cleaned = drop_short_notes(music, 4)
     assert np.array_equal(cleaned, roll(2, (60, 10, 40), (64, 31, 36)))
     assert np.array_equal(drop_short_notes(music, 1), music)
+
+
+def test_key_range_gives_each_quarters_lowest_and_highest_sounding_key():
+    music = roll(3, (21, 0, 40), (60, 70, 80), (108, 70, 71))  # A0 over quarters 0-1; C4 and C8 in quarter 2
+    lowest, highest = key_range(music)
+    assert lowest.tolist() == [0, 0, 39] and highest.tolist() == [0, 0, 87]
+    lowest, highest = key_range(np.zeros((2, NUM_KEYS, STEPS_PER_QUARTER), dtype=bool))
+    assert lowest.tolist() == [NUM_KEYS, NUM_KEYS] and highest.tolist() == [-1, -1]  # silent: any shift fits
