@@ -2,15 +2,20 @@
 
     python generate.py                                   # one piece of 128 quarters, seed 0
     python generate.py --seed 7 --num 8 --temperature 0.9 --top-p 0.95
-    python generate.py --file primer.mid --quarters 64   # continue a MIDI file
+    python generate.py --file primer.mid --quarters 64   # continue a MIDI file, in its own key
+    python generate.py --key D --num 4                   # in D (major or minor, as the model wrote it)
+    python generate.py --key "G minor"                   # in G minor
     python generate.py --wav --png                       # also a WAV preview and a piano roll
 
-Piece i of `--num N --seed S` has seed S + i and is the same as `--seed S+i` alone. Files are named
-after their settings and never overwritten; each path is printed. The models come from models/
-unless `--set models.vq_vae=... --set models.transformer=...` points elsewhere.
+The models write music in C major or A minor (they learned the chorales moved there); `--key` moves
+each piece to another tonic, keeping its mode unless one is named, and a primer's continuation comes
+back in the primer's key. Piece i of `--num N --seed S` has seed S + i and is the same as `--seed S+i`
+alone. Files are named after their settings and key and never overwritten; each path is printed. The
+models come from models/ unless `--set models.vq_vae=... --set models.transformer=...` points elsewhere.
 """
 
 import argparse
+import dataclasses
 import os
 import re
 import time
@@ -56,6 +61,7 @@ def main():
     parser.add_argument("--top-p", type=float, help="sample among the likeliest codes holding this mass")
     parser.add_argument("--file", help="a MIDI file to continue (primer)")
     parser.add_argument("--continuation-only", action="store_true", help="leave the primer out of the output")
+    parser.add_argument("--key", help="move each piece to this key: D, F#, Bb, 'G minor' (default: as written)")
     parser.add_argument("--out", help="output folder (default: data/generated)")
     parser.add_argument("--tempo", type=float, help="beats per minute of the written MIDI")
     parser.add_argument("--device", help="cpu, cuda, mps or auto")
@@ -64,10 +70,13 @@ def main():
     args = parser.parse_args()
 
     config = load_config(args.config, args.set)
-    options = config.generate
-    for name in ("seed", "num", "quarters", "temperature", "top_k", "top_p", "tempo", "device"):
-        if getattr(args, name) is not None:
-            setattr(options, name, getattr(args, name))
+    names = ("seed", "num", "quarters", "temperature", "top_k", "top_p", "tempo", "key", "device")
+    try:
+        options = dataclasses.replace(
+            config.generate, **{n: getattr(args, n) for n in names if getattr(args, n) is not None}
+        )
+    except ValueError as error:  # GenerateConfig refuses it, naming the option
+        raise BachsformerError(f"--{error}") from None
     out_dir = Path(args.out or options.out_dir)
     checks = [
         (1 <= options.num <= MAX_PIECES, f"--num must lie in 1 ... {MAX_PIECES}, got {options.num}"),
@@ -104,25 +113,15 @@ def main():
     primer = read_midi(args.file).quarters if args.file else None
     seeds = [options.seed + i for i in range(options.num)]
     started = time.perf_counter()
-    pieces = compose(
-        vq_vae,
-        transformer,
-        options.quarters,
-        seeds,
-        primer,
-        options.temperature,
-        options.top_k,
-        options.top_p,
-        args.continuation_only,
-        options.min_note_steps,
-    )
+    pieces = compose(vq_vae, transformer, options, seeds, primer, args.continuation_only)
     seconds = time.perf_counter() - started
 
     settings = f"t{options.temperature:g}_k{options.top_k}_p{options.top_p:g}_q{options.quarters}"
     if args.file:
         settings += f"_primer-{safe_name(Path(args.file).stem)}" + ("_continuation" if args.continuation_only else "")
-    for seed, quarters in zip(seeds, pieces):
-        stem = f"bachsformer_seed{seed}_{settings}"
+    for seed, piece in zip(seeds, pieces):
+        quarters = piece.quarters
+        stem = f"bachsformer_seed{seed}_{settings}_{safe_name(str(piece.key).replace(' ', '-'))}"
         midi_path = write_midi(quarters, unique_path(out_dir, stem, ".mid"), options.tempo)
         print(midi_path)
         if args.wav:

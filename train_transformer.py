@@ -51,7 +51,9 @@ def main():
             f"gpt.vocab_size is {config.gpt.vocab_size}, but the VQ-VAE {config.models.vq_vae}"
             f" has {vq_vae.num_embeddings} codes; set them equal"
         )
-    pieces = load_corpus(config.data.midi_dir, config.data.cache_dir, config.data.max_quarters)
+    pieces = load_corpus(
+        config.data.midi_dir, config.data.cache_dir, config.data.max_quarters, normalize_key=config.data.normalize_key
+    )
     train_pieces, validation_pieces = split(pieces, config.data.validation_fraction)
     cache_dir = config.data.cache_dir
     train_codes = encode_pieces(vq_vae, train_pieces, train_config.max_transpose, cache_dir)

@@ -40,9 +40,11 @@ def main():
     ranks, device = setup_distributed(train_config.device)
     torch.manual_seed(train_config.seed)
 
-    pieces = load_corpus(config.data.midi_dir, config.data.cache_dir, config.data.max_quarters)
+    pieces = load_corpus(
+        config.data.midi_dir, config.data.cache_dir, config.data.max_quarters, normalize_key=config.data.normalize_key
+    )
     train_pieces, validation_pieces = split(pieces, config.data.validation_fraction)
-    train_set = QuarterDataset(train_pieces, train_config.max_transpose)
+    train_set = QuarterDataset(train_pieces, train_config.max_transpose, config.vq_vae.onset_channel)
     if ranks.is_main:
         print(
             f"{len(pieces)} files: {len(train_pieces)} train ({len(train_set)} quarters),"

@@ -128,9 +128,11 @@ def load_checkpoint(path: str | Path, kind: str, map_location="cpu") -> dict:
     return checkpoint
 
 
-def load_model(cls, config_class, kind: str, path: str | Path, map_location="cpu"):
+def load_model(cls, config_class, kind: str, path: str | Path, map_location="cpu", added_keys: dict | None = None):
     """Build `cls(config_class(**checkpoint['config']))` and load its weights, in eval mode.
 
+    added_keys: config keys added after earlier checkpoints were written, with the values that
+    rebuild those checkpoints (a checkpoint without the key gets that value, not today's default).
     The model gets two attributes: `fingerprint` and `checkpoint_info` (everything stored but the
     weights and the optimizer state).
     """
@@ -139,6 +141,7 @@ def load_model(cls, config_class, kind: str, path: str | Path, map_location="cpu
     config_values = checkpoint.get("config") or {}
     if not isinstance(config_values, dict):
         raise CheckpointError(f"{path}: its config is not a mapping of keys")
+    config_values = {**(added_keys or {}), **config_values}
     unknown = sorted(map(str, set(config_values) - known))
     if unknown:
         raise CheckpointError(f"{path}: config keys this version does not know: {', '.join(unknown)}")

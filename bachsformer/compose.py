@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from bachsformer.checkpoint import CheckpointError
+from bachsformer.config import GenerateConfig
 from bachsformer.gpt import GPT
+from bachsformer.keys import Key, estimate_key, move_to_key, normalizing_shift, parse_key, transpose_quarters
 from bachsformer.midi import drop_short_notes
 from bachsformer.vqvae import VQVAE
 
@@ -40,58 +44,74 @@ def load_models(vq_vae_path, transformer_path, device="cpu") -> tuple[VQVAE, GPT
 
 
 @torch.no_grad()
-def decode_quarters(vq_vae: VQVAE, codes: torch.Tensor) -> np.ndarray:
-    """Codes [Q * 16] -> quarters, bool [Q, 88, 32] (note probabilities above one half)."""
-    return (vq_vae.decode(codes.view(-1, vq_vae.codes_per_quarter)) > 0.5).cpu().numpy()
+def decode_quarters(vq_vae: VQVAE, codes: torch.Tensor, consecutive: bool = True) -> np.ndarray:
+    """Codes [Q * 16] -> quarters, bool [Q, 88, 32] (note probabilities above one half).
+
+    consecutive: the quarters are one piece in order (see `VQVAE.decode`); otherwise each is alone.
+    """
+    return (vq_vae.decode(codes.view(-1, vq_vae.codes_per_quarter), consecutive) > 0.5).cpu().numpy()
+
+
+@dataclass(frozen=True)
+class Composition:
+    quarters: np.ndarray  # bool [Q, 88, 32]
+    key: Key  # the key it is written in: asked for, the primer's, or estimated
 
 
 @torch.no_grad()
 def compose(
     vq_vae: VQVAE,
     transformer: GPT,
-    num_quarters: int,
+    options: GenerateConfig,
     seeds: list[int],
     primer: np.ndarray | None = None,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
     continuation_only: bool = False,
-    min_note_steps: int = 0,
-) -> list[np.ndarray]:
-    """One piece per seed: `num_quarters` new quarters, after the primer's own unless asked not to.
+) -> list[Composition]:
+    """One piece per seed: `options.quarters` new quarters, after the primer's own unless asked not to.
 
-    primer: quarters [P, 88, 32] to continue (encoded, then continued code by code).
-    min_note_steps: notes shorter than this many steps are dropped from the decoded music: the
-    decoder's stray fragments (the chorales hold no note shorter than 4 steps, 1/8 of a quarter).
-    Returns bool quarters [Q, 88, 32] per piece.
+    The models write key-normalized music (C major / A minor). primer: quarters [P, 88, 32] to
+    continue; it is moved to C major / A minor, encoded and continued code by code, and the
+    continuation moved back to the primer's key, the primer's own quarters kept as they were.
+    options.key: move each whole piece to that key (`keys.move_to_key`); empty: as written.
+    options.min_note_steps: notes shorter than this many steps are dropped from the decoded music:
+    the decoder's stray fragments (the chorales hold no note shorter than 4 steps, 1/8 of a quarter).
     """
-    if num_quarters < 1:
-        raise ValueError(f"the number of quarters must be at least 1, got {num_quarters}")
+    if options.quarters < 1:
+        raise ValueError(f"the number of quarters must be at least 1, got {options.quarters}")
     codes_per_quarter = vq_vae.codes_per_quarter
     # Each code sees at least this much context; whole quarters, fewer than the window holds.
     min_context = min(DEFAULT_MIN_CONTEXT, (transformer.config.block_size - 1) // codes_per_quarter * codes_per_quarter)
     device = transformer.first_code_probs.device
-    prompt = None
+    prompt, primer_key, primer_shift = None, None, 0
     if primer is not None:
-        primer_codes = vq_vae.encode(torch.from_numpy(primer).float().to(device)).flatten()
-        prompt = primer_codes.expand(len(seeds), -1)
+        primer = primer.astype(bool)
+        primer_key = estimate_key(primer)
+        primer_shift = normalizing_shift(primer, primer_key)
+        normalized = torch.from_numpy(transpose_quarters(primer, primer_shift)).to(device)
+        prompt = vq_vae.encode(normalized).flatten().expand(len(seeds), -1)
+    num_new = options.quarters * codes_per_quarter
     codes = transformer.generate(
         prompt,
-        num_quarters * codes_per_quarter,
+        num_new,
         seeds,
-        temperature,
-        top_k,
-        top_p,
+        options.temperature,
+        options.top_k,
+        options.top_p,
         codes_per_quarter=codes_per_quarter,
         min_context=min_context,
     )
-    new_codes = codes[:, codes.shape[1] - num_quarters * codes_per_quarter :]
+    request = parse_key(options.key) if options.key else None
     pieces = []
-    for row in new_codes:
+    for row in codes[:, codes.shape[1] - num_new :]:
         quarters = decode_quarters(vq_vae, row)
-        if min_note_steps > 1:
-            quarters = drop_short_notes(quarters, min_note_steps)
-        if primer is not None and not continuation_only:
-            quarters = np.concatenate([primer.astype(bool), quarters])
-        pieces.append(quarters)
+        if options.min_note_steps > 1:
+            quarters = drop_short_notes(quarters, options.min_note_steps)
+        key = primer_key
+        if primer is not None:
+            quarters = transpose_quarters(quarters, -primer_shift)
+            if not continuation_only:
+                quarters = np.concatenate([primer, quarters])
+        if request is not None:
+            quarters, key = move_to_key(quarters, request, key)
+        pieces.append(Composition(quarters, key or estimate_key(quarters)))
     return pieces

@@ -17,6 +17,7 @@ import yaml
 
 from bachsformer.errors import BachsformerError, check_at_least
 from bachsformer.gpt import GPTConfig
+from bachsformer.keys import KeyNameError, parse_key
 from bachsformer.vqvae import VQVAEConfig
 
 
@@ -35,6 +36,7 @@ class DataConfig:
     cache_dir: str = "data/cache"  # parsed corpora and encoded codes, keyed by content
     validation_fraction: float = 0.1  # share of files held out, chosen by a hash of the name
     max_quarters: int = 20_000  # longer files are skipped rather than allocated
+    normalize_key: bool = True  # both models learn every piece moved to C major / A minor (DESIGN.md §1b)
 
 
 @dataclass
@@ -81,7 +83,16 @@ class GenerateConfig:
     top_p: float = 1.0  # 1.0: no nucleus filtering
     tempo: float = 90.0  # beats per minute of the written MIDI
     min_note_steps: int = 4  # drop decoded notes shorter than this (the decoder's stray fragments); 0: keep all
+    key: str = ""  # move each piece to this tonic (D, F#, Bb), in a mode if named (G minor); "": as written
     device: str = "cpu"
+
+    def __post_init__(self):
+        """Refuse a key name no one can read; the message starts with the key (config.py adds the section)."""
+        if self.key:
+            try:
+                parse_key(self.key)
+            except KeyNameError as error:
+                raise ValueError(f"key: {error}") from None
 
 
 @dataclass

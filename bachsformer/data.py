@@ -2,7 +2,7 @@
 
     python -m bachsformer.data scan DIR [--json]
 
-prints one line per file (name, quarters, notes, pitch range, or `skipped: <reason>`) and last
+prints one line per file (name, quarters, notes, pitch range, estimated key, or `skipped: <reason>`) and last
 `N files, K read, M skipped`; exit status 0 when at least one file was read, 1 otherwise.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from bachsformer.errors import BachsformerError
+from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters
 from bachsformer.midi import (
     DEFAULT_MAX_QUARTERS,
     LOWEST_PITCH,
@@ -29,6 +30,7 @@ from bachsformer.midi import (
     key_range,
     read_midi_bytes,
 )
+from bachsformer.vqvae import quarter_channels
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
 CODEC_VERSION = 2  # bump when midi.py reads files differently, so old caches are ignored
@@ -44,6 +46,8 @@ class CorpusPiece:
     quarters: np.ndarray  # bool [Q, 88, 32]
     notes: int
     dropped_notes: int
+    key: str = ""  # the key estimated from the file as written, such as "G major"
+    shift: int = 0  # semitones the quarters were moved from the file (key normalization; 0 when off)
 
 
 def midi_files(folder: str | Path) -> list[Path]:
@@ -99,11 +103,13 @@ def load_corpus(
     cache_dir: str | Path | None = None,
     max_quarters: int = DEFAULT_MAX_QUARTERS,
     on_skip: Callable[[MidiError], None] | None = None,
+    normalize_key: bool = False,
 ) -> list[CorpusPiece]:
     """Read every MIDI file under `folder` as quarters, skipping unreadable ones.
 
-    Each skipped file is passed to `on_skip` (default: one line on stderr). Raises CorpusError
-    when no file is readable.
+    normalize_key: move each piece to C major or A minor by the smallest shift that keeps it inside
+    the 88 keys (`keys.normalizing_shift`; DESIGN.md §1b). Each skipped file is passed to `on_skip`
+    (default: one line on stderr). Raises CorpusError when no file is readable.
     """
     folder = Path(folder)
     cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -121,7 +127,11 @@ def load_corpus(
         except OSError as error:
             on_skip(MidiError(path, f"cannot read file ({error.strerror or error})"))
             continue
-        pieces.append(CorpusPiece(name, quarters, notes, dropped))
+        key = estimate_key(quarters)
+        shift = normalizing_shift(quarters, key) if normalize_key else 0
+        if shift:
+            quarters = transpose_quarters(quarters, shift)
+        pieces.append(CorpusPiece(name, quarters, notes, dropped, str(key), shift))
     if not pieces:
         raise CorpusError(f"{folder}: none of {len(files)} MIDI files could be read")
     return pieces
@@ -131,7 +141,7 @@ def corpus_fingerprint(pieces: list[CorpusPiece]) -> str:
     """A short hash of the corpus content, for keying caches derived from it."""
     digest = hashlib.sha256()
     for piece in pieces:
-        digest.update(piece.name.encode())
+        digest.update(f"{piece.name}\0{piece.shift}\0".encode())
         digest.update(np.packbits(piece.quarters).tobytes())
     return digest.hexdigest()[:16]
 
@@ -145,23 +155,31 @@ def transpose_range(quarters: np.ndarray, max_transpose: int) -> tuple[int, int]
 
 
 def transpose(rolls: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Shift each roll [B, 88, T] up by shifts[b] semitones; callers keep notes inside the keys."""
+    """Shift each roll [B, ..., 88, T] up by shifts[b] semitones; callers keep notes inside the keys."""
     keys = torch.arange(NUM_KEYS, device=rolls.device)
     source_key = (keys[None, :] - shifts[:, None]) % NUM_KEYS  # [B, 88]
-    return torch.gather(rolls, 1, source_key[:, :, None].expand_as(rolls))
+    index = source_key.view(len(rolls), *([1] * (rolls.ndim - 3)), NUM_KEYS, 1)
+    return torch.gather(rolls, -2, index.expand_as(rolls))
 
 
 class QuarterDataset:
     """Single quarters for the VQ-VAE, each transposed at random inside the 88 keys.
 
-    `batch(indices, generator)` returns float rolls [B, 88, 32]; with augmentation off (or
-    max_transpose 0) the quarters come as they are.
+    `batch(indices, generator)` returns the model's input channels, float [B, C, 88, 32]: the
+    sounding notes and their onsets (`vqvae.quarter_channels`, read over each whole piece) when
+    `onset_channel`, else the roll alone. With augmentation off (or max_transpose 0) the quarters
+    come as they are.
     """
 
-    def __init__(self, pieces: list[CorpusPiece], max_transpose: int = 0):
-        self.quarters = torch.from_numpy(np.concatenate([p.quarters for p in pieces]))
+    def __init__(self, pieces: list[CorpusPiece], max_transpose: int = 0, onset_channel: bool = True):
+        quarters = np.concatenate([p.quarters for p in pieces])  # [N, 88, 32]
+        if onset_channel:
+            channels = [quarter_channels(torch.from_numpy(p.quarters)) for p in pieces]
+            self.quarters = torch.cat(channels)  # bool [N, 2, 88, 32]
+        else:
+            self.quarters = torch.from_numpy(quarters)[:, None]  # [N, 1, 88, 32]
         # per quarter, the shifts that keep its notes inside the keys (silent quarters stay put)
-        lowest_key, highest_key = (torch.from_numpy(k) for k in key_range(self.quarters.numpy()))
+        lowest_key, highest_key = (torch.from_numpy(k) for k in key_range(quarters))
         silent = highest_key < 0
         self.lowest_shift = torch.where(silent, 0, (-lowest_key).clamp(min=-max_transpose))
         self.highest_shift = torch.where(silent, 0, (NUM_KEYS - 1 - highest_key).clamp(max=max_transpose))
@@ -239,7 +257,7 @@ def scan(folder: str | Path, as_json: bool = False, max_quarters: int = DEFAULT_
     read = 0
     for path in files:
         name = path.relative_to(folder).as_posix()
-        record = {"file": name, "quarters": None, "notes": None, "dropped_notes": None}
+        record = {"file": name, "quarters": None, "notes": None, "dropped_notes": None, "key": None}
         try:
             data = path.read_bytes()
             piece = read_midi_bytes(data, name, STEPS_PER_QUARTER, max_quarters)
@@ -256,12 +274,15 @@ def scan(folder: str | Path, as_json: bool = False, max_quarters: int = DEFAULT_
                 dropped_notes=piece.dropped_notes,
                 error=None,
             )
+            record["key"] = str(estimate_key(piece.quarters))
             low, high = _pitch_name(int(keys[0])), _pitch_name(int(keys[-1]))
         if as_json:
             print(json.dumps(record))
         elif record["error"] is None:
             dropped = f", {piece.dropped_notes} dropped" if piece.dropped_notes else ""
-            print(f"{name}: {len(piece.quarters)} quarters, {piece.notes} notes{dropped}, {low}-{high}")
+            print(
+                f"{name}: {len(piece.quarters)} quarters, {piece.notes} notes{dropped}, {low}-{high}, {record['key']}"
+            )
         else:
             print(f"{name}: skipped: {record['error']}")
     print(f"{len(files)} files, {read} read, {len(files) - read} skipped")

@@ -21,6 +21,7 @@ are compared with Bach at the lengths Bach wrote.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -134,8 +135,8 @@ def next_quarter_in_key(
             min_context=context * per_quarter,  # unused: the window never fills
         )[:, -per_quarter:]
         num_sampled += len(positions)
-        sampled_quarters = decode_quarters(vq_vae, samples.flatten())  # [N, 88, 32]
-        true_quarters = decode_quarters(vq_vae, codes[positions].flatten())
+        sampled_quarters = decode_quarters(vq_vae, samples.flatten(), consecutive=False)  # [N, 88, 32]
+        true_quarters = decode_quarters(vq_vae, codes[positions].flatten(), consecutive=False)
         for i, sample, truth in zip(positions, sampled_quarters, true_quarters):
             tonic = best_scale(quarters[max(i - KEY_SPAN, 0) : i + KEY_SPAN])
             sampled += onsets_in_scale(sample[None], tonic)
@@ -151,7 +152,9 @@ def next_quarter_in_key(
 def evaluate(config, num_pieces: int, num_quarters: int | None, seed: int, device: torch.device) -> dict:
     """All metrics as one JSON-ready dict; num_quarters None: the held-out files' lengths."""
     vq_vae, transformer = load_models(config.models.vq_vae, config.models.transformer, device)
-    pieces = load_corpus(config.data.midi_dir, config.data.cache_dir, config.data.max_quarters)
+    pieces = load_corpus(
+        config.data.midi_dir, config.data.cache_dir, config.data.max_quarters, normalize_key=config.data.normalize_key
+    )
     train, held_out = split(pieces, config.data.validation_fraction)
     held_out = held_out or train
     results = {"models": {"vq_vae": config.models.vq_vae, "transformer": config.models.transformer}}
@@ -180,18 +183,9 @@ def evaluate(config, num_pieces: int, num_quarters: int | None, seed: int, devic
     else:
         lengths = [num_quarters] * num_pieces
     # one batch at the longest length, each piece cut to its own: piece i depends on its seed alone
-    generated = compose(
-        vq_vae,
-        transformer,
-        max(lengths),
-        seeds,
-        None,
-        options.temperature,
-        options.top_k,
-        options.top_p,
-        min_note_steps=options.min_note_steps,
-    )
-    generated = [piece[:length] for piece, length in zip(generated, lengths)]
+    # in the key the model writes, as the held-out files are read (key-normalized or not)
+    generated = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
+    generated = [piece.quarters[:length] for piece, length in zip(generated, lengths)]
     reference = [p.quarters for p in held_out]
     music = compare(generated, reference)
     copies = longest_verbatim_runs(generated, [p.quarters for p in train])

@@ -1,5 +1,12 @@
 """Ludovico: a convolutional VQ-VAE that turns a quarter (88 keys x 32 steps) into 16 codes.
 
+Input and output are two 88 x 32 channels per quarter (DESIGN.md §2): *sounding*, the codec's roll
+with its one-step repeat gaps filled, and *onsets*, the steps where a note starts. A repeated note
+is then an explicit onset rather than a one-step hole the decoder must reproduce. Both channels
+are read from a piece's quarters as consecutive (a note held across a quarter boundary has no onset
+in the next quarter), and `decode` splits each sounding run at its onsets, across quarter boundaries
+too, giving back the codec's roll. `onset_channel: false` is the older one-channel model (the roll).
+
 The encoder takes 88 x 32 -> 44 x 16 -> 22 x 8 -> 10 x 4 -> 8 x 2; each of the 8 x 2 latent
 vectors snaps to the nearest of `num_embeddings` codebook entries, learned by exponential moving
 averages (van den Oord et al. 2017, appendix A.1) and kept in buffers so checkpoints hold them.
@@ -33,7 +40,9 @@ class VQVAEConfig:
     commitment_cost: float = 0.25
     decay: float = 0.99  # EMA decay of the codebook statistics
     dead_code_threshold: float = 1.0  # restart a code used by fewer vectors per batch (EMA)
-    transition_weight: float = 1.0  # loss weight of cells where a key starts or stops sounding
+    transition_weight: float = 1.0  # loss weight of sounding cells where a key starts or stops sounding
+    onset_channel: bool = True  # input and output the onsets beside the sounding notes (False: the roll alone)
+    onset_weight: float = 1.0  # loss weight of the onset channel against the sounding one
 
     def __post_init__(self):
         """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""
@@ -42,8 +51,62 @@ class VQVAEConfig:
         check_at_least(self, 0, "residual_layers", "commitment_cost", "dead_code_threshold")
         if not 0 < self.decay < 1:
             raise ValueError(f"decay: must lie in (0, 1), got {self.decay}")
-        if not self.transition_weight > 0:
-            raise ValueError(f"transition_weight: must be above 0, got {self.transition_weight}")
+        for key in ("transition_weight", "onset_weight"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key}: must be above 0, got {getattr(self, key)}")
+
+
+# Keys added to VQVAEConfig after checkpoints were shipped, with the values that rebuild those checkpoints.
+ADDED_CONFIG_KEYS = {"onset_channel": False}
+
+
+def _piece_roll(quarters: torch.Tensor) -> torch.Tensor:
+    """Quarters [N, 88, 32] -> one roll [88, N * 32], the quarters read as consecutive."""
+    return quarters.permute(1, 0, 2).reshape(NUM_KEYS, -1)
+
+
+def _quarters(roll: torch.Tensor, num_quarters: int) -> torch.Tensor:
+    """One roll [..., 88, N * 32] -> quarters [N, ..., 88, 32] (the inverse of `_piece_roll`)."""
+    split = roll.reshape(*roll.shape[:-1], num_quarters, STEPS_PER_QUARTER)  # [..., 88, N, 32]
+    return split.movedim(-2, 0)
+
+
+def _step_before(roll: torch.Tensor) -> torch.Tensor:
+    """roll [..., T] shifted one step later: element t holds step t - 1 (silence before the first)."""
+    return F.pad(roll[..., :-1], (1, 0))
+
+
+def quarter_channels(quarters: torch.Tensor, consecutive: bool = True) -> torch.Tensor:
+    """The codec's quarters [N, 88, 32] -> (sounding, onsets), bool [N, 2, 88, 32].
+
+    sounding is the roll with every one-step hole filled (the codec's gap between a note and the
+    same pitch starting again); onsets marks the first step of each note. consecutive: the N
+    quarters are one piece in order; otherwise each is read alone.
+    """
+    quarters = quarters.bool()
+    roll = _piece_roll(quarters) if consecutive else quarters  # [88, N * 32] or [N, 88, 32]
+    before = _step_before(roll)
+    after = F.pad(roll[..., 1:], (0, 1))
+    sounding = roll | (before & after)
+    onsets = roll & ~before
+    channels = torch.stack([sounding, onsets], dim=-3)  # [2, 88, N * 32] or [N, 2, 88, 32]
+    return _quarters(channels, len(quarters)) if consecutive else channels
+
+
+def split_at_onsets(sounding: torch.Tensor, onsets: torch.Tensor, consecutive: bool = True) -> torch.Tensor:
+    """Note probabilities [N, 88, 32] whose cells above 0.5 are the codec's roll.
+
+    sounding, onsets: probabilities [N, 88, 32]. Where a note starts (onset above 0.5) while the same
+    key sounded the step before, the step before is set to 0: the earlier note loses its last step,
+    as the codec writes a repeated note.
+    """
+    sounding_roll = _piece_roll(sounding) if consecutive else sounding
+    onset_roll = _piece_roll(onsets) if consecutive else onsets
+    is_sounding = sounding_roll > 0.5
+    restarts = is_sounding & _step_before(is_sounding) & (onset_roll > 0.5)  # a new note in a sounding run
+    ends = F.pad(restarts[..., 1:], (0, 1))  # the step before each restart
+    roll = sounding_roll.masked_fill(ends, 0.0)
+    return _quarters(roll, len(sounding)) if consecutive else roll
 
 
 def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
@@ -142,7 +205,7 @@ class ResidualStack(nn.Module):
 
 @dataclass
 class VQVAEOutput:
-    logits: torch.Tensor  # [N, 88, 32] reconstruction, before the sigmoid
+    logits: torch.Tensor  # [N, C, 88, 32] reconstruction of the input channels, before the sigmoid
     loss: torch.Tensor  # reconstruction + commitment
     reconstruction_loss: torch.Tensor  # binary cross-entropy per cell
     codes: torch.Tensor  # [N, 16]
@@ -155,8 +218,9 @@ class VQVAE(nn.Module):
         self.config = config
         h, d = config.hidden_channels, config.embedding_dim
         r, n = config.residual_channels, config.residual_layers
+        c = self.input_channels
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, h // 2, 4, stride=2, padding=1),  # 88 x 32 -> 44 x 16
+            nn.Conv2d(c, h // 2, 4, stride=2, padding=1),  # 88 x 32 -> 44 x 16
             nn.ReLU(),
             nn.Conv2d(h // 2, h, 4, stride=2, padding=1),  # -> 22 x 8
             nn.ReLU(),
@@ -176,7 +240,7 @@ class VQVAE(nn.Module):
             nn.ReLU(),
             nn.ConvTranspose2d(h, h // 2, 4, stride=2, padding=1),  # -> 44 x 16
             nn.ReLU(),
-            nn.ConvTranspose2d(h // 2, 1, 4, stride=2, padding=1),  # -> 88 x 32
+            nn.ConvTranspose2d(h // 2, c, 4, stride=2, padding=1),  # -> 88 x 32
         )
 
     @property
@@ -187,17 +251,27 @@ class VQVAE(nn.Module):
     def num_embeddings(self) -> int:
         return self.config.num_embeddings
 
-    def _check_rolls(self, rolls: torch.Tensor) -> torch.Tensor:
+    @property
+    def input_channels(self) -> int:
+        return 2 if self.config.onset_channel else 1
+
+    def channels(self, rolls: torch.Tensor, consecutive: bool = True) -> torch.Tensor:
+        """The codec's quarters [N, 88, 32] -> this model's input, float [N, C, 88, 32] (see the module doc)."""
         if rolls.ndim != 3 or tuple(rolls.shape[1:]) != (NUM_KEYS, STEPS_PER_QUARTER):
             raise ValueError(f"rolls must be [N, {NUM_KEYS}, {STEPS_PER_QUARTER}], got {list(rolls.shape)}")
-        return rolls.float()[:, None]  # [N, 1, 88, 32]
+        if not self.config.onset_channel:
+            return rolls.float()[:, None]
+        return quarter_channels(rolls, consecutive).float()
 
-    def forward(self, rolls: torch.Tensor) -> VQVAEOutput:
-        """rolls [N, 88, 32] in {0, 1} -> reconstruction logits, losses, codes."""
-        latents = self.encoder(self._check_rolls(rolls))  # [N, D, 8, 2]
+    def forward(self, inputs: torch.Tensor) -> VQVAEOutput:
+        """inputs [N, C, 88, 32] in {0, 1} (see `channels`) -> reconstruction logits, losses, codes."""
+        expected = (self.input_channels, NUM_KEYS, STEPS_PER_QUARTER)
+        if inputs.ndim != 4 or tuple(inputs.shape[1:]) != expected:
+            raise ValueError(f"inputs must be [N, {', '.join(map(str, expected))}], got {list(inputs.shape)}")
+        latents = self.encoder(inputs.float())  # [N, D, 8, 2]
         quantized, indices, commitment_loss, perplexity = self.quantizer(latents)
-        logits = self.decoder(quantized)[:, 0]  # [N, 88, 32]
-        reconstruction_loss = self.reconstruction_loss(logits, rolls)
+        logits = self.decoder(quantized)  # [N, C, 88, 32]
+        reconstruction_loss = self.reconstruction_loss(logits, inputs)
         return VQVAEOutput(
             logits=logits,
             loss=reconstruction_loss + commitment_loss,
@@ -206,46 +280,70 @@ class VQVAE(nn.Module):
             perplexity=perplexity,
         )
 
-    def reconstruction_loss(self, logits: torch.Tensor, rolls: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy per cell, with cells where a key starts or stops sounding weighted.
+    def reconstruction_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy per cell of both channels, logits and targets [N, C, 88, 32].
 
-        An onset right after a one-step gap is a single 0 among 1s: under plain cross-entropy it
-        costs almost nothing to miss, yet missing it merges two notes. transition_weight > 1 makes
-        such cells count more.
+        Weighted means: the onset channel counts onset_weight times the sounding one, and sounding
+        cells where a key starts or stops count transition_weight times the others (in the
+        one-channel model a repeated note is a single 0 among 1s there, nearly free to miss).
         """
-        rolls = rolls.float()
-        cross_entropy = F.binary_cross_entropy_with_logits(logits.float(), rolls, reduction="none")  # [N, 88, 32]
-        if self.config.transition_weight == 1.0:
+        targets = targets.float()
+        cross_entropy = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+        config = self.config
+        if config.transition_weight == 1.0 and config.onset_weight == 1.0:
             return cross_entropy.mean()
-        weights = torch.ones_like(rolls)
-        changes = rolls[:, :, 1:] != rolls[:, :, :-1]  # [N, 88, 31]: onsets, offsets and gaps
-        weights[:, :, 1:] += (self.config.transition_weight - 1.0) * changes
+        weights = torch.ones_like(targets)
+        sounding = targets[:, 0]
+        changes = sounding[:, :, 1:] != sounding[:, :, :-1]  # [N, 88, 31]: onsets, offsets (and gaps)
+        weights[:, 0, :, 1:] += (config.transition_weight - 1.0) * changes
+        if config.onset_channel:
+            weights[:, 1] = config.onset_weight
         return (weights * cross_entropy).sum() / weights.sum()
 
     @torch.no_grad()
-    def encode(self, rolls: torch.Tensor) -> torch.Tensor:
-        """rolls [N, 88, 32] -> codes LongTensor [N, 16], row-major over the 8 x 2 latent grid."""
-        latents = self.encoder(self._check_rolls(rolls))  # [N, D, 8, 2]
-        flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
-        return self.quantizer.indices(flat).view(len(rolls), -1)
+    def encode(self, rolls: torch.Tensor, consecutive: bool = True, batch_size: int = 1024) -> torch.Tensor:
+        """rolls [N, 88, 32] -> codes LongTensor [N, 16], row-major over the 8 x 2 latent grid.
+
+        consecutive: the N quarters are one piece in order (a note held into the next quarter has no
+        onset there); otherwise each is read alone. Runs `batch_size` quarters at a time.
+        """
+        inputs = self.channels(rolls.to(self.decoder[0].weight.device), consecutive)  # [N, C, 88, 32]
+        codes = []
+        for part in inputs.split(batch_size):
+            latents = self.encoder(part)  # [n, D, 8, 2]
+            flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+            codes.append(self.quantizer.indices(flat).view(len(part), -1))
+        return torch.cat(codes) if codes else torch.zeros(0, self.codes_per_quarter, dtype=torch.long)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [N, 16] -> note probabilities [N, 88, 32]."""
+    def decode_channels(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [N, 16] -> probabilities of this model's channels [N, C, 88, 32]."""
         if codes.ndim != 2 or codes.shape[1] != self.codes_per_quarter:
             raise ValueError(f"codes must be [N, {self.codes_per_quarter}], got {list(codes.shape)}")
         if len(codes) and (codes.min() < 0 or codes.max() >= self.num_embeddings):
             raise ValueError(f"codes must lie in 0 ... {self.num_embeddings - 1}")
         vectors = self.quantizer.lookup(codes).view(len(codes), *LATENT_SHAPE, -1)
         logits = self.decoder(vectors.permute(0, 3, 1, 2).to(self.decoder[0].weight.dtype))
-        return torch.sigmoid(logits[:, 0].float())
+        return torch.sigmoid(logits.float())
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, consecutive: bool = True) -> torch.Tensor:
+        """codes [N, 16] -> note probabilities [N, 88, 32]; cells above 0.5 are the codec's roll.
+
+        consecutive: the N quarters are one piece in order, so a note starting at a quarter's first
+        step ends the same key's note of the quarter before; otherwise each quarter is read alone.
+        """
+        probabilities = self.decode_channels(codes)
+        if not self.config.onset_channel:
+            return probabilities[:, 0]
+        return split_at_onsets(probabilities[:, 0], probabilities[:, 1], consecutive)
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> VQVAE:
         """The one loader: rebuilds the model from the config stored in the checkpoint."""
         from bachsformer.checkpoint import load_model
 
-        return load_model(cls, VQVAEConfig, "vq_vae", path, map_location)
+        return load_model(cls, VQVAEConfig, "vq_vae", path, map_location, added_keys=ADDED_CONFIG_KEYS)
 
 
 def _f1(predicted: torch.Tensor, target: torch.Tensor) -> float:
@@ -268,18 +366,15 @@ def reconstruction_scores(model: VQVAE, pieces: list[np.ndarray], batch_size: in
     Each piece [Q, 88, 32] is encoded and decoded quarter by quarter, then judged as one roll, so
     a note held across a quarter boundary is one onset, as in the music.
     """
-    device = next(model.parameters()).device
     frames_true, frames_predicted, onsets_true, onsets_predicted = [], [], [], []
     counts = torch.zeros(model.num_embeddings)
     for quarters in pieces:
         rolls = torch.from_numpy(np.asarray(quarters))
-        predicted = []
-        for start in range(0, len(rolls), batch_size):
-            codes = model.encode(rolls[start : start + batch_size].to(device))
-            counts += torch.bincount(codes.flatten().cpu(), minlength=model.num_embeddings)
-            predicted.append(model.decode(codes).cpu() > 0.5)
+        codes = model.encode(rolls, batch_size=batch_size)  # [Q, 16]
+        counts += torch.bincount(codes.flatten().cpu(), minlength=model.num_embeddings)
+        predicted = torch.cat([model.decode(part).cpu() > 0.5 for part in codes.split(batch_size)])
         target = rolls.bool().permute(1, 0, 2).flatten(1)  # [88, Q * 32]
-        predicted = torch.cat(predicted).permute(1, 0, 2).flatten(1)
+        predicted = predicted.permute(1, 0, 2).flatten(1)
         frames_true.append(target)
         frames_predicted.append(predicted)
         onsets_true.append(_onsets(target))

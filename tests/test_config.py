@@ -8,8 +8,9 @@ def test_the_shipped_config_yaml_loads_and_matches_the_vocabulary():
     config = load_config("config.yaml")
     assert config.gpt.vocab_size == config.vq_vae.num_embeddings
     assert config.gpt.block_size == 12 * 16 - 1
-    # each stage has its own augmentation: the VQ-VAE learns every key, the transformer the keys as written
-    assert (config.train_vq_vae.max_transpose, config.train_transformer.max_transpose) == (6, 0)
+    # both stages learn the key-normalized corpus, untransposed: one key, one code language
+    assert config.data.normalize_key and config.vq_vae.onset_channel
+    assert (config.train_vq_vae.max_transpose, config.train_transformer.max_transpose) == (0, 0)
 
 
 def test_overrides_are_typed_by_yaml_and_applied():

@@ -25,6 +25,7 @@ from bachsformer.data import (
     transpose_range,
 )
 from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, MidiError
+from bachsformer.vqvae import quarter_channels
 
 TWO_QUARTERS = make_midi([Note(60, 0.0, 1.0), Note(64, 0.5, 1.0), Note(67, 1.0, 1.0)])  # C4 E4 G4
 ONE_QUARTER = make_midi([Note(57, 0.0, 0.5, track=1), Note(62, 0.5, 0.5, track=2), Note(110, 0.0, 1.0)])
@@ -204,7 +205,7 @@ def test_quarter_dataset_transposes_only_within_range(tmp_path: Path):
     high = roll(1, (100, 0, 32), (108, 16, 17))  # rows 79 ... 87: may go down only
     middle = roll(1, (60, 0, 4), (64, 4, 8), (67, 8, 12))
     pieces = [CorpusPiece("a.mid", np.concatenate([low, high]), 4, 0), CorpusPiece("b.mid", middle, 3, 0)]
-    dataset = QuarterDataset(pieces, max_transpose=6)
+    dataset = QuarterDataset(pieces, max_transpose=6, onset_channel=False)
     assert len(dataset) == 3
     quarters = torch.from_numpy(np.concatenate([low, high, middle])).float()
     expected_shifts = [set(range(0, 7)), set(range(-6, 1)), set(range(-6, 7))]
@@ -214,7 +215,8 @@ def test_quarter_dataset_transposes_only_within_range(tmp_path: Path):
     for _ in range(40):
         indices = torch.tensor([0, 1, 2, 2, 1, 0])
         batch = dataset.batch(indices, generator)
-        assert batch.shape == (6, NUM_KEYS, STEPS_PER_QUARTER) and batch.dtype == torch.float32
+        assert batch.shape == (6, 1, NUM_KEYS, STEPS_PER_QUARTER) and batch.dtype == torch.float32
+        batch = batch[:, 0]
         for rolled, index in zip(batch, indices.tolist(), strict=True):
             original = quarters[index]
             assert rolled.sum() == original.sum()  # no note fell off the keyboard
@@ -223,9 +225,25 @@ def test_quarter_dataset_transposes_only_within_range(tmp_path: Path):
             seen[index].add(shift)
     assert seen == expected_shifts
 
-    assert torch.equal(dataset.batch(torch.arange(3)), quarters)  # no generator: as they are
-    unshifted = QuarterDataset(pieces, max_transpose=0)
-    assert torch.equal(unshifted.batch(torch.arange(3), torch.Generator().manual_seed(1)), quarters)
+    assert torch.equal(dataset.batch(torch.arange(3))[:, 0], quarters)  # no generator: as they are
+    unshifted = QuarterDataset(pieces, max_transpose=0, onset_channel=False)
+    assert torch.equal(unshifted.batch(torch.arange(3), torch.Generator().manual_seed(1))[:, 0], quarters)
+
+
+def test_quarter_dataset_gives_onsets_read_over_the_whole_piece_and_moves_both_channels():
+    held = roll(2, (60, 16, 48))  # one note held across the boundary of quarters 0 and 1
+    repeated = roll(2, (64, 0, 31), (64, 32, 40))  # a repeat right at the boundary
+    pieces = [CorpusPiece("a.mid", held, 1, 0), CorpusPiece("b.mid", repeated, 2, 0)]
+    dataset = QuarterDataset(pieces, max_transpose=3)
+    channels = dataset.batch(torch.arange(4))  # [4, 2, 88, 32]: sounding, onsets
+    expected = torch.cat([quarter_channels(torch.from_numpy(p.quarters)) for p in pieces]).float()
+    assert channels.shape == (4, 2, NUM_KEYS, STEPS_PER_QUARTER) and torch.equal(channels, expected)
+    assert channels[:, 1].sum() == 3 and channels[1, 1].sum() == 0  # the held note has one onset only
+    assert channels[2, 0, 64 - 21].all()  # the repeat's one-step gap is filled in the sounding channel
+    moved = dataset.batch(torch.arange(4), torch.Generator().manual_seed(0))
+    for quarter, original in zip(moved, expected, strict=True):
+        shift = int(quarter[0].any(dim=1).nonzero()[0] - original[0].any(dim=1).nonzero()[0])
+        assert -3 <= shift <= 3 and torch.equal(transpose(original[None], torch.tensor([shift]))[0], quarter)
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,10 +308,10 @@ def scan_dir(tmp_path: Path) -> Path:
 def test_scan_prints_a_line_per_file_and_a_summary(scan_dir: Path, capsys):
     assert main(["scan", str(scan_dir)]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "a.mid: 2 quarters, 3 notes, C4-G4",
+        "a.mid: 2 quarters, 3 notes, C4-G4, C major",
         "bad.mid: skipped: not a MIDI file (no MThd header)",
         "empty.mid: skipped: empty file",
-        "sub/b.mid: 1 quarters, 2 notes, 1 dropped, A3-D4",
+        "sub/b.mid: 1 quarters, 2 notes, 1 dropped, A3-D4, D major",
         "4 files, 2 read, 2 skipped",
     ]
 
@@ -302,16 +320,24 @@ def test_scan_json_gives_one_object_per_file(scan_dir: Path, capsys):
     assert main(["scan", str(scan_dir), "--json"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line) for line in lines[:-1]] == [
-        {"file": "a.mid", "quarters": 2, "notes": 3, "dropped_notes": 0, "error": None},
+        {"file": "a.mid", "quarters": 2, "notes": 3, "dropped_notes": 0, "key": "C major", "error": None},
         {
             "file": "bad.mid",
             "quarters": None,
             "notes": None,
             "dropped_notes": None,
+            "key": None,
             "error": "not a MIDI file (no MThd header)",
         },
-        {"file": "empty.mid", "quarters": None, "notes": None, "dropped_notes": None, "error": "empty file"},
-        {"file": "sub/b.mid", "quarters": 1, "notes": 2, "dropped_notes": 1, "error": None},
+        {
+            "file": "empty.mid",
+            "quarters": None,
+            "notes": None,
+            "dropped_notes": None,
+            "key": None,
+            "error": "empty file",
+        },
+        {"file": "sub/b.mid", "quarters": 1, "notes": 2, "dropped_notes": 1, "key": "D major", "error": None},
     ]
     assert lines[-1] == "4 files, 2 read, 2 skipped"
 

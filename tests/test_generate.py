@@ -17,14 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tiny
+from midi_files import roll
 
 from bachsformer.checkpoint import load_checkpoint, save_checkpoint
 from bachsformer.compose import compose, load_models
 from bachsformer.config import GenerateConfig
 from bachsformer.gpt import GPT, GPTConfig
+from bachsformer.keys import Key, estimate_key, move_to_key, normalizing_shift, parse_key, transpose_quarters
 from bachsformer.midi import MidiError, parse_midi_bytes, quarters_to_midi_bytes, read_midi, write_midi
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+OPTIONS = GenerateConfig(min_note_steps=0)  # as the tiny config has it
 TEMPO = GenerateConfig().tempo  # the tiny config leaves the generate section at its defaults
 PRIMER_QUARTERS = 3  # 48 codes: more than the tiny transformer's window of 47 holds
 PRIMER_NAME = "My Primer (v2).mid"
@@ -59,6 +62,17 @@ def run(root, monkeypatch, capsys):
     return lambda *args: tiny.run_script("generate.py", *config, *args, monkeypatch=monkeypatch, capsys=capsys)
 
 
+def composed(models, quarters: int, seeds: list[int], primer=None, continuation_only=False, **options) -> list:
+    """compose() with the tiny config's options: the quarters of each piece."""
+    options = dataclasses.replace(OPTIONS, quarters=quarters, **options)
+    return [piece.quarters for piece in compose(*models, options, seeds, primer, continuation_only)]
+
+
+def key_name(quarters: np.ndarray) -> str:
+    """How a file name spells the key of `quarters`: C-major, F#-minor."""
+    return str(estimate_key(quarters)).replace(" ", "-")
+
+
 def written(result: tuple[int, str, str]) -> list[Path]:
     """The paths a successful run printed, in order (its last line is the summary)."""
     status, out, err = result
@@ -69,7 +83,7 @@ def written(result: tuple[int, str, str]) -> list[Path]:
 
 
 def test_compose_gives_the_asked_quarters_per_seed_even_past_the_window(models):
-    pieces = compose(*models, 5, [0, 1, 2])  # 80 codes; the window holds 47
+    pieces = composed(models, 5, [0, 1, 2])  # 80 codes; the window holds 47
     assert len(pieces) == 3
     for piece in pieces:
         assert piece.shape == (5, 88, 32) and piece.dtype == bool and piece.any()
@@ -77,8 +91,8 @@ def test_compose_gives_the_asked_quarters_per_seed_even_past_the_window(models):
 
 
 def test_compose_with_a_primer_keeps_it_unless_continuation_only(models, primer):
-    (full,) = compose(*models, 2, [3], primer)
-    (only,) = compose(*models, 2, [3], primer, continuation_only=True)
+    (full,) = composed(models, 2, [3], primer)
+    (only,) = composed(models, 2, [3], primer, continuation_only=True)
     assert full.shape == (PRIMER_QUARTERS + 2, 88, 32) and only.shape == (2, 88, 32)
     assert np.array_equal(full[:PRIMER_QUARTERS], primer)
     assert np.array_equal(full[PRIMER_QUARTERS:], only)
@@ -91,9 +105,9 @@ def test_cli_writes_the_quarters_compose_makes_and_prints_the_path(run, models, 
     path, summary = stdout.strip().splitlines()
     path = Path(path)
     assert sorted(out.iterdir()) == [path]  # the write probe is gone too
-    assert path.name == "bachsformer_seed4_t1_k0_p1_q3.mid"
+    (expected,) = composed(models, 3, [4])
+    assert path.name == f"bachsformer_seed4_t1_k0_p1_q3_{key_name(expected)}.mid"
     assert summary.startswith("1 piece(s) of 3 quarters in ")
-    (expected,) = compose(*models, 3, [4])
     assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
     assert 1 <= len(read_midi(path).quarters) <= 3  # silent edge quarters are trimmed on reading
 
@@ -111,8 +125,8 @@ def test_same_seed_and_options_give_identical_files_and_never_overwrite(root, tm
     first = generate_once()
     first_bytes, first_stat = first.read_bytes(), first.stat()
     second = generate_once()
-    assert first.name == "bachsformer_seed11_t0.8_k8_p0.9_q4.mid"
-    assert second.name == "bachsformer_seed11_t0.8_k8_p0.9_q4-2.mid"
+    assert first.name.startswith("bachsformer_seed11_t0.8_k8_p0.9_q4_")
+    assert second.name == first.name.replace(".mid", "-2.mid")
     assert (first.stat().st_ino, first.stat().st_mtime_ns) == (first_stat.st_ino, first_stat.st_mtime_ns)
     assert first.read_bytes() == first_bytes == second.read_bytes()
 
@@ -130,14 +144,14 @@ def test_piece_i_of_a_batch_equals_its_seed_alone(run, tmp_path):
 def test_primer_continuation_starts_with_the_primer_and_is_named_after_it(run, root, models, primer, tmp_path):
     args = ("--file", str(root / PRIMER_NAME), "--quarters", "2", "--seed", "1")
     (path,) = written(run("--out", str(tmp_path / "full"), *args))
-    assert path.name == "bachsformer_seed1_t1_k0_p1_q2_primer-My_Primer_v2.mid"
+    assert path.name == f"bachsformer_seed1_t1_k0_p1_q2_primer-My_Primer_v2_{key_name(primer)}.mid"
     quarters = read_midi(path).quarters
     assert np.array_equal(quarters[:PRIMER_QUARTERS], primer)
-    (expected,) = compose(*models, 2, [1], primer)
+    (expected,) = composed(models, 2, [1], primer)
     assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
 
     (only,) = written(run("--out", str(tmp_path / "only"), *args, "--continuation-only"))
-    assert only.name == "bachsformer_seed1_t1_k0_p1_q2_primer-My_Primer_v2_continuation.mid"
+    assert only.name == f"bachsformer_seed1_t1_k0_p1_q2_primer-My_Primer_v2_continuation_{key_name(primer)}.mid"
     assert only.read_bytes() == quarters_to_midi_bytes(expected[PRIMER_QUARTERS:], TEMPO)
     assert len(read_midi(only).quarters) <= 2
 
@@ -185,8 +199,8 @@ def test_the_cli_drops_notes_shorter_than_min_note_steps(run, models, tmp_path):
     (path,) = written(
         run("--out", str(tmp_path), "--quarters", "3", "--seed", "4", "--set", "generate.min_note_steps=6")
     )
-    (expected,) = compose(*models, 3, [4], min_note_steps=6)
-    (unfiltered,) = compose(*models, 3, [4])
+    (expected,) = composed(models, 3, [4], min_note_steps=6)
+    (unfiltered,) = composed(models, 3, [4])
     assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
     assert expected.sum() < unfiltered.sum()  # the tiny models do make notes that short
 
@@ -203,7 +217,7 @@ def test_png_and_wav_previews_are_named_after_the_midi(run, tmp_path):
 
 def test_an_all_silent_piece_is_written_as_an_empty_midi_wav_and_png(run, tmp_path):
     vq_vae, transformer = tiny.write_model_pair(tmp_path / "silent", silent=True)
-    (piece,) = compose(*load_models(vq_vae, transformer), 2, [0])
+    (piece,) = composed(load_models(vq_vae, transformer), 2, [0])
     assert not piece.any()
 
     models = ("--set", f"models.vq_vae={vq_vae}", "--set", f"models.transformer={transformer}")
@@ -215,3 +229,47 @@ def test_an_all_silent_piece_is_written_as_an_empty_midi_wav_and_png(run, tmp_pa
     with wave.open(str(wav)) as audio:
         assert audio.getnchannels() == 1 and audio.getnframes() == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------------------------
+# keys
+
+
+def test_key_moves_each_piece_to_the_asked_tonic_and_names_it(run, models, tmp_path):
+    (as_written,) = composed(models, 3, [4])
+    for asked, name in (("D", None), ("G minor", "G-minor"), ("bb", None)):
+        (path,) = written(run("--out", str(tmp_path / asked), "--quarters", "3", "--seed", "4", "--key", asked))
+        expected, key = move_to_key(as_written, parse_key(asked))
+        assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
+        assert path.name == f"bachsformer_seed4_t1_k0_p1_q3_{str(key).replace(' ', '-')}.mid"
+        assert key.tonic == parse_key(asked).tonic and (name is None or path.name.endswith(f"_{name}.mid"))
+        if name is None:  # the piece keeps its own mode
+            assert key.mode == estimate_key(as_written).mode
+
+
+def test_a_primer_in_d_comes_back_in_d_with_its_own_quarters_unchanged(run, models, tmp_path):
+    chords = ((50, 62, 66, 69), (43, 59, 62, 67), (45, 61, 64, 69))  # I, IV, V in D major, a quarter each
+    notes = [(pitch, 32 * quarter, 32 * quarter + 28) for quarter, chord in enumerate(chords) for pitch in chord]
+    write_midi(roll(PRIMER_QUARTERS, *notes), tmp_path / "in_d.mid")
+    primer_in_d = read_midi(tmp_path / "in_d.mid").quarters
+    assert estimate_key(primer_in_d) == Key(2, "major")
+    shift = normalizing_shift(primer_in_d)
+    assert shift == -2  # the models hear it in C major
+
+    (path,) = written(run("--out", str(tmp_path / "out"), "--file", str(tmp_path / "in_d.mid"), "--quarters", "2"))
+    assert path.name.endswith("_primer-in_d_D-major.mid")
+    quarters = read_midi(path).quarters
+    assert np.array_equal(quarters[:PRIMER_QUARTERS], primer_in_d)
+    # the continuation: what the models write after the primer moved to C major, moved back up to D
+    normalized_primer = transpose_quarters(primer_in_d, shift)
+    (in_c,) = composed(models, 2, [0], normalized_primer, continuation_only=True)
+    expected = np.concatenate([primer_in_d, transpose_quarters(in_c, -shift)])
+    assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
+
+
+@pytest.mark.parametrize("option", [("--key", "H"), ("--key", "C dorian"), ("--set", "generate.key=X#")])
+def test_a_bad_key_is_refused_in_one_line_naming_it(option, run, tmp_path):
+    status, _, err = run("--out", str(tmp_path / "out"), *option)
+    assert status == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert ("--key" in err or "generate.key" in err) and "is not a key" in err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

@@ -1,9 +1,12 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from bachsformer.checkpoint import export_run, save_checkpoint
-from bachsformer.vqvae import VQVAE, VQVAEConfig, reconstruction_scores
+from bachsformer.midi import quarters_to_notes
+from bachsformer.vqvae import VQVAE, VQVAEConfig, quarter_channels, reconstruction_scores, split_at_onsets
 
 TINY = VQVAEConfig(num_embeddings=8, embedding_dim=8, hidden_channels=8, residual_layers=1, residual_channels=8)
 
@@ -33,9 +36,72 @@ def test_encode_decode_shapes():
 def test_decode_of_encode_matches_the_forward_pass():
     model = VQVAE(TINY).eval()
     rolls = random_rolls(4)
-    output = model(rolls)
+    output = model(model.channels(rolls))
+    assert output.logits.shape == (4, 2, 88, 32)
     assert torch.equal(model.encode(rolls), output.codes)
-    assert torch.allclose(model.decode(output.codes), torch.sigmoid(output.logits), atol=1e-6)
+    assert torch.allclose(model.decode_channels(output.codes), torch.sigmoid(output.logits), atol=1e-6)
+    probabilities = torch.sigmoid(output.logits)
+    expected = split_at_onsets(probabilities[:, 0], probabilities[:, 1])
+    assert torch.allclose(model.decode(output.codes), expected, atol=1e-6)
+
+
+def test_the_one_channel_model_reads_and_writes_the_roll():
+    model = VQVAE(dataclasses.replace(TINY, onset_channel=False)).eval()
+    rolls = random_rolls(3)
+    output = model(model.channels(rolls))
+    assert model.channels(rolls).shape == (3, 1, 88, 32) and output.logits.shape == (3, 1, 88, 32)
+    assert torch.allclose(model.decode(output.codes), torch.sigmoid(output.logits[:, 0]), atol=1e-6)
+
+
+def notes_of(quarters: torch.Tensor) -> list[tuple[int, int, int]]:
+    return [tuple(note) for note in quarters_to_notes(quarters.numpy()).tolist()]
+
+
+def test_a_repeat_across_a_quarter_boundary_stays_two_notes_and_a_held_note_one():
+    quarters = torch.zeros(2, 88, 32, dtype=torch.bool)
+    quarters[0, 40, 8:31] = True  # the codec's repeat: the first note lost its last step (31) ...
+    quarters[1, 40, 0:16] = True  # ... because the same key starts again at the next quarter's step 0
+    quarters[0, 50, 16:32] = True  # held across the boundary: one note
+    quarters[1, 50, 0:8] = True
+    channels = quarter_channels(quarters)  # [2, 2, 88, 32]
+    sounding, onsets = channels[:, 0], channels[:, 1]
+    assert sounding[0, 40, 31] and sounding[0, 40, 8:].all()  # the one-step gap is filled
+    assert onsets[1, 40, 0] and not onsets[1, 50, 0]  # a new note starts; the held one goes on
+    assert onsets.sum() == 3  # 40 at 8 and at 32, 50 at 16
+    back = split_at_onsets(sounding.float(), onsets.float()) > 0.5
+    assert torch.equal(back, quarters)
+    assert notes_of(back) == [(8, 31, 61), (16, 40, 71), (32, 48, 61)]
+    alone = quarter_channels(quarters, consecutive=False)  # each quarter read on its own
+    assert alone[1, 1, 50, 0] and not alone[0, 0, 40, 31]
+
+
+def test_decode_of_consecutive_quarters_is_the_codec_roll_when_the_channels_are_reproduced():
+    class Exact(VQVAE):
+        """Decodes to the true channels of a fixed piece, as a VQ-VAE that reproduces it would."""
+
+    pieces = [random_rolls(6, seed).bool() for seed in range(3)]
+    for piece in pieces:
+        piece[2, 45, 28:32] = True  # repeated notes across and inside a quarter
+        piece[2, 45, 27] = False
+        piece[3, 45, 0:4] = True
+        piece[3, 45, 4] = False
+        piece[3, 45, 5:9] = True
+        model = Exact(TINY).eval()
+        model.decode_channels = lambda codes, piece=piece: quarter_channels(piece).float()
+        codes = torch.zeros(len(piece), 16, dtype=torch.long)
+        assert torch.equal(model.decode(codes) > 0.5, piece)
+
+
+def test_a_one_channel_checkpoint_written_before_onsets_still_loads(tmp_path):
+    model = VQVAE(dataclasses.replace(TINY, onset_channel=False)).eval()
+    save_checkpoint(tmp_path / "old.pt", "vq_vae", model.config, model)
+    stored = torch.load(tmp_path / "old.pt", weights_only=True)
+    del stored["config"]["onset_channel"], stored["config"]["onset_weight"]  # as the first checkpoints were
+    torch.save(stored, tmp_path / "old.pt")
+    loaded = VQVAE.from_checkpoint(tmp_path / "old.pt")
+    assert loaded.config.onset_channel is False and loaded.input_channels == 1
+    rolls = random_rolls(2)
+    assert torch.equal(loaded.encode(rolls), model.encode(rolls))
 
 
 def test_bad_shapes_and_codes_are_refused():
@@ -49,7 +115,7 @@ def test_bad_shapes_and_codes_are_refused():
 def test_training_lowers_the_loss_and_moves_the_codebook():
     torch.manual_seed(0)
     model = VQVAE(TINY)
-    rolls = random_rolls(32)
+    rolls = model.channels(random_rolls(32))
     codebook_before = model.quantizer.embedding.clone()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -66,7 +132,7 @@ def test_training_lowers_the_loss_and_moves_the_codebook():
 def test_eval_mode_leaves_the_codebook_alone():
     model = VQVAE(TINY).eval()
     before = {name: buffer.clone() for name, buffer in model.named_buffers()}
-    model(random_rolls(4))
+    model(model.channels(random_rolls(4)))
     assert all(torch.equal(buffer, before[name]) for name, buffer in model.named_buffers())
 
 
@@ -85,7 +151,7 @@ def test_dead_codes_are_restarted_from_encoder_outputs():
 def test_checkpoint_round_trip_keeps_weights_and_codebook(tmp_path):
     torch.manual_seed(1)
     model = VQVAE(TINY)
-    model(random_rolls(8))  # a training-mode pass moves the EMA buffers off their init
+    model(model.channels(random_rolls(8)))  # a training-mode pass moves the EMA buffers off their init
     model.eval()
     save_checkpoint(tmp_path / "vq.pt", "vq_vae", model.config, model)
     loaded = VQVAE.from_checkpoint(tmp_path / "vq.pt")

@@ -130,7 +130,7 @@ def ddp_worker(rank: int, world_size: int, port: int, config_path: str, out_dir:
             "vq_vae",
             config,
             config.train_vq_vae,
-            QuarterDataset(train_pieces, config.train_vq_vae.max_transpose),
+            QuarterDataset(train_pieces, config.train_vq_vae.max_transpose, config.vq_vae.onset_channel),
             lambda model, rolls: (model(rolls).loss, {}),
             evaluate=lambda model: {"loss": 0.0},
             best_metric="loss",
@@ -163,7 +163,7 @@ def write_model_pair(root: str | Path, silent: bool = False) -> tuple[Path, Path
         codes = torch.randint(
             vq_config.num_embeddings, (64, vq_vae.codes_per_quarter), generator=torch.Generator().manual_seed(0)
         )
-        logits = torch.logit(vq_vae.decode(codes).double())  # [64, 88, 32]
+        logits = torch.logit(vq_vae.decode_channels(codes).double())  # [64, 2, 88, 32]
         vq_vae.decoder[-1].bias -= 100.0 if silent else torch.quantile(logits, 0.9).float()
     vq_path, transformer_path = Path(config["models"]["vq_vae"]), Path(config["models"]["transformer"])
     saved = save_checkpoint(vq_path, "vq_vae", vq_config, vq_vae)
