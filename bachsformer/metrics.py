@@ -19,6 +19,11 @@ Definitions chosen here (all pieces must have at least one quarter):
   starting at that step; this is the mean absolute interval in semitones between successive
   top-voice pitches (0 with fewer than two onset steps). Onsets rather than sounding notes, so that
   a held high note does not hide the melody moving beneath it.
+- max_polyphony: the most keys sounding at one step of the piece (a chorale has 4 voices).
+- top_voice_leap: the *top line* is the highest sounding key at each step; its notes are its runs
+  of one pitch, split where that pitch starts again (a repeated note); this is the mean absolute
+  interval in semitones between successive top-line notes, across rests (0 with fewer than two).
+  Unlike top_voice_interval, a held soprano note stays the top line while lower voices move.
 - silent_quarters: fraction of quarters with no key sounding.
 - repetition: fraction of the Q - 1 neighbouring pairs of quarters that are identical (silent pairs
   included; 0 when Q < 2).
@@ -35,7 +40,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bachsformer.midi import NUM_KEYS, key_range, quarters_to_notes
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, key_range, quarters_to_notes
 
 FEATURE_NAMES = (
     "notes_per_quarter",
@@ -45,6 +50,8 @@ FEATURE_NAMES = (
     "top_voice_interval",
     "silent_quarters",
     "repetition",
+    "max_polyphony",
+    "top_voice_leap",
 )
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)  # pitch classes above the tonic
 KDE_GRID_MARGIN = 4.0  # bandwidths beyond the samples: the kernels' tails there hold < 1e-4
@@ -115,6 +122,28 @@ def top_voice_interval(quarters: np.ndarray) -> float:
     return float(np.abs(np.diff(top)).mean()) if len(top) > 1 else 0.0
 
 
+def top_line(quarters: np.ndarray) -> np.ndarray:
+    """Pitches of the top line's notes in order (see the module doc): int array [N]."""
+    quarters = _check_piece(quarters)
+    roll = quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # [88, Q * steps]
+    sounding = roll.any(axis=0)
+    highest = NUM_KEYS - 1 - np.argmax(roll[::-1], axis=0)  # [Q * steps], meaningless where silent
+    steps = np.nonzero(sounding)[0]
+    top = highest[steps]
+    # a new top-line note: the first sounding step, a change of pitch, a rest before, or an onset of that key
+    onset = np.zeros(len(steps), dtype=bool)
+    onset[1:] = ~roll[top[1:], steps[1:] - 1]
+    new_note = np.ones(len(steps), dtype=bool)
+    new_note[1:] = (top[1:] != top[:-1]) | (steps[1:] != steps[:-1] + 1) | onset[1:]
+    return top[new_note] + LOWEST_PITCH
+
+
+def top_voice_leap(quarters: np.ndarray) -> float:
+    """Mean absolute interval (semitones) between successive notes of the top line; 0 with fewer than two."""
+    pitches = top_line(quarters)
+    return float(np.abs(np.diff(pitches)).mean()) if len(pitches) > 1 else 0.0
+
+
 def piece_features(quarters: np.ndarray) -> dict[str, float]:
     """The scalar features of one piece [Q, 88, steps], keyed by `FEATURE_NAMES`."""
     quarters = _check_piece(quarters)
@@ -135,6 +164,8 @@ def piece_features(quarters: np.ndarray) -> dict[str, float]:
         "top_voice_interval": top_voice_interval(quarters),
         "silent_quarters": float(quarter_silent.mean()),
         "repetition": repetition,
+        "max_polyphony": float(sounding.max()),
+        "top_voice_leap": top_voice_leap(quarters),
     }
 
 

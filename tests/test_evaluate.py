@@ -17,7 +17,7 @@ import torch
 from bachsformer.config import load_config
 from bachsformer.data import CorpusPiece, load_corpus, split
 from bachsformer.errors import exit_on_user_error
-from bachsformer.evaluate import codes_kept_under_transposition, evaluate, main
+from bachsformer.evaluate import codes_kept_under_transposition, evaluate, main, targets
 from bachsformer.midi import write_midi
 
 FILE_QUARTERS = (6, 7, 8, 9, 10, 11, 12, 13, 14, 15)  # one length per file: the held-out lengths tell them apart
@@ -67,11 +67,42 @@ def test_a_fixed_length_gives_every_piece_that_length(config):
     results = evaluate(config, 3, 5, seed=0, device="cpu")
     assert results["music"]["sampling"]["lengths"] == [5, 5, 5]
     assert set(results["targets"]) == {
-        "scale_consistency_within_0.03",
-        "mean_overlapping_area_at_least_0.75",
+        "scale_consistency_within_0.02",
+        "mean_overlapping_area_at_least_0.7",
+        "next_quarter_in_key_at_least_0.93",
+        "max_polyphony_within_20%",
+        "top_voice_leap_within_20%",
+        "notes_per_quarter_within_10%",
         "no_verbatim_run_of_8_quarters",
         "silent_quarters_within_held_out_range",
         "repetition_within_held_out_range",
+    }
+
+
+def test_targets_compare_with_bach_as_the_thresholds_say():
+    bach = {"scale_consistency": 0.93, "max_polyphony": 4.0, "top_voice_leap": 2.0, "notes_per_quarter": 4.0}
+    ours = {"scale_consistency": 0.911, "max_polyphony": 4.8, "top_voice_leap": 2.41, "notes_per_quarter": 3.6}
+    results = {
+        "transformer": {"next_quarter": {"sampled_in_key": 0.93}},
+        "music": {
+            "generated_mean": {**ours, "silent_quarters": 0.0, "repetition": 0.2},
+            "reference_mean": bach,
+            "reference_range": {"silent_quarters": [0.0, 0.1], "repetition": [0.0, 0.1]},
+            "mean_overlapping_area": 0.74,
+            "longest_verbatim_run": {"max": 7},
+            "sampling": {"quarters": "held-out lengths"},
+        },
+    }
+    assert targets(results) == {
+        "scale_consistency_within_0.02": True,  # 0.019 off
+        "mean_overlapping_area_at_least_0.75": False,
+        "next_quarter_in_key_at_least_0.93": True,
+        "max_polyphony_within_20%": True,  # 4.8 is 20 % above 4
+        "top_voice_leap_within_20%": False,  # 2.41 is 20.5 % above 2
+        "notes_per_quarter_within_10%": True,
+        "no_verbatim_run_of_8_quarters": True,
+        "silent_quarters_within_held_out_range": True,
+        "repetition_within_held_out_range": False,
     }
 
 
@@ -106,14 +137,16 @@ def run_evaluate(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_cli_prints_the_table_and_writes_the_json(root, config, monkeypatch, capsys, tmp_path):
-    out = tmp_path / "results.json"
+    out, png = tmp_path / "results.json", tmp_path / "features.png"
     status, stdout, err = run_evaluate(
-        monkeypatch, capsys, "--config", str(root / "config.yaml"), "--num", "2", "--json", str(out)
+        monkeypatch, capsys, "--config", str(root / "config.yaml"), "--num", "2", "--json", str(out), "--png", str(png)
     )
     assert status == 0, err
     lengths = held_out_lengths(config)
     assert f"2 pieces of {min(lengths[:2])}-{max(lengths[:2])} (held-out lengths) quarters" in stdout
     assert "| **mean overlapping area** |" in stdout and "targets:" in stdout
+    assert "| max_polyphony |" in stdout and "| top_voice_leap |" in stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {png}" in stdout
     written = json.loads(out.read_text())
     assert written["music"]["sampling"]["lengths"] == lengths[:2]
     areas = written["music"]["overlapping_area"]

@@ -19,7 +19,9 @@ from bachsformer.metrics import (
     pitch_class_distance,
     pitch_class_histogram,
     scale_consistency,
+    top_line,
     top_voice_interval,
+    top_voice_leap,
 )
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER
 
@@ -127,6 +129,31 @@ def test_top_voice_interval_follows_highest_onset():
     add_note(roll, 74, 24, 32)  # top 74
     assert top_voice_interval(roll) == pytest.approx((4 + 5 + 3) / 3)
     assert top_voice_interval(melody([60])) == 0.0
+
+
+def test_top_voice_leap_follows_the_highest_sounding_key_note_by_note():
+    roll = silence(2)
+    add_note(roll, 72, 0, 24)  # the soprano holds C5 while a lower voice moves: one top-line note
+    add_note(roll, 60, 0, 8)
+    add_note(roll, 67, 8, 24)
+    add_note(roll, 74, 24, 31)  # D5, then D5 again after the codec's one-step gap: two notes, leap 0
+    add_note(roll, 74, 32, 40)
+    add_note(roll, 55, 40, 48)  # the top line drops to the only sounding key
+    add_note(roll, 76, 52, 64)  # after a rest, E5
+    assert top_line(roll).tolist() == [72, 74, 74, 55, 76]
+    assert top_voice_leap(roll) == pytest.approx((2 + 0 + 19 + 21) / 4)
+    assert top_voice_leap(melody([60])) == 0.0 and top_voice_leap(silence(1)) == 0.0
+    held = silence(2)
+    add_note(held, 65, 16, 48)  # across the quarter boundary: one note
+    assert top_line(held).tolist() == [65]
+
+
+def test_max_polyphony_is_the_most_keys_sounding_at_one_step():
+    roll = silence(2)
+    add_note_all(roll, (48, 55, 64, 72), 0, 16)
+    add_note_all(roll, (50, 53, 57, 62, 65), 30, 34)  # five keys at once, across the boundary
+    assert piece_features(roll)["max_polyphony"] == 5.0
+    assert piece_features(silence(1))["max_polyphony"] == 0.0
 
 
 def test_silent_quarters_fraction():
