@@ -33,7 +33,7 @@ from bachsformer.midi import (
 from bachsformer.vqvae import quarter_channels
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
-CODEC_VERSION = 2  # bump when midi.py reads files differently, so old caches are ignored
+CODEC_VERSION = 3  # bump when midi.py reads files differently, so old caches are ignored (3: symusic parses)
 
 
 class CorpusError(BachsformerError):
@@ -71,31 +71,68 @@ def split(pieces: list[CorpusPiece], fraction: float) -> tuple[list, list]:
     return train, validation
 
 
-def _read_cached(data: bytes, source: Path, cache_dir: Path | None, max_quarters: int):
-    """read_midi_bytes, through an on-disk cache keyed by the file's content and grid settings."""
-    if cache_dir is None:
-        piece = read_midi_bytes(data, source, STEPS_PER_QUARTER, max_quarters)
+class _QuarterCache:
+    """The quarters parsed from one corpus folder, in one file, each keyed by its MIDI file's content.
+
+    One file per folder and grid settings, not one per piece: opening hundreds of small files took
+    most of a cached load. `read` parses only files whose content is not in it; `save` writes it
+    back (atomically, only when it changed) holding the files read since it was opened. Without a
+    cache folder every file is parsed.
+    """
+
+    BYTES_PER_QUARTER = NUM_KEYS * STEPS_PER_QUARTER // 8  # a quarter's packed bits
+
+    def __init__(self, cache_dir: Path | None, folder: Path, max_quarters: int):
+        self.max_quarters = max_quarters
+        self.path = None
+        self.stored: dict[bytes, tuple[np.ndarray, int, int]] = {}
+        self.used: dict[bytes, tuple[np.ndarray, int, int]] = {}
+        if cache_dir is not None:
+            settings = f"v{CODEC_VERSION}-s{STEPS_PER_QUARTER}-m{max_quarters}"
+            folder_key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+            self.path = cache_dir / "quarters" / settings / f"{folder_key}.npz"
+            self.stored = self._load(self.path) if self.path.exists() else {}
+
+    @classmethod
+    def _load(cls, path: Path) -> dict[bytes, tuple[np.ndarray, int, int]]:
+        with np.load(path) as stored:
+            digests, lengths, notes, dropped = stored["digests"], stored["quarters"], stored["notes"], stored["dropped"]
+            bits = stored["bits"]  # uint8 [sum of quarters * BYTES_PER_QUARTER], the pieces one after another
+        ends = np.cumsum(lengths) * cls.BYTES_PER_QUARTER
+        return {
+            digest.tobytes(): (bits[end - length * cls.BYTES_PER_QUARTER : end], int(n), int(d))
+            for digest, length, end, n, d in zip(digests, lengths, ends, notes, dropped)
+        }
+
+    def read(self, data: bytes, source: Path) -> tuple[np.ndarray, int, int]:
+        """(quarters [Q, 88, 32], notes, dropped notes) of one file's bytes; MidiError when unreadable."""
+        if self.path is None:
+            piece = read_midi_bytes(data, source, STEPS_PER_QUARTER, self.max_quarters)
+            return piece.quarters, piece.notes, piece.dropped_notes
+        digest = hashlib.sha256(data).digest()[:16]
+        if digest in self.stored:
+            bits, notes, dropped = self.used[digest] = self.stored[digest]
+            num_quarters = len(bits) // self.BYTES_PER_QUARTER
+            return np.unpackbits(bits).view(bool).reshape(num_quarters, NUM_KEYS, STEPS_PER_QUARTER), notes, dropped
+        piece = read_midi_bytes(data, source, STEPS_PER_QUARTER, self.max_quarters)
+        self.used[digest] = (np.packbits(piece.quarters), piece.notes, piece.dropped_notes)
         return piece.quarters, piece.notes, piece.dropped_notes
-    key = hashlib.sha256(data).hexdigest()[:32]
-    settings = f"v{CODEC_VERSION}-s{STEPS_PER_QUARTER}-m{max_quarters}"
-    cached = cache_dir / "quarters" / settings / f"{key}.npz"
-    if cached.exists():
-        with np.load(cached) as stored:
-            shape = tuple(stored["shape"])
-            bits = np.unpackbits(stored["bits"], count=int(np.prod(shape)))
-            return bits.reshape(shape).astype(bool), int(stored["notes"]), int(stored["dropped"])
-    piece = read_midi_bytes(data, source, STEPS_PER_QUARTER, max_quarters)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cached.with_suffix(".tmp.npz")
-    np.savez(
-        temporary,
-        bits=np.packbits(piece.quarters),
-        shape=np.array(piece.quarters.shape),
-        notes=piece.notes,
-        dropped=piece.dropped_notes,
-    )
-    temporary.replace(cached)
-    return piece.quarters, piece.notes, piece.dropped_notes
+
+    def save(self) -> None:
+        if self.path is None or self.used.keys() == self.stored.keys():
+            return
+        entries = list(self.used.items())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp.npz")
+        np.savez(
+            temporary,
+            digests=np.array([np.frombuffer(digest, np.uint8) for digest, _ in entries]).reshape(-1, 16),
+            quarters=np.array([len(bits) // self.BYTES_PER_QUARTER for _, (bits, _, _) in entries], dtype=np.int64),
+            notes=np.array([notes for _, (_, notes, _) in entries], dtype=np.int64),
+            dropped=np.array([dropped for _, (_, _, dropped) in entries], dtype=np.int64),
+            bits=np.concatenate([np.empty(0, np.uint8)] + [bits for _, (bits, _, _) in entries]),
+        )
+        temporary.replace(self.path)
 
 
 def load_corpus(
@@ -116,11 +153,12 @@ def load_corpus(
     on_skip = on_skip or (lambda error: print(f"skipped {error}", file=sys.stderr))
     pieces = []
     files = midi_files(folder)
+    cache = _QuarterCache(cache_dir, folder, max_quarters)
     for path in files:
         name = path.relative_to(folder).as_posix()
         try:
             data = path.read_bytes()
-            quarters, notes, dropped = _read_cached(data, path, cache_dir, max_quarters)
+            quarters, notes, dropped = cache.read(data, path)
         except MidiError as error:
             on_skip(error)
             continue
@@ -132,6 +170,7 @@ def load_corpus(
         if shift:
             quarters = transpose_quarters(quarters, shift)
         pieces.append(CorpusPiece(name, quarters, notes, dropped, str(key), shift))
+    cache.save()
     if not pieces:
         raise CorpusError(f"{folder}: none of {len(files)} MIDI files could be read")
     return pieces

@@ -132,27 +132,28 @@ def smf(tracks: list[bytes], division: int = 480) -> bytes:
     return header + b"".join(b"MTrk" + struct.pack(">I", len(body)) + body for body in tracks)
 
 
-def _with_running_status(body: bytes) -> bytes:
-    """A track body with each channel status byte that repeats the one before it left out."""
-    out, previous = bytearray(), 0
+def _with_every_status(body: bytes) -> bytes:
+    """A track body with each channel status byte that running status left out written out again."""
+    out = bytearray()
     for event in _events(body, 0, len(body)):
-        keep = event.status_at if event.status != previous else event.status_at + 1
-        out += body[event.at : event.status_at] + body[keep : event.end]
-        previous = event.status if event.status < 0xF0 else 0  # sysex and meta cancel running status
+        out += body[event.at : event.status_at]
+        if not body[event.status_at] & 0x80:
+            out.append(event.status)
+        out += body[event.status_at : event.end]
     return bytes(out)
 
 
 def roll_seeds(rng: np.random.Generator, rolls: int = 2) -> list[Seed]:
-    """Small valid files of random rolls, each written three ways: type 0, type 1, running status."""
+    """Small valid files of random rolls, each written three ways: type 0 as our writer writes the
+    track (with running status), type 1 after a conductor track, and with every status byte."""
     seeds = []
     for number in range(rolls):
         roll = rng.random((int(rng.integers(2, 9)), NUM_KEYS, STEPS_PER_QUARTER)) < 0.02
         roll[0, 39, :8] = True  # at least one note, middle C, at the start
-        type0 = quarters_to_midi_bytes(roll)
-        body = type0[22:]  # after the 14-byte header and the 8-byte track header
-        seeds.append(Seed.from_bytes(f"roll{number}-type0", type0))
+        body = quarters_to_midi_bytes(roll)[22:]  # its one track, after the 14-byte header and 8-byte track header
+        seeds.append(Seed.from_bytes(f"roll{number}-type0", smf([body])))
         seeds.append(Seed.from_bytes(f"roll{number}-type1", smf([CONDUCTOR_TRACK, body])))
-        seeds.append(Seed.from_bytes(f"roll{number}-running", smf([_with_running_status(body)])))
+        seeds.append(Seed.from_bytes(f"roll{number}-every-status", smf([_with_every_status(body)])))
     return seeds
 
 
@@ -283,8 +284,9 @@ def variable_lengths(seed: Seed, rng: random.Random, max_quarters: int) -> bytes
 
 
 def stuck_notes(seed: Seed, rng: random.Random, max_quarters: int) -> bytes:
-    """many notes of one key never released, or all 88 keys held to just under or over max_quarters"""
-    if rng.random() < 0.5:
+    """thousands of notes of one key at once, all 88 keys held to just under or over max_quarters, or never released"""
+    choice = rng.randrange(3)
+    if choice == 0:
         count = rng.choice([1_000, 10_000, 30_000])
         body = (
             b"\x00\x90" + b"\x3c\x40" + b"\x00\x3c\x40" * (count - 1) + b"\x01\x3c\x00" + b"\x00\x3c\x00" * (count - 1)
@@ -292,7 +294,10 @@ def stuck_notes(seed: Seed, rng: random.Random, max_quarters: int) -> bytes:
     else:
         quarters = max_quarters + rng.choice([-1, 1])
         body = b"\x00\x90" + b"\x00".join(bytes((21 + key, 64)) for key in range(NUM_KEYS))
-        body += vlq(quarters * 480 - 1) + b"\xff\x01\x01x"
+        if choice == 1:  # released together at the end
+            body += vlq(quarters * 480 - 1) + b"\x80" + b"\x00".join(bytes((21 + key, 0)) for key in range(NUM_KEYS))
+        else:  # never released: the track just ends there
+            body += vlq(quarters * 480 - 1) + b"\xff\x01\x01x"
     return smf([body + END_OF_TRACK], division=480)
 
 

@@ -6,33 +6,39 @@ so tempo (and tempo changes) never matter and performed files snap to the grid.
 
 Note rules (see DESIGN.md §1): a note covers steps [onset, offset), at least one step; when the
 same pitch starts again where (or before) the earlier note ended, the earlier note loses its last
-step(s) so the two stay two notes; drum channel notes are left out; pitches outside the 88 keys
-are dropped and counted; leading and trailing silent quarters are trimmed. With these rules any
+step(s) so the two stay two notes; drum tracks are left out; pitches outside the 88 keys are
+dropped and counted; leading and trailing silent quarters are trimmed. With these rules any
 binary roll survives `quarters -> MIDI -> quarters` exactly.
 
-The Standard MIDI File reader is written here rather than borrowed so that every malformed file
-ends in one `MidiError` naming the file and the reason, and so that a file claiming an absurd
-length is refused before anything is allocated for it.
+Standard MIDI Files are parsed and written by symusic (the C++ library MidiTok reads MIDI with).
+Its notes are paired first in, first out per channel and pitch, and a note never released is left
+out, as pretty_midi and miditoolkit do too. What stays here is what the library does not promise:
+the header and chunk lengths are checked before parsing, so a truncated file is refused, not read
+in part; a refused file's reason is named by `_fault`, a scan of its events that reads no music;
+and a file's length is checked against `max_quarters` before its roll is allocated.
 """
 
 from __future__ import annotations
 
 import struct
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import symusic
+from symusic.core import NoteTickList
 
 from bachsformer.errors import BachsformerError
 
 STEPS_PER_QUARTER = 32
 LOWEST_PITCH = 21  # A0
 NUM_KEYS = 88  # A0 ... C8
-DRUM_CHANNEL = 9  # General MIDI channel 10, counted from zero
 DEFAULT_MAX_QUARTERS = 20_000  # about three hours at 100 beats per minute
+DEFAULT_PROGRAM = 19  # General MIDI church organ: sustained like the voices of a chorale
 WRITE_TICKS_PER_BEAT = 480  # divisible by 32, so every step is a whole number of ticks
 WRITE_VELOCITY = 80
+# What symusic's C++ core raises for a file it cannot parse, as its Python binding translates it.
+LIBRARY_ERRORS = (RuntimeError, ValueError, IndexError, OverflowError)
 
 
 class MidiError(BachsformerError, ValueError):
@@ -57,7 +63,50 @@ class Piece:
 
 
 # --------------------------------------------------------------------------------------------
-# Reading
+# What the parser is given: a checked header and every track chunk present
+
+
+def _track_chunks(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of the body of each track chunk, after checking the header and chunk lengths.
+
+    Raises ValueError naming the first fault: not MIDI, an unreadable header, or a file shorter
+    than its header and chunk lengths say.
+    """
+    if len(data) < 14 or data[:4] != b"MThd":
+        raise ValueError("not a MIDI file (no MThd header)")
+    (header_length,) = struct.unpack(">I", data[4:8])
+    if header_length < 6:
+        raise ValueError(f"header chunk too short ({header_length} bytes)")
+    midi_format, num_tracks, division = struct.unpack(">HHH", data[8:14])
+    if midi_format > 2:
+        raise ValueError(f"unknown MIDI format {midi_format}")
+    if division & 0x8000:
+        raise ValueError("SMPTE time division is not supported (no beat grid)")
+    if division == 0:
+        raise ValueError("time division of 0 ticks per beat")
+    tracks: list[tuple[int, int]] = []
+    pos = 8 + header_length
+    while len(tracks) < num_tracks:
+        if pos + 8 > len(data):
+            raise ValueError(f"truncated: {len(tracks)} of {num_tracks} tracks present")
+        (length,) = struct.unpack(">I", data[pos + 4 : pos + 8])
+        start, end = pos + 8, pos + 8 + length
+        if end > len(data):
+            raise ValueError(f"truncated: track {len(tracks) + 1} claims {length} bytes")
+        if data[pos : pos + 4] == b"MTrk":
+            tracks.append((start, end))
+        pos = end  # unknown chunk types are skipped, as the standard asks
+    return tracks
+
+
+def _parser_input(data: bytes, tracks: list[tuple[int, int]]) -> bytes:
+    """The file as the parser is given it: a 6-byte header (the standard allows longer ones; symusic
+    does not) and the track chunks the header counts, without other chunks or anything after them."""
+    return data[:4] + b"\x00\x00\x00\x06" + data[8:14] + b"".join(data[start - 8 : end] for start, end in tracks)
+
+
+# --------------------------------------------------------------------------------------------
+# Why a file was refused: a scan of its events, run only then, that reads no music
 
 
 def _read_varlen(data: bytes, pos: int, end: int) -> tuple[int, int]:
@@ -74,18 +123,11 @@ def _read_varlen(data: bytes, pos: int, end: int) -> tuple[int, int]:
     raise ValueError("variable-length number longer than 4 bytes")
 
 
-def _parse_track(data: bytes, pos: int, end: int, notes: list[tuple[int, int, int, int]]):
-    """Parse one MTrk body data[pos:end], appending (on_tick, off_tick, channel, pitch) to `notes`.
-
-    Note-on with velocity 0 is a note-off. Overlapping notes of one pitch and channel are paired
-    first in, first out; a note still sounding when the track ends stops at the track's last tick.
-    """
-    tick = 0
+def _check_events(data: bytes, pos: int, end: int) -> None:
+    """Raise ValueError at the first event of the track body data[pos:end] the standard does not allow."""
     status = 0
-    sounding: dict[tuple[int, int], deque[int]] = {}  # (channel, pitch) -> onset ticks, oldest first
     while pos < end:
-        delta, pos = _read_varlen(data, pos, end)
-        tick += delta
+        _, pos = _read_varlen(data, pos, end)
         if pos >= end:
             raise ValueError("truncated event")
         byte = data[pos]
@@ -102,7 +144,7 @@ def _parse_track(data: bytes, pos: int, end: int, notes: list[tuple[int, int, in
                 if pos > end:
                     raise ValueError("meta event runs past the end of its track")
                 if meta_type == 0x2F:  # end of track
-                    break
+                    return
                 continue
             elif byte in (0xF0, 0xF7):  # sysex: length, data
                 length, pos = _read_varlen(data, pos, end)
@@ -115,62 +157,130 @@ def _parse_track(data: bytes, pos: int, end: int, notes: list[tuple[int, int, in
                 raise ValueError(f"unexpected status byte 0x{byte:02X} in a track")
         elif status == 0:
             raise ValueError("data byte without a status byte (running status misuse)")
-        kind = status & 0xF0
-        channel = status & 0x0F
-        size = 1 if kind in (0xC0, 0xD0) else 2
+        size = 1 if status & 0xF0 in (0xC0, 0xD0) else 2
         if pos + size > end:
             raise ValueError("truncated channel message")
-        if kind in (0x80, 0x90):
-            pitch, velocity = data[pos], data[pos + 1]
-            if pitch > 127 or velocity > 127:
-                raise ValueError("note data byte above 127")
-            key = (channel, pitch)
-            if kind == 0x90 and velocity > 0:
-                sounding.setdefault(key, deque()).append(tick)
-            elif sounding.get(key):
-                notes.append((sounding[key].popleft(), tick, channel, pitch))
+        if status & 0xF0 in (0x80, 0x90) and (data[pos] > 127 or data[pos + 1] > 127):
+            raise ValueError("note data byte above 127")
         pos += size
-    for (channel, pitch), onsets in sounding.items():
-        notes.extend((onset, tick, channel, pitch) for onset in onsets)
+
+
+def _fault(data: bytes, tracks: list[tuple[int, int]]) -> str:
+    """`track N: <reason>` for the first event the standard does not allow, or "" when there is none."""
+    for number, (start, end) in enumerate(tracks, 1):
+        try:
+            _check_events(data, start, end)
+        except ValueError as error:
+            return f"track {number}: {error}"
+    return ""
+
+
+def _library_reason(error: Exception) -> str:
+    """symusic's message on one line, without its parser's name and stream suffix."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    return message.removeprefix("MiniMidi: ").removesuffix(": iostream error")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _parse(data: bytes) -> tuple[int, list[tuple[str, np.ndarray]]]:
+    """Parse a Standard MIDI File (type 0, 1 or 2) into its non-drum tracks' notes.
+
+    Returns (ticks_per_beat, [(track name, notes)]) with notes an int64 array [N, 3] of
+    (onset tick, offset tick, pitch). symusic splits a track by channel and program; each part
+    comes as a track of the same name. Raises ValueError with a one-line reason.
+    """
+    chunks = _track_chunks(data)
+    try:
+        score = symusic.Score.from_midi(_parser_input(data, chunks))
+    except LIBRARY_ERRORS as error:
+        raise ValueError(_fault(data, chunks) or _library_reason(error)) from None
+    tracks = [(track.name, _track_notes(track)) for track in score.tracks if not track.is_drum]
+    if not any(len(notes) for _, notes in tracks):
+        fault = _fault(data, chunks)  # an empty reading of a broken file: say what broke
+        if fault:
+            raise ValueError(fault)
+    return score.ticks_per_quarter, tracks
+
+
+def _track_notes(track) -> np.ndarray:
+    """A symusic track's notes: int64 [N, 3] of (onset tick, offset tick, pitch)."""
+    notes = track.notes.numpy()
+    onset, duration = notes["time"], notes["duration"]
+    if len(onset) and (onset.min() < 0 or duration.min() < 0):  # symusic counts ticks in 32 bits
+        raise ValueError("ticks past 2**31, more than the parser counts")
+    table = np.empty((len(onset), 3), dtype=np.int64)
+    table[:, 0], table[:, 2] = onset, notes["pitch"]
+    table[:, 1] = table[:, 0] + duration
+    return table
 
 
 def parse_midi_bytes(data: bytes) -> tuple[int, np.ndarray]:
-    """Parse a Standard MIDI File (type 0, 1 or 2) into its notes.
+    """Parse a Standard MIDI File into (ticks_per_beat, notes) of its non-drum tracks.
 
-    Returns (ticks_per_beat, notes) with notes an int64 array [N, 4] of
-    (onset tick, offset tick, channel, pitch). Raises ValueError with a one-line reason.
+    notes: int64 array [N, 3] of (onset tick, offset tick, pitch). Raises ValueError with a one-line reason.
     """
-    if len(data) < 14 or data[:4] != b"MThd":
-        raise ValueError("not a MIDI file (no MThd header)")
-    (header_length,) = struct.unpack(">I", data[4:8])
-    if header_length < 6:
-        raise ValueError(f"header chunk too short ({header_length} bytes)")
-    midi_format, num_tracks, division = struct.unpack(">HHH", data[8:14])
-    if midi_format > 2:
-        raise ValueError(f"unknown MIDI format {midi_format}")
-    if division & 0x8000:
-        raise ValueError("SMPTE time division is not supported (no beat grid)")
-    if division == 0:
-        raise ValueError("time division of 0 ticks per beat")
-    notes: list[tuple[int, int, int, int]] = []
-    pos = 8 + header_length
-    tracks_read = 0
-    while tracks_read < num_tracks:
-        if pos + 8 > len(data):
-            raise ValueError(f"truncated: {tracks_read} of {num_tracks} tracks present")
-        chunk_type = data[pos : pos + 4]
-        (length,) = struct.unpack(">I", data[pos + 4 : pos + 8])
-        start, end = pos + 8, pos + 8 + length
-        if end > len(data):
-            raise ValueError(f"truncated: track {tracks_read + 1} claims {length} bytes")
-        if chunk_type == b"MTrk":
-            try:
-                _parse_track(data, start, end, notes)
-            except ValueError as error:
-                raise ValueError(f"track {tracks_read + 1}: {error}") from None
-            tracks_read += 1
-        pos = end  # unknown chunk types are skipped, as the standard asks
-    return division, np.array(notes, dtype=np.int64).reshape(-1, 4)
+    ticks_per_beat, tracks = _parse(data)
+    return ticks_per_beat, _all_notes(tracks)
+
+
+def _all_notes(tracks: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    return np.concatenate([np.empty((0, 3), np.int64)] + [notes for _, notes in tracks])
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Notes on the step grid, as (key 0 ... 87, onset step, offset step) arrays, and the keys dropped."""
+
+    key: np.ndarray
+    onset: np.ndarray
+    offset: np.ndarray
+    dropped: int
+
+
+def _on_grid(notes: np.ndarray, ticks_per_beat: int, steps_per_quarter: int) -> _Grid:
+    """Notes [N, 3] in ticks -> steps; pitches outside the 88 keys are dropped and counted."""
+    key = notes[:, 2] - LOWEST_PITCH
+    in_range = (key >= 0) & (key < NUM_KEYS)
+    notes, key = notes[in_range], key[in_range]
+    # round(tick * steps / tpb), halves rounded up, in exact integer arithmetic
+    onset = (2 * notes[:, 0] * steps_per_quarter + ticks_per_beat) // (2 * ticks_per_beat)
+    offset = (2 * notes[:, 1] * steps_per_quarter + ticks_per_beat) // (2 * ticks_per_beat)
+    return _Grid(key, onset, np.maximum(offset, onset + 1), int((~in_range).sum()))
+
+
+def _separate_repeats(key: np.ndarray, onset: np.ndarray, offset: np.ndarray):
+    """One note per (key, onset), the longest; then, per key in time order, a note that starts where
+    or before the previous one ends cuts that one short by a step, leaving a gap. Returns the arrays."""
+    order = np.lexsort((-offset, onset, key))
+    key, onset, offset = key[order], onset[order], offset[order]
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = (key[1:] != key[:-1]) | (onset[1:] != onset[:-1])
+    key, onset, offset = key[first], onset[first], offset[first]
+    cut = (key[1:] == key[:-1]) & (onset[1:] <= offset[:-1])
+    offset[:-1][cut] = np.maximum(onset[1:][cut] - 1, onset[:-1][cut] + 1)
+    return key, onset, offset
+
+
+def _roll(key: np.ndarray, onset: np.ndarray, offset: np.ndarray, num_quarters: int, steps: int) -> np.ndarray:
+    """Quarters [Q, 88, steps] of notes that do not overlap on one key, clipped to Q quarters.
+
+    One slice per note: a file holds a few hundred notes, and filling their steps costs less than
+    summing +1/-1 marks over every cell of the roll.
+    """
+    length = num_quarters * steps
+    roll = np.zeros((NUM_KEYS, length), dtype=bool)  # [88, Q * steps]
+    for row, start, end in zip(key.tolist(), onset.tolist(), np.minimum(offset, length).tolist()):
+        roll[row, start:end] = True
+    return np.ascontiguousarray(roll.reshape(NUM_KEYS, num_quarters, steps).transpose(1, 0, 2))
+
+
+def _length_checked(num_quarters: int, max_quarters: int) -> int:
+    if num_quarters > max_quarters:
+        raise ValueError(f"{num_quarters} quarters long, over the limit of {max_quarters}")
+    return num_quarters
 
 
 def notes_to_quarters(
@@ -179,51 +289,26 @@ def notes_to_quarters(
     steps_per_quarter: int = STEPS_PER_QUARTER,
     max_quarters: int = DEFAULT_MAX_QUARTERS,
 ) -> Piece:
-    """Turn notes [N, 4] of (onset tick, offset tick, channel, pitch) into quarters.
+    """Turn notes [N, 3] of (onset tick, offset tick, pitch) into quarters.
 
     Raises ValueError when no note is left or the music is longer than `max_quarters`.
     """
-    notes = notes[notes[:, 2] != DRUM_CHANNEL]
-    pitch = notes[:, 3] - LOWEST_PITCH
-    in_range = (pitch >= 0) & (pitch < NUM_KEYS)
-    dropped = int((~in_range).sum())
-    notes, pitch = notes[in_range], pitch[in_range]
-    if len(notes) == 0:
-        raise ValueError("no notes" + (f" inside the 88 keys ({dropped} outside)" if dropped else ""))
-
-    # round(tick * steps / tpb), halves rounded up, in exact integer arithmetic
-    onset = (2 * notes[:, 0] * steps_per_quarter + ticks_per_beat) // (2 * ticks_per_beat)
-    offset = (2 * notes[:, 1] * steps_per_quarter + ticks_per_beat) // (2 * ticks_per_beat)
-    offset = np.maximum(offset, onset + 1)
-
-    first_quarter = int(onset.min()) // steps_per_quarter
-    num_quarters = (int(offset.max()) - 1) // steps_per_quarter - first_quarter + 1
-    if num_quarters > max_quarters:
-        raise ValueError(f"{num_quarters} quarters long, over the limit of {max_quarters}")
-    onset -= first_quarter * steps_per_quarter
-    offset -= first_quarter * steps_per_quarter
-
-    # One note per (pitch, onset): the longest. Then, per pitch in time order, a note that starts
-    # where or before the previous one ends cuts that one short by a step, leaving a gap.
-    order = np.lexsort((-offset, onset, pitch))
-    pitch, onset, offset = pitch[order], onset[order], offset[order]
-    first = np.ones(len(pitch), dtype=bool)
-    first[1:] = (pitch[1:] != pitch[:-1]) | (onset[1:] != onset[:-1])
-    pitch, onset, offset = pitch[first], onset[first], offset[first]
-    same_pitch = pitch[1:] == pitch[:-1]
-    cut = same_pitch & (onset[1:] <= offset[:-1])
-    offset[:-1][cut] = np.maximum(onset[1:][cut] - 1, onset[:-1][cut] + 1)
+    grid = _on_grid(notes, ticks_per_beat, steps_per_quarter)
+    if len(grid.key) == 0:
+        raise ValueError("no notes" + (f" inside the 88 keys ({grid.dropped} outside)" if grid.dropped else ""))
+    start = int(grid.onset.min()) // steps_per_quarter * steps_per_quarter  # leading silent quarters trimmed
+    _length_checked((int(grid.offset.max()) - 1) // steps_per_quarter - start // steps_per_quarter + 1, max_quarters)
+    key, onset, offset = _separate_repeats(grid.key, grid.onset - start, grid.offset - start)
     num_quarters = (int(offset.max()) - 1) // steps_per_quarter + 1  # a cut may end the music sooner
+    quarters = _roll(key, onset, offset, num_quarters, steps_per_quarter)
+    return Piece(quarters=quarters, notes=len(grid.key), dropped_notes=grid.dropped)
 
-    # Fill the roll: +1 where a note starts, -1 where it ends, summed along time. Notes of one pitch
-    # no longer overlap, so every sum is 0 or 1, and memory stays a small multiple of the roll's.
-    roll = np.zeros((NUM_KEYS, num_quarters * steps_per_quarter + 1), dtype=np.int8)  # [88, Q * steps + 1]
-    np.add.at(roll, (pitch, onset), 1)
-    np.add.at(roll, (pitch, offset), -1)
-    np.cumsum(roll, axis=1, out=roll)
-    roll = roll[:, :-1].view(bool).reshape(NUM_KEYS, num_quarters, steps_per_quarter)
-    quarters = np.ascontiguousarray(roll.transpose(1, 0, 2))  # [Q, 88, steps]
-    return Piece(quarters=quarters, notes=len(notes), dropped_notes=dropped)
+
+def _file_bytes(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise MidiError(path, f"cannot read file ({error.strerror or error})") from None
 
 
 def read_midi(
@@ -232,11 +317,7 @@ def read_midi(
     max_quarters: int = DEFAULT_MAX_QUARTERS,
 ) -> Piece:
     """Read a MIDI file into quarters [Q, 88, 32]. Raises MidiError naming the file and reason."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise MidiError(path, f"cannot read file ({error.strerror or error})") from None
-    return read_midi_bytes(data, path, steps_per_quarter, max_quarters)
+    return read_midi_bytes(_file_bytes(path), path, steps_per_quarter, max_quarters)
 
 
 def read_midi_bytes(
@@ -255,17 +336,39 @@ def read_midi_bytes(
         raise MidiError(source, str(error)) from None
 
 
+def read_midi_tracks(
+    path: str | Path,
+    steps_per_quarter: int = STEPS_PER_QUARTER,
+    max_quarters: int = DEFAULT_MAX_QUARTERS,
+) -> list[tuple[str, np.ndarray]]:
+    """Each non-drum track of a MIDI file as (name, quarters [Q, 88, 32]), on the grid of `read_midi`.
+
+    Every track has the Q quarters of `read_midi(path).quarters` and the same leading silence
+    trimmed, so track quarters line up with the whole file's; the note rules apply within each
+    track. A chorale gives [("Soprano", ...), ("Alto", ...), ("Tenor", ...), ("Bass", ...)]. Tracks
+    without notes (a conductor track) are not listed; a track of notes outside the 88 keys comes
+    silent. Raises MidiError as `read_midi` does, for the same files.
+    """
+    data = _file_bytes(path)
+    if not data:
+        raise MidiError(path, "empty file")
+    try:
+        ticks_per_beat, tracks = _parse(data)
+        whole = notes_to_quarters(_all_notes(tracks), ticks_per_beat, steps_per_quarter, max_quarters)
+    except ValueError as error:
+        raise MidiError(path, str(error)) from None
+    grids = [_on_grid(notes, ticks_per_beat, steps_per_quarter) for _, notes in tracks]
+    first_onset = min(int(grid.onset.min()) for grid in grids if len(grid.onset))
+    start = first_onset // steps_per_quarter * steps_per_quarter  # the whole file's leading silence
+    track_quarters = []
+    for (name, _), grid in zip(tracks, grids, strict=True):
+        key, onset, offset = _separate_repeats(grid.key, grid.onset - start, grid.offset - start)
+        track_quarters.append((name, _roll(key, onset, offset, len(whole.quarters), steps_per_quarter)))
+    return track_quarters
+
+
 # --------------------------------------------------------------------------------------------
 # Writing
-
-
-def _varlen(value: int) -> bytes:
-    out = [value & 0x7F]
-    value >>= 7
-    while value:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    return bytes(reversed(out))
 
 
 def quarters_to_notes(quarters: np.ndarray) -> np.ndarray:
@@ -286,39 +389,39 @@ def quarters_to_notes(quarters: np.ndarray) -> np.ndarray:
     return notes[np.lexsort((notes[:, 2], notes[:, 0]))]
 
 
-def quarters_to_midi_bytes(quarters: np.ndarray, tempo_bpm: float = 100.0) -> bytes:
-    """Write quarters [Q, 88, steps] as a type-0 MIDI file: one piano track in 4/4."""
+def quarters_to_midi_bytes(quarters: np.ndarray, tempo_bpm: float = 100.0, program: int = DEFAULT_PROGRAM) -> bytes:
+    """Write quarters [Q, 88, steps] as a MIDI file: one track in 4/4 playing General MIDI `program`."""
     if not 1 <= tempo_bpm <= 1000:
         raise ValueError(f"tempo must be within 1 ... 1000 beats per minute, got {tempo_bpm}")
+    if not 0 <= program <= 127:
+        raise ValueError(f"program must be a General MIDI program 0 ... 127, got {program}")
     steps_per_quarter = np.shape(quarters)[-1]
     if WRITE_TICKS_PER_BEAT % steps_per_quarter:
         raise ValueError(f"{steps_per_quarter} steps per quarter do not divide the MIDI grid")
     ticks_per_step = WRITE_TICKS_PER_BEAT // steps_per_quarter
     notes = quarters_to_notes(quarters)
-
-    # (tick, order, bytes): at equal ticks note-offs (order 0) come before note-ons (order 1)
-    events = [(int(on) * ticks_per_step, 1, bytes((0x90, int(p), WRITE_VELOCITY))) for on, _, p in notes]
-    events += [(int(off) * ticks_per_step, 0, bytes((0x80, int(p), 0))) for _, off, p in notes]
-    events.sort()
-    microseconds_per_beat = round(60_000_000 / tempo_bpm)
-    track = bytearray()
-    track += b"\x00\xff\x51\x03" + microseconds_per_beat.to_bytes(3, "big")
-    track += b"\x00\xff\x58\x04\x04\x02\x18\x08"  # 4/4, 24 clocks per click, 8 32nds per beat
-    track += b"\x00\xc0\x00"  # program 0: acoustic grand piano
-    tick = 0
-    for event_tick, _, message in events:
-        track += _varlen(event_tick - tick) + message
-        tick = event_tick
-    track += b"\x00\xff\x2f\x00"
-    header = b"MThd" + struct.pack(">IHHH", 6, 0, 1, WRITE_TICKS_PER_BEAT)
-    return header + b"MTrk" + struct.pack(">I", len(track)) + bytes(track)
+    score = symusic.Score(WRITE_TICKS_PER_BEAT)
+    score.tempos.append(symusic.Tempo(0, mspq=round(60_000_000 / tempo_bpm)))
+    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    track = symusic.Track(name="bachsformer", program=program)
+    track.notes = NoteTickList.from_numpy(
+        (notes[:, 0] * ticks_per_step).astype(np.int32),
+        ((notes[:, 1] - notes[:, 0]) * ticks_per_step).astype(np.int32),
+        notes[:, 2].astype(np.int8),
+        np.full(len(notes), WRITE_VELOCITY, dtype=np.int8),
+    )
+    score.tracks.append(track)
+    return bytes(score.dumps_midi())
 
 
-def write_midi(quarters: np.ndarray, path: str | Path, tempo_bpm: float = 100.0) -> Path:
+def write_midi(
+    quarters: np.ndarray, path: str | Path, tempo_bpm: float = 100.0, program: int = DEFAULT_PROGRAM
+) -> Path:
     """Write quarters to a MIDI file at `path`; refuses to overwrite an existing file."""
     path = Path(path)
+    data = quarters_to_midi_bytes(quarters, tempo_bpm, program)
     with open(path, "xb") as file:  # "x": never overwrite
-        file.write(quarters_to_midi_bytes(quarters, tempo_bpm))
+        file.write(data)
     return path
 
 

@@ -37,9 +37,10 @@ def read_timed(data: bytes, name: str, max_quarters: int = MAX_QUARTERS):
 
 
 def held_keys(num_quarters: int) -> bytes:
-    """All 88 keys struck at once and never released; the track ends after `num_quarters` quarters."""
+    """All 88 keys struck at once and released together after `num_quarters` quarters."""
     body = b"\x00\x90" + b"\x00".join(bytes((21 + key, 64)) for key in range(NUM_KEYS))
-    return fuzz.smf([body + fuzz.vlq(num_quarters * 480) + b"\xff\x2f\x00"])
+    body += fuzz.vlq(num_quarters * 480) + b"\x80" + b"\x00".join(bytes((21 + key, 0)) for key in range(NUM_KEYS))
+    return fuzz.smf([body + fuzz.END_OF_TRACK])
 
 
 @pytest.mark.parametrize("number", range(len(FILES)), ids=file_name)

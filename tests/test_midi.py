@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import mido
 import numpy as np
 import pytest
@@ -20,10 +23,12 @@ from bachsformer.midi import (
     quarters_to_midi_bytes,
     read_midi,
     read_midi_bytes,
+    read_midi_tracks,
     write_midi,
 )
 
 MIDDLE_C = 60  # row 39
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "midi"
 
 # A bar of music on the grid every resolution below can hold exactly: eighths, a triplet, a chord.
 MUSIC = [
@@ -187,12 +192,21 @@ def test_note_offs_pair_with_note_ons_of_their_own_channel():
     assert np.array_equal(quarters, roll(2, (60, 0, 31), (60, 32, 48)))
 
 
-def test_a_note_still_sounding_at_the_end_of_its_track_stops_there():
+def test_a_note_never_released_is_left_out():
+    # symusic, like pretty_midi and miditoolkit, keeps only notes that end; the reader used to
+    # stop such a note at the end of its track (two chorales of the corpus have one).
     on = mido.Message("note_on", note=60, velocity=90)
     other = mido.Message("note_on", note=62, velocity=90)
     off = mido.Message("note_off", note=62)
     data = midi_bytes([[(0, on), (0, other), (240, off), (480, mido.MetaMessage("marker", text="end"))]])
-    assert np.array_equal(read(data), roll(1, (60, 0, 32), (62, 0, 16)))
+    piece = read_midi_bytes(data)
+    assert np.array_equal(piece.quarters, roll(1, (62, 0, 16)))
+    assert piece.notes == 1
+
+
+def test_a_file_whose_notes_are_never_released_has_no_notes(tmp_path):
+    data = midi_bytes([[(0, mido.Message("note_on", note=60, velocity=90)), (480, mido.MetaMessage("marker"))]])
+    assert _read_error(tmp_path, data).reason == "no notes"
 
 
 def test_overlapping_notes_of_one_pitch_stay_two_notes():
@@ -217,6 +231,15 @@ def test_a_note_repeated_where_the_previous_ended_stays_two_notes():
 def test_two_notes_of_one_pitch_starting_together_are_one_note_the_longer():
     data = make_midi([Note(60, 0.0, 0.5, track=1), Note(60, 0.0, 1.0, track=2)])
     assert np.array_equal(read(data), roll(1, (60, 0, 32)))
+
+
+def test_a_longer_header_an_unknown_chunk_and_bytes_after_the_tracks_are_read_past():
+    good = make_midi(MUSIC)
+    longer_header = good[:4] + (8).to_bytes(4, "big") + good[8:14] + b"\x00\x00" + good[14:]
+    unknown_chunk = good[:14] + b"XFIH" + (3).to_bytes(4, "big") + b"abc" + good[14:]
+    assert np.array_equal(read(longer_header), read(good))
+    assert np.array_equal(read(unknown_chunk), read(good))
+    assert np.array_equal(read(good + b"MTrk junk after the last track"), read(good))
 
 
 @pytest.mark.parametrize("ticks", [1, 7])
@@ -372,6 +395,19 @@ def test_write_midi_writes_one_piano_track_at_the_given_tempo(tmp_path):
     assert np.array_equal(read_midi(path).quarters, quarters)
 
 
+@pytest.mark.parametrize("program", [None, 0, 52])
+def test_write_midi_names_the_general_midi_program(tmp_path, program):
+    options = {} if program is None else {"program": program}
+    midi = mido.MidiFile(write_midi(roll(1, (60, 0, 32)), tmp_path / "out.mid", **options))
+    programs = [message.program for message in midi.tracks[0] if message.type == "program_change"]
+    assert programs == [19 if program is None else program]  # 19: church organ, the default
+
+
+def test_writing_refuses_a_program_outside_general_midi():
+    with pytest.raises(ValueError, match="program"):
+        quarters_to_midi_bytes(roll(1, (60, 0, 32)), program=128)
+
+
 def test_write_midi_refuses_to_overwrite_an_existing_file(tmp_path):
     path = tmp_path / "taken.mid"
     path.write_bytes(b"keep me")
@@ -398,3 +434,123 @@ def test_key_range_gives_each_quarters_lowest_and_highest_sounding_key():
     assert lowest.tolist() == [0, 0, 39] and highest.tolist() == [0, 0, 87]
     lowest, highest = key_range(np.zeros((2, NUM_KEYS, STEPS_PER_QUARTER), dtype=bool))
     assert lowest.tolist() == [NUM_KEYS, NUM_KEYS] and highest.tolist() == [-1, -1]  # silent: any shift fits
+
+
+# --------------------------------------------------------------------------------------------
+# Tracks
+
+
+def named_tracks(*tracks: tuple[str, list[tuple[int, float, float]]], drums: bool = False) -> bytes:
+    """A type-1 file at 480 ticks per beat: one track per (name, [(pitch, start beat, beats)])."""
+    events = []
+    for name, notes in tracks:
+        messages = [(0, mido.MetaMessage("track_name", name=name))]
+        for pitch, start, beats in notes:
+            messages.append((round(start * 480), mido.Message("note_on", note=pitch, velocity=80, channel=9 * drums)))
+            messages.append((round((start + beats) * 480), mido.Message("note_off", note=pitch, channel=9 * drums)))
+        events.append(sorted(messages, key=lambda event: event[0]))
+    return midi_bytes(events)
+
+
+def test_read_midi_tracks_gives_each_voice_on_the_grid_of_the_whole_file(tmp_path):
+    path = tmp_path / "chorale.mid"
+    voices = [("Soprano", [(72, 1.0, 1.0), (74, 2.0, 1.5)]), ("Alto", [(67, 1.5, 1.5)]), ("Bass", [(48, 1.25, 0.5)])]
+    path.write_bytes(named_tracks(*voices))
+    whole = read_midi(path).quarters  # starts in beat 1: the silent first quarter is trimmed
+    tracks = read_midi_tracks(path)
+    assert [name for name, _ in tracks] == ["Soprano", "Alto", "Bass"]
+    expected = [roll(3, (72, 0, 32), (74, 32, 80)), roll(3, (67, 16, 64)), roll(3, (48, 8, 24))]
+    for (_, quarters), voice in zip(tracks, expected, strict=True):
+        assert quarters.dtype == bool and np.array_equal(quarters, voice)
+    assert np.array_equal(np.logical_or.reduce([quarters for _, quarters in tracks]), whole)
+
+
+def test_read_midi_tracks_applies_the_note_rules_within_each_track(tmp_path):
+    # C5 in the soprano, then at once in the alto: two notes of one key for the whole file, which
+    # loses a step between them, but in each track a note with nothing after it.
+    path = tmp_path / "handover.mid"
+    path.write_bytes(named_tracks(("Soprano", [(72, 0.0, 1.0)]), ("Alto", [(72, 1.0, 1.0), (60, 0.0, 2.0)])))
+    assert np.array_equal(read_midi(path).quarters, roll(2, (72, 0, 31), (72, 32, 64), (60, 0, 64)))
+    (_, soprano), (_, alto) = read_midi_tracks(path)
+    assert np.array_equal(soprano, roll(2, (72, 0, 32)))
+    assert np.array_equal(alto, roll(2, (72, 32, 64), (60, 0, 64)))
+
+
+def test_read_midi_tracks_leaves_drums_out_and_keeps_a_track_outside_the_keys(tmp_path):
+    path = tmp_path / "band.mid"
+    path.write_bytes(named_tracks(("Tune", [(60, 0.0, 1.0)]), ("Whistle", [(120, 0.0, 1.0)])))
+    tracks = read_midi_tracks(path)
+    assert [name for name, _ in tracks] == ["Tune", "Whistle"]
+    assert np.array_equal(tracks[0][1], roll(1, (60, 0, 32))) and not tracks[1][1].any()
+    drums = tmp_path / "drums.mid"
+    drums.write_bytes(
+        midi_bytes(
+            [
+                [(0, mido.Message("note_on", note=60)), (480, mido.Message("note_off", note=60))],
+                [(0, mido.Message("note_on", note=36, channel=9)), (960, mido.Message("note_off", note=36, channel=9))],
+            ]
+        )
+    )
+    ((_, tune),) = read_midi_tracks(drums)
+    assert np.array_equal(tune, roll(1, (60, 0, 32)))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not MIDI", GOOD[:30], make_midi([Note(10, 0.0, 1.0)]), make_midi([], drum_notes=[Note(36, 0.0, 1.0)])],
+    ids=["empty", "not MIDI", "truncated", "outside the keys", "drums only"],
+)
+def test_read_midi_tracks_refuses_what_read_midi_refuses_in_the_same_words(tmp_path, data: bytes):
+    path = tmp_path / "bad.mid"
+    path.write_bytes(data)
+    with pytest.raises(MidiError) as whole:
+        read_midi(path)
+    with pytest.raises(MidiError) as tracks:
+        read_midi_tracks(path)
+    assert str(tracks.value) == str(whole.value)
+    with pytest.raises(MidiError, match="missing.mid: cannot read file"):
+        read_midi_tracks(tmp_path / "missing.mid")
+
+
+def test_every_chorale_track_lines_up_with_the_whole_chorale():
+    for path in sorted(CORPUS.glob("*.mid"))[::40]:
+        whole = read_midi(path).quarters
+        tracks = read_midi_tracks(path)
+        assert {"Soprano", "Alto", "Tenor", "Bass"} <= {name for name, _ in tracks}
+        assert all(quarters.shape == whole.shape for _, quarters in tracks)
+        every_track = np.logical_or.reduce([quarters for _, quarters in tracks])
+        assert not (whole & ~every_track).any()  # the whole file only ever shortens a track's notes
+
+
+# --------------------------------------------------------------------------------------------
+# The committed chorales
+
+
+# (file, quarters, notes, sha256 of the packed quarters) as the codec's own byte-level reader read
+# them (git 6269780), before the parser became symusic. Only the leading 16 hex digits are kept.
+CHORALES_AS_READ_BEFORE = [
+    ("bwv1.6.mid", 80, 491, "25ca3529b1929b0c"),
+    ("bwv155.5.mid", 56, 298, "fb2e1b3bb6cbfc7f"),
+    ("bwv244.15.mid", 64, 258, "8224f11fb05f88be"),
+    ("bwv259.mid", 48, 227, "f75d1aa5d78796b4"),
+    ("bwv304.mid", 81, 378, "26293cd358a1d498"),
+    ("bwv352.mid", 64, 321, "473684a56da9fc36"),
+    ("bwv398.mid", 64, 258, "3c33174e3f873b78"),
+    ("bwv47.5.mid", 40, 179, "4065a4bd0aeeae70"),
+    ("bwv99.6.mid", 56, 273, "01c636f7374a5e60"),
+]
+
+
+@pytest.mark.parametrize(("name", "num_quarters", "notes", "digest"), CHORALES_AS_READ_BEFORE)
+def test_committed_chorales_read_as_they_always_have(name: str, num_quarters: int, notes: int, digest: str):
+    piece = read_midi(CORPUS / name)
+    assert (len(piece.quarters), piece.notes, piece.dropped_notes) == (num_quarters, notes, 0)
+    assert hashlib.sha256(np.packbits(piece.quarters).tobytes()).hexdigest()[:16] == digest
+
+
+def test_the_two_chorales_with_notes_never_released_lose_those_notes():
+    # bwv299 ends with two note-ons that no note-off answers, bwv315 with one; the byte-level
+    # reader held them to the end of the track (73 and 69 quarters, 321 and 354 notes).
+    bwv299, bwv315 = read_midi(CORPUS / "bwv299.mid"), read_midi(CORPUS / "bwv315.mid")
+    assert (len(bwv299.quarters), bwv299.notes) == (72, 319)
+    assert (len(bwv315.quarters), bwv315.notes) == (68, 353)
