@@ -1,14 +1,17 @@
 """Previews of generated music: a WAV file to listen to and a piano-roll picture to look at.
 
-WAV uses FluidSynth with a SoundFont when both are installed (pyfluidsynth; the SoundFont from
-$BACHSFORMER_SOUNDFONT), and otherwise pretty_midi's own sine-wave synthesis, so it always works.
-The picture needs matplotlib, an optional dependency.
+WAV uses FluidSynth when it is usable (the pyfluidsynth package and the FluidSynth library), with
+the General MIDI SoundFont pretty_midi ships (TimGM6mb.sf2) or the one $BACHSFORMER_SOUNDFONT
+names, so the MIDI file's instrument (its program change) is heard; otherwise pretty_midi's own
+sine-wave synthesis, so a preview is always written. The picture needs matplotlib, an optional
+dependency.
 """
 
 from __future__ import annotations
 
 import os
 import wave
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,23 +20,50 @@ from bachsformer.errors import BachsformerError
 from bachsformer.midi import LOWEST_PITCH
 
 SAMPLE_RATE = 22_050
+SOUNDFONT_VARIABLE = "BACHSFORMER_SOUNDFONT"
+REAL_INSTRUMENTS = (
+    "for real instruments install pyfluidsynth (pip install pyfluidsynth) and the FluidSynth library"
+    " (apt install libfluidsynth3, brew install fluid-synth)"
+)
 
 
-def write_wav(midi_path: str | Path, wav_path: str | Path) -> str:
-    """Render a MIDI file to a 16-bit mono WAV; returns the synthesizer used."""
+def soundfont() -> Path:
+    """The SoundFont for previews: $BACHSFORMER_SOUNDFONT, else the General MIDI one pretty_midi ships."""
+    import pretty_midi
+
+    return Path(os.environ.get(SOUNDFONT_VARIABLE) or Path(pretty_midi.__file__).parent / "TimGM6mb.sf2")
+
+
+def _fluidsynth_audio(music, sound_font: Path) -> np.ndarray | None:
+    """FluidSynth's rendering of a PrettyMIDI, or None when pyfluidsynth or its library is missing."""
+    try:
+        # positional: the SoundFont is `sf2_path` in pretty_midi 0.2.10 and `synthesizer` from 0.2.11
+        return music.fluidsynth(SAMPLE_RATE, str(sound_font))
+    except (ImportError, OSError):  # pretty_midi without pyfluidsynth; pyfluidsynth without libfluidsynth
+        return None
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """How a WAV preview was made."""
+
+    synthesizer: str  # "FluidSynth with TimGM6mb.sf2", or "sine waves"
+    note: str = ""  # with sine waves: one line saying why, and how to get real instruments
+
+
+def write_wav(midi_path: str | Path, wav_path: str | Path) -> Rendering:
+    """Render a MIDI file to a 16-bit mono WAV at `wav_path` (never overwritten); says how."""
     import pretty_midi
 
     music = pretty_midi.PrettyMIDI(str(midi_path))
-    soundfont = os.environ.get("BACHSFORMER_SOUNDFONT")
-    audio, synthesizer = None, "pretty_midi sine synthesis"
-    if soundfont and Path(soundfont).is_file():
-        try:
-            audio = music.fluidsynth(fs=SAMPLE_RATE, sf2_path=soundfont)
-            synthesizer = f"FluidSynth ({Path(soundfont).name})"
-        except ImportError:
-            audio = None
-    if audio is None:
+    sound_font = soundfont()
+    audio = _fluidsynth_audio(music, sound_font) if sound_font.is_file() else None
+    if audio is not None:
+        rendering = Rendering(f"FluidSynth with {sound_font.name}")
+    else:
         audio = music.synthesize(fs=SAMPLE_RATE)
+        why = f"${SOUNDFONT_VARIABLE} names no file ({sound_font})" if not sound_font.is_file() else REAL_INSTRUMENTS
+        rendering = Rendering("sine waves", f"WAV previews are sine waves: {why}")
     peak = np.abs(audio).max(initial=0.0) or 1.0  # a piece without notes renders as an empty WAV
     samples = (audio / peak * 0.9 * 32767).astype("<i2")
     with open(wav_path, "xb") as file, wave.open(file, "wb") as audio_file:  # "x": never overwrite
@@ -41,7 +71,7 @@ def write_wav(midi_path: str | Path, wav_path: str | Path) -> str:
         audio_file.setsampwidth(2)
         audio_file.setframerate(SAMPLE_RATE)
         audio_file.writeframes(samples.tobytes())
-    return synthesizer
+    return rendering
 
 
 def write_png(quarters: np.ndarray, png_path: str | Path, title: str = "") -> None:
