@@ -35,13 +35,13 @@ REPO = Path(__file__).resolve().parents[1]
 def module_at(revision: str, path: str = "bachsformer/midi.py") -> ModuleType:
     """The module `path` as it was at git `revision`, imported under a name of its own."""
     source = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=REPO, capture_output=True, check=True).stdout
-    folder = Path(tempfile.mkdtemp(prefix="codec_identity_"))
-    file = folder / f"midi_{revision}.py"
-    file.write_bytes(source)
-    spec = importlib.util.spec_from_file_location(file.stem, file)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[file.stem] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / f"midi_{revision}.py"
+        file.write_bytes(source)
+        spec = importlib.util.spec_from_file_location(file.stem, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[file.stem] = module  # dataclasses look their module up while the class is built
+        spec.loader.exec_module(module)
     return module
 
 
