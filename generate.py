@@ -5,25 +5,34 @@
     python generate.py --file primer.mid --quarters 64   # continue a MIDI file, in its own key
     python generate.py --key D --num 4                   # in D (major or minor, as the model wrote it)
     python generate.py --key "G minor"                   # in G minor
+    python generate.py --melody tune.mid --num 4         # harmonize a tune: it stays the top voice
+    python generate.py --melody bwv1.6.mid --melody-track Soprano
+    python generate.py --file piece.mid --regenerate 5-8 # rewrite quarters 5 ... 8 to fit both sides
     python generate.py --wav --png                       # also a WAV preview and a piano roll
 
 The models write music in C major or A minor (they learned the chorales moved there); `--key` moves
 each piece to another tonic, keeping its mode unless one is named, and a primer's continuation comes
-back in the primer's key. Piece i of `--num N --seed S` has seed S + i and is the same as `--seed S+i`
-alone. Files are named after their settings and key and never overwritten; each path is printed. The
-models come from models/ unless `--set models.vq_vae=... --set models.transformer=...` points elsewhere.
+back in the primer's key. A melody (`--melody`: its highest line, or one track) is harmonized below,
+and a passage (`--regenerate A-B`, quarters counted from 1) rewritten, by choosing among
+`--candidates` samples per quarter (or passage) the one that fits (bachsformer/guided.py).
+
+Piece i of `--num N --seed S` has seed S + i and is the same as `--seed S+i` alone. Files are named
+after their settings and key and never overwritten; each path is printed. The models come from
+models/ unless `--set models.vq_vae=... --set models.transformer=...` points elsewhere.
 """
 
 import argparse
 import dataclasses
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
 from bachsformer.compose import compose, load_models
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
+from bachsformer.guided import harmonize, parse_passage, read_melody, regenerate
 from bachsformer.midi import DEFAULT_MAX_QUARTERS, read_midi, write_midi
 from bachsformer.render import write_png, write_wav
 from bachsformer.sampling import check_sampling_options
@@ -62,15 +71,20 @@ def main():
     parser.add_argument("--file", help="a MIDI file to continue (primer)")
     parser.add_argument("--continuation-only", action="store_true", help="leave the primer out of the output")
     parser.add_argument("--key", help="move each piece to this key: D, F#, Bb, 'G minor' (default: as written)")
+    parser.add_argument("--melody", help="a MIDI file whose highest line (or --melody-track) to harmonize")
+    parser.add_argument("--melody-track", metavar="N|NAME", help="the melody is this track (number or name)")
+    parser.add_argument("--regenerate", metavar="A-B", help="with --file: rewrite quarters A ... B (from 1)")
+    parser.add_argument("--candidates", type=int, help="harmonizing, regenerating: samples to choose from (16)")
     parser.add_argument("--out", help="output folder (default: data/generated)")
     parser.add_argument("--tempo", type=float, help="beats per minute of the written MIDI")
+    parser.add_argument("--program", type=int, help="General MIDI instrument of the MIDI and WAV (19: church organ)")
     parser.add_argument("--device", help="cpu, cuda, mps or auto")
     parser.add_argument("--wav", action="store_true", help="also write a WAV preview")
     parser.add_argument("--png", action="store_true", help="also write a piano-roll picture (needs matplotlib)")
     args = parser.parse_args()
 
     config = load_config(args.config, args.set)
-    names = ("seed", "num", "quarters", "temperature", "top_k", "top_p", "tempo", "key", "device")
+    names = "seed num quarters temperature top_k top_p tempo program key candidates device".split()
     try:
         options = dataclasses.replace(
             config.generate, **{n: getattr(args, n) for n in names if getattr(args, n) is not None}
@@ -87,6 +101,14 @@ def main():
         (0 <= options.seed <= 2**63 - options.num, f"--seed must lie in 0 ... 2**63 - num, got {options.seed}"),
         (1 <= options.tempo <= 1000, f"--tempo must lie in 1 ... 1000, got {options.tempo}"),
         (not args.file or Path(args.file).is_file(), f"--file {args.file}: no such file"),
+        (not args.melody or Path(args.melody).is_file(), f"--melody {args.melody}: no such file"),
+        (not (args.melody and args.file), "--melody and --file do not go together: harmonize, or continue"),
+        (not args.regenerate or args.file, "--regenerate needs --file: the piece to rewrite a passage of"),
+        (not args.melody_track or args.melody, "--melody-track needs --melody"),
+        (
+            not args.continuation_only or not (args.melody or args.regenerate),
+            "--continuation-only goes with a primer (--file) alone",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -110,29 +132,47 @@ def main():
     except ValueError as error:
         raise BachsformerError(f"--{error}") from None
 
-    primer = read_midi(args.file).quarters if args.file else None
     seeds = [options.seed + i for i in range(options.num)]
+    sampling = f"t{options.temperature:g}_k{options.top_k}_p{options.top_p:g}"
     started = time.perf_counter()
-    pieces = compose(vq_vae, transformer, options, seeds, primer, args.continuation_only)
+    if args.melody:
+        melody = read_melody(args.melody, args.melody_track)
+        pieces = [harmonize(vq_vae, transformer, melody, options, seed) for seed in seeds]
+        length = len(melody)
+        settings = f"{sampling}_m{options.candidates}_harmony-{safe_name(Path(args.melody).stem)}"
+    elif args.regenerate:
+        piece = read_midi(args.file).quarters
+        first, last = parse_passage(args.regenerate, len(piece), args.file)
+        pieces = [regenerate(vq_vae, transformer, piece, first, last, options, seed) for seed in seeds]
+        length = len(piece)
+        settings = f"{sampling}_m{options.candidates}_regenerate{first}-{last}-{safe_name(Path(args.file).stem)}"
+    else:
+        primer = read_midi(args.file).quarters if args.file else None
+        pieces = compose(vq_vae, transformer, options, seeds, primer, args.continuation_only)
+        settings, length = f"{sampling}_q{options.quarters}", options.quarters
+        if args.file:
+            settings += f"_primer-{safe_name(Path(args.file).stem)}" + (
+                "_continuation" if args.continuation_only else ""
+            )
     seconds = time.perf_counter() - started
 
-    settings = f"t{options.temperature:g}_k{options.top_k}_p{options.top_p:g}_q{options.quarters}"
-    if args.file:
-        settings += f"_primer-{safe_name(Path(args.file).stem)}" + ("_continuation" if args.continuation_only else "")
+    wav_notes = set()
     for seed, piece in zip(seeds, pieces):
         quarters = piece.quarters
         stem = f"bachsformer_seed{seed}_{settings}_{safe_name(str(piece.key).replace(' ', '-'))}"
-        midi_path = write_midi(quarters, unique_path(out_dir, stem, ".mid"), options.tempo)
+        midi_path = write_midi(quarters, unique_path(out_dir, stem, ".mid"), options.tempo, options.program)
         print(midi_path)
         if args.wav:
             wav_path = unique_path(out_dir, midi_path.stem, ".wav")
-            write_wav(midi_path, wav_path)
+            wav_notes.add(write_wav(midi_path, wav_path).note)
             print(wav_path)
         if args.png:
             png_path = unique_path(out_dir, midi_path.stem, ".png")
             write_png(quarters, png_path, title=midi_path.stem)
             print(png_path)
-    print(f"{len(pieces)} piece(s) of {options.quarters} quarters in {seconds:.1f} s on {device}")
+    for note in sorted(wav_notes - {""}):  # sine waves: say once how to get real instruments
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{len(pieces)} piece(s) of {length} quarters in {seconds:.1f} s on {device}")
 
 
 if __name__ == "__main__":

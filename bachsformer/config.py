@@ -18,6 +18,7 @@ import yaml
 from bachsformer.errors import BachsformerError, check_at_least
 from bachsformer.gpt import GPTConfig
 from bachsformer.keys import KeyNameError, parse_key
+from bachsformer.midi import DEFAULT_PROGRAM
 from bachsformer.vqvae import VQVAEConfig
 
 
@@ -82,12 +83,17 @@ class GenerateConfig:
     top_k: int = 0  # 0: no top-k filtering
     top_p: float = 1.0  # 1.0: no nucleus filtering
     tempo: float = 90.0  # beats per minute of the written MIDI
+    program: int = DEFAULT_PROGRAM  # General MIDI instrument of the written MIDI (and WAV): 19, church organ
     min_note_steps: int = 4  # drop decoded notes shorter than this (the decoder's stray fragments); 0: keep all
     key: str = ""  # move each piece to this tonic (D, F#, Bb), in a mode if named (G minor); "": as written
+    candidates: int = 16  # harmonizing and regenerating: candidates drawn per quarter (or passage) to choose from
     device: str = "cpu"
 
     def __post_init__(self):
-        """Refuse a key name no one can read; the message starts with the key (config.py adds the section)."""
+        """Refuse values no run can use; the message starts with the key (config.py adds the section)."""
+        check_at_least(self, 1, "candidates")
+        if not 0 <= self.program <= 127:
+            raise ValueError(f"program: must be a General MIDI program 0 ... 127, got {self.program}")
         if self.key:
             try:
                 parse_key(self.key)

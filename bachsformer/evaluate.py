@@ -4,14 +4,17 @@
     python -m bachsformer.evaluate --quarters 128     # 32 pieces of 128 quarters each
     python -m bachsformer.evaluate --num 64 --set models.transformer=runs/transformer/best.pt
     python -m bachsformer.evaluate --json results.json
+    python -m bachsformer.evaluate --harmonize        # harmonize held-out chorale tunes (bachsformer/harmonization.py)
 
 VQ-VAE: frame F1, onset F1 and codebook perplexity on the held-out files. Transformer: held-out
 bits per code beside unigram and bigram baselines. Generated music: features of the MIDI itself
 against the held-out Bach files (overlapping areas of their distributions, after Yang & Lerch
-2018), and the longest run of quarters copied verbatim, up to transposition, from the training
-files. The held-out files are the same in both training scripts and here. A diagnostic separates
-local harmony from drift: quarters sampled one at a time after the true music of a held-out file,
-and how many of their notes stay in the local key.
+2018), beside the same features of the VQ-VAE's reconstructions of those files (what the codes
+allow: a gap there is the VQ-VAE's, a gap beyond it the transformer's or the sampling's), and
+the longest run of quarters copied verbatim, up to transposition, from the training files. The
+held-out files are the same in both training scripts and here. A diagnostic separates local
+harmony from drift: quarters sampled one at a time after the true music of a held-out file, and
+how many of their notes stay in the local key.
 
 By default piece i is as long as held-out file i (cycling through them): pitch range grows with
 length and scale consistency falls with it (a piece that modulates covers more keys), so pieces
@@ -35,6 +38,7 @@ from bachsformer.config import load_config
 from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split, transpose
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.gpt import GPT
+from bachsformer.harmonization import evaluate_harmonization, print_harmonization
 from bachsformer.metrics import (
     FEATURE_NAMES,
     best_scale,
@@ -43,7 +47,7 @@ from bachsformer.metrics import (
     onsets_in_scale,
     piece_features,
 )
-from bachsformer.midi import NUM_KEYS, key_range
+from bachsformer.midi import NUM_KEYS, drop_short_notes, key_range
 from bachsformer.training import resolve_device
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
@@ -193,6 +197,13 @@ def evaluate(
     generated = [piece.quarters[:length] for piece, length in zip(generated, lengths)]
     reference = [p.quarters for p in held_out]
     music = compare(generated, reference)
+    # what the codes allow: the held-out files through the VQ-VAE, decoded as generation decodes
+    reconstructed = [decode_quarters(vq_vae, untransposed(piece)) for piece in held_out_codes]
+    if options.min_note_steps > 1:
+        reconstructed = [drop_short_notes(quarters, options.min_note_steps) for quarters in reconstructed]
+    music["reconstruction_mean"] = {
+        name: float(np.mean([piece_features(q)[name] for q in reconstructed])) for name in FEATURE_NAMES
+    }
     copies = longest_verbatim_runs(generated, [p.quarters for p in train])
     reference_features = [piece_features(q) for q in reference]
     music["reference_range"] = {
@@ -313,13 +324,15 @@ def print_table(results: dict) -> None:
         f" (temperature {sampling['temperature']:g}, top-k {sampling['top_k']}, top-p {sampling['top_p']:g})"
         f" vs {music['num_reference']} held-out Bach files"
     )
-    print("| feature | generated mean | Bach mean | overlapping area |\n|---|---|---|---|")
+    print("| feature | generated mean | VQ-VAE reconstruction mean | Bach mean | overlapping area |")
+    print("|---|---|---|---|---|")
     for name in FEATURE_NAMES:
         print(
-            f"| {name} | {music['generated_mean'][name]:.3f} | {music['reference_mean'][name]:.3f}"
+            f"| {name} | {music['generated_mean'][name]:.3f} | {music['reconstruction_mean'][name]:.3f}"
+            f" | {music['reference_mean'][name]:.3f}"
             f" | {music['overlapping_area'][name]:.3f} |"
         )
-    print(f"| **mean overlapping area** | | | **{music['mean_overlapping_area']:.3f}** |")
+    print(f"| **mean overlapping area** | | | | **{music['mean_overlapping_area']:.3f}** |")
     print(f"pitch-class histogram distance (total variation): {music['pitch_class_distance']:.3f}")
     copies = music["longest_verbatim_run"]
     print(f"longest verbatim run from the training files: max {copies['max']}, mean {copies['mean']:.2f} quarters")
@@ -338,12 +351,19 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write all results to this JSON file")
     parser.add_argument("--png", help="also draw each feature, generated against Bach, into this PNG file")
+    parser.add_argument(
+        "--harmonize", action="store_true", help="harmonize the held-out chorales' Soprano tracks instead"
+    )
     args = parser.parse_args()
     if args.num < 1 or (args.quarters is not None and args.quarters < 1):
         parser.error("--num and --quarters must be at least 1")
     config = load_config(args.config, args.set)
-    results = evaluate(config, args.num, args.quarters, args.seed, resolve_device(args.device), args.png)
-    print_table(results)
+    if args.harmonize:
+        results = evaluate_harmonization(config, args.seed, resolve_device(args.device))
+        print_harmonization(results)
+    else:
+        results = evaluate(config, args.num, args.quarters, args.seed, resolve_device(args.device), args.png)
+        print_table(results)
     if args.png:
         print(f"\nwrote {args.png}")
     if args.json:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bachsformer.errors import check_at_least
-from bachsformer.sampling import check_sampling_options, draw, filter_logits, gumbel_noise
+from bachsformer.sampling import check_sampling_options, draw, filter_logits, gumbel, gumbel_noise
 
 
 @dataclass
@@ -278,6 +278,60 @@ class GPT(nn.Module):
             if cache is not None and n + 1 - window_start <= block and n + 1 < sequence.shape[1]:
                 logits = self.decode_step(code, cache, weights)
         return sequence
+
+    @torch.inference_mode()
+    def sample_candidates(
+        self,
+        context: torch.Tensor,
+        num_candidates: int,
+        num_new: int,
+        generator: torch.Generator,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+    ) -> torch.Tensor:
+        """`num_candidates` continuations of one context [P], each `num_new` codes: [M, num_new].
+
+        The context is run once and its keys and values copied to every candidate's row of the
+        cache; then all candidates step together. The context must start where a training window
+        does (a quarter boundary) and fit with the new codes: P + num_new - 1 <= block_size. An
+        empty context opens with codes drawn from `first_code_probs`. The noise comes from
+        `generator`, so a caller drawing in a fixed order gets the same candidates every run.
+        """
+        context_length = len(context)
+        if context_length + num_new - 1 > self.config.block_size or num_new < 1 or num_candidates < 1:
+            raise ValueError(
+                f"{context_length} context and {num_new} new codes do not fit block_size {self.config.block_size}"
+            )
+        check_sampling_options(temperature, top_k, top_p, self.config.vocab_size)
+        device = self.first_code_probs.device
+        noise = gumbel((num_candidates, num_new, self.config.vocab_size), generator).to(device)
+        dtype = next(self.parameters()).dtype
+        cache = KVCache(self.config, num_candidates, device, dtype)
+        weights = self.decode_weights()
+        candidates = torch.empty(num_candidates, num_new, dtype=torch.long, device=device)
+        if context_length:
+            shared = KVCache(self.config, 1, device, dtype)
+            logits = self(context[None].to(device), cache=shared)[0][:, -1].expand(num_candidates, -1)
+            cache.kv[:, :, :, :, :context_length] = shared.kv[:, :, :, :, :context_length]  # [L, 1 -> M, ...]
+            cache.length = context_length
+        else:
+            logits = self.first_code_probs.log().expand(num_candidates, -1)
+        for n in range(num_new):
+            filtered = logits if not context_length and n == 0 else filter_logits(logits, temperature, top_k, top_p)
+            candidates[:, n] = draw(filtered, noise[:, n])
+            if n + 1 < num_new:
+                logits = self.decode_step(candidates[:, n], cache, weights)
+        return candidates
+
+    @torch.inference_mode()
+    def log_likelihood(self, sequences: torch.Tensor, first_scored: int) -> torch.Tensor:
+        """Log-probability (nats) of codes first_scored ... T - 1 of each sequence [B, T <= block_size + 1]: [B]."""
+        if not 1 <= first_scored < sequences.shape[1] <= self.config.block_size + 1:
+            raise ValueError(f"cannot score from code {first_scored} of {sequences.shape[1]}")
+        logits = self(sequences[:, :-1])[0][:, first_scored - 1 :].float()  # predicts codes first_scored ...
+        log_probs = torch.log_softmax(logits, dim=-1)
+        return log_probs.gather(-1, sequences[:, first_scored:, None]).squeeze(-1).sum(-1)
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> GPT:

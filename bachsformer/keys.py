@@ -89,15 +89,23 @@ def pitch_class_profile(quarters: np.ndarray) -> np.ndarray:
     return profile
 
 
-def key_correlations(profile: np.ndarray) -> np.ndarray:
-    """Pearson correlation of `profile` [12] with each key's profile: [2 modes, 12 tonics]."""
+def _centred_templates() -> np.ndarray:
+    """[2 modes, 12 tonics, 12 pitch classes]: each key's profile, less its mean."""
     templates = np.stack(
         [np.stack([np.roll(reference, tonic) for tonic in range(12)]) for reference in (MAJOR_PROFILE, MINOR_PROFILE)]
-    )  # [2, 12, 12]: templates[m, t, pc] is the rating of pc in tonic t of mode m
-    centred = templates - templates.mean(-1, keepdims=True)
+    )  # templates[m, t, pc] is the rating of pitch class pc in tonic t of mode m
+    return templates - templates.mean(-1, keepdims=True)
+
+
+CENTRED_TEMPLATES = _centred_templates()
+TEMPLATE_NORMS = np.linalg.norm(CENTRED_TEMPLATES, axis=-1)  # [2, 12]
+
+
+def key_correlations(profile: np.ndarray) -> np.ndarray:
+    """Pearson correlation of `profile` [12] with each key's profile: [2 modes, 12 tonics]."""
     observed = profile - profile.mean()
-    norms = np.linalg.norm(centred, axis=-1) * np.linalg.norm(observed)
-    return (centred @ observed) / np.where(norms > 0, norms, 1.0)
+    norms = TEMPLATE_NORMS * np.linalg.norm(observed)
+    return (CENTRED_TEMPLATES @ observed) / np.where(norms > 0, norms, 1.0)
 
 
 def estimate_key(quarters: np.ndarray) -> Key:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import symusic
@@ -336,12 +337,20 @@ def read_midi_bytes(
         raise MidiError(source, str(error)) from None
 
 
+class Track(NamedTuple):
+    """One track of a MIDI file: its name, its quarters [Q, 88, 32], and its notes outside the 88 keys."""
+
+    name: str
+    quarters: np.ndarray
+    dropped_notes: int
+
+
 def read_midi_tracks(
     path: str | Path,
     steps_per_quarter: int = STEPS_PER_QUARTER,
     max_quarters: int = DEFAULT_MAX_QUARTERS,
-) -> list[tuple[str, np.ndarray]]:
-    """Each non-drum track of a MIDI file as (name, quarters [Q, 88, 32]), on the grid of `read_midi`.
+) -> list[Track]:
+    """Each non-drum track of a MIDI file as a `Track`, its quarters on the grid of `read_midi`.
 
     Every track has the Q quarters of `read_midi(path).quarters` and the same leading silence
     trimmed, so track quarters line up with the whole file's; the note rules apply within each
@@ -363,7 +372,8 @@ def read_midi_tracks(
     track_quarters = []
     for (name, _), grid in zip(tracks, grids, strict=True):
         key, onset, offset = _separate_repeats(grid.key, grid.onset - start, grid.offset - start)
-        track_quarters.append((name, _roll(key, onset, offset, len(whole.quarters), steps_per_quarter)))
+        quarters = _roll(key, onset, offset, len(whole.quarters), steps_per_quarter)
+        track_quarters.append(Track(name, quarters, grid.dropped))
     return track_quarters
 
 

@@ -44,13 +44,15 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
     return logits
 
 
+def gumbel(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Standard Gumbel noise of `shape`, drawn on the CPU from `generator`."""
+    uniforms = torch.rand(shape, generator=generator)
+    return -torch.log(-torch.log(uniforms.clamp_(1e-12, 1 - 1e-7)))
+
+
 def gumbel_noise(seeds: list[int], count: int, vocab_size: int) -> torch.Tensor:
     """[B, count, V] Gumbel noise, row b drawn from its own generator seeded with seeds[b]."""
-    rows = []
-    for seed in seeds:
-        uniforms = torch.rand(count, vocab_size, generator=torch.Generator().manual_seed(seed))
-        rows.append(-torch.log(-torch.log(uniforms.clamp_(1e-12, 1 - 1e-7))))
-    return torch.stack(rows)
+    return torch.stack([gumbel((count, vocab_size), torch.Generator().manual_seed(seed)) for seed in seeds])
 
 
 def draw(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

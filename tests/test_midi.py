@@ -458,11 +458,11 @@ def test_read_midi_tracks_gives_each_voice_on_the_grid_of_the_whole_file(tmp_pat
     path.write_bytes(named_tracks(*voices))
     whole = read_midi(path).quarters  # starts in beat 1: the silent first quarter is trimmed
     tracks = read_midi_tracks(path)
-    assert [name for name, _ in tracks] == ["Soprano", "Alto", "Bass"]
+    assert [track.name for track in tracks] == ["Soprano", "Alto", "Bass"]
     expected = [roll(3, (72, 0, 32), (74, 32, 80)), roll(3, (67, 16, 64)), roll(3, (48, 8, 24))]
-    for (_, quarters), voice in zip(tracks, expected, strict=True):
-        assert quarters.dtype == bool and np.array_equal(quarters, voice)
-    assert np.array_equal(np.logical_or.reduce([quarters for _, quarters in tracks]), whole)
+    for track, voice in zip(tracks, expected, strict=True):
+        assert track.quarters.dtype == bool and np.array_equal(track.quarters, voice) and track.dropped_notes == 0
+    assert np.array_equal(np.logical_or.reduce([track.quarters for track in tracks]), whole)
 
 
 def test_read_midi_tracks_applies_the_note_rules_within_each_track(tmp_path):
@@ -471,7 +471,7 @@ def test_read_midi_tracks_applies_the_note_rules_within_each_track(tmp_path):
     path = tmp_path / "handover.mid"
     path.write_bytes(named_tracks(("Soprano", [(72, 0.0, 1.0)]), ("Alto", [(72, 1.0, 1.0), (60, 0.0, 2.0)])))
     assert np.array_equal(read_midi(path).quarters, roll(2, (72, 0, 31), (72, 32, 64), (60, 0, 64)))
-    (_, soprano), (_, alto) = read_midi_tracks(path)
+    (_, soprano, _), (_, alto, _) = read_midi_tracks(path)
     assert np.array_equal(soprano, roll(2, (72, 0, 32)))
     assert np.array_equal(alto, roll(2, (72, 32, 64), (60, 0, 64)))
 
@@ -480,8 +480,9 @@ def test_read_midi_tracks_leaves_drums_out_and_keeps_a_track_outside_the_keys(tm
     path = tmp_path / "band.mid"
     path.write_bytes(named_tracks(("Tune", [(60, 0.0, 1.0)]), ("Whistle", [(120, 0.0, 1.0)])))
     tracks = read_midi_tracks(path)
-    assert [name for name, _ in tracks] == ["Tune", "Whistle"]
-    assert np.array_equal(tracks[0][1], roll(1, (60, 0, 32))) and not tracks[1][1].any()
+    assert [track.name for track in tracks] == ["Tune", "Whistle"]
+    assert np.array_equal(tracks[0].quarters, roll(1, (60, 0, 32))) and not tracks[1].quarters.any()
+    assert (tracks[0].dropped_notes, tracks[1].dropped_notes) == (0, 1)
     drums = tmp_path / "drums.mid"
     drums.write_bytes(
         midi_bytes(
@@ -491,7 +492,7 @@ def test_read_midi_tracks_leaves_drums_out_and_keeps_a_track_outside_the_keys(tm
             ]
         )
     )
-    ((_, tune),) = read_midi_tracks(drums)
+    ((_, tune, _),) = read_midi_tracks(drums)
     assert np.array_equal(tune, roll(1, (60, 0, 32)))
 
 
@@ -516,9 +517,9 @@ def test_every_chorale_track_lines_up_with_the_whole_chorale():
     for path in sorted(CORPUS.glob("*.mid"))[::40]:
         whole = read_midi(path).quarters
         tracks = read_midi_tracks(path)
-        assert {"Soprano", "Alto", "Tenor", "Bass"} <= {name for name, _ in tracks}
-        assert all(quarters.shape == whole.shape for _, quarters in tracks)
-        every_track = np.logical_or.reduce([quarters for _, quarters in tracks])
+        assert {"Soprano", "Alto", "Tenor", "Bass"} <= {track.name for track in tracks}
+        assert all(track.quarters.shape == whole.shape for track in tracks)
+        every_track = np.logical_or.reduce([track.quarters for track in tracks])
         assert not (whole & ~every_track).any()  # the whole file only ever shortens a track's notes
 
 

@@ -1,0 +1,261 @@
+"""Guided generation: harmonize a melody, regenerate a passage (DESIGN.md §3b).
+
+One mechanism serves both. The transformer draws `generate.candidates` candidates after one
+context, in one batch; each is decoded and scored against the constraint, and one is chosen at
+random with probability proportional to exp(score), from the piece's own generator (same seed, same
+music). The constraint is then made exact in what is written, and the written music is what the
+context holds from then on.
+
+- Harmonize: a candidate is one quarter, drawn after the quarters written so far (sharing their
+  key/value cache). Its score is the share of the melody's cells it already sounds (half for an
+  octave lower), less the cells it sounds above the melody, times HARMONY_SHARPNESS: the texture
+  whose top voice already is the tune is the one whose lower voices the model wrote for that tune.
+  The written quarter is the chosen candidate with the melody imposed (`impose_melody`: nothing
+  sounds above it, and every melody note keeps its pitch, onset and length), encoded again after
+  the quarter before it.
+- Regenerate: a candidate is the whole passage, sampled after the music before it. Its score is
+  the log-likelihood the transformer gives the quarters after the passage (up to
+  FOLLOWING_QUARTERS), so choosing by exp(score) is sampling-importance-resampling from
+  p(passage | music before, music after). Every quarter outside the passage is kept as it was read.
+
+Both read and write the music key-normalized, as the models learned it, and move the result back
+to the melody's or the file's key (or to `generate.key`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bachsformer.compose import DEFAULT_MIN_CONTEXT, Composition, decode_quarters
+from bachsformer.config import GenerateConfig
+from bachsformer.errors import BachsformerError
+from bachsformer.gpt import GPT
+from bachsformer.keys import estimate_key, move_to_key, normalizing_shift, parse_key, transpose_quarters
+from bachsformer.midi import NUM_KEYS, drop_short_notes, read_midi, read_midi_tracks
+from bachsformer.vqvae import VQVAE
+
+HARMONY_SHARPNESS = 20.0  # exp(20 * score): a candidate sounding 10 % more of the melody is e^2 times likelier
+OCTAVE_CREDIT = 0.5  # a melody step sounded an octave (or more) lower counts half
+FOLLOWING_QUARTERS = 4  # quarters after a regenerated passage that its candidates are scored on
+
+
+class GuideError(BachsformerError):
+    """A melody or passage that cannot guide generation (chords in the melody, a passage out of range)."""
+
+
+def piece_roll(quarters: np.ndarray) -> np.ndarray:
+    """Quarters [Q, 88, S] -> one roll [88, Q * S]."""
+    return np.asarray(quarters, dtype=bool).transpose(1, 0, 2).reshape(NUM_KEYS, -1)
+
+
+def piece_quarters(roll: np.ndarray, steps_per_quarter: int) -> np.ndarray:
+    """One roll [88, Q * S] -> quarters [Q, 88, S] (the inverse of `piece_roll`)."""
+    return np.ascontiguousarray(roll.reshape(NUM_KEYS, -1, steps_per_quarter).transpose(1, 0, 2))
+
+
+def highest_line(quarters: np.ndarray) -> np.ndarray:
+    """The highest sounding key at every step of quarters [Q, 88, S], and nothing else."""
+    roll = piece_roll(quarters)
+    line = np.zeros_like(roll)
+    steps = np.nonzero(roll.any(axis=0))[0]
+    line[NUM_KEYS - 1 - np.argmax(roll[::-1, steps], axis=0), steps] = True
+    return piece_quarters(line, np.shape(quarters)[2])
+
+
+def check_melody(melody: np.ndarray, source: str) -> None:
+    """GuideError unless quarters [Q, 88, S] are one line of notes: never two keys at once, and some note."""
+    roll = piece_roll(melody)
+    voices = roll.sum(axis=0)
+    if not voices.any():
+        raise GuideError(f"{source}: has no notes")
+    if voices.max() > 1:
+        step = int(np.argmax(voices > 1))
+        raise GuideError(
+            f"{source}: the melody has chords ({int(voices[step])} notes at once in quarter"
+            f" {step // melody.shape[2] + 1}); give a single line, or a track that holds one (--melody-track)"
+        )
+
+
+def read_melody(path: str | Path, track: str | None = None) -> np.ndarray:
+    """The melody of a MIDI file as quarters [Q, 88, 32]: its highest sounding line, or one track's notes.
+
+    track: a track's number (counted from 0 over the tracks that are not drums) or its name; the
+    track's quarters lie on the whole file's grid, so a harmonized chorale aligns with the original.
+    Raises MidiError or GuideError with one line naming the file and the problem.
+    """
+    if track is None:
+        piece = read_midi(path)
+        if piece.dropped_notes:
+            raise GuideError(f"{path}: {piece.dropped_notes} notes lie outside the 88 keys (MIDI 21-108)")
+        return highest_line(piece.quarters)
+    tracks = read_midi_tracks(path)
+    names = [t.name for t in tracks]
+    if track.strip().isdigit() and int(track) < len(tracks):
+        number = int(track)
+    elif track in names:  # the first track of that name that holds notes (a file may repeat a name)
+        named = [n for n, name in enumerate(names) if name == track]
+        number = next((n for n in named if tracks[n].quarters.any() or tracks[n].dropped_notes), named[0])
+    else:
+        listing = ", ".join(f"{number} {name!r}" for number, name in enumerate(names))
+        raise GuideError(f"{path}: no track {track!r} with notes (tracks: {listing})")
+    name, quarters, dropped = tracks[number]
+    source = f"{path}: track {number} {name!r}"
+    if dropped:
+        raise GuideError(f"{source}: {dropped} notes lie outside the 88 keys (MIDI 21-108)")
+    check_melody(quarters, source)
+    return quarters
+
+
+def melody_ceiling(melody_roll: np.ndarray) -> np.ndarray:
+    """The highest key the harmony may reach at each step of a melody roll [88, T]: int [T].
+
+    Where the melody sounds, its key (which only the melody holds); in a rest, the key of the
+    melody note before it (before the first note, the first note's), which the harmony may hold.
+    """
+    sounding = melody_roll.any(axis=0)
+    keys = np.where(sounding, np.argmax(melody_roll, axis=0), -1)
+    last_step = np.maximum.accumulate(np.where(sounding, np.arange(len(keys)), -1))
+    first_key = keys[np.argmax(sounding)] if sounding.any() else NUM_KEYS - 1
+    return np.where(last_step >= 0, keys[np.maximum(last_step, 0)], first_key)
+
+
+def impose_melody(roll: np.ndarray, melody_roll: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
+    """Harmony roll [88, T] with melody [88, T] made its exact top voice (see the module doc).
+
+    Nothing sounds above the ceiling; where the melody sounds its key is the melody's alone, and a
+    harmony note of the same key is cut one step before each melody onset and at each melody offset,
+    so that every melody note keeps its onset and length.
+    """
+    keys = np.arange(NUM_KEYS)[:, None]
+    sounding = melody_roll.any(axis=0)[None, :]
+    blocked = (keys > ceiling[None, :]) | ((keys == ceiling[None, :]) & sounding)
+    result = (roll & ~blocked) | melody_roll
+    follows_melody = np.zeros_like(melody_roll)  # [k, t]: the melody sounds key k at step t - 1
+    follows_melody[:, 1:] = melody_roll[:, :-1]
+    precedes_melody = np.zeros_like(melody_roll)  # [k, t]: the melody sounds key k at step t + 1
+    precedes_melody[:, :-1] = melody_roll[:, 1:]
+    result[(follows_melody | precedes_melody) & ~melody_roll] = False  # the steps around each melody note
+    return result
+
+
+def melody_scores(candidates: np.ndarray, melody: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
+    """How well each candidate quarter [M, 88, S] already carries melody [88, S]: float [M].
+
+    (melody cells it sounds + OCTAVE_CREDIT x melody steps where it sounds the melody's pitch class
+    in another octave below - cells it sounds above the ceiling) / melody cells. An octave below
+    still means the candidate's chord holds the melody note.
+    """
+    keys = np.arange(NUM_KEYS)[:, None]
+    hits = (candidates & melody[None]).sum(axis=(1, 2))
+    melody_keys = np.argmax(melody, axis=0)  # [S], meaningless where the melody rests
+    octaves = (keys % 12 == melody_keys[None, :] % 12) & (keys < melody_keys[None, :]) & melody.any(axis=0)[None, :]
+    octave_steps = (candidates & octaves[None]).any(axis=1).sum(axis=1)
+    above = (candidates & (keys > ceiling[None, :])[None]).sum(axis=(1, 2))
+    return (hits + OCTAVE_CREDIT * octave_steps - above) / max(int(melody.sum()), 1)
+
+
+def choose(scores: torch.Tensor, generator: torch.Generator) -> int:
+    """An index drawn with probability proportional to exp(scores [M])."""
+    probabilities = torch.softmax(scores.double(), dim=0)
+    return int(torch.multinomial(probabilities, 1, generator=generator))
+
+
+def _in_key(quarters: np.ndarray, key, options: GenerateConfig) -> Composition:
+    """quarters in `key`, moved to options.key when one is asked for."""
+    if options.key:
+        quarters, key = move_to_key(quarters, parse_key(options.key), key)
+    return Composition(quarters, key)
+
+
+@torch.no_grad()
+def harmonize(vq_vae: VQVAE, transformer: GPT, melody: np.ndarray, options: GenerateConfig, seed: int) -> Composition:
+    """The melody quarters [Q, 88, 32] (one line of notes) with voices below it written by the models."""
+    melody = np.asarray(melody, dtype=bool)
+    key = estimate_key(melody)
+    shift = normalizing_shift(melody, key)
+    tune = transpose_quarters(melody, shift)  # [Q, 88, 32] in C major / A minor
+    steps = tune.shape[2]
+    ceiling = melody_ceiling(piece_roll(tune))  # [Q * 32]
+    per_quarter = vq_vae.codes_per_quarter
+    context_quarters = (transformer.config.block_size + 1) // per_quarter - 1  # room for one more quarter
+    generator = torch.Generator().manual_seed(seed)
+    written = np.zeros_like(tune)
+    codes = torch.zeros(len(tune), per_quarter, dtype=torch.long, device=transformer.first_code_probs.device)
+    for i in range(len(tune)):
+        context = codes[max(0, i - context_quarters) : i].flatten()
+        candidates = transformer.sample_candidates(
+            context, options.candidates, per_quarter, generator, options.temperature, options.top_k, options.top_p
+        )  # [M, 16]
+        rolls = decode_quarters(vq_vae, candidates.flatten(), consecutive=False)  # [M, 88, 32]
+        quarter_ceiling = ceiling[i * steps : (i + 1) * steps]
+        scores = melody_scores(rolls, tune[i], quarter_ceiling)
+        chosen = choose(torch.from_numpy(HARMONY_SHARPNESS * scores), generator)
+        written[i] = impose_melody(rolls[chosen], tune[i], quarter_ceiling)
+        # encoded after the quarter before it, so that a held note is not read as a new onset
+        codes[i] = vq_vae.encode(torch.from_numpy(written[max(0, i - 1) : i + 1]))[-1]
+    if options.min_note_steps > 1:
+        written = drop_short_notes(written, options.min_note_steps)
+    # once more over the whole piece: the cuts around melody notes that start or end on a boundary
+    music = piece_quarters(impose_melody(piece_roll(written), piece_roll(tune), ceiling), steps)
+    return _in_key(transpose_quarters(music, -shift), key, options)
+
+
+def parse_passage(text: str, num_quarters: int, source: str) -> tuple[int, int]:
+    """'A-B' (1-based, inclusive) -> (A, B), or GuideError naming the file and its length."""
+    first, dash, last = text.partition("-")
+    if not dash or not first.strip().isdigit() or not last.strip().isdigit():
+        raise GuideError(f"--regenerate {text}: expected quarters A-B, such as 5-8")
+    first, last = int(first), int(last)
+    if not 1 <= first <= last <= num_quarters:
+        raise GuideError(
+            f"--regenerate {text}: {source} has quarters 1-{num_quarters}; give 1 <= A <= B <= {num_quarters}"
+        )
+    return first, last
+
+
+@torch.no_grad()
+def regenerate(
+    vq_vae: VQVAE, transformer: GPT, quarters: np.ndarray, first: int, last: int, options: GenerateConfig, seed: int
+) -> Composition:
+    """Quarters [Q, 88, 32] with quarters first ... last (1-based, inclusive) written anew to fit both sides."""
+    quarters = np.asarray(quarters, dtype=bool)
+    key = estimate_key(quarters)
+    shift = normalizing_shift(quarters, key)
+    per_quarter = vq_vae.codes_per_quarter
+    device = transformer.first_code_probs.device
+    codes = vq_vae.encode(torch.from_numpy(transpose_quarters(quarters, shift)).to(device))  # [Q, 16]
+    window_quarters = (transformer.config.block_size + 1) // per_quarter
+    before = codes[: first - 1].flatten()
+    # scored after at least one quarter of the passage, in one window
+    after = codes[last : last + min(FOLLOWING_QUARTERS, window_quarters - 1)].flatten()
+    num_new = (last - first + 1) * per_quarter
+    generator = torch.Generator().manual_seed(seed)
+    seeds = torch.randint(2**62, (options.candidates,), generator=generator).tolist()
+    block = transformer.config.block_size
+    min_context = min(DEFAULT_MIN_CONTEXT, (block - 1) // per_quarter * per_quarter)
+    prompt = before.expand(options.candidates, -1) if len(before) else None
+    passages = transformer.generate(
+        prompt,
+        num_new,
+        seeds,
+        options.temperature,
+        options.top_k,
+        options.top_p,
+        codes_per_quarter=per_quarter,
+        min_context=min_context,
+    )[:, -num_new:]  # [M, num_new]
+    scores = torch.zeros(options.candidates)
+    if len(after):
+        # the window that ends with the following quarters, starting on a quarter boundary
+        history_length = window_quarters * per_quarter - len(after)
+        history = torch.cat([before.expand(options.candidates, -1), passages], dim=1)[:, -history_length:]
+        sequences = torch.cat([history, after.expand(options.candidates, -1)], dim=1)
+        scores = transformer.log_likelihood(sequences, history.shape[1]).cpu()
+    passage = decode_quarters(vq_vae, passages[choose(scores, generator)])
+    if options.min_note_steps > 1:
+        passage = drop_short_notes(passage, options.min_note_steps)
+    music = np.concatenate([quarters[: first - 1], transpose_quarters(passage, -shift), quarters[last:]])
+    return _in_key(music, key, options)

@@ -1,0 +1,208 @@
+"""How well does bachsformer harmonize a chorale tune? `python -m bachsformer.evaluate --harmonize`.
+
+The Soprano track of every held-out chorale is harmonized, and the result compared with Bach's own
+harmonization of the same tune (the file's Alto, Tenor and Bass tracks):
+- lower_voice_overlap: per quarter, the Jaccard overlap of the pitch classes the lower voices sound
+  (everything but the melody) with the pitch classes Bach's lower voices sound; mean over the
+  quarters where either sounds.
+- voices_per_quarter: the most keys sounding at once in a quarter, mean over sounding quarters.
+- scale_consistency: as in `metrics` (onsets in the best major / natural minor scale).
+- bass_leap: mean absolute interval between successive notes of the bass line (the lowest
+  sounding key, note by note, as `metrics.top_line` follows the highest).
+- melody_kept: files whose output holds every melody note at its pitch, onset and length with
+  nothing sounding above it (it must be all of them).
+
+Two baselines harmonize the same tunes: the diatonic triad on each melody note in the tune's
+estimated key, voiced in three parts below it (a rule a first-year student would apply), and the
+model with one candidate per quarter (no choice).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from bachsformer.compose import load_models
+from bachsformer.data import load_corpus, midi_files, split
+from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll
+from bachsformer.keys import Key, estimate_key
+from bachsformer.metrics import scale_consistency, top_line
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, MidiError, quarters_to_notes, read_midi_tracks
+
+MELODY_TRACK = "Soprano"
+LOWER_TRACKS = ("Alto", "Tenor", "Bass")
+MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+MINOR_SCALE = (0, 2, 3, 5, 7, 8, 11)  # harmonic minor: the dominant is major, as in Bach's cadences
+BASS_RANGE = (40, 60)  # E2 ... C4, where a chorale bass lives
+SYSTEMS = ("model", "one candidate", "triad rule")
+
+
+def chorale_voices(path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(soprano, lower voices) of a chorale file as quarters [Q, 88, 32] on one grid; None without them."""
+    tracks = read_midi_tracks(path)
+    soprano = next((t.quarters for t in tracks if t.name == MELODY_TRACK and t.quarters.any()), None)
+    lower = [t.quarters for t in tracks if t.name in LOWER_TRACKS]
+    if soprano is None or not lower:
+        return None
+    return soprano, np.logical_or.reduce(lower)
+
+
+def triad_harmonization(melody: np.ndarray, key: Key) -> np.ndarray:
+    """Melody quarters [Q, 88, S] with the diatonic triad on each melody note below it, in three parts.
+
+    The triad is built in thirds of the key's scale (harmonic minor in minor) on the melody note's
+    degree; a note outside the scale gets the major triad on it. Alto and tenor take the nearest
+    chord tones below the melody and below the alto; the bass the chord's root in E2 ... C4. The
+    melody is then imposed as the models' harmonizations have it (`guided.impose_melody`).
+    """
+    scale = np.array(MAJOR_SCALE if key.mode == "major" else MINOR_SCALE)
+    roll = piece_roll(melody).copy()
+    for onset, offset, pitch in quarters_to_notes(melody):
+        degree = (pitch - key.tonic) % 12
+        if degree in scale:
+            index = int(np.nonzero(scale == degree)[0][0])
+            chord = {(key.tonic + int(scale[(index + step) % 7])) % 12 for step in (0, 2, 4)}
+        else:
+            chord = {pitch % 12, (pitch + 4) % 12, (pitch + 7) % 12}
+        alto = next(p for p in range(pitch - 1, pitch - 13, -1) if p % 12 in chord)
+        tenor = next(p for p in range(alto - 1, alto - 13, -1) if p % 12 in chord)
+        bass = next(p for p in range(min(tenor - 1, BASS_RANGE[1]), BASS_RANGE[0] - 13, -1) if p % 12 == pitch % 12)
+        for voice in (alto, tenor, bass):
+            if 0 <= voice - LOWEST_PITCH < NUM_KEYS:
+                row = roll[voice - LOWEST_PITCH]
+                if onset > 0 and row[onset - 1]:
+                    row[onset - 1] = False  # a repeated note: the earlier one loses its last step, as the codec writes
+                row[onset:offset] = True
+    melody_roll = piece_roll(melody)
+    roll = impose_melody(roll, melody_roll, melody_ceiling(melody_roll))  # a voice meeting the melody's key
+    return piece_quarters(roll, melody.shape[2])
+
+
+def melody_kept(music: np.ndarray, melody: np.ndarray) -> bool:
+    """Every note of melody [Q, 88, S] is a note of music [Q, 88, S], and nothing sounds above it."""
+    melody_notes = {tuple(n) for n in quarters_to_notes(melody).tolist()}
+    if not melody_notes <= {tuple(n) for n in quarters_to_notes(music).tolist()}:
+        return False
+    music_roll, melody_roll = piece_roll(music), piece_roll(melody)
+    steps = np.nonzero(melody_roll.any(axis=0))[0]
+    highest = NUM_KEYS - 1 - np.argmax(music_roll[::-1, steps], axis=0)
+    return bool(np.array_equal(highest, np.argmax(melody_roll[:, steps], axis=0)))
+
+
+def pitch_classes_per_quarter(quarters: np.ndarray) -> np.ndarray:
+    """Which pitch classes sound in each quarter [Q, 88, S]: bool [Q, 12]."""
+    sounding = quarters.any(axis=2)  # [Q, 88]
+    classes = np.zeros((len(quarters), 12), dtype=bool)
+    for pitch_class in range(12):
+        classes[:, pitch_class] = sounding[:, (np.arange(NUM_KEYS) + LOWEST_PITCH) % 12 == pitch_class].any(axis=1)
+    return classes
+
+
+def bass_leap(quarters: np.ndarray) -> float:
+    """Mean absolute interval (semitones) between successive notes of the bass line; 0 with fewer than two."""
+    flipped = top_line(quarters[:, ::-1])  # the lowest key is the highest of the flipped roll
+    pitches = 2 * LOWEST_PITCH + NUM_KEYS - 1 - flipped
+    return float(np.abs(np.diff(pitches)).mean()) if len(pitches) > 1 else 0.0
+
+
+def harmony_scores(music: np.ndarray, melody: np.ndarray, bach_lower: np.ndarray) -> dict:
+    """The module's measures of one harmonization against Bach's lower voices (all [Q, 88, S])."""
+    ours = pitch_classes_per_quarter(music & ~melody)
+    bach = pitch_classes_per_quarter(bach_lower)
+    union = (ours | bach).sum(axis=1)
+    shared = (ours & bach).sum(axis=1)
+    voices = music.sum(axis=1).max(axis=1)  # [Q]: most keys at once in each quarter
+    return {
+        "overlap_sum": float((shared[union > 0] / union[union > 0]).sum()),
+        "overlap_quarters": int((union > 0).sum()),
+        "voices_per_quarter": float(voices[voices > 0].mean()) if voices.any() else 0.0,
+        "scale_consistency": scale_consistency(music),
+        "bass_leap": bass_leap(music),
+        "melody_kept": melody_kept(music, melody),
+    }
+
+
+def summarize(scores: list[dict]) -> dict:
+    """Per-file scores -> the table's row: overlap pooled over quarters, the rest averaged over files."""
+    quarters = sum(s["overlap_quarters"] for s in scores)
+    return {
+        "lower_voice_overlap": sum(s["overlap_sum"] for s in scores) / max(quarters, 1),
+        "voices_per_quarter": float(np.mean([s["voices_per_quarter"] for s in scores])),
+        "scale_consistency": float(np.mean([s["scale_consistency"] for s in scores])),
+        "bass_leap": float(np.mean([s["bass_leap"] for s in scores])),
+        "melody_kept": sum(s["melody_kept"] for s in scores),
+        "files": len(scores),
+    }
+
+
+def evaluate_harmonization(config, seed: int, device) -> dict:
+    """Harmonize the Soprano of every held-out chorale with each system; the table as a JSON-ready dict."""
+    vq_vae, transformer = load_models(config.models.vq_vae, config.models.transformer, device)
+    pieces = load_corpus(config.data.midi_dir, config.data.cache_dir, config.data.max_quarters)
+    _, held_out = split(pieces, config.data.validation_fraction)
+    names = {piece.name for piece in held_out}
+    options = dataclasses.replace(config.generate, key="")
+    single = dataclasses.replace(options, candidates=1)
+    scores: dict[str, list] = {name: [] for name in (*SYSTEMS, "Bach")}
+    seconds = dict.fromkeys(SYSTEMS, 0.0)
+    skipped = []
+    folder = config.data.midi_dir
+    for path in midi_files(folder):
+        name = path.relative_to(folder).as_posix()
+        if name not in names:
+            continue
+        try:
+            voices = chorale_voices(path)
+        except MidiError as error:
+            skipped.append(f"{name}: {error.reason}")
+            continue
+        if voices is None:
+            skipped.append(f"{name}: no {MELODY_TRACK} track with notes and no {'/'.join(LOWER_TRACKS)} tracks")
+            continue
+        melody, bach_lower = voices
+        for system in SYSTEMS:
+            started = time.perf_counter()
+            if system == "triad rule":
+                music = triad_harmonization(melody, estimate_key(melody))
+            else:
+                music = harmonize(vq_vae, transformer, melody, options if system == "model" else single, seed).quarters
+            seconds[system] += time.perf_counter() - started
+            scores[system].append(harmony_scores(music, melody, bach_lower))
+        scores["Bach"].append(harmony_scores(melody | bach_lower, melody, bach_lower))
+    table = {system: summarize(rows) for system, rows in scores.items() if rows}
+    for system in SYSTEMS:
+        if system in table:
+            table[system]["seconds"] = round(seconds[system], 1)
+    return {
+        "models": {"vq_vae": config.models.vq_vae, "transformer": config.models.transformer},
+        "candidates": options.candidates,
+        "seed": seed,
+        "skipped": skipped,
+        "table": table,
+    }
+
+
+def print_harmonization(results: dict) -> None:
+    table = results["table"]
+    files = next(iter(table.values()))["files"] if table else 0
+    print(
+        f"harmonizing the {MELODY_TRACK} of {files} held-out chorales ({results['candidates']} candidates"
+        f" per quarter, seed {results['seed']}), against Bach's {', '.join(LOWER_TRACKS)}"
+    )
+    columns = ("system", "lower-voice pitch classes vs Bach", "voices per quarter", "scale consistency")
+    print(f"| {' | '.join(columns)} | bass leap | melody kept |")
+    print("|---|---|---|---|---|---|")
+    for system, row in table.items():
+        kept = "(its own)" if system == "Bach" else f"{row['melody_kept']} of {row['files']}"
+        print(
+            f"| {system} | {row['lower_voice_overlap']:.3f} | {row['voices_per_quarter']:.2f}"
+            f" | {row['scale_consistency']:.3f} | {row['bass_leap']:.2f} | {kept} |"
+        )
+    if "model" in table:
+        for baseline in ("one candidate", "triad rule"):
+            gain = table["model"]["lower_voice_overlap"] - table[baseline]["lower_voice_overlap"]
+            print(f"model against {baseline}: {gain:+.3f} lower-voice overlap")
+    for line in results["skipped"]:
+        print(f"skipped {line}")

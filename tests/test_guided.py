@@ -1,0 +1,324 @@
+"""Guided generation: harmonizing a melody and regenerating a passage, on tiny untrained models.
+
+What is tested is the contract, which holds whatever the models write: the melody is the exact top
+voice, the quarters outside a regenerated passage are kept, the same seed gives the same file, and
+bad input is one line. Candidates drawn with a shared cache equal plain sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import mido
+import numpy as np
+import pytest
+import tiny
+import torch
+from midi_files import midi_bytes, roll
+
+from bachsformer.compose import load_models
+from bachsformer.config import GenerateConfig
+from bachsformer.gpt import GPT, GPTConfig
+from bachsformer.guided import (
+    harmonize,
+    highest_line,
+    impose_melody,
+    melody_ceiling,
+    melody_scores,
+    piece_roll,
+    regenerate,
+)
+from bachsformer.harmonization import bass_leap, harmony_scores, melody_kept, triad_harmonization
+from bachsformer.keys import Key
+from bachsformer.midi import LOWEST_PITCH, quarters_to_midi_bytes, quarters_to_notes, read_midi, write_midi
+from bachsformer.sampling import draw, gumbel
+
+OPTIONS = GenerateConfig(min_note_steps=0, candidates=4)
+# a tune in G major: a held note across the boundary of quarters 1 and 2, a repeated note, a rest
+TUNE = roll(
+    5,
+    (67, 0, 16),
+    (71, 16, 40),  # B4 held into quarter 1
+    (74, 40, 63),  # D5, then D5 again right after the codec's one-step gap
+    (74, 64, 80),
+    (72, 80, 96),
+    (71, 104, 128),  # after a rest
+    (67, 128, 160),
+)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("guided")
+    tiny.write_config(root)
+    tiny.write_model_pair(root)
+    write_midi(TUNE, root / "tune.mid")
+    return root
+
+
+@pytest.fixture(scope="module")
+def models(root):
+    return load_models(root / "vq_vae.pt", root / "transformer.pt")
+
+
+@pytest.fixture
+def run(root, monkeypatch, capsys):
+    config = ("--config", str(root / "config.yaml"))
+    return lambda *args: tiny.run_script("generate.py", *config, *args, monkeypatch=monkeypatch, capsys=capsys)
+
+
+def named_tracks(tracks: dict[str, list[tuple[int, float, float]]]) -> bytes:
+    """A type-1 MIDI file at 480 ticks per beat: one named track per entry, notes as (pitch, start, beats)."""
+    chunks = []
+    for name, track_notes in tracks.items():
+        events = [(0, mido.MetaMessage("track_name", name=name))]
+        for pitch, start, beats in track_notes:
+            events.append((round(start * 480), mido.Message("note_on", note=pitch, velocity=80)))
+            events.append((round((start + beats) * 480), mido.Message("note_off", note=pitch)))
+        chunks.append(sorted(events, key=lambda event: (event[0], event[1].type == "note_on")))
+    return midi_bytes(chunks)
+
+
+def notes(quarters: np.ndarray) -> set[tuple[int, int, int]]:
+    return {tuple(note) for note in quarters_to_notes(quarters).tolist()}
+
+
+def assert_melody_is_the_top_voice(music: np.ndarray, melody: np.ndarray):
+    assert notes(melody) <= notes(music)  # every melody note, at its pitch, onset and length
+    music_roll, melody_roll = piece_roll(music), piece_roll(melody)
+    steps = np.nonzero(melody_roll.any(axis=0))[0]
+    highest = 87 - np.argmax(music_roll[::-1, steps], axis=0)
+    assert np.array_equal(highest, np.argmax(melody_roll[:, steps], axis=0))  # nothing above it
+
+
+# --------------------------------------------------------------------------------------------
+# the pieces
+
+
+def test_the_melody_ceiling_holds_the_last_melody_key_through_rests():
+    melody = piece_roll(roll(1, (60, 4, 8), (64, 12, 16)))
+    ceiling = melody_ceiling(melody)
+    c4, e4 = 60 - LOWEST_PITCH, 64 - LOWEST_PITCH
+    assert ceiling[:12].tolist() == [c4] * 12 and ceiling[12:].tolist() == [e4] * 20
+
+
+def test_impose_melody_clears_above_and_around_melody_notes_and_keeps_the_rest():
+    harmony = piece_roll(roll(1, (72, 0, 32), (64, 0, 32), (48, 0, 32)))  # held C5, E4, C3
+    melody = piece_roll(roll(1, (64, 8, 16), (67, 20, 28)))  # E4, then G4
+    result = impose_melody(harmony, melody, melody_ceiling(melody))
+    e4, g4, c5, c3 = (p - LOWEST_PITCH for p in (64, 67, 72, 48))
+    assert not result[c5].any()  # above the melody, all along (ceiling E4 at first, then G4)
+    assert result[c3].all()  # the bass is untouched
+    assert result[e4, :7].all() and not result[e4, 7] and result[e4, 8:16].all() and not result[e4, 16]
+    assert result[e4, 17:].all()  # after the melody's E4, the held E4 goes on below the G4
+    assert result[g4, 20:28].all() and not result[g4, 28:].any()
+    assert (result & ~melody).sum() == 32 + 32 - 8 - 2  # the bass, and the E4 less the melody's and its cuts
+
+
+def test_melody_scores_reward_carrying_the_melody_and_punish_what_lies_above():
+    melody = roll(1, (64, 0, 16))[0]
+    ceiling = melody_ceiling(melody)
+    carries, above, neither = roll(1, (64, 0, 16), (48, 0, 32)), roll(1, (64, 0, 16), (76, 0, 8)), roll(1, (48, 0, 8))
+    octave_lower = roll(1, (52, 0, 8))  # E3 for half the melody note
+    scores = melody_scores(np.concatenate([carries, above, neither, octave_lower]), melody, ceiling)
+    assert scores.tolist() == [1.0, 0.5, 0.0, 0.25]
+
+
+def test_highest_line_keeps_the_highest_sounding_key_only():
+    chords = roll(1, (60, 0, 16), (64, 0, 16), (55, 8, 24))
+    assert notes(highest_line(chords)) == {(0, 16, 64), (16, 24, 55)}
+
+
+def test_candidates_with_a_shared_cache_are_the_codes_plain_sampling_draws():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=8, block_size=24, n_layer=2, n_head=2, n_embd=16, dropout=0.0)).eval()
+    context = torch.randint(8, (9,))
+    candidates = model.sample_candidates(context, 3, 6, torch.Generator().manual_seed(5), temperature=0.9)
+    noise = gumbel((3, 6, 8), torch.Generator().manual_seed(5))
+    sequences = context.expand(3, -1)
+    for n in range(6):
+        logits = model(sequences)[0][:, -1] / 0.9
+        sequences = torch.cat([sequences, draw(logits, noise[:, n])[:, None]], dim=1)
+    assert torch.equal(candidates, sequences[:, 9:])
+    with pytest.raises(ValueError, match="do not fit"):
+        model.sample_candidates(torch.zeros(20, dtype=torch.long), 2, 6, torch.Generator())
+
+
+def test_log_likelihood_sums_the_scored_codes_log_probabilities():
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=8, block_size=24, n_layer=1, n_head=2, n_embd=16, dropout=0.0)).eval()
+    sequences = torch.randint(8, (2, 10))
+    log_probs = torch.log_softmax(model(sequences[:, :-1])[0], dim=-1)
+    expected = sum(log_probs[:, t - 1].gather(-1, sequences[:, t : t + 1])[:, 0] for t in range(4, 10))
+    assert torch.allclose(model.log_likelihood(sequences, 4), expected, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# harmonize
+
+
+@pytest.mark.parametrize("candidates", [1, 4])
+def test_harmonizing_keeps_the_melody_as_the_exact_top_voice(models, candidates):
+    options = dataclasses.replace(OPTIONS, candidates=candidates)
+    for seed in (0, 1):
+        piece = harmonize(*models, TUNE, options, seed)
+        assert piece.quarters.shape == TUNE.shape and str(piece.key) == "G major"
+        assert_melody_is_the_top_voice(piece.quarters, TUNE)
+        assert (piece.quarters & ~TUNE).any()  # and voices below it
+
+
+def test_harmonizing_keeps_the_melody_exact_after_short_notes_are_dropped(models):
+    piece = harmonize(*models, TUNE, dataclasses.replace(OPTIONS, min_note_steps=12), 3)
+    assert_melody_is_the_top_voice(piece.quarters, TUNE)
+
+
+def test_harmonizing_in_another_key_moves_the_melody_with_it(models):
+    piece = harmonize(*models, TUNE, dataclasses.replace(OPTIONS, key="A"), 0)
+    assert str(piece.key) == "A major"
+    assert_melody_is_the_top_voice(piece.quarters, np.roll(TUNE, 2, axis=1))
+
+
+def test_the_cli_harmonizes_a_track_and_the_same_seed_gives_the_same_bytes(run, root, tmp_path, models):
+    chorale = named_tracks({"Soprano": [(67, 0.0, 1.0), (69, 1.0, 1.0)], "Bass": [(55, 0.0, 2.0), (50, 2.0, 1.0)]})
+    (root / "chorale.mid").write_bytes(chorale)
+    soprano = roll(3, (67, 0, 32), (69, 32, 64))  # on the whole file's grid: three quarters, the last silent
+    command = ["--melody", str(root / "chorale.mid"), "--melody-track", "Soprano", "--seed", "2"]
+    status, out, err = run("--out", str(tmp_path / "a"), *command, "--candidates", "3")
+    assert status == 0, err
+    path, summary = out.strip().splitlines()
+    assert path.endswith("_m3_harmony-chorale_G-major.mid") and summary.startswith("1 piece(s) of 3 quarters")
+    expected = harmonize(*models, soprano, dataclasses.replace(OPTIONS, candidates=3), 2)
+    written = open(path, "rb").read()
+    assert written == quarters_to_midi_bytes(expected.quarters, GenerateConfig().tempo)
+    by_number = run(
+        "--out", str(tmp_path / "b"), *command[:2], "--melody-track", "0", "--seed", "2", "--candidates", "3"
+    )
+    assert open(by_number[1].splitlines()[0], "rb").read() == written
+
+
+def test_harmonizing_is_the_same_file_in_a_fresh_process(root, tmp_path):
+    command = [sys.executable, "generate.py", "--config", str(root / "config.yaml"), "--melody", str(root / "tune.mid")]
+    outputs = []
+    for name in ("one", "two"):
+        result = subprocess.run(
+            [*command, "--out", str(tmp_path / name), "--seed", "9"],
+            cwd=tiny.REPO,
+            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append(open(result.stdout.splitlines()[0], "rb").read())
+    assert outputs[0] == outputs[1]
+
+
+BASS = [(50, 0.0, 1.0)]
+
+
+@pytest.mark.parametrize(
+    "tracks, track, message",
+    [
+        ({"Soprano": [(60, 0.0, 1.0), (64, 0.5, 1.0)], "Bass": BASS}, "Soprano", "the melody has chords"),
+        ({"Soprano": [(60, 0.0, 1.0)], "Bass": BASS}, "Alto", "no track 'Alto'"),
+        ({"Soprano": [(60, 0.0, 1.0)], "Bass": BASS}, "7", "no track '7'"),
+        ({"Soprano": [], "Bass": BASS}, "Soprano", "no track 'Soprano' with notes"),
+        ({"Soprano": [(110, 0.0, 1.0), (72, 1.0, 1.0)], "Bass": BASS}, "0", "outside the 88 keys"),
+        ({"Soprano": [(110, 0.0, 1.0), (72, 1.0, 1.0)], "Bass": BASS}, None, "outside the 88 keys"),
+    ],
+)
+def test_a_bad_melody_is_refused_in_one_line_naming_the_file(run, tmp_path, tracks, track, message):
+    path = tmp_path / "bad tune.mid"
+    path.write_bytes(named_tracks(tracks))
+    status, _, err = run(
+        "--out", str(tmp_path / "out"), "--melody", str(path), *(["--melody-track", track] * bool(track))
+    )
+    assert status == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert str(path) in err and message in err
+
+
+# --------------------------------------------------------------------------------------------
+# regenerate
+
+
+def test_regenerating_keeps_every_quarter_outside_the_passage(models):
+    piece = tiny.tiny_rolls(1, 6, seed=4)[0]
+    for first, last in ((1, 2), (3, 4), (6, 6), (1, 6)):
+        result = regenerate(*models, piece, first, last, OPTIONS, seed=first)
+        assert result.quarters.shape == piece.shape
+        assert np.array_equal(result.quarters[: first - 1], piece[: first - 1])
+        assert np.array_equal(result.quarters[last:], piece[last:])
+    assert not np.array_equal(regenerate(*models, piece, 3, 4, OPTIONS, seed=0).quarters[2:4], piece[2:4])
+
+
+def test_the_cli_regenerates_a_passage_the_same_way_twice(run, root, tmp_path, models):
+    write_midi(tiny.tiny_rolls(1, 6, seed=4)[0], tmp_path / "piece.mid")
+    original = read_midi(tmp_path / "piece.mid").quarters
+    args = ("--file", str(tmp_path / "piece.mid"), "--regenerate", "2-3", "--seed", "5", "--candidates", "3")
+    paths = [run("--out", str(tmp_path / name), *args)[1].splitlines()[0] for name in ("a", "b")]
+    assert "_m3_regenerate2-3-piece_" in paths[0]
+    first, second = (open(path, "rb").read() for path in paths)
+    assert first == second
+    rewritten = read_midi(paths[0]).quarters
+    assert np.array_equal(rewritten[:1], original[:1]) and np.array_equal(rewritten[3:], original[3:])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--regenerate", "4-2"), "has quarters 1-6"),
+        (("--regenerate", "0-2"), "has quarters 1-6"),
+        (("--regenerate", "2-9"), "has quarters 1-6"),
+        (("--regenerate", "two"), "expected quarters A-B"),
+    ],
+)
+def test_a_bad_passage_is_refused_in_one_line(run, tmp_path, args, message):
+    write_midi(tiny.tiny_rolls(1, 6, seed=4)[0], tmp_path / "piece.mid")
+    status, _, err = run("--out", str(tmp_path / "out"), "--file", str(tmp_path / "piece.mid"), *args)
+    assert status == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1 and message in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--regenerate", "1-2"), "--regenerate needs --file"),
+        (("--melody-track", "Soprano"), "--melody-track needs --melody"),
+        (("--candidates", "0"), "candidates: must be at least 1"),
+    ],
+)
+def test_options_that_do_not_go_together_are_refused(run, tmp_path, args, message):
+    status, _, err = run("--out", str(tmp_path / "out"), *args)
+    assert status == 2 and err.startswith("error: ") and message in err
+
+
+# --------------------------------------------------------------------------------------------
+# the harmonization evaluation
+
+
+def test_the_triad_rule_puts_three_chord_tones_below_each_melody_note():
+    melody = roll(2, (64, 0, 32), (67, 32, 64))  # E4 (degree 3 of C major), G4 (degree 5)
+    music = triad_harmonization(melody, Key(0, "major"))
+    assert melody_kept(music, melody)
+    below = {tuple(n) for n in quarters_to_notes(music & ~melody).tolist()}
+    # E minor on E4: B3 G3 (alto, tenor), E3 (bass); G major on G4: D4 B3, G3; B3 and G3 repeated, not merged
+    assert below == {(0, 31, 59), (0, 31, 55), (0, 32, 52), (32, 64, 62), (32, 64, 59), (32, 64, 55)}
+
+
+def test_harmony_scores_on_a_known_harmonization():
+    melody = roll(2, (72, 0, 32), (74, 32, 64))
+    bach = roll(2, (48, 0, 32), (64, 0, 32), (67, 0, 32), (43, 32, 64), (59, 32, 64))  # C E G, then G B
+    ours = melody | roll(2, (48, 0, 32), (64, 0, 32), (45, 32, 64), (59, 32, 64))  # C E, then A B
+    scores = harmony_scores(ours, melody, bach)
+    assert scores["overlap_quarters"] == 2 and scores["overlap_sum"] == pytest.approx(2 / 3 + 1 / 3)
+    assert scores["voices_per_quarter"] == 3.0 and scores["melody_kept"]
+    assert scores["bass_leap"] == 3.0  # C3 -> A2
+    assert bass_leap(roll(1, (50, 0, 8), (55, 8, 16), (48, 16, 24))) == pytest.approx((5 + 7) / 2)
+
+
+def test_melody_kept_fails_when_a_note_is_merged_or_covered():
+    melody = roll(1, (67, 0, 15), (67, 16, 32))  # a repeated note
+    assert melody_kept(melody | roll(1, (60, 0, 32)), melody)
+    assert not melody_kept(roll(1, (67, 0, 32)), melody)  # the two notes merged
+    assert not melody_kept(melody | roll(1, (72, 8, 12)), melody)  # something above it
