@@ -83,10 +83,11 @@ def parse_key(text: str) -> KeyRequest:
 
 def pitch_class_profile(quarters: np.ndarray) -> np.ndarray:
     """Sounding steps of each pitch class (0 = C) in quarters [Q, 88, T]: float [12]."""
-    per_key = np.asarray(quarters).sum(axis=(0, 2), dtype=np.float64)  # [88]
-    profile = np.zeros(12)
-    np.add.at(profile, (np.arange(NUM_KEYS) + LOWEST_PITCH) % 12, per_key)
-    return profile
+    per_key = np.count_nonzero(np.asarray(quarters), axis=(0, 2))  # [88]
+    # laid out from the C below A0, so that position i has pitch class i % 12
+    octaves = np.zeros(-(-(LOWEST_PITCH % 12 + NUM_KEYS) // 12) * 12)
+    octaves[LOWEST_PITCH % 12 : LOWEST_PITCH % 12 + NUM_KEYS] = per_key
+    return octaves.reshape(-1, 12).sum(axis=0)
 
 
 def _centred_templates() -> np.ndarray:
