@@ -20,8 +20,9 @@ Definitions chosen here (all pieces must have at least one quarter):
   top-voice pitches (0 with fewer than two onset steps). Onsets rather than sounding notes, so that
   a held high note does not hide the melody moving beneath it.
 - max_polyphony: the most keys sounding at one step of the piece (a chorale has 4 voices).
-- top_voice_leap: the *top line* is the highest sounding key at each step; its notes are its runs
-  of one pitch, split where that pitch starts again (a repeated note); this is the mean absolute
+- top_voice_leap: the *top line* is the highest sounding key at each step (the codec's one-step
+  gap before a repeated note counted as sounding, so that a lower voice does not show through it);
+  its notes are its runs of one pitch, split where that pitch starts again; this is the mean absolute
   interval in semitones between successive top-line notes, across rests (0 with fewer than two).
   Unlike top_voice_interval, a held soprano note stays the top line while lower voices move.
 - silent_quarters: fraction of quarters with no key sounding.
@@ -126,13 +127,16 @@ def top_line(quarters: np.ndarray) -> np.ndarray:
     """Pitches of the top line's notes in order (see the module doc): int array [N]."""
     quarters = _check_piece(quarters)
     roll = quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # [88, Q * steps]
-    sounding = roll.any(axis=0)
-    highest = NUM_KEYS - 1 - np.argmax(roll[::-1], axis=0)  # [Q * steps], meaningless where silent
-    steps = np.nonzero(sounding)[0]
-    top = highest[steps]
+    before = np.zeros_like(roll)
+    before[:, 1:] = roll[:, :-1]
+    after = np.zeros_like(roll)
+    after[:, :-1] = roll[:, 1:]
+    # the codec's one-step gap before a repeated note is no rest: a lower voice must not show through it
+    filled = roll | (before & after)
+    steps = np.nonzero(filled.any(axis=0))[0]
+    top = NUM_KEYS - 1 - np.argmax(filled[::-1, steps], axis=0)
     # a new top-line note: the first sounding step, a change of pitch, a rest before, or an onset of that key
-    onset = np.zeros(len(steps), dtype=bool)
-    onset[1:] = ~roll[top[1:], steps[1:] - 1]
+    onset = roll[top, steps] & ~before[top, steps]
     new_note = np.ones(len(steps), dtype=bool)
     new_note[1:] = (top[1:] != top[:-1]) | (steps[1:] != steps[:-1] + 1) | onset[1:]
     return top[new_note] + LOWEST_PITCH

@@ -146,6 +146,11 @@ def test_top_voice_leap_follows_the_highest_sounding_key_note_by_note():
     held = silence(2)
     add_note(held, 65, 16, 48)  # across the quarter boundary: one note
     assert top_line(held).tolist() == [65]
+    repeated = silence(1)
+    add_note(repeated, 72, 0, 15)  # a repeated C5: the alto below must not show through its one-step gap
+    add_note(repeated, 72, 16, 32)
+    add_note(repeated, 64, 0, 32)
+    assert top_line(repeated).tolist() == [72, 72]
 
 
 def test_max_polyphony_is_the_most_keys_sounding_at_one_step():
