@@ -7,12 +7,13 @@ music). The constraint is then made exact in what is written, and the written mu
 context holds from then on.
 
 - Harmonize: a candidate is one quarter, drawn after the quarters written so far (sharing their
-  key/value cache). Its score is the share of the melody's cells it already sounds (half for an
-  octave lower), less the cells it sounds above the melody, times HARMONY_SHARPNESS: the texture
-  whose top voice already is the tune is the one whose lower voices the model wrote for that tune.
-  The written quarter is the chosen candidate with the melody imposed (`impose_melody`: nothing
-  sounds above it, and every melody note keeps its pitch, onset and length), encoded again after
-  the quarter before it.
+  key/value cache). Each is made exact first: the melody imposed (`impose_melody`: nothing sounds
+  above it, every melody note keeps its pitch, onset and length) and the result encoded after the
+  quarter before it. Its score adds two things: the share of the melody's cells the candidate
+  already sounded (half for an octave lower) less what it sounded above the melody, times
+  HARMONY_SHARPNESS, so that the texture whose top voice was the tune wins; and the log-likelihood
+  the transformer gives the exact quarter after the context, so that lower voices that clash with
+  the imposed melody lose.
 - Regenerate: a candidate is the whole passage, sampled after the music before it. Its score is
   the log-likelihood the transformer gives the quarters after the passage (up to
   FOLLOWING_QUARTERS), so choosing by exp(score) is sampling-importance-resampling from
@@ -157,6 +158,16 @@ def melody_scores(candidates: np.ndarray, melody: np.ndarray, ceiling: np.ndarra
     return (hits + OCTAVE_CREDIT * octave_steps - above) / max(int(melody.sum()), 1)
 
 
+def encode_after(vq_vae: VQVAE, previous: np.ndarray | None, quarters: np.ndarray) -> torch.Tensor:
+    """Codes [M, 16] of each of quarters [M, 88, 32], each read as following `previous` [88, 32] (if any)."""
+    device = vq_vae.decoder[0].weight.device
+    if previous is None:
+        return vq_vae.encode(torch.from_numpy(quarters).to(device), consecutive=False)
+    pairs = np.stack([np.broadcast_to(previous, quarters.shape), quarters], axis=1).reshape(-1, *quarters.shape[1:])
+    # [previous, q0, previous, q1, ...] read in order: each q's onsets are read after `previous`
+    return vq_vae.encode(torch.from_numpy(pairs).to(device)).view(len(quarters), 2, -1)[:, 1]
+
+
 def choose(scores: torch.Tensor, generator: torch.Generator) -> int:
     """An index drawn with probability proportional to exp(scores [M])."""
     probabilities = torch.softmax(scores.double(), dim=0)
@@ -191,11 +202,14 @@ def harmonize(vq_vae: VQVAE, transformer: GPT, melody: np.ndarray, options: Gene
         )  # [M, 16]
         rolls = decode_quarters(vq_vae, candidates.flatten(), consecutive=False)  # [M, 88, 32]
         quarter_ceiling = ceiling[i * steps : (i + 1) * steps]
-        scores = melody_scores(rolls, tune[i], quarter_ceiling)
-        chosen = choose(torch.from_numpy(HARMONY_SHARPNESS * scores), generator)
-        written[i] = impose_melody(rolls[chosen], tune[i], quarter_ceiling)
-        # encoded after the quarter before it, so that a held note is not read as a new onset
-        codes[i] = vq_vae.encode(torch.from_numpy(written[max(0, i - 1) : i + 1]))[-1]
+        imposed = np.stack([impose_melody(r, tune[i], quarter_ceiling) for r in rolls])  # [M, 88, 32]
+        imposed_codes = encode_after(vq_vae, written[i - 1] if i else None, imposed)  # [M, 16]
+        scores = torch.from_numpy(HARMONY_SHARPNESS * melody_scores(rolls, tune[i], quarter_ceiling)).float()
+        if len(context):  # and how likely the transformer finds the quarter as it will be written
+            sequences = torch.cat([context.expand(len(imposed), -1), imposed_codes], dim=1)
+            scores += transformer.log_likelihood(sequences, len(context)).cpu()
+        chosen = choose(scores, generator)
+        written[i], codes[i] = imposed[chosen], imposed_codes[chosen]
     if options.min_note_steps > 1:
         written = drop_short_notes(written, options.min_note_steps)
     # once more over the whole piece: the cuts around melody notes that start or end on a boundary
