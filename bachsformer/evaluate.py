@@ -333,6 +333,7 @@ def print_table(results: dict) -> None:
             f" | {music['overlapping_area'][name]:.3f} |"
         )
     print(f"| **mean overlapping area** | | | | **{music['mean_overlapping_area']:.3f}** |")
+    print(f"mean overlapping area of the first seven features: {music['mean_overlapping_area_of_first_seven']:.3f}")
     print(f"pitch-class histogram distance (total variation): {music['pitch_class_distance']:.3f}")
     copies = music["longest_verbatim_run"]
     print(f"longest verbatim run from the training files: max {copies['max']}, mean {copies['mean']:.2f} quarters")

@@ -262,6 +262,8 @@ def compare(generated: Sequence[np.ndarray], reference: Sequence[np.ndarray]) ->
         "num_reference": len(reference),
         "overlapping_area": areas,
         "mean_overlapping_area": float(np.mean(list(areas.values()))),
+        # without the two texture features added last, to compare with evaluations made before them
+        "mean_overlapping_area_of_first_seven": float(np.mean([areas[name] for name in FEATURE_NAMES[:7]])),
         "pitch_class_distance": pitch_class_distance(
             mean_pitch_class_histogram(generated), mean_pitch_class_histogram(reference)
         ),
