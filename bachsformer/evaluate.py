@@ -351,7 +351,9 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="also write all results to this JSON file")
-    parser.add_argument("--png", help="also draw each feature, generated against Bach, into this PNG file")
+    parser.add_argument(
+        "--png", help="also draw each feature, generated against Bach (with --harmonize: one chorale), into this PNG"
+    )
     parser.add_argument(
         "--harmonize", action="store_true", help="harmonize the held-out chorales' Soprano tracks instead"
     )
@@ -360,7 +362,7 @@ def main():
         parser.error("--num and --quarters must be at least 1")
     config = load_config(args.config, args.set)
     if args.harmonize:
-        results = evaluate_harmonization(config, args.seed, resolve_device(args.device))
+        results = evaluate_harmonization(config, args.seed, resolve_device(args.device), args.png)
         print_harmonization(results)
     else:
         results = evaluate(config, args.num, args.quarters, args.seed, resolve_device(args.device), args.png)

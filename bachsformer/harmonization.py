@@ -30,6 +30,7 @@ from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_q
 from bachsformer.keys import Key, estimate_key
 from bachsformer.metrics import scale_consistency, top_line
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, MidiError, quarters_to_notes, read_midi_tracks
+from bachsformer.render import write_rolls_png
 
 MELODY_TRACK = "Soprano"
 LOWER_TRACKS = ("Alto", "Tenor", "Bass")
@@ -137,8 +138,11 @@ def summarize(scores: list[dict]) -> dict:
     }
 
 
-def evaluate_harmonization(config, seed: int, device) -> dict:
-    """Harmonize the Soprano of every held-out chorale with each system; the table as a JSON-ready dict."""
+def evaluate_harmonization(config, seed: int, device, png: str | None = None) -> dict:
+    """Harmonize the Soprano of every held-out chorale with each system; the table as a JSON-ready dict.
+
+    png: also draw the first held-out chorale as the model harmonized it, above Bach's own.
+    """
     vq_vae, transformer = load_models(config.models.vq_vae, config.models.transformer, device)
     pieces = load_corpus(config.data.midi_dir, config.data.cache_dir, config.data.max_quarters)
     _, held_out = split(pieces, config.data.validation_fraction)
@@ -170,6 +174,9 @@ def evaluate_harmonization(config, seed: int, device) -> dict:
                 music = harmonize(vq_vae, transformer, melody, options if system == "model" else single, seed).quarters
             seconds[system] += time.perf_counter() - started
             scores[system].append(harmony_scores(music, melody, bach_lower))
+            if png is not None and system == "model" and len(scores["model"]) == 1:
+                panels = [(music, f"{name}: its Soprano harmonized by bachsformer"), (melody | bach_lower, "Bach")]
+                write_rolls_png(panels, png, melody=melody, overwrite=True)
         scores["Bach"].append(harmony_scores(melody | bach_lower, melody, bach_lower))
     table = {system: summarize(rows) for system, rows in scores.items() if rows}
     for system in SYSTEMS:

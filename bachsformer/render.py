@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bachsformer.errors import BachsformerError
-from bachsformer.midi import LOWEST_PITCH
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS
 
 SAMPLE_RATE = 22_050
 SOUNDFONT_VARIABLE = "BACHSFORMER_SOUNDFONT"
@@ -76,6 +76,17 @@ def write_wav(midi_path: str | Path, wav_path: str | Path) -> Rendering:
 
 def write_png(quarters: np.ndarray, png_path: str | Path, title: str = "") -> None:
     """Draw quarters [Q, 88, 32] as a piano roll, with a line at every bar of four quarters."""
+    write_rolls_png([(quarters, title)], png_path)
+
+
+def write_rolls_png(
+    panels: list[tuple[np.ndarray, str]], png_path: str | Path, melody: np.ndarray | None = None, overwrite=False
+) -> None:
+    """Draw pieces [Q, 88, 32] as piano rolls one above the other on a shared pitch axis.
+
+    melody: quarters [Q, 88, 32] drawn in red wherever a panel sounds them (a harmonized tune).
+    Refuses to overwrite an existing file unless `overwrite`.
+    """
     try:
         import matplotlib
 
@@ -83,25 +94,34 @@ def write_png(quarters: np.ndarray, png_path: str | Path, title: str = "") -> No
         import matplotlib.pyplot as plt
     except ImportError:
         raise BachsformerError("--png needs matplotlib: pip install matplotlib") from None
-    roll = np.asarray(quarters).transpose(1, 0, 2).reshape(quarters.shape[1], -1)  # [88, Q * 32]
-    keys = np.nonzero(roll.any(1))[0]
-    low, high = (keys[0], keys[-1]) if len(keys) else (0, roll.shape[0] - 1)
-    steps = quarters.shape[2]
-    figure, axes = plt.subplots(figsize=(max(6, len(quarters) / 6), 3.5), dpi=120)
-    axes.imshow(
-        roll[low : high + 1],
-        aspect="auto",
-        origin="lower",
-        cmap="Greys",
-        interpolation="nearest",
-        extent=(0, len(quarters), low + LOWEST_PITCH - 0.5, high + LOWEST_PITCH + 0.5),
+    rolls = [np.asarray(q).transpose(1, 0, 2).reshape(NUM_KEYS, -1) for q, _ in panels]  # [88, Q * 32] each
+    keys = np.nonzero(np.logical_or.reduce([roll.any(1) for roll in rolls]))[0]
+    low, high = (keys[0], keys[-1]) if len(keys) else (0, NUM_KEYS - 1)
+    num_quarters = max(len(q) for q, _ in panels)
+    steps = panels[0][0].shape[2]
+    figure, axes = plt.subplots(
+        len(panels), 1, figsize=(max(6, num_quarters / 6), 3.0 * len(panels) + 0.5), dpi=120, squeeze=False
     )
-    for bar in range(0, len(quarters) + 1, 4):
-        axes.axvline(bar, color="tab:blue", linewidth=0.3)
-    axes.set_xlabel(f"quarter notes ({steps} steps each)")
-    axes.set_ylabel("MIDI pitch")
-    axes.set_title(title, fontsize=9)
+    melody_roll = None if melody is None else np.asarray(melody).transpose(1, 0, 2).reshape(NUM_KEYS, -1)
+    for axis, roll, (quarters, title) in zip(axes[:, 0], rolls, panels):
+        image = np.ones((*roll.shape, 3))
+        image[roll] = 0.0  # black notes
+        if melody_roll is not None and melody_roll.shape == roll.shape:
+            image[roll & melody_roll] = (0.85, 0.1, 0.1)  # the melody in red
+        axis.imshow(
+            image[low : high + 1],
+            aspect="auto",
+            origin="lower",
+            interpolation="nearest",
+            extent=(0, len(quarters), low + LOWEST_PITCH - 0.5, high + LOWEST_PITCH + 0.5),
+        )
+        for bar in range(0, len(quarters) + 1, 4):
+            axis.axvline(bar, color="tab:blue", linewidth=0.3)
+        axis.set_xlim(0, num_quarters)
+        axis.set_ylabel("MIDI pitch")
+        axis.set_title(title, fontsize=9)
+    axes[-1, 0].set_xlabel(f"quarter notes ({steps} steps each)")
     figure.tight_layout()
-    with open(png_path, "xb") as file:
+    with open(png_path, "wb" if overwrite else "xb") as file:
         figure.savefig(file, format="png")
     plt.close(figure)

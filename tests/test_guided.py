@@ -8,6 +8,7 @@ bad input is one line. Candidates drawn with a shared cache equal plain sampling
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -20,6 +21,9 @@ from midi_files import midi_bytes, roll
 
 from bachsformer.compose import load_models
 from bachsformer.config import GenerateConfig
+from bachsformer.data import is_validation
+from bachsformer.errors import exit_on_user_error
+from bachsformer.evaluate import main as evaluate_main
 from bachsformer.gpt import GPT, GPTConfig
 from bachsformer.guided import (
     harmonize,
@@ -322,3 +326,33 @@ def test_melody_kept_fails_when_a_note_is_merged_or_covered():
     assert melody_kept(melody | roll(1, (60, 0, 32)), melody)
     assert not melody_kept(roll(1, (67, 0, 32)), melody)  # the two notes merged
     assert not melody_kept(melody | roll(1, (72, 8, 12)), melody)  # something above it
+
+
+def test_evaluate_harmonize_scores_every_held_out_chorale_and_draws_one(root, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "chorales"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for number in range(8):
+        voices = {}
+        for name, low in (("Soprano", 67), ("Alto", 60), ("Tenor", 53), ("Bass", 43)):
+            voices[name] = [(int(low + rng.integers(0, 5)), float(beat), 1.0) for beat in range(6)]
+        (folder / f"chorale{number}.mid").write_bytes(named_tracks(voices))
+    (folder / "no_voices.mid").write_bytes(named_tracks({"Piano": [(60, 0.0, 2.0)]}))
+    png, out = tmp_path / "harmonized.png", tmp_path / "harmonize.json"
+    args = ["--config", str(root / "config.yaml"), "--set", f"data.midi_dir={folder}"]
+    args += ["--set", "data.validation_fraction=0.6", "--set", "generate.candidates=3"]
+    monkeypatch.setattr(sys, "argv", ["evaluate", *args, "--harmonize", "--png", str(png), "--json", str(out)])
+    exit_on_user_error(evaluate_main)
+    stdout = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    table = results["table"]
+    held_out = [name for name in sorted(p.name for p in folder.iterdir()) if is_validation(name, 0.6)]
+    chorales = [name for name in held_out if name != "no_voices.mid"]
+    assert len(chorales) >= 2 and set(table) == {"model", "one candidate", "triad rule", "Bach"}
+    for system in ("model", "one candidate", "triad rule"):
+        assert table[system]["files"] == len(chorales) and table[system]["melody_kept"] == len(chorales)
+        assert 0 <= table[system]["lower_voice_overlap"] <= 1
+    assert table["Bach"]["lower_voice_overlap"] == 1.0
+    assert ("no_voices.mid" in held_out) == any("no_voices.mid" in line for line in results["skipped"])
+    assert "| model |" in stdout and "model against triad rule:" in stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
