@@ -306,23 +306,47 @@ class GPT(nn.Module):
         check_sampling_options(temperature, top_k, top_p, self.config.vocab_size)
         device = self.first_code_probs.device
         noise = gumbel((num_candidates, num_new, self.config.vocab_size), generator).to(device)
-        dtype = next(self.parameters()).dtype
-        cache = KVCache(self.config, num_candidates, device, dtype)
+        cache, logits = self._context_cache(context, num_candidates)
         weights = self.decode_weights()
         candidates = torch.empty(num_candidates, num_new, dtype=torch.long, device=device)
-        if context_length:
-            shared = KVCache(self.config, 1, device, dtype)
-            logits = self(context[None].to(device), cache=shared)[0][:, -1].expand(num_candidates, -1)
-            cache.kv[:, :, :, :, :context_length] = shared.kv[:, :, :, :, :context_length]  # [L, 1 -> M, ...]
-            cache.length = context_length
-        else:
-            logits = self.first_code_probs.log().expand(num_candidates, -1)
         for n in range(num_new):
             filtered = logits if not context_length and n == 0 else filter_logits(logits, temperature, top_k, top_p)
             candidates[:, n] = draw(filtered, noise[:, n])
             if n + 1 < num_new:
                 logits = self.decode_step(candidates[:, n], cache, weights)
         return candidates
+
+    def _context_cache(self, context: torch.Tensor, batch: int) -> tuple[KVCache, torch.Tensor]:
+        """A cache of `batch` rows, each holding context [P] (run once), and the logits after it [batch, V].
+
+        An empty context gives an empty cache and the log of `first_code_probs`.
+        """
+        device, dtype = self.first_code_probs.device, next(self.parameters()).dtype
+        cache = KVCache(self.config, batch, device, dtype)
+        if not len(context):
+            return cache, self.first_code_probs.log().expand(batch, -1)
+        shared = KVCache(self.config, 1, device, dtype)
+        logits = self(context[None].to(device), cache=shared)[0][:, -1].expand(batch, -1)
+        cache.kv[:, :, :, :, : len(context)] = shared.kv[:, :, :, :, : len(context)]  # [L, 1 -> batch, ...]
+        cache.length = len(context)
+        return cache, logits
+
+    @torch.inference_mode()
+    def continuation_log_likelihood(self, context: torch.Tensor, continuations: torch.Tensor) -> torch.Tensor:
+        """Log-probability (nats) of each of continuations [M, n] after one context [P]: [M].
+
+        The context is run once and shared through the cache, as in `sample_candidates`; it must
+        start on a quarter boundary, and P + n - 1 <= block_size.
+        """
+        num, length = continuations.shape
+        if len(context) + length - 1 > self.config.block_size:
+            raise ValueError(f"{len(context)} + {length} codes do not fit block_size {self.config.block_size}")
+        cache, first_logits = self._context_cache(context, num)
+        logits = [first_logits[:, None].float()]  # predicts each continuation's first code
+        if length > 1:
+            logits.append(self(continuations[:, :-1], cache=cache)[0].float())
+        log_probs = torch.log_softmax(torch.cat(logits, dim=1), dim=-1)  # [M, n, V]
+        return log_probs.gather(-1, continuations[..., None]).squeeze(-1).sum(-1)
 
     @torch.inference_mode()
     def log_likelihood(self, sequences: torch.Tensor, first_scored: int) -> torch.Tensor:

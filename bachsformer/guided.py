@@ -205,9 +205,8 @@ def harmonize(vq_vae: VQVAE, transformer: GPT, melody: np.ndarray, options: Gene
         imposed = np.stack([impose_melody(r, tune[i], quarter_ceiling) for r in rolls])  # [M, 88, 32]
         imposed_codes = encode_after(vq_vae, written[i - 1] if i else None, imposed)  # [M, 16]
         scores = torch.from_numpy(HARMONY_SHARPNESS * melody_scores(rolls, tune[i], quarter_ceiling)).float()
-        if len(context):  # and how likely the transformer finds the quarter as it will be written
-            sequences = torch.cat([context.expand(len(imposed), -1), imposed_codes], dim=1)
-            scores += transformer.log_likelihood(sequences, len(context)).cpu()
+        # and how likely the transformer finds the quarter as it will be written
+        scores += transformer.continuation_log_likelihood(context, imposed_codes).cpu()
         chosen = choose(scores, generator)
         written[i], codes[i] = imposed[chosen], imposed_codes[chosen]
     if options.min_note_steps > 1:

@@ -356,3 +356,14 @@ def test_evaluate_harmonize_scores_every_held_out_chorale_and_draws_one(root, tm
     assert ("no_voices.mid" in held_out) == any("no_voices.mid" in line for line in results["skipped"])
     assert "| model |" in stdout and "model against triad rule:" in stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_continuation_log_likelihood_equals_the_full_forward_pass():
+    torch.manual_seed(2)
+    model = GPT(GPTConfig(vocab_size=8, block_size=24, n_layer=2, n_head=2, n_embd=16, dropout=0.0)).eval()
+    context, continuations = torch.randint(8, (7,)), torch.randint(8, (3, 5))
+    sequences = torch.cat([context.expand(3, -1), continuations], dim=1)
+    expected = model.log_likelihood(sequences, 7)
+    assert torch.allclose(model.continuation_log_likelihood(context, continuations), expected, atol=1e-5)
+    opening = torch.log(model.first_code_probs)[continuations[:, 0]] + model.log_likelihood(continuations, 1)
+    assert torch.allclose(model.continuation_log_likelihood(context[:0], continuations), opening, atol=1e-5)
