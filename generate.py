@@ -133,22 +133,23 @@ def main():
         raise BachsformerError(f"--{error}") from None
 
     seeds = [options.seed + i for i in range(options.num)]
+    normalized = config.data.normalize_key  # as the models learned the music
     sampling = f"t{options.temperature:g}_k{options.top_k}_p{options.top_p:g}"
     started = time.perf_counter()
     if args.melody:
         melody = read_melody(args.melody, args.melody_track)
-        pieces = [harmonize(vq_vae, transformer, melody, options, seed) for seed in seeds]
+        pieces = [harmonize(vq_vae, transformer, melody, options, seed, normalized) for seed in seeds]
         length = len(melody)
         settings = f"{sampling}_m{options.candidates}_harmony-{safe_name(Path(args.melody).stem)}"
     elif args.regenerate:
         piece = read_midi(args.file).quarters
         first, last = parse_passage(args.regenerate, len(piece), args.file)
-        pieces = [regenerate(vq_vae, transformer, piece, first, last, options, seed) for seed in seeds]
+        pieces = [regenerate(vq_vae, transformer, piece, first, last, options, seed, normalized) for seed in seeds]
         length = len(piece)
         settings = f"{sampling}_m{options.candidates}_regenerate{first}-{last}-{safe_name(Path(args.file).stem)}"
     else:
         primer = read_midi(args.file).quarters if args.file else None
-        pieces = compose(vq_vae, transformer, options, seeds, primer, args.continuation_only)
+        pieces = compose(vq_vae, transformer, options, seeds, primer, args.continuation_only, normalized)
         settings, length = f"{sampling}_q{options.quarters}", options.quarters
         if args.file:
             settings += f"_primer-{safe_name(Path(args.file).stem)}" + (

@@ -66,6 +66,7 @@ def compose(
     seeds: list[int],
     primer: np.ndarray | None = None,
     continuation_only: bool = False,
+    normalize_key: bool = True,
 ) -> list[Composition]:
     """One piece per seed: `options.quarters` new quarters, after the primer's own unless asked not to.
 
@@ -73,6 +74,8 @@ def compose(
     continue; it is moved to C major / A minor, encoded and continued code by code, and the
     continuation moved back to the primer's key, the primer's own quarters kept as they were.
     options.key: move each whole piece to that key (`keys.move_to_key`); empty: as written.
+    normalize_key: whether the models learned key-normalized music (`data.normalize_key`); when
+    not, a primer is continued in its own key.
     options.min_note_steps: notes shorter than this many steps are dropped from the decoded music:
     the decoder's stray fragments (the chorales hold no note shorter than 4 steps, 1/8 of a quarter).
     """
@@ -86,7 +89,7 @@ def compose(
     if primer is not None:
         primer = primer.astype(bool)
         primer_key = estimate_key(primer)
-        primer_shift = normalizing_shift(primer, primer_key)
+        primer_shift = normalizing_shift(primer, primer_key) if normalize_key else 0
         normalized = torch.from_numpy(transpose_quarters(primer, primer_shift)).to(device)
         prompt = vq_vae.encode(normalized).flatten().expand(len(seeds), -1)
     num_new = options.quarters * codes_per_quarter

@@ -182,11 +182,16 @@ def _in_key(quarters: np.ndarray, key, options: GenerateConfig) -> Composition:
 
 
 @torch.no_grad()
-def harmonize(vq_vae: VQVAE, transformer: GPT, melody: np.ndarray, options: GenerateConfig, seed: int) -> Composition:
-    """The melody quarters [Q, 88, 32] (one line of notes) with voices below it written by the models."""
+def harmonize(
+    vq_vae: VQVAE, transformer: GPT, melody: np.ndarray, options: GenerateConfig, seed: int, normalize_key: bool = True
+) -> Composition:
+    """The melody quarters [Q, 88, 32] (one line of notes) with voices below it written by the models.
+
+    normalize_key: whether the models learned key-normalized music (else the melody stays in its key).
+    """
     melody = np.asarray(melody, dtype=bool)
     key = estimate_key(melody)
-    shift = normalizing_shift(melody, key)
+    shift = normalizing_shift(melody, key) if normalize_key else 0
     tune = transpose_quarters(melody, shift)  # [Q, 88, 32] in C major / A minor
     steps = tune.shape[2]
     ceiling = melody_ceiling(piece_roll(tune))  # [Q * 32]
@@ -231,12 +236,22 @@ def parse_passage(text: str, num_quarters: int, source: str) -> tuple[int, int]:
 
 @torch.no_grad()
 def regenerate(
-    vq_vae: VQVAE, transformer: GPT, quarters: np.ndarray, first: int, last: int, options: GenerateConfig, seed: int
+    vq_vae: VQVAE,
+    transformer: GPT,
+    quarters: np.ndarray,
+    first: int,
+    last: int,
+    options: GenerateConfig,
+    seed: int,
+    normalize_key: bool = True,
 ) -> Composition:
-    """Quarters [Q, 88, 32] with quarters first ... last (1-based, inclusive) written anew to fit both sides."""
+    """Quarters [Q, 88, 32] with quarters first ... last (1-based, inclusive) written anew to fit both sides.
+
+    normalize_key: whether the models learned key-normalized music (else the piece stays in its key).
+    """
     quarters = np.asarray(quarters, dtype=bool)
     key = estimate_key(quarters)
-    shift = normalizing_shift(quarters, key)
+    shift = normalizing_shift(quarters, key) if normalize_key else 0
     per_quarter = vq_vae.codes_per_quarter
     device = transformer.first_code_probs.device
     codes = vq_vae.encode(torch.from_numpy(transpose_quarters(quarters, shift)).to(device))  # [Q, 16]

@@ -171,7 +171,8 @@ def evaluate_harmonization(config, seed: int, device, png: str | None = None) ->
             if system == "triad rule":
                 music = triad_harmonization(melody, estimate_key(melody))
             else:
-                music = harmonize(vq_vae, transformer, melody, options if system == "model" else single, seed).quarters
+                system_options = options if system == "model" else single
+                music = harmonize(vq_vae, transformer, melody, system_options, seed, config.data.normalize_key).quarters
             seconds[system] += time.perf_counter() - started
             scores[system].append(harmony_scores(music, melody, bach_lower))
             if png is not None and system == "model" and len(scores["model"]) == 1:

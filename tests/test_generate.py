@@ -273,3 +273,17 @@ def test_a_bad_key_is_refused_in_one_line_naming_it(option, run, tmp_path):
     assert status == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert ("--key" in err or "generate.key" in err) and "is not a key" in err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_without_key_normalization_a_primer_is_continued_in_its_own_key(run, models, tmp_path):
+    chords = ((50, 62, 66, 69), (43, 59, 62, 67), (45, 61, 64, 69))  # D major
+    notes = [(pitch, 32 * quarter, 32 * quarter + 28) for quarter, chord in enumerate(chords) for pitch in chord]
+    write_midi(roll(PRIMER_QUARTERS, *notes), tmp_path / "in_d.mid")
+    primer_in_d = read_midi(tmp_path / "in_d.mid").quarters
+    args = ("--file", str(tmp_path / "in_d.mid"), "--quarters", "2", "--set", "data.normalize_key=false")
+    (path,) = written(run("--out", str(tmp_path / "out"), *args))
+    options = dataclasses.replace(OPTIONS, quarters=2)
+    (expected,) = compose(*models, options, [0], primer_in_d, normalize_key=False)
+    assert path.read_bytes() == quarters_to_midi_bytes(expected.quarters, TEMPO)
+    (normalized,) = compose(*models, options, [0], primer_in_d)
+    assert not np.array_equal(expected.quarters, normalized.quarters)
