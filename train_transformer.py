@@ -5,8 +5,9 @@
     python train_transformer.py --out runs/gpt --resume      # continue where it stopped
     torchrun --nproc_per_node=2 train_transformer.py         # DistributedDataParallel
 
-Every piece is encoded once at each transposition augmentation may use (cached under
-data.cache_dir, keyed by the VQ-VAE's fingerprint and the corpus), then windows of block_size + 1
+Every piece, key-normalized (data.normalize_key), is encoded once at each transposition
+augmentation may use (cached under data.cache_dir, keyed by the VQ-VAE's fingerprint and the
+corpus content), then windows of block_size + 1
 codes that start on quarter boundaries are drawn at random transpositions. Each epoch reports
 held-out bits per code beside two baselines on the same codes, a unigram and a bigram model;
 `best` is kept by held-out bits. The checkpoint records the fingerprint of its VQ-VAE.

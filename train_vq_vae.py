@@ -5,10 +5,11 @@
     python train_vq_vae.py --out runs/big --resume          # continue where it stopped
     torchrun --nproc_per_node=2 train_vq_vae.py             # DistributedDataParallel
 
-Quarters are transposed at random inside the 88 keys; held-out files (chosen by a hash of their
-name, the same split the transformer uses) give frame F1, onset F1 and codebook perplexity each
-epoch. The run folder holds config.yaml, metrics.jsonl, last.pt and best.pt (best by frame F1).
-Nothing is written into models/ unless --write-models is given.
+The corpus is read key-normalized (data.normalize_key) and each quarter enters as its sounding and
+onset channels, transposed at random when train_vq_vae.max_transpose is above 0. Held-out files
+(chosen by a hash of their name, the same split the transformer uses) give frame F1, onset F1 and
+codebook perplexity each epoch. The run folder holds config.yaml, metrics.jsonl, last.pt and
+best.pt (best by frame F1). Nothing is written into models/ unless --write-models is given.
 """
 
 import argparse
