@@ -44,12 +44,42 @@ def load_models(vq_vae_path, transformer_path, device="cpu") -> tuple[VQVAE, GPT
 
 
 @torch.no_grad()
-def decode_quarters(vq_vae: VQVAE, codes: torch.Tensor, consecutive: bool = True) -> np.ndarray:
+def decode_quarters(
+    vq_vae: VQVAE, codes: torch.Tensor, consecutive: bool = True, min_note_steps: int = 0
+) -> np.ndarray:
     """Codes [Q * 16] -> quarters, bool [Q, 88, 32] (note probabilities above one half).
 
     consecutive: the quarters are one piece in order (see `VQVAE.decode`); otherwise each is alone.
+    min_note_steps: notes shorter than this many steps are dropped: the decoder's stray fragments
+    (the chorales hold no note shorter than 4 steps, 1/8 of a quarter).
     """
-    return (vq_vae.decode(codes.view(-1, vq_vae.codes_per_quarter), consecutive) > 0.5).cpu().numpy()
+    quarters = (vq_vae.decode(codes.view(-1, vq_vae.codes_per_quarter), consecutive) > 0.5).cpu().numpy()
+    return drop_short_notes(quarters, min_note_steps) if min_note_steps > 1 else quarters
+
+
+@torch.no_grad()
+def sample_codes(
+    vq_vae: VQVAE, transformer: GPT, prompt: torch.Tensor | None, num_quarters: int, seeds: list, options
+) -> torch.Tensor:
+    """`num_quarters` new quarters of codes after prompt [B, P] (or from nothing): [B, num_quarters * 16].
+
+    Sampled with the options' temperature, top-k and top-p; each code sees at least
+    DEFAULT_MIN_CONTEXT codes (whole quarters, fewer than the window holds) once there are that many.
+    """
+    per_quarter = vq_vae.codes_per_quarter
+    min_context = min(DEFAULT_MIN_CONTEXT, (transformer.config.block_size - 1) // per_quarter * per_quarter)
+    num_new = num_quarters * per_quarter
+    codes = transformer.generate(
+        prompt,
+        num_new,
+        seeds,
+        options.temperature,
+        options.top_k,
+        options.top_p,
+        codes_per_quarter=per_quarter,
+        min_context=min_context,
+    )
+    return codes[:, codes.shape[1] - num_new :]
 
 
 @dataclass(frozen=True)
@@ -76,14 +106,10 @@ def compose(
     options.key: move each whole piece to that key (`keys.move_to_key`); empty: as written.
     normalize_key: whether the models learned key-normalized music (`data.normalize_key`); when
     not, a primer is continued in its own key.
-    options.min_note_steps: notes shorter than this many steps are dropped from the decoded music:
-    the decoder's stray fragments (the chorales hold no note shorter than 4 steps, 1/8 of a quarter).
+    options.min_note_steps: shorter decoded notes are dropped (`decode_quarters`).
     """
     if options.quarters < 1:
         raise ValueError(f"the number of quarters must be at least 1, got {options.quarters}")
-    codes_per_quarter = vq_vae.codes_per_quarter
-    # Each code sees at least this much context; whole quarters, fewer than the window holds.
-    min_context = min(DEFAULT_MIN_CONTEXT, (transformer.config.block_size - 1) // codes_per_quarter * codes_per_quarter)
     device = transformer.first_code_probs.device
     prompt, primer_key, primer_shift = None, None, 0
     if primer is not None:
@@ -92,23 +118,11 @@ def compose(
         primer_shift = normalizing_shift(primer, primer_key) if normalize_key else 0
         normalized = torch.from_numpy(transpose_quarters(primer, primer_shift)).to(device)
         prompt = vq_vae.encode(normalized).flatten().expand(len(seeds), -1)
-    num_new = options.quarters * codes_per_quarter
-    codes = transformer.generate(
-        prompt,
-        num_new,
-        seeds,
-        options.temperature,
-        options.top_k,
-        options.top_p,
-        codes_per_quarter=codes_per_quarter,
-        min_context=min_context,
-    )
+    codes = sample_codes(vq_vae, transformer, prompt, options.quarters, seeds, options)
     request = parse_key(options.key) if options.key else None
     pieces = []
-    for row in codes[:, codes.shape[1] - num_new :]:
-        quarters = decode_quarters(vq_vae, row)
-        if options.min_note_steps > 1:
-            quarters = drop_short_notes(quarters, options.min_note_steps)
+    for row in codes:
+        quarters = decode_quarters(vq_vae, row, min_note_steps=options.min_note_steps)
         key = primer_key
         if primer is not None:
             quarters = transpose_quarters(quarters, -primer_shift)

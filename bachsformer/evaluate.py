@@ -47,7 +47,7 @@ from bachsformer.metrics import (
     onsets_in_scale,
     piece_features,
 )
-from bachsformer.midi import NUM_KEYS, drop_short_notes, key_range
+from bachsformer.midi import NUM_KEYS, key_range
 from bachsformer.training import resolve_device
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
@@ -198,9 +198,9 @@ def evaluate(
     reference = [p.quarters for p in held_out]
     music = compare(generated, reference)
     # what the codes allow: the held-out files through the VQ-VAE, decoded as generation decodes
-    reconstructed = [decode_quarters(vq_vae, untransposed(piece)) for piece in held_out_codes]
-    if options.min_note_steps > 1:
-        reconstructed = [drop_short_notes(quarters, options.min_note_steps) for quarters in reconstructed]
+    reconstructed = [
+        decode_quarters(vq_vae, untransposed(piece), min_note_steps=options.min_note_steps) for piece in held_out_codes
+    ]
     music["reconstruction_mean"] = {
         name: float(np.mean([piece_features(q)[name] for q in reconstructed])) for name in FEATURE_NAMES
     }

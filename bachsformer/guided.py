@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bachsformer.compose import DEFAULT_MIN_CONTEXT, Composition, decode_quarters
+from bachsformer.compose import Composition, decode_quarters, sample_codes
 from bachsformer.config import GenerateConfig
 from bachsformer.errors import BachsformerError
 from bachsformer.gpt import GPT
 from bachsformer.keys import estimate_key, move_to_key, normalizing_shift, parse_key, transpose_quarters
+from bachsformer.metrics import highest_line
 from bachsformer.midi import NUM_KEYS, drop_short_notes, read_midi, read_midi_tracks
 from bachsformer.vqvae import VQVAE
 
@@ -55,15 +56,6 @@ def piece_roll(quarters: np.ndarray) -> np.ndarray:
 def piece_quarters(roll: np.ndarray, steps_per_quarter: int) -> np.ndarray:
     """One roll [88, Q * S] -> quarters [Q, 88, S] (the inverse of `piece_roll`)."""
     return np.ascontiguousarray(roll.reshape(NUM_KEYS, -1, steps_per_quarter).transpose(1, 0, 2))
-
-
-def highest_line(quarters: np.ndarray) -> np.ndarray:
-    """The highest sounding key at every step of quarters [Q, 88, S], and nothing else."""
-    roll = piece_roll(quarters)
-    line = np.zeros_like(roll)
-    steps = np.nonzero(roll.any(axis=0))[0]
-    line[NUM_KEYS - 1 - np.argmax(roll[::-1, steps], axis=0), steps] = True
-    return piece_quarters(line, np.shape(quarters)[2])
 
 
 def check_melody(melody: np.ndarray, source: str) -> None:
@@ -259,22 +251,10 @@ def regenerate(
     before = codes[: first - 1].flatten()
     # scored after at least one quarter of the passage, in one window
     after = codes[last : last + min(FOLLOWING_QUARTERS, window_quarters - 1)].flatten()
-    num_new = (last - first + 1) * per_quarter
     generator = torch.Generator().manual_seed(seed)
     seeds = torch.randint(2**62, (options.candidates,), generator=generator).tolist()
-    block = transformer.config.block_size
-    min_context = min(DEFAULT_MIN_CONTEXT, (block - 1) // per_quarter * per_quarter)
     prompt = before.expand(options.candidates, -1) if len(before) else None
-    passages = transformer.generate(
-        prompt,
-        num_new,
-        seeds,
-        options.temperature,
-        options.top_k,
-        options.top_p,
-        codes_per_quarter=per_quarter,
-        min_context=min_context,
-    )[:, -num_new:]  # [M, num_new]
+    passages = sample_codes(vq_vae, transformer, prompt, last - first + 1, seeds, options)  # [M, passage codes]
     scores = torch.zeros(options.candidates)
     if len(after):
         # the window that ends with the following quarters, starting on a quarter boundary
@@ -282,8 +262,6 @@ def regenerate(
         history = torch.cat([before.expand(options.candidates, -1), passages], dim=1)[:, -history_length:]
         sequences = torch.cat([history, after.expand(options.candidates, -1)], dim=1)
         scores = transformer.log_likelihood(sequences, history.shape[1]).cpu()
-    passage = decode_quarters(vq_vae, passages[choose(scores, generator)])
-    if options.min_note_steps > 1:
-        passage = drop_short_notes(passage, options.min_note_steps)
+    passage = decode_quarters(vq_vae, passages[choose(scores, generator)], min_note_steps=options.min_note_steps)
     music = np.concatenate([quarters[: first - 1], transpose_quarters(passage, -shift), quarters[last:]])
     return _in_key(music, key, options)

@@ -123,18 +123,35 @@ def top_voice_interval(quarters: np.ndarray) -> float:
     return float(np.abs(np.diff(top)).mean()) if len(top) > 1 else 0.0
 
 
-def top_line(quarters: np.ndarray) -> np.ndarray:
-    """Pitches of the top line's notes in order (see the module doc): int array [N]."""
-    quarters = _check_piece(quarters)
-    roll = quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # [88, Q * steps]
+def _top_keys(roll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps where something sounds, the top line's key at each, the roll one step later) of roll [88, T].
+
+    The codec's one-step gap before a repeated note is no rest: a lower voice must not show through it.
+    """
     before = np.zeros_like(roll)
     before[:, 1:] = roll[:, :-1]
     after = np.zeros_like(roll)
     after[:, :-1] = roll[:, 1:]
-    # the codec's one-step gap before a repeated note is no rest: a lower voice must not show through it
     filled = roll | (before & after)
     steps = np.nonzero(filled.any(axis=0))[0]
-    top = NUM_KEYS - 1 - np.argmax(filled[::-1, steps], axis=0)
+    return steps, NUM_KEYS - 1 - np.argmax(filled[::-1, steps], axis=0), before
+
+
+def highest_line(quarters: np.ndarray) -> np.ndarray:
+    """The top line of quarters [Q, 88, steps] and nothing else, as quarters (a repeat's gap kept)."""
+    quarters = _check_piece(quarters)
+    roll = quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # [88, Q * steps]
+    steps, top, _ = _top_keys(roll)
+    line = np.zeros_like(roll)
+    line[top, steps] = roll[top, steps]
+    return np.ascontiguousarray(line.reshape(NUM_KEYS, len(quarters), -1).transpose(1, 0, 2))
+
+
+def top_line(quarters: np.ndarray) -> np.ndarray:
+    """Pitches of the top line's notes in order (see the module doc): int array [N]."""
+    quarters = _check_piece(quarters)
+    roll = quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # [88, Q * steps]
+    steps, top, before = _top_keys(roll)
     # a new top-line note: the first sounding step, a change of pitch, a rest before, or an onset of that key
     onset = roll[top, steps] & ~before[top, steps]
     new_note = np.ones(len(steps), dtype=bool)

@@ -19,7 +19,7 @@ import tiny
 import torch
 from midi_files import midi_bytes, roll
 
-from bachsformer.compose import load_models
+from bachsformer.compose import decode_quarters, load_models
 from bachsformer.config import GenerateConfig
 from bachsformer.data import is_validation
 from bachsformer.errors import exit_on_user_error
@@ -27,7 +27,6 @@ from bachsformer.evaluate import main as evaluate_main
 from bachsformer.gpt import GPT, GPTConfig
 from bachsformer.guided import (
     harmonize,
-    highest_line,
     impose_melody,
     melody_ceiling,
     melody_scores,
@@ -35,7 +34,8 @@ from bachsformer.guided import (
     regenerate,
 )
 from bachsformer.harmonization import bass_leap, harmony_scores, melody_kept, triad_harmonization
-from bachsformer.keys import Key
+from bachsformer.keys import Key, normalizing_shift, transpose_quarters
+from bachsformer.metrics import highest_line
 from bachsformer.midi import LOWEST_PITCH, quarters_to_midi_bytes, quarters_to_notes, read_midi, write_midi
 from bachsformer.sampling import draw, gumbel
 
@@ -133,6 +133,8 @@ def test_melody_scores_reward_carrying_the_melody_and_punish_what_lies_above():
 def test_highest_line_keeps_the_highest_sounding_key_only():
     chords = roll(1, (60, 0, 16), (64, 0, 16), (55, 8, 24))
     assert notes(highest_line(chords)) == {(0, 16, 64), (16, 24, 55)}
+    repeated = roll(1, (72, 0, 15), (72, 16, 32), (64, 0, 32))  # a repeated C5 over a held E4
+    assert notes(highest_line(repeated)) == {(0, 15, 72), (16, 32, 72)}  # the E4 does not show through the gap
 
 
 def test_candidates_with_a_shared_cache_are_the_codes_plain_sampling_draws():
@@ -367,3 +369,30 @@ def test_continuation_log_likelihood_equals_the_full_forward_pass():
     assert torch.allclose(model.continuation_log_likelihood(context, continuations), expected, atol=1e-5)
     opening = torch.log(model.first_code_probs)[continuations[:, 0]] + model.log_likelihood(continuations, 1)
     assert torch.allclose(model.continuation_log_likelihood(context[:0], continuations), opening, atol=1e-5)
+
+
+def test_regenerating_writes_the_candidate_the_following_quarters_favour(models, monkeypatch):
+    import bachsformer.guided as guided
+
+    vq_vae, transformer = models
+    piece = tiny.tiny_rolls(1, 6, seed=4)[0]
+    drawn = []
+    sample_codes = guided.sample_codes
+    monkeypatch.setattr(guided, "sample_codes", lambda *args: drawn.append(sample_codes(*args)) or drawn[-1])
+    for favoured in (0, 2):
+        boost = torch.zeros(OPTIONS.candidates)
+        boost[favoured] = 1e9  # as if only this candidate led into the following quarters
+
+        class Favouring:
+            config, first_code_probs = transformer.config, transformer.first_code_probs
+            generate = transformer.generate
+
+            @staticmethod
+            def log_likelihood(sequences, first_scored, boost=boost):
+                return transformer.log_likelihood(sequences, first_scored) + boost
+
+        result = regenerate(vq_vae, Favouring(), piece, 2, 3, OPTIONS, seed=0)
+        candidate = drawn[-1][favoured]
+        expected = transpose_quarters(decode_quarters(vq_vae, candidate), -normalizing_shift(piece))
+        assert np.array_equal(result.quarters[1:3], expected)
+    assert not torch.equal(drawn[0][0], drawn[0][2])
