@@ -33,7 +33,7 @@ from bachsformer.midi import (
 from bachsformer.vqvae import quarter_channels
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
-CODEC_VERSION = 3  # bump when midi.py reads files differently, so old caches are ignored (3: symusic parses)
+CODEC_VERSION = 4  # bump when midi.py reads files differently, so old caches are ignored (4: unisons keep sounding)
 
 
 class CorpusError(BachsformerError):

@@ -4,9 +4,10 @@ A *quarter* is a binary piano roll of 88 keys (MIDI 21, A0 ... 108, C8) by 32 ti
 quarter note. Time comes from the file's own ticks, `step = round(tick * 32 / ticks_per_beat)`,
 so tempo (and tempo changes) never matter and performed files snap to the grid.
 
-Note rules (see DESIGN.md §1): a note covers steps [onset, offset), at least one step; when the
+Note rules (docs/design.md): a note covers steps [onset, offset), at least one step; when the
 same pitch starts again where (or before) the earlier note ended, the earlier note loses its last
-step(s) so the two stay two notes; drum tracks are left out; pitches outside the 88 keys are
+step(s) so the two stay two notes; the roll is the union of what sounds, so a note starting inside
+another of the same key (a unison) re-strikes it and the key sounds until the longer ends; drum tracks are left out; pitches outside the 88 keys are
 dropped and counted; leading and trailing silent quarters are trimmed. With these rules any
 binary roll survives `quarters -> MIDI -> quarters` exactly.
 
@@ -253,15 +254,25 @@ def _on_grid(notes: np.ndarray, ticks_per_beat: int, steps_per_quarter: int) -> 
 
 
 def _separate_repeats(key: np.ndarray, onset: np.ndarray, offset: np.ndarray):
-    """One note per (key, onset), the longest; then, per key in time order, a note that starts where
-    or before the previous one ends cuts that one short by a step, leaving a gap. Returns the arrays."""
+    """Notes that do not overlap on one key, whose roll is the union of what sounds.
+
+    One note per (key, onset), the longest. Then per key in time order a note starting where or
+    before the key's sound so far ends (a repeated note, or a unison of two voices) re-strikes the
+    key: the sound before it ends a step early, leaving the one-step gap a repeat is written with,
+    and the new note lasts until the longer of the two ends. So a short note inside a longer one on
+    the same key (two voices in unison) never silences the rest of the longer note. Returns the arrays.
+    """
     order = np.lexsort((-offset, onset, key))
     key, onset, offset = key[order], onset[order], offset[order]
     first = np.ones(len(key), dtype=bool)
     first[1:] = (key[1:] != key[:-1]) | (onset[1:] != onset[:-1])
     key, onset, offset = key[first], onset[first], offset[first]
-    cut = (key[1:] == key[:-1]) & (onset[1:] <= offset[:-1])
-    offset[:-1][cut] = np.maximum(onset[1:][cut] - 1, onset[:-1][cut] + 1)
+    # Where the key's sound (every note of the key so far) ends: a running maximum within each key.
+    span = int(offset.max()) + 1 if len(offset) else 1
+    sound_end = np.maximum.accumulate(offset + key * span) - key * span
+    restrike = (key[1:] == key[:-1]) & (onset[1:] <= sound_end[:-1])
+    offset = sound_end.copy()
+    offset[:-1][restrike] = np.maximum(onset[1:][restrike] - 1, onset[:-1][restrike] + 1)
     return key, onset, offset
 
 

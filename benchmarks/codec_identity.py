@@ -5,8 +5,9 @@
 Loads bachsformer/midi.py as it was at git revision `--against` (default: the last commit with the
 codec's own byte-level reader) beside the current one, reads every file of `--midi-dir` and the
 damaged files of `python -m bachsformer.fuzz` with both, and prints how many read alike: the same
-quarters, notes and dropped notes, or both refused. Each difference is listed: the file and what
-each reader made of it; then the time each reader takes over the corpus. The exit status is 0 when
+quarters, notes and dropped notes, or both refused. Each difference is listed: the file, what
+each reader made of it and, for a file both read at one length, the sounding steps gained and lost
+(a unison's sound kept, since CODEC_VERSION 4, gains steps and loses none); then the time each reader takes over the corpus. The exit status is 0 when
 every corpus file reads alike, 1 otherwise.
 """
 
@@ -93,13 +94,25 @@ def fuzz_files(count: int, midi_dir: str) -> list[tuple[str, bytes]]:
     return [(fuzz.damaged_name(number, kind), data) for number, (kind, data) in enumerate(files)]
 
 
+def steps_changed(before: tuple, after: tuple) -> str:
+    """What changed between two readings of one file: sounding steps gained and lost (same length), or ""."""
+    if before[0] != "read" or after[0] != "read" or before[1] != after[1]:
+        return ""
+    old, new = (np.unpackbits(np.frombuffer(result[4], np.uint8)).astype(bool) for result in (before, after))
+    gained, lost = int((new & ~old).sum()), int((old & ~new).sum())
+    # The codec's unison rule (CODEC_VERSION 4): a note inside a longer one of the same key no
+    # longer silences the rest of the longer note, so steps are gained and none lost.
+    why = " (sound kept in unisons)" if gained and not lost else ""
+    return f"; {gained} sounding steps gained, {lost} lost{why}"
+
+
 def report(title: str, total: int, differences: list[tuple[str, tuple, tuple]]) -> None:
     print(f"{title}: {total - len(differences)} of {total} read alike")
     kinds = Counter((before[0], after[0]) for _, before, after in differences)
     for (before, after), count in sorted(kinds.items()):
         print(f"  {count} {before} before, {after} now")
     for name, before, after in differences:
-        print(f"    {name}: before {describe(before)}; now {describe(after)}")
+        print(f"    {name}: before {describe(before)}; now {describe(after)}{steps_changed(before, after)}")
 
 
 def main(argv: list[str] | None = None) -> int:
