@@ -7,9 +7,9 @@ so tempo (and tempo changes) never matter and performed files snap to the grid.
 Note rules (docs/design.md): a note covers steps [onset, offset), at least one step; when the
 same pitch starts again where (or before) the earlier note ended, the earlier note loses its last
 step(s) so the two stay two notes; the roll is the union of what sounds, so a note starting inside
-another of the same key (a unison) re-strikes it and the key sounds until the longer ends; drum tracks are left out; pitches outside the 88 keys are
-dropped and counted; leading and trailing silent quarters are trimmed. With these rules any
-binary roll survives `quarters -> MIDI -> quarters` exactly.
+another of the same key (a unison) re-strikes it and the key sounds until the longer ends; drum
+tracks are left out; pitches outside the 88 keys are dropped and counted; leading and trailing
+silent quarters are trimmed. With these rules any binary roll survives `quarters -> MIDI -> quarters` exactly.
 
 Standard MIDI Files are parsed and written by symusic (the C++ library MidiTok reads MIDI with).
 Its notes are paired first in, first out per channel and pitch, and a note never released is left

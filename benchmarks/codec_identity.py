@@ -7,8 +7,8 @@ codec's own byte-level reader) beside the current one, reads every file of `--mi
 damaged files of `python -m bachsformer.fuzz` with both, and prints how many read alike: the same
 quarters, notes and dropped notes, or both refused. Each difference is listed: the file, what
 each reader made of it and, for a file both read at one length, the sounding steps gained and lost
-(a unison's sound kept, since CODEC_VERSION 4, gains steps and loses none); then the time each reader takes over the corpus. The exit status is 0 when
-every corpus file reads alike, 1 otherwise.
+(a unison's sound kept, since CODEC_VERSION 4, gains steps and loses none); then the time each
+reader takes over the corpus. The exit status is 0 when every corpus file reads alike, 1 otherwise.
 """
 
 from __future__ import annotations
