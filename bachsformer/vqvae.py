@@ -43,6 +43,7 @@ class VQVAEConfig:
     transition_weight: float = 1.0  # loss weight of sounding cells where a key starts or stops sounding
     onset_channel: bool = True  # input and output the onsets beside the sounding notes (False: the roll alone)
     onset_weight: float = 1.0  # loss weight of the onset channel against the sounding one
+    tie_weight: float = 1.0  # loss weight of the onset cells at a quarter's first step where a key sounds (see below)
 
     def __post_init__(self):
         """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""
@@ -51,13 +52,13 @@ class VQVAEConfig:
         check_at_least(self, 0, "residual_layers", "commitment_cost", "dead_code_threshold")
         if not 0 < self.decay < 1:
             raise ValueError(f"decay: must lie in (0, 1), got {self.decay}")
-        for key in ("transition_weight", "onset_weight"):
+        for key in ("transition_weight", "onset_weight", "tie_weight"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key}: must be above 0, got {getattr(self, key)}")
 
 
 # Keys added to VQVAEConfig after checkpoints were shipped, with the values that rebuild those checkpoints.
-ADDED_CONFIG_KEYS = {"onset_channel": False}
+ADDED_CONFIG_KEYS = {"onset_channel": False, "tie_weight": 1.0}
 
 
 def _piece_roll(quarters: torch.Tensor) -> torch.Tensor:
@@ -285,12 +286,15 @@ class VQVAE(nn.Module):
 
         Weighted means: the onset channel counts onset_weight times the sounding one, and sounding
         cells where a key starts or stops count transition_weight times the others (in the
-        one-channel model a repeated note is a single 0 among 1s there, nearly free to miss).
+        one-channel model a repeated note is a single 0 among 1s there, nearly free to miss). The
+        onset cells at a quarter's first step where a key sounds count tie_weight times: there the
+        onset says whether a note goes on from the quarter before (a tie) or starts again, about
+        four cells of the 5,632 of a quarter, which the codes would otherwise not spend a bit on.
         """
         targets = targets.float()
         cross_entropy = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
         config = self.config
-        if config.transition_weight == 1.0 and config.onset_weight == 1.0:
+        if config.transition_weight == 1.0 and config.onset_weight == 1.0 and config.tie_weight == 1.0:
             return cross_entropy.mean()
         weights = torch.ones_like(targets)
         sounding = targets[:, 0]
@@ -298,6 +302,7 @@ class VQVAE(nn.Module):
         weights[:, 0, :, 1:] += (config.transition_weight - 1.0) * changes
         if config.onset_channel:
             weights[:, 1] = config.onset_weight
+            weights[:, 1, :, 0] *= 1.0 + (config.tie_weight - 1.0) * sounding[:, :, 0]  # [N, 88]
         return (weights * cross_entropy).sum() / weights.sum()
 
     @torch.no_grad()
@@ -327,13 +332,14 @@ class VQVAE(nn.Module):
         return torch.sigmoid(logits.float())
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, consecutive: bool = True) -> torch.Tensor:
+    def decode(self, codes: torch.Tensor, consecutive: bool = True, batch_size: int = 1024) -> torch.Tensor:
         """codes [N, 16] -> note probabilities [N, 88, 32]; cells above 0.5 are the codec's roll.
 
         consecutive: the N quarters are one piece in order, so a note starting at a quarter's first
         step ends the same key's note of the quarter before; otherwise each quarter is read alone.
+        The decoder runs `batch_size` quarters at a time.
         """
-        probabilities = self.decode_channels(codes)
+        probabilities = torch.cat([self.decode_channels(part) for part in codes.split(batch_size)])
         if not self.config.onset_channel:
             return probabilities[:, 0]
         return split_at_onsets(probabilities[:, 0], probabilities[:, 1], consecutive)
@@ -359,30 +365,60 @@ def _onsets(roll: torch.Tensor) -> torch.Tensor:
     return roll & ~before
 
 
+def boundary_ties(target: torch.Tensor, predicted: torch.Tensor, steps: int = STEPS_PER_QUARTER) -> dict:
+    """How the notes sounding across quarter boundaries come back, rolls [88, T] bool (the codec's).
+
+    At each boundary step b (a multiple of `steps`, b > 0) and key: *held* in the target when the key
+    sounds at b - 1 and at b (one note goes on); *re-struck* when it sounds at b - 2 and b with the
+    codec's one-step gap at b - 1 (the same key starts again on the beat). Returns the counts and
+    how many of each the prediction keeps so: held (sounding at b - 1 and b) and re-struck (a
+    note starting at b).
+    """
+    boundaries = torch.arange(steps, target.shape[1], steps, device=target.device)
+    before, at = target[:, boundaries - 1], target[:, boundaries]  # [88, B]
+    held = before & at
+    restruck = target[:, boundaries - 2] & ~before & at
+    predicted_held = predicted[:, boundaries - 1] & predicted[:, boundaries]
+    predicted_onset = predicted[:, boundaries] & ~predicted[:, boundaries - 1]
+    return {
+        "held": int(held.sum()),
+        "held_kept": int((held & predicted_held).sum()),
+        "restruck": int(restruck.sum()),
+        "restruck_kept": int((restruck & predicted_onset).sum()),
+    }
+
+
 @torch.no_grad()
 def reconstruction_scores(model: VQVAE, pieces: list[np.ndarray], batch_size: int = 512) -> dict:
-    """Frame F1, onset F1 (threshold 0.5) and code perplexity of `model` on whole pieces.
+    """Frame F1, onset F1 (threshold 0.5), ties and code perplexity of `model` on whole pieces.
 
     Each piece [Q, 88, 32] is encoded and decoded quarter by quarter, then judged as one roll, so
-    a note held across a quarter boundary is one onset, as in the music.
+    a note held across a quarter boundary is one onset, as in the music. held_kept: the share of
+    notes held across a quarter boundary that come back held; restruck_kept: of the notes struck
+    again on a boundary, the share that come back struck again (`boundary_ties`).
     """
     frames_true, frames_predicted, onsets_true, onsets_predicted = [], [], [], []
+    ties = {"held": 0, "held_kept": 0, "restruck": 0, "restruck_kept": 0}
     counts = torch.zeros(model.num_embeddings)
     for quarters in pieces:
         rolls = torch.from_numpy(np.asarray(quarters))
         codes = model.encode(rolls, batch_size=batch_size)  # [Q, 16]
         counts += torch.bincount(codes.flatten().cpu(), minlength=model.num_embeddings)
-        predicted = torch.cat([model.decode(part).cpu() > 0.5 for part in codes.split(batch_size)])
+        predicted = model.decode(codes, batch_size=batch_size).cpu() > 0.5  # the quarters read as consecutive
         target = rolls.bool().permute(1, 0, 2).flatten(1)  # [88, Q * 32]
         predicted = predicted.permute(1, 0, 2).flatten(1)
         frames_true.append(target)
         frames_predicted.append(predicted)
         onsets_true.append(_onsets(target))
         onsets_predicted.append(_onsets(predicted))
+        for name, count in boundary_ties(target, predicted).items():
+            ties[name] += count
     probs = counts / counts.sum()
     return {
         "frame_f1": _f1(torch.cat(frames_predicted, 1), torch.cat(frames_true, 1)),
         "onset_f1": _f1(torch.cat(onsets_predicted, 1), torch.cat(onsets_true, 1)),
+        "held_kept": ties["held_kept"] / max(ties["held"], 1),
+        "restruck_kept": ties["restruck_kept"] / max(ties["restruck"], 1),
         "perplexity": torch.exp(-(probs * torch.log(probs + 1e-10)).sum()).item(),
         "codes_used": int((counts > 0).sum()),
     }

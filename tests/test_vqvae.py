@@ -6,7 +6,14 @@ import torch
 
 from bachsformer.checkpoint import export_run, save_checkpoint
 from bachsformer.midi import quarters_to_notes
-from bachsformer.vqvae import VQVAE, VQVAEConfig, quarter_channels, reconstruction_scores, split_at_onsets
+from bachsformer.vqvae import (
+    VQVAE,
+    VQVAEConfig,
+    boundary_ties,
+    quarter_channels,
+    reconstruction_scores,
+    split_at_onsets,
+)
 
 TINY = VQVAEConfig(num_embeddings=8, embedding_dim=8, hidden_channels=8, residual_layers=1, residual_channels=8)
 
@@ -168,16 +175,46 @@ def test_reconstruction_scores_are_exact_on_known_input():
         """Encodes nothing; decodes a fixed roll, so the scores are known."""
 
     model = Echo(TINY).eval()
-    target = np.zeros((1, 88, 32), dtype=bool)
+    target = np.zeros((2, 88, 32), dtype=bool)
     target[0, 40, 0:8] = True  # one note of 8 steps
     target[0, 40, 9:16] = True  # a repeated note after a one-step gap
+    target[0, 50, 16:], target[1, 50, :16] = True, True  # a note held across the boundary
+    target[0, 60, 16:31], target[1, 60, :16] = True, True  # a note struck again on the boundary
     prediction = target.copy()
     prediction[0, 40, 8] = True  # gap filled: the two notes merge, one onset lost
-    model.decode = lambda codes: torch.from_numpy(prediction).float()
+    prediction[0, 50, 31] = False  # the held note struck again
+    model.decode = lambda codes, batch_size: torch.from_numpy(prediction).float()
     scores = reconstruction_scores(model, [target])
-    frames_true, frames_predicted = 15, 16
-    assert scores["frame_f1"] == pytest.approx(2 * 15 / (frames_true + frames_predicted))
-    assert scores["onset_f1"] == pytest.approx(2 * 1 / (2 + 1))
+    frames_true, frames_predicted = 15 + 32 + 31, 16 + 31 + 31
+    assert scores["frame_f1"] == pytest.approx(2 * (15 + 31 + 31) / (frames_true + frames_predicted))
+    assert scores["onset_f1"] == pytest.approx(2 * 4 / (5 + 5))
+    assert (scores["held_kept"], scores["restruck_kept"]) == (0.0, 1.0)
+
+
+def test_boundary_ties_count_held_and_restruck_notes_and_what_the_prediction_keeps():
+    target = torch.zeros(88, 96, dtype=torch.bool)
+    target[40, 16:48] = True  # held across step 32
+    target[41, 0:31] = target[41, 32:64] = True  # struck again at 32
+    target[42, 40:96] = True  # held across step 64
+    target[43, 70:90] = True  # inside a quarter: neither
+    prediction = target.clone()
+    prediction[40, 31] = False  # the held note comes back struck again
+    prediction[41, 31] = True  # the repeated note comes back held
+    assert boundary_ties(target, prediction) == {"held": 2, "held_kept": 1, "restruck": 1, "restruck_kept": 0}
+    assert boundary_ties(target, target) == {"held": 2, "held_kept": 2, "restruck": 1, "restruck_kept": 1}
+
+
+def test_tie_weight_weighs_the_onset_cells_at_a_quarters_first_step_where_a_key_sounds():
+    rolls = random_rolls(4, seed=3)
+    model = VQVAE(dataclasses.replace(TINY, onset_weight=2.0, tie_weight=30.0))
+    targets = model.channels(rolls).float()  # [4, 2, 88, 32]
+    logits = torch.randn(targets.shape, generator=torch.Generator().manual_seed(0))
+    cross_entropy = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    weights = torch.ones_like(targets)
+    weights[:, 1] = 2.0
+    weights[:, 1, :, 0] = torch.where(targets[:, 0, :, 0] > 0, 60.0, 2.0)  # tie cells: 2 x 30
+    expected = (weights * cross_entropy).sum() / weights.sum()
+    assert model.reconstruction_loss(logits, targets).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_export_run_ships_the_best_model_without_optimizer_state(tmp_path):
