@@ -20,10 +20,10 @@ import torch
 from bachsformer.checkpoint import export_run
 from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows, first_code_distribution
 from bachsformer.config import ConfigError, load_config
-from bachsformer.data import CodeWindowDataset, load_corpus, split
+from bachsformer.data import CodeWindowDataset, load_corpus
 from bachsformer.errors import ArgumentParser, exit_on_user_error
 from bachsformer.gpt import GPT
-from bachsformer.training import Trainer, check_run_folder, setup_distributed
+from bachsformer.training import Trainer, check_run_folder, setup_distributed, training_split
 from bachsformer.vqvae import VQVAE
 
 
@@ -55,7 +55,7 @@ def main():
     pieces = load_corpus(
         config.data.midi_dir, config.data.cache_dir, config.data.max_quarters, normalize_key=config.data.normalize_key
     )
-    train_pieces, validation_pieces = split(pieces, config.data.validation_fraction)
+    train_pieces, validation_pieces = training_split(pieces, config.data)
     cache_dir = config.data.cache_dir
     train_codes = encode_pieces(vq_vae, train_pieces, train_config.max_transpose, cache_dir)
     validation_codes = encode_pieces(vq_vae, validation_pieces or train_pieces, 0, cache_dir)

@@ -18,9 +18,9 @@ import torch
 
 from bachsformer.checkpoint import export_run
 from bachsformer.config import load_config
-from bachsformer.data import QuarterDataset, load_corpus, split
+from bachsformer.data import QuarterDataset, load_corpus
 from bachsformer.errors import ArgumentParser, exit_on_user_error
-from bachsformer.training import Trainer, check_run_folder, setup_distributed
+from bachsformer.training import Trainer, check_run_folder, setup_distributed, training_split
 from bachsformer.vqvae import VQVAE, reconstruction_scores
 
 
@@ -44,7 +44,7 @@ def main():
     pieces = load_corpus(
         config.data.midi_dir, config.data.cache_dir, config.data.max_quarters, normalize_key=config.data.normalize_key
     )
-    train_pieces, validation_pieces = split(pieces, config.data.validation_fraction)
+    train_pieces, validation_pieces = training_split(pieces, config.data)
     train_set = QuarterDataset(train_pieces, train_config.max_transpose, config.vq_vae.onset_channel)
     if ranks.is_main:
         print(

@@ -37,7 +37,14 @@ class DataConfig:
     cache_dir: str = "data/cache"  # parsed corpora and encoded codes, keyed by content
     validation_fraction: float = 0.1  # share of files held out, chosen by a hash of the name
     max_quarters: int = 20_000  # longer files are skipped rather than allocated
-    normalize_key: bool = True  # both models learn every piece moved to C major / A minor (DESIGN.md §1b)
+    normalize_key: bool = True  # both models learn every piece moved to C major / A minor (docs/design.md, Keys)
+
+    def __post_init__(self):
+        """Refuse values no run can use; the message starts with the key (config.py adds the section)."""
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(
+                f"validation_fraction: must lie in [0, 1), a share of the files, got {self.validation_fraction}"
+            )
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The training loop both stages share; it knows nothing about VQ-VAEs or transformers.
 
 It resolves the device once, runs under torchrun as DistributedDataParallel, uses mixed precision
-on CUDA, shows a progress bar with the live loss, validates every epoch, logs metrics as JSON lines,
-writes `last` and `best` checkpoints atomically, resumes a run at the step it stopped, and saves
-before it exits on Ctrl-C.
+on CUDA, shows a progress bar with the live loss, validates every epoch, logs metrics as JSON lines
+(one per epoch), writes `last` and `best` checkpoints atomically, resumes a run at the step it
+stopped, and saves before it exits on Ctrl-C.
 
 A dataset here is anything with `__len__` and `batch(indices, generator) -> tensors`; batches are
 drawn in memory, their order and augmentation fixed by (seed, step), so a resumed run draws the
@@ -17,6 +17,7 @@ import json
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +29,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from bachsformer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from bachsformer.config import Config, ConfigError, TrainConfig, save_config
+from bachsformer.config import Config, ConfigError, DataConfig, TrainConfig, save_config
+from bachsformer.data import split
 from bachsformer.errors import BachsformerError
 
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"  # the repository's models/
@@ -77,7 +79,8 @@ def setup_distributed(device_name: str) -> tuple[Distributed, torch.device]:
 
 
 def check_run_folder(out: str | Path, resume: bool) -> Path:
-    """The run folder: never inside models/ (the shipped pair), never reused without --resume."""
+    """The run folder: never inside models/ (the shipped pair), never reused without --resume, and
+    writable, all checked before any data loads. Nothing is created here; `Trainer.fit` makes it."""
     out = Path(out)
     protected = {Path("models").resolve(), SHIPPED_MODELS}
     if protected & {out.resolve(), *out.resolve().parents}:
@@ -85,11 +88,32 @@ def check_run_folder(out: str | Path, resume: bool) -> Path:
             f"--out {out}: training never writes into models/; train elsewhere and pass --write-models"
             " to copy the best model there"
         )
+    # The nearest folder that exists must take a new entry; the folders below it are made by fit().
+    try:
+        existing = next(path for path in (out, *out.parents) if path.exists())
+        if not existing.is_dir():
+            where = "" if existing == out else f"{existing} "
+            raise ConfigError(f"--out {out}: {where}is a file, not a folder")
+        # A uniquely named probe, removed at once: torchrun's processes check the same folder together.
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=existing))
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot write there ({error.strerror or error})") from None
     if (out / "last.pt").exists() and not resume:
         raise ConfigError(f"--out {out}: already holds a run; pass --resume to continue it, or choose another --out")
     if resume and not (out / "last.pt").exists():
         raise ConfigError(f"--resume: {out / 'last.pt'} does not exist")
     return out
+
+
+def training_split(pieces: list, data: DataConfig) -> tuple[list, list]:
+    """(train, held-out) pieces, split by `bachsformer.data.split`; none left to train on is a ConfigError."""
+    train, held_out = split(pieces, data.validation_fraction)
+    if not train:
+        raise ConfigError(
+            f"data.validation_fraction: {data.validation_fraction} holds out all {len(pieces)} files of"
+            f" {data.midi_dir}, leaving none to train on; lower it"
+        )
+    return train, held_out
 
 
 def learning_rate(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -202,10 +226,44 @@ class Trainer:
 
     # ---- the loop ----------------------------------------------------------------------------
 
+    def records(self) -> list[dict]:
+        """The run's metrics.jsonl, one record per epoch (a line that is not a JSON object is left out)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return []
+        records = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                records.append(json.loads(line))
+        return [record for record in records if isinstance(record, dict)]
+
     def log(self, record: dict) -> None:
-        if self.ranks.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as file:
-                file.write(json.dumps(record) + "\n")
+        """Write the record of an epoch, replacing any earlier record of that epoch or a later one.
+
+        An epoch cut short (max_steps, or a kill between logging and saving `last`) and resumed
+        is logged again when it ends; its first record goes, so an epoch keeps one line.
+        """
+        if not self.ranks.is_main:
+            return
+        kept = [old for old in self.records() if old.get("epoch", 0) < record["epoch"]]
+        path = self.run_dir / "metrics.jsonl"
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text("".join(json.dumps(item) + "\n" for item in [*kept, record]))
+        os.replace(partial, path)
+
+    def logged_loss(self) -> tuple[float, int]:
+        """(sum of training losses, batches) already logged for the epoch a run resumes inside.
+
+        A run stopped mid-epoch at max_steps logged that epoch's first batches; a resumed run
+        starts its sum from them, so the epoch's one record averages all its batches.
+        """
+        epoch, position = divmod(self.step, self.steps_per_epoch)
+        if position == 0:
+            return 0.0, 0
+        for record in self.records():
+            if record.get("epoch") == epoch + 1 and record.get("step") == self.step:
+                return record["train_loss"] * position, position
+        return 0.0, 0
 
     def validate(self) -> dict:
         if not self.ranks.is_main:
@@ -265,11 +323,19 @@ class Trainer:
         return loss.item(), logs
 
     def fit(self) -> None:
-        """Train to total_steps from self.step.
+        """Train to total_steps from self.step; a run already there says so in one line and returns.
 
         Ctrl-C is honoured between steps, never inside one: `last` is saved, then KeyboardInterrupt
         is raised (a second Ctrl-C interrupts at once).
         """
+        if self.step >= self.total_steps:
+            if self.ranks.is_main:
+                section = f"train_{self.kind}"
+                print(
+                    f"{self.run_dir}: the run is finished (step {self.step} of {self.total_steps}); nothing to"
+                    f" train. Raise {section}.epochs or {section}.max_steps to train on"
+                )
+            return
         if self.ranks.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.run_dir / "config.yaml")
@@ -288,7 +354,8 @@ class Trainer:
 
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous_handler = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
-        running_loss, epoch_loss, epoch_batches = None, 0.0, 0
+        running_loss = None
+        epoch_loss, epoch_batches = self.logged_loss()
         try:
             while self.step < self.total_steps and not interrupted:
                 value, logs = self.train_step()

@@ -39,6 +39,9 @@ def test_an_int_is_accepted_where_a_float_is_expected():
         ("train_vq_vae.epochs=0", "train_vq_vae.epochs: must be at least 1, got 0"),
         ("train_transformer.learning_rate=0", "train_transformer.learning_rate: must be above 0"),
         ("train_transformer.grad_clip=-1", "train_transformer.grad_clip: must be at least 0"),
+        ("data.validation_fraction=1.0", "data.validation_fraction: must lie in [0, 1), a share of the files, got 1.0"),
+        ("data.validation_fraction=1.5", "data.validation_fraction: must lie in [0, 1), a share of the files, got 1.5"),
+        ("data.validation_fraction=-0.1", "data.validation_fraction: must lie in [0, 1), a share of the files"),
         ("gpt.n_layer", "not of the form section.key=value"),
         (
             "data.max_transpose=6",

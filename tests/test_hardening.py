@@ -213,6 +213,8 @@ BAD_TRAINING_CONFIGS = {
     "a config value out of range": (["--set", "{section}.max_transpose=-2"], "max_transpose: must be at least 0"),
     "a missing config file": (["--config", "{tmp}/absent.yaml"], "absent.yaml"),
     "a config file that is not YAML": (["--config", "{tmp}/broken.yaml"], "not valid YAML"),
+    "a held-out share of every file": (["--set", "data.validation_fraction=1"], "data.validation_fraction"),
+    "a run folder that is a file": (["--out", "{tmp}/broken.yaml"], "is a file, not a folder"),
 }
 TRAINING_SCRIPTS = {"train_vq_vae.py": "train_vq_vae", "train_transformer.py": "train_transformer"}
 
@@ -221,7 +223,7 @@ def test_the_case_lists_hold_what_the_readme_table_counts():
     assert len(BAD_CHECKPOINTS) * len(MODELS) == 28
     assert DAMAGED_COPIES * len(MODELS) == 200
     assert len(BAD_GENERATE_OPTIONS) == 24
-    assert len(BAD_TRAINING_CONFIGS) * len(TRAINING_SCRIPTS) == 12
+    assert len(BAD_TRAINING_CONFIGS) * len(TRAINING_SCRIPTS) == 16
 
 
 def assert_one_line_error(status: int, err: str, *names: str) -> None:

@@ -27,6 +27,7 @@ import torch.multiprocessing
 
 from bachsformer.checkpoint import load_checkpoint
 from bachsformer.config import load_config
+from bachsformer.training import Distributed, Trainer
 from bachsformer.vqvae import VQVAE, VQVAEConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +158,7 @@ def test_resume_continues_at_the_saved_step_and_a_used_folder_needs_resume(root,
     checkpoint = load_checkpoint(out / "last.pt", "vq_vae")
     assert checkpoint["step"] == 10
     assert all(state["step"] == 10 for state in checkpoint["optimizer"]["state"].values())  # Adam's 4 + 6
-    assert [r["step"] for r in metrics(out)] == [4, 10]
+    assert [(r["epoch"], r["step"]) for r in metrics(out)] == [(1, 10)]  # one epoch, cut at 4: one line
 
     status, err = run_refused(
         "train_vq_vae.py", "--config", str(config), "--out", str(out), monkeypatch=monkeypatch, capsys=capsys
@@ -165,6 +166,95 @@ def test_resume_continues_at_the_saved_step_and_a_used_folder_needs_resume(root,
     assert status == 2
     assert len(err.strip().splitlines()) == 1 and "--resume" in err
     assert step_of(out / "last.pt") == 10
+
+
+def test_resuming_a_finished_run_says_so_in_one_line_and_changes_nothing(root, config, monkeypatch, capsys):
+    out = root / "runs" / "finished"
+    run("train_vq_vae.py", config, out, "train_vq_vae.max_steps=2")
+    before = {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in out.iterdir()}
+    args = ("--config", str(config), "--out", str(out), "--set", "train_vq_vae.max_steps=2", "--resume")
+    status, stdout, err = tiny.run_script("train_vq_vae.py", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert (status, err) == (0, "")
+    assert stdout.splitlines()[-1] == (
+        f"{out}: the run is finished (step 2 of 2); nothing to train."
+        " Raise train_vq_vae.epochs or train_vq_vae.max_steps to train on"
+    )
+    assert {path.name: (path.stat().st_mtime_ns, path.read_bytes()) for path in out.iterdir()} == before
+
+
+def test_an_epoch_cut_short_and_resumed_has_one_record_averaging_all_its_batches(root, config, tmp_path):
+    """Each step's loss is its step number: the first 10-step epoch averages 0 ... 9, however it was cut."""
+    config = load_config(config, ["train_vq_vae.batch_size=1"])
+    run_dir = tmp_path / "run"
+
+    class TenItems:
+        def __len__(self):
+            return 10
+
+        def batch(self, indices, generator):
+            return torch.zeros(len(indices))
+
+    def trainer(max_steps: int) -> Trainer:
+        config.train_vq_vae.max_steps = max_steps
+        model = VQVAE(config.vq_vae)
+        trainer = Trainer(
+            model,
+            "vq_vae",
+            config,
+            config.train_vq_vae,
+            TenItems(),
+            lambda model, batch: (next(model.parameters()).sum() * 0 + trainer.step, {}),
+            evaluate=lambda model: {"score": 0.0},
+            best_metric="score",
+            maximize=True,
+            run_dir=run_dir,
+            optimizer=torch.optim.Adam(model.parameters()),
+            ranks=Distributed(),
+            device=torch.device("cpu"),
+        )
+        return trainer
+
+    trainer(4).fit()
+    assert [(r["epoch"], r["step"], r["train_loss"]) for r in metrics(run_dir)] == [(1, 4, 1.5)]
+    resumed = trainer(0)  # both epochs: 20 steps
+    resumed.resume()
+    resumed.fit()
+    assert [(r["epoch"], r["step"], r["train_loss"]) for r in metrics(run_dir)] == [(1, 10, 4.5), (2, 20, 14.5)]
+
+
+@pytest.mark.parametrize("script", ["train_vq_vae.py", "train_transformer.py"])
+@pytest.mark.parametrize(
+    "out, reason",
+    [
+        ("{tmp}/file.txt", "--out {tmp}/file.txt: is a file, not a folder"),
+        ("{tmp}/file.txt/run", "--out {tmp}/file.txt/run: {tmp}/file.txt is a file, not a folder"),
+        ("/proc/bachsformer-run", "--out /proc/bachsformer-run: cannot write there"),
+    ],
+)
+def test_an_out_that_cannot_be_a_run_folder_is_refused_before_anything_loads(
+    script, out, reason, config, tmp_path, monkeypatch, capsys
+):
+    if out.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc, where no folder can be made")
+    (tmp_path / "file.txt").write_text("a file, not a folder\n")
+    # Neither a corpus nor a VQ-VAE is there to load: the refusal must come first.
+    missing = ("--set", f"data.midi_dir={tmp_path / 'absent'}", "--set", f"models.vq_vae={tmp_path / 'absent.pt'}")
+    args = ("--config", str(config), "--out", out.format(tmp=tmp_path), *missing)
+    status, err = run_refused(script, *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2
+    assert err.startswith("error: " + reason.format(tmp=tmp_path)) and len(err.strip().splitlines()) == 1, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_a_split_that_holds_out_every_file_is_refused_naming_the_key(config, tmp_path, monkeypatch, capsys):
+    args = ("--config", str(config), "--out", str(tmp_path / "run"), "--set", "data.validation_fraction=0.9999")
+    status, err = run_refused("train_vq_vae.py", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2
+    assert err == (
+        f"error: data.validation_fraction: 0.9999 holds out all {tiny.NUM_FILES} files of"
+        f" {load_config(config).data.midi_dir}, leaving none to train on; lower it\n"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_out_inside_models_is_refused_without_write_models(config, monkeypatch, capsys):
