@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from bachsformer.data import CorpusPiece, EncodedPiece, corpus_fingerprint, transpose, transpose_range
+from bachsformer.melody import window_melody
 from bachsformer.vqvae import VQVAE
 
 
@@ -78,18 +79,44 @@ def evaluation_windows(pieces: list[EncodedPiece], window: int) -> list[torch.Te
     return windows
 
 
+def evaluation_melodies(
+    pieces: list[EncodedPiece], melodies: list[torch.Tensor], window: int, codes_per_quarter: int, heard_ahead: int
+) -> list[torch.Tensor]:
+    """The melody slot tokens of each of `evaluation_windows(pieces, window)`, in the same order.
+
+    melodies: each piece's tokens [Q, slots]. A window's melody holds its quarters and the
+    `heard_ahead` - 1 after them (REST past the piece's end), as `CodeWindowDataset` gives them.
+    """
+    window_quarters = -(-window // codes_per_quarter)
+    windowed = []
+    for piece, tokens in zip(pieces, melodies, strict=True):
+        for number, part in enumerate(untransposed(piece).split(window)):
+            if len(part) >= 2:
+                first_quarter = number * window // codes_per_quarter
+                windowed.append(window_melody(tokens, first_quarter, window_quarters + heard_ahead - 1))
+    return windowed
+
+
 @torch.no_grad()
-def bits_per_code(model, windows: list[torch.Tensor], batch_size: int = 64) -> float:
-    """Mean cross-entropy of the model on every code but each window's first, in bits."""
+def bits_per_code(
+    model, windows: list[torch.Tensor], batch_size: int = 64, melodies: list[torch.Tensor] | None = None
+) -> float:
+    """Mean cross-entropy of the model on every code but each window's first, in bits.
+
+    melodies: each window's melody slot tokens (`evaluation_melodies`), heard by a model with the
+    melody condition; without, such a model hears "no melody".
+    """
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    by_length: dict[int, list[torch.Tensor]] = {}
-    for window in windows:
-        by_length.setdefault(len(window), []).append(window)
+    by_length: dict[int, list[int]] = {}
+    for number, window in enumerate(windows):
+        by_length.setdefault(len(window), []).append(number)
     for same_length in by_length.values():
         for start in range(0, len(same_length), batch_size):
-            batch = torch.stack(same_length[start : start + batch_size]).to(device)
-            logits, _ = model(batch[:, :-1])
+            numbers = same_length[start : start + batch_size]
+            batch = torch.stack([windows[n] for n in numbers]).to(device)
+            melody = None if melodies is None else torch.stack([melodies[n] for n in numbers]).to(device)
+            logits, _ = model(batch[:, :-1], melody=melody)
             losses = torch.nn.functional.cross_entropy(
                 logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum"
             )

@@ -21,6 +21,8 @@ import torch
 
 from bachsformer.errors import BachsformerError
 from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters
+from bachsformer.melody import NONE as MELODY_NONE
+from bachsformer.melody import transpose_tokens, window_melody
 from bachsformer.midi import (
     DEFAULT_MAX_QUARTERS,
     LOWEST_PITCH,
@@ -250,11 +252,28 @@ class CodeWindowDataset:
     `batch(indices, generator)` returns (inputs, targets), both long [B, window - 1]; with a
     generator each window is taken at a random allowed transposition, without one untransposed.
     Pieces shorter than a window are left out (`skipped` counts them).
+
+    With `melodies` (each piece's melody slot tokens [Q, slots], `bachsformer.melody`), batches
+    also hold each window's melody, long [B, window quarters + melody_quarters - 1, slots]: its own
+    quarters and those the last one hears ahead (REST past the piece's end), transposed with the
+    codes. With a generator, a window's melody is replaced by NONE with probability `melody_dropout`.
     """
 
-    def __init__(self, pieces: list[EncodedPiece], window: int, codes_per_quarter: int):
+    def __init__(
+        self,
+        pieces: list[EncodedPiece],
+        window: int,
+        codes_per_quarter: int,
+        melodies: list[torch.Tensor] | None = None,
+        melody_quarters: int = 0,
+        melody_dropout: float = 0.0,
+    ):
         self.pieces = pieces
         self.window = window
+        self.codes_per_quarter = codes_per_quarter
+        self.melodies = melodies
+        self.melody_quarters = melody_quarters
+        self.melody_dropout = melody_dropout
         starts = []
         self.skipped = 0
         for number, piece in enumerate(pieces):
@@ -270,15 +289,24 @@ class CodeWindowDataset:
         return len(self.starts)
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
-        rows = []
+        rows, melodies = [], []
+        heard_quarters = -(-self.window // self.codes_per_quarter) + self.melody_quarters - 1
         for number, start in self.starts[indices].tolist():
             piece = self.pieces[number]
             shift = -piece.lowest_shift  # the untransposed row
             if generator is not None:
                 shift = int(torch.randint(piece.codes.shape[0], (1,), generator=generator))
             rows.append(piece.codes[shift, start : start + self.window])
+            if self.melodies is not None:
+                tokens = window_melody(self.melodies[number], start // self.codes_per_quarter, heard_quarters)
+                tokens = transpose_tokens(tokens, shift + piece.lowest_shift)
+                if generator is not None and float(torch.rand(1, generator=generator)) < self.melody_dropout:
+                    tokens = torch.full_like(tokens, MELODY_NONE)
+                melodies.append(tokens)
         windows = torch.stack(rows)
-        return windows[:, :-1], windows[:, 1:]
+        if self.melodies is None:
+            return windows[:, :-1], windows[:, 1:]
+        return windows[:, :-1], windows[:, 1:], torch.stack(melodies)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,15 @@ Token and learned position embeddings, pre-norm blocks of causal self-attention
 (`scaled_dot_product_attention`) and MLP, a linear head tied to the token embedding. `forward`
 takes an optional `KVCache`: with it, the model attends over what the cache holds and appends the
 new keys and values, which makes sampling cost one position per step instead of a whole window.
+
+Melody condition (`melody_quarters` above 0): the transformer can hear a melody it harmonizes.
+Each quarter's melody is SLOTS_PER_QUARTER tokens (`bachsformer.melody`); the codes of quarter q
+hear the melody of quarters q ... q + melody_quarters - 1 (where the tune is going: a cadence, a
+leap), as one vector added to their embeddings. Input position t predicts code t + 1, so it is
+given the melody vector of that code's quarter, (t + 1) // codes_per_quarter: the code being
+predicted always hears its own quarter. Without a melody the model hears NONE, as in the windows
+trained with the melody dropped, so one checkpoint composes freely and harmonizes; sampling can
+mix the two passes' logits (classifier-free guidance).
 """
 
 from __future__ import annotations
@@ -16,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bachsformer.errors import check_at_least
+from bachsformer.melody import NONE, REST, SLOTS_PER_QUARTER
+from bachsformer.melody import VOCAB_SIZE as MELODY_VOCAB_SIZE
 from bachsformer.sampling import check_sampling_options, draw, filter_logits, gumbel, gumbel_noise
 
 
@@ -28,10 +39,16 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.1
     bias: bool = False
+    codes_per_quarter: int = 16  # the VQ-VAE's codes of one quarter; windows start on quarter boundaries
+    melody_quarters: int = 0  # 0: no melody condition; n: quarter q's codes hear the melody of quarters q ... q + n - 1
+    melody_dropout: float = 0.0  # training: share of windows that hear no melody, so the model also composes freely
 
     def __post_init__(self):
         """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""
-        check_at_least(self, 1, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+        check_at_least(self, 1, "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "codes_per_quarter")
+        check_at_least(self, 0, "melody_quarters")
+        if not 0 <= self.melody_dropout <= 1:
+            raise ValueError(f"melody_dropout: must lie in [0, 1], got {self.melody_dropout}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd: {self.n_embd} is not a multiple of n_head {self.n_head}")
         if not 0 <= self.dropout < 1:
@@ -119,6 +136,12 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.head.weight = self.token_embedding.weight  # weight tying
+        if config.melody_quarters:
+            slot_width = config.n_embd // 4
+            self.melody_embedding = nn.Embedding(MELODY_VOCAB_SIZE, slot_width)
+            self.melody_projection = nn.Linear(
+                config.melody_quarters * SLOTS_PER_QUARTER * slot_width, config.n_embd, bias=config.bias
+            )
         # Where generation starts without a primer: the distribution of the first code of a
         # quarter in the training data, set by train_transformer.py.
         self.register_buffer("first_code_probs", torch.full((config.vocab_size,), 1 / config.vocab_size))
@@ -134,17 +157,54 @@ class GPT(nn.Module):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+    def melody_vectors(self, melody: torch.Tensor | None, batch: int, num_quarters: int) -> torch.Tensor | None:
+        """What the codes of each of a window's first `num_quarters` quarters hear: [B, num_quarters, n_embd].
+
+        melody: slot tokens [B, Qm, slots] of the window's quarters from its first (REST past Qm; NONE
+        past a row of NONE), or None for no melody (NONE). Returns None for a model without the
+        melody condition, which refuses a melody.
+        """
+        lookahead = self.config.melody_quarters
+        if not lookahead:
+            if melody is not None:
+                raise ValueError("this transformer was trained without a melody condition")
+            return None
+        needed = num_quarters + lookahead - 1
+        device = self.melody_embedding.weight.device
+        if melody is None:
+            melody = torch.full((batch, needed, SLOTS_PER_QUARTER), NONE, dtype=torch.long, device=device)
+        elif melody.shape[1] < needed:  # past a melody's end: rests; past "no melody": no melody
+            no_melody = (melody == NONE).flatten(1).all(dim=1)  # [B]
+            fill = torch.where(no_melody, NONE, REST)[:, None, None]
+            melody = torch.cat([melody, fill.expand(-1, needed - melody.shape[1], melody.shape[2])], dim=1)
+        slots = self.melody_embedding(melody[:, :needed].to(device)).flatten(2)  # [B, needed, slots * width]
+        heard = slots.unfold(1, lookahead, 1).transpose(2, 3).flatten(2)  # [B, num_quarters, lookahead * slots * width]
+        return self.melody_projection(heard)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        melody: torch.Tensor | None = None,
+    ):
         """idx [B, T] -> (logits [B, T, vocab], mean cross-entropy in nats or None).
 
         With a cache, idx continues the cached positions: position numbers start at cache.length.
+        melody: slot tokens [B, Qm, slots] of the window's quarters, counted from position 0 (see
+        the module doc); None: no melody.
         """
         start = cache.length if cache is not None else 0
         t = idx.shape[1]
         if start + t > self.config.block_size:
             raise ValueError(f"{start + t} positions exceed block_size {self.config.block_size}")
         positions = torch.arange(start, start + t, device=idx.device)
-        x = self.drop(self.token_embedding(idx) + self.position_embedding(positions))
+        x = self.token_embedding(idx) + self.position_embedding(positions)
+        per_quarter = self.config.codes_per_quarter
+        heard = self.melody_vectors(melody, len(idx), (start + t) // per_quarter + 1)  # [B, quarters, C]
+        if heard is not None:
+            x = x + heard[:, torch.div(positions + 1, per_quarter, rounding_mode="floor")]
+        x = self.drop(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
         if cache is not None:
@@ -193,17 +253,26 @@ class GPT(nn.Module):
             )
         return weights
 
-    def decode_step(self, codes: torch.Tensor, cache: KVCache, weights: list[tuple] | None = None) -> torch.Tensor:
+    def decode_step(
+        self,
+        codes: torch.Tensor,
+        cache: KVCache,
+        weights: list[tuple] | None = None,
+        heard: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits [B, vocab] after feeding one code per piece, codes [B], at position cache.length.
 
-        The same arithmetic as `forward(codes[:, None], cache=cache)` (a test holds them equal),
-        written as plain functions on the weights: a step of a small model is bound by the number
-        of operations, not by arithmetic, so the step does no more than it must. Inference only.
-        `weights`: `decode_weights()`, when a caller makes many steps.
+        The same arithmetic as `forward(codes[:, None], cache=cache, melody=...)` (a test holds them
+        equal), written as plain functions on the weights: a step of a small model is bound by the
+        number of operations, not by arithmetic, so the step does no more than it must. Inference
+        only. `weights`: `decode_weights()`, when a caller makes many steps. heard: the melody vector
+        [B, C] of the quarter of the code this step predicts (`melody_vectors`), for a model with one.
         """
         batch, width, heads = len(codes), self.config.n_embd, self.config.n_head
         position = cache.length
         x = self.token_embedding.weight[codes] + self.position_embedding.weight[position]  # [B, C]
+        if heard is not None:
+            x = x + heard
         for layer, layer_weights in enumerate(weights or self.decode_weights()):
             ln1_w, ln1_b, qkv_w, qkv_b, proj_wt, proj_b, ln2_w, ln2_b, fc_w, fc_b, out_wt, out_b = layer_weights
             layer_kv = cache.kv[layer]  # [B, 2, heads, block, head_dim]
@@ -258,6 +327,8 @@ class GPT(nn.Module):
         sequence[:, :prompt_length] = prompt
         cache = KVCache(self.config, batch, device, next(self.parameters()).dtype) if use_cache else None
         weights = self.decode_weights()
+        no_melody = self.melody_vectors(None, batch, 1)  # [B, 1, C]: free music hears "no melody", or None
+        heard = no_melody[:, 0] if no_melody is not None else None
 
         # The window begins on a quarter boundary (the prompt starts on one) and holds <= block codes.
         window_start = 0
@@ -276,7 +347,7 @@ class GPT(nn.Module):
             code = draw(filter_logits(logits, temperature, top_k, top_p), noise[:, n - prompt_length])
             sequence[:, n] = code
             if cache is not None and n + 1 - window_start <= block and n + 1 < sequence.shape[1]:
-                logits = self.decode_step(code, cache, weights)
+                logits = self.decode_step(code, cache, weights, heard)
         return sequence
 
     @torch.inference_mode()
@@ -289,6 +360,8 @@ class GPT(nn.Module):
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
+        melody: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """`num_candidates` continuations of one context [P], each `num_new` codes: [M, num_new].
 
@@ -297,6 +370,9 @@ class GPT(nn.Module):
         does (a quarter boundary) and fit with the new codes: P + num_new - 1 <= block_size. An
         empty context opens with codes drawn from `first_code_probs`. The noise comes from
         `generator`, so a caller drawing in a fixed order gets the same candidates every run.
+        melody: slot tokens [Qm, slots] of the quarters from the context's first (a model with the
+        melody condition). guidance: with a melody, the logits drawn from are u + guidance * (c - u),
+        c heard with the melody and u without (classifier-free guidance; 1: the melody alone).
         """
         context_length = len(context)
         if context_length + num_new - 1 > self.config.block_size or num_new < 1 or num_candidates < 1:
@@ -306,45 +382,70 @@ class GPT(nn.Module):
         check_sampling_options(temperature, top_k, top_p, self.config.vocab_size)
         device = self.first_code_probs.device
         noise = gumbel((num_candidates, num_new, self.config.vocab_size), generator).to(device)
-        cache, logits = self._context_cache(context, num_candidates)
+        melodies = None if melody is None else melody[None].to(device)  # [G, Qm, slots]: one group per melody
+        guided = melody is not None and guidance != 1.0
+        if guided:  # a second group of rows hears no melody
+            melodies = torch.cat([melodies, torch.full_like(melodies, NONE)])
+        groups = 1 if melodies is None else len(melodies)
+        cache, logits = self._context_cache(context, num_candidates * groups, melodies)
+        last_quarter = (context_length + num_new - 1) // self.config.codes_per_quarter
+        heard = self.melody_vectors(melodies, groups, last_quarter + 1)  # [G, quarters, C] or None
+        if heard is not None:
+            heard = heard.repeat_interleave(num_candidates, dim=0)  # [G * M, quarters, C]
         weights = self.decode_weights()
         candidates = torch.empty(num_candidates, num_new, dtype=torch.long, device=device)
         for n in range(num_new):
+            if guided:
+                with_melody, without = logits[:num_candidates], logits[num_candidates:]
+                logits = without + guidance * (with_melody - without)
             filtered = logits if not context_length and n == 0 else filter_logits(logits, temperature, top_k, top_p)
             candidates[:, n] = draw(filtered, noise[:, n])
             if n + 1 < num_new:
-                logits = self.decode_step(candidates[:, n], cache, weights)
+                quarter = (context_length + n + 1) // self.config.codes_per_quarter  # of the code predicted next
+                step_heard = heard[:, quarter] if heard is not None else None
+                logits = self.decode_step(candidates[:, n].repeat(groups), cache, weights, step_heard)
         return candidates
 
-    def _context_cache(self, context: torch.Tensor, batch: int) -> tuple[KVCache, torch.Tensor]:
-        """A cache of `batch` rows, each holding context [P] (run once), and the logits after it [batch, V].
+    def _context_cache(
+        self, context: torch.Tensor, batch: int, melodies: torch.Tensor | None = None
+    ) -> tuple[KVCache, torch.Tensor]:
+        """A cache of `batch` rows, each holding context [P], and the logits after it [batch, V].
 
-        An empty context gives an empty cache and the log of `first_code_probs`.
+        melodies: slot tokens [G, Qm, slots]; the context is run once per melody, and row group g
+        (batch / G rows in order) hears melody g. Without: run once. An empty context gives an
+        empty cache and the log of `first_code_probs` for every row.
         """
         device, dtype = self.first_code_probs.device, next(self.parameters()).dtype
         cache = KVCache(self.config, batch, device, dtype)
         if not len(context):
             return cache, self.first_code_probs.log().expand(batch, -1)
-        shared = KVCache(self.config, 1, device, dtype)
-        logits = self(context[None].to(device), cache=shared)[0][:, -1].expand(batch, -1)
-        cache.kv[:, :, :, :, : len(context)] = shared.kv[:, :, :, :, : len(context)]  # [L, 1 -> batch, ...]
+        groups = 1 if melodies is None else len(melodies)
+        shared = KVCache(self.config, groups, device, dtype)
+        logits = self(context[None].to(device).expand(groups, -1), cache=shared, melody=melodies)[0][:, -1]
+        rows = batch // groups
+        cache.kv[:, :, :, :, : len(context)] = shared.kv[:, :, :, :, : len(context)].repeat_interleave(rows, dim=1)
         cache.length = len(context)
-        return cache, logits
+        return cache, logits.repeat_interleave(rows, dim=0)
 
     @torch.inference_mode()
-    def continuation_log_likelihood(self, context: torch.Tensor, continuations: torch.Tensor) -> torch.Tensor:
+    def continuation_log_likelihood(
+        self, context: torch.Tensor, continuations: torch.Tensor, melody: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Log-probability (nats) of each of continuations [M, n] after one context [P]: [M].
 
         The context is run once and shared through the cache, as in `sample_candidates`; it must
-        start on a quarter boundary, and P + n - 1 <= block_size.
+        start on a quarter boundary, and P + n - 1 <= block_size. melody: slot tokens [Qm, slots]
+        of the quarters from the context's first, heard by a model with the melody condition.
         """
         num, length = continuations.shape
         if len(context) + length - 1 > self.config.block_size:
             raise ValueError(f"{len(context)} + {length} codes do not fit block_size {self.config.block_size}")
-        cache, first_logits = self._context_cache(context, num)
+        melodies = None if melody is None else melody[None].to(self.first_code_probs.device)
+        cache, first_logits = self._context_cache(context, num, melodies)
         logits = [first_logits[:, None].float()]  # predicts each continuation's first code
         if length > 1:
-            logits.append(self(continuations[:, :-1], cache=cache)[0].float())
+            each = None if melodies is None else melodies.expand(num, -1, -1)
+            logits.append(self(continuations[:, :-1], cache=cache, melody=each)[0].float())
         log_probs = torch.log_softmax(torch.cat(logits, dim=1), dim=-1)  # [M, n, V]
         return log_probs.gather(-1, continuations[..., None]).squeeze(-1).sum(-1)
 

@@ -111,13 +111,13 @@ def test_every_code_sees_between_min_context_and_block_size_codes(monkeypatch):
     seen = []  # context length behind each drawn code
     original_forward, original_step = GPT.forward, GPT.decode_step
 
-    def recording_forward(self, idx, targets=None, cache=None):
+    def recording_forward(self, idx, targets=None, cache=None, melody=None):
         seen.append((cache.length if cache is not None else 0) + idx.shape[1])
-        return original_forward(self, idx, targets, cache)
+        return original_forward(self, idx, targets, cache, melody)
 
-    def recording_step(self, codes, cache, weights=None):
+    def recording_step(self, codes, cache, weights=None, heard=None):
         seen.append(cache.length + 1)
-        return original_step(self, codes, cache, weights)
+        return original_step(self, codes, cache, weights, heard)
 
     monkeypatch.setattr(GPT, "forward", recording_forward)
     monkeypatch.setattr(GPT, "decode_step", recording_step)
