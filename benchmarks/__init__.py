@@ -1,1 +1,1 @@
-"""Scripts that print speed figures: python -m benchmarks.<name> from the repository root."""
+"""Scripts that print speed and robustness figures: python -m benchmarks.<name> from the repository root."""

@@ -4,7 +4,7 @@
 
 Loads bachsformer/midi.py as it was at git revision `--against` (default: the last commit with the
 codec's own byte-level reader) beside the current one, reads every file of `--midi-dir` and the
-damaged files of `python -m bachsformer.fuzz` with both, and prints how many read alike: the same
+damaged files of `python -m benchmarks.fuzz` with both, and prints how many read alike: the same
 quarters, notes and dropped notes, or both refused. Each difference is listed: the file, what
 each reader made of it and, for a file both read at one length, the sounding steps gained and lost
 (a unison's sound kept, since CODEC_VERSION 4, gains steps and loses none); then the time each
@@ -27,7 +27,8 @@ from types import ModuleType
 
 import numpy as np
 
-from bachsformer import fuzz, midi
+from bachsformer import midi
+from benchmarks import fuzz
 
 OLD_READER_REVISION = "6269780"  # the last commit whose midi.py parsed and wrote the bytes itself
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def seconds_to_read(reader: ModuleType, files: list[bytes], max_quarters: int, r
 
 
 def fuzz_files(count: int, midi_dir: str) -> list[tuple[str, bytes]]:
-    """The damaged files `python -m bachsformer.fuzz` reads by default (seed 0), named by family."""
+    """The damaged files `python -m benchmarks.fuzz` reads by default (seed 0), named by family."""
     seeds = fuzz.roll_seeds(np.random.default_rng(0)) + fuzz.corpus_seeds(midi_dir, 4, random.Random(0))
     files = itertools.islice(fuzz.damaged_files(seeds, 0), count)
     return [(fuzz.damaged_name(number, kind), data) for number, (kind, data) in enumerate(files)]
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  reading all {len(corpus)}: {before:.3f} s before, {now:.3f} s now (best of 3)")
     if args.fuzz_files:
         damaged = fuzz_files(args.fuzz_files, args.midi_dir)
-        report("damaged files of bachsformer.fuzz", len(damaged), compare(damaged, old, args.max_quarters))
+        report("damaged files of benchmarks.fuzz", len(damaged), compare(damaged, old, args.max_quarters))
     return 1 if corpus_differences else 0
 
 

@@ -4,7 +4,7 @@
 
 For each library: the best of `--repeats` times to parse every corpus file from bytes to its note
 events (symusic: a Score and its notes as arrays; mido: a MidiFile and its messages), then, on the
-damaged files of `python -m bachsformer.fuzz`, how many it parsed, how many it refused and with
+damaged files of `python -m benchmarks.fuzz`, how many it parsed, how many it refused and with
 which exception types, and its slowest file. Only the parse is timed: the codec's own rules (grid,
 overlaps, trimming) come after it and cost the same either way.
 """

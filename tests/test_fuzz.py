@@ -1,7 +1,9 @@
-"""Damaged MIDI files (bachsformer.fuzz) either read or raise MidiError, quickly and in bounded memory."""
+"""Damaged MIDI files (benchmarks.fuzz) either read or raise MidiError, quickly and in bounded memory."""
 
 import itertools
 import random
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections import Counter
@@ -10,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bachsformer import fuzz
 from bachsformer.data import scan
 from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, MidiError, quarters_to_midi_bytes, read_midi_bytes
+from benchmarks import fuzz
 
 MAX_QUARTERS = 2_000  # small, so that files holding every key up to the limit stay cheap
 TIME_LIMIT = 2.0  # seconds per file
@@ -135,3 +137,12 @@ def test_scan_reports_every_damaged_file(tmp_path, capsys):
     assert lines[-1] == f"{len(files)} files, {readable} read, {len(files) - readable} skipped"
     assert [line.split(": ")[0] for line in lines[:-1]] == [path.name for path in paths]
     assert sum(": skipped: " in line for line in lines[:-1]) == len(files) - readable
+
+
+def test_python_m_benchmarks_fuzz_prints_the_table_from_the_repository_root():
+    files = len(fuzz.FAULT_FAMILIES)
+    command = [sys.executable, "-m", "benchmarks.fuzz", "--files", str(files), "--corpus", str(CORPUS)]
+    result = subprocess.run(command, cwd=CORPUS.parents[1], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{files} faults injected." in result.stdout
+    assert sum(line.startswith("|") for line in result.stdout.splitlines()) == 2 + files + 1  # head, rows, total

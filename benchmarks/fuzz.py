@@ -1,6 +1,6 @@
 """Damaged MIDI files, made from valid ones, to show that the reader fails only in the named way.
 
-    python -m bachsformer.fuzz [--files N] [--seed S] [--max-quarters M] [--save DIR]
+    python -m benchmarks.fuzz [--files N] [--seed S] [--max-quarters M] [--save DIR]
 
 reads every damaged file with `read_midi_bytes`, timing it and tracing its peak memory, and prints
 a markdown table: one row per fault family, with how many files read, how many were refused with
@@ -465,7 +465,7 @@ def report(outcomes: list[Outcome], max_quarters: int, time_limit: float, memory
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bachsformer.fuzz", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fuzz", description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=650, help="damaged files to make and read")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-quarters", type=int, default=DEFAULT_MAX_QUARTERS, help="the reader's length limit")
