@@ -18,11 +18,19 @@ import argparse
 import torch
 
 from bachsformer.checkpoint import export_run
-from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows, first_code_distribution
+from bachsformer.codes import (
+    baselines,
+    bits_per_code,
+    encode_pieces,
+    evaluation_melodies,
+    evaluation_windows,
+    first_code_distribution,
+)
 from bachsformer.config import ConfigError, load_config
 from bachsformer.data import CodeWindowDataset, load_corpus
 from bachsformer.errors import ArgumentParser, exit_on_user_error
 from bachsformer.gpt import GPT
+from bachsformer.melody import top_line_tokens
 from bachsformer.training import Trainer, check_run_folder, setup_distributed, training_split
 from bachsformer.vqvae import VQVAE
 
@@ -52,6 +60,11 @@ def main():
             f"gpt.vocab_size is {config.gpt.vocab_size}, but the VQ-VAE {config.models.vq_vae}"
             f" has {vq_vae.num_embeddings} codes; set them equal"
         )
+    if config.gpt.codes_per_quarter != vq_vae.codes_per_quarter:
+        raise ConfigError(
+            f"gpt.codes_per_quarter is {config.gpt.codes_per_quarter}, but the VQ-VAE writes"
+            f" {vq_vae.codes_per_quarter} codes per quarter; set them equal"
+        )
     pieces = load_corpus(
         config.data.midi_dir, config.data.cache_dir, config.data.max_quarters, normalize_key=config.data.normalize_key
     )
@@ -60,8 +73,17 @@ def main():
     train_codes = encode_pieces(vq_vae, train_pieces, train_config.max_transpose, cache_dir)
     validation_codes = encode_pieces(vq_vae, validation_pieces or train_pieces, 0, cache_dir)
     window = config.gpt.block_size + 1
-    train_set = CodeWindowDataset(train_codes, window, vq_vae.codes_per_quarter)
+    # the melody each piece's codes hear: its own top line (gpt.melody_quarters 0: none)
+    heard_ahead, per_quarter = config.gpt.melody_quarters, vq_vae.codes_per_quarter
+    train_melodies = [top_line_tokens(p.quarters) for p in train_pieces] if heard_ahead else None
+    train_set = CodeWindowDataset(
+        train_codes, window, per_quarter, train_melodies, heard_ahead, config.gpt.melody_dropout
+    )
     held_out = evaluation_windows(validation_codes, window)
+    held_out_melodies = None
+    if heard_ahead:
+        melodies = [top_line_tokens(p.quarters) for p in validation_pieces or train_pieces]
+        held_out_melodies = evaluation_melodies(validation_codes, melodies, window, per_quarter, heard_ahead)
     baseline_bits = baselines(train_codes, held_out, vq_vae.num_embeddings)
     if ranks.is_main:
         print(
@@ -76,12 +98,15 @@ def main():
     optimizer = model.configure_optimizer(train_config.learning_rate, train_config.weight_decay)
 
     def compute_loss(model, batch):
-        inputs, targets = batch
-        _, loss = model(inputs, targets)
+        inputs, targets, *melody = batch  # melody: [B, window quarters + heard ahead - 1, slots], if any
+        _, loss = model(inputs, targets, melody=melody[0] if melody else None)
         return loss, {}
 
     def evaluate(model):
-        return {"bits_per_code": bits_per_code(model, held_out), **baseline_bits}
+        scores = {"bits_per_code": bits_per_code(model, held_out, melodies=held_out_melodies)}
+        if held_out_melodies is not None:  # the same codes heard without their melody
+            scores["bits_per_code_without_melody"] = bits_per_code(model, held_out)
+        return {**scores, **baseline_bits}
 
     trainer = Trainer(
         model,

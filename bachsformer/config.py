@@ -94,11 +94,13 @@ class GenerateConfig:
     min_note_steps: int = 4  # drop decoded notes shorter than this (the decoder's stray fragments); 0: keep all
     key: str = ""  # move each piece to this tonic (D, F#, Bb), in a mode if named (G minor); "": as written
     candidates: int = 16  # harmonizing and regenerating: candidates drawn per quarter (or passage) to choose from
+    guidance: float = 1.0  # harmonizing with a melody-conditioned transformer: classifier-free guidance scale
     device: str = "cpu"
 
     def __post_init__(self):
         """Refuse values no run can use; the message starts with the key (config.py adds the section)."""
         check_at_least(self, 1, "candidates")
+        check_at_least(self, 0, "guidance")
         if not 0 <= self.program <= 127:
             raise ValueError(f"program: must be a General MIDI program 0 ... 127, got {self.program}")
         if self.key:

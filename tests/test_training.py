@@ -27,6 +27,7 @@ import torch.multiprocessing
 
 from bachsformer.checkpoint import load_checkpoint
 from bachsformer.config import load_config
+from bachsformer.gpt import GPT
 from bachsformer.training import Distributed, Trainer
 from bachsformer.vqvae import VQVAE, VQVAEConfig
 
@@ -362,6 +363,23 @@ def test_transformer_run_reports_bits_records_its_vq_vae_and_reuses_the_codes(ro
         "train_transformer.max_steps=1",
     )
     assert {path: path.stat().st_mtime_ns for path in codes.iterdir()} == cached
+
+
+def test_a_melody_conditioned_transformer_trains_and_reports_bits_with_and_without_the_melody(root, config, vq_run):
+    out = root / "runs" / "transformer_melody"
+    run(
+        "train_transformer.py",
+        config,
+        out,
+        f"models.vq_vae={vq_run / 'best.pt'}",
+        "gpt.melody_quarters=2",
+        "gpt.melody_dropout=0.25",
+    )
+    records = metrics(out)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(0 < r["bits_per_code"] < 16 and 0 < r["bits_per_code_without_melody"] < 16 for r in records)
+    model = GPT.from_checkpoint(out / "best.pt")
+    assert (model.config.melody_quarters, model.config.melody_dropout) == (2, 0.25)
 
 
 @pytest.mark.parametrize(
