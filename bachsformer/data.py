@@ -147,7 +147,7 @@ def load_corpus(
     """Read every MIDI file under `folder` as quarters, skipping unreadable ones.
 
     normalize_key: move each piece to C major or A minor by the smallest shift that keeps it inside
-    the 88 keys (`keys.normalizing_shift`; DESIGN.md §1b). Each skipped file is passed to `on_skip`
+    the 88 keys (`keys.normalizing_shift`; docs/design.md, Keys). Each skipped file is passed to `on_skip`
     (default: one line on stderr). Raises CorpusError when no file is readable.
     """
     folder = Path(folder)

@@ -1,4 +1,4 @@
-"""Guided generation: harmonize a melody, regenerate a passage (DESIGN.md §3b).
+"""Guided generation: harmonize a melody, regenerate a passage (docs/design.md, Guided generation).
 
 One mechanism serves both. The transformer draws `generate.candidates` candidates after one
 context, in one batch; each is decoded and scored against the constraint, and one is chosen at

@@ -4,7 +4,7 @@ A key is estimated from the piece's duration-weighted pitch-class profile (the n
 steps of each pitch class) by its Pearson correlation with the 24 rotations of the Krumhansl-Kessler
 major and minor profiles (Krumhansl 1990), the best correlation winning.
 
-Both models learn the music *key-normalized* (DESIGN.md §1b): every piece moved by the smallest
+Both models learn the music *key-normalized* (docs/design.md, Keys): every piece moved by the smallest
 shift, -6 ... +5 semitones, that puts its key on C major or A minor (one set of seven pitch classes),
 or an octave further when that keeps it inside the 88 keys. The VQ-VAE's codes change under most
 transpositions, so this gives the transformer one code language instead of twelve.

@@ -1,6 +1,6 @@
 """Ludovico: a convolutional VQ-VAE that turns a quarter (88 keys x 32 steps) into 16 codes.
 
-Input and output are two 88 x 32 channels per quarter (DESIGN.md §2): *sounding*, the codec's roll
+Input and output are two 88 x 32 channels per quarter (docs/design.md, The VQ-VAE): *sounding*, the codec's roll
 with its one-step repeat gaps filled, and *onsets*, the steps where a note starts. A repeated note
 is then an explicit onset rather than a one-step hole the decoder must reproduce. Both channels
 are read from a piece's quarters as consecutive (a note held across a quarter boundary has no onset
