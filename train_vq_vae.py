@@ -45,7 +45,9 @@ def main():
         config.data.midi_dir, config.data.cache_dir, config.data.max_quarters, normalize_key=config.data.normalize_key
     )
     train_pieces, validation_pieces = training_split(pieces, config.data)
-    train_set = QuarterDataset(train_pieces, train_config.max_transpose, config.vq_vae.onset_channel)
+    train_set = QuarterDataset(
+        train_pieces, train_config.max_transpose, config.vq_vae.onset_channel, config.vq_vae.decoder_context
+    )
     if ranks.is_main:
         print(
             f"{len(pieces)} files: {len(train_pieces)} train ({len(train_set)} quarters),"
@@ -57,8 +59,8 @@ def main():
     # Too few held-out files (a tiny corpus) fall back to judging on the training files.
     judged = [p.quarters for p in (validation_pieces or train_pieces)]
 
-    def compute_loss(model, rolls):
-        output = model(rolls)
+    def compute_loss(model, batch):
+        output = model(*batch) if isinstance(batch, tuple) else model(batch)  # (quarters, the quarters before)
         return output.loss, {"ppl": output.perplexity}
 
     trainer = Trainer(

@@ -209,18 +209,34 @@ class QuarterDataset:
     `batch(indices, generator)` returns the model's input channels, float [B, C, 88, 32]: the
     sounding notes and their onsets (`vqvae.quarter_channels`, read over each whole piece) when
     `onset_channel`, else the roll alone. With augmentation off (or max_transpose 0) the quarters
-    come as they are.
+    come as they are. With `with_previous` (a VQ-VAE with decoder_context) it returns (quarters,
+    the quarters before them), both [B, C, 88, 32], silence before a piece's first, moved together.
     """
 
-    def __init__(self, pieces: list[CorpusPiece], max_transpose: int = 0, onset_channel: bool = True):
+    def __init__(
+        self,
+        pieces: list[CorpusPiece],
+        max_transpose: int = 0,
+        onset_channel: bool = True,
+        with_previous: bool = False,
+    ):
         quarters = np.concatenate([p.quarters for p in pieces])  # [N, 88, 32]
         if onset_channel:
             channels = [quarter_channels(torch.from_numpy(p.quarters)) for p in pieces]
             self.quarters = torch.cat(channels)  # bool [N, 2, 88, 32]
         else:
             self.quarters = torch.from_numpy(quarters)[:, None]  # [N, 1, 88, 32]
-        # per quarter, the shifts that keep its notes inside the keys (silent quarters stay put)
+        self.with_previous = with_previous
         lowest_key, highest_key = (torch.from_numpy(k) for k in key_range(quarters))
+        # the index of each quarter's predecessor in its piece, -1 before a piece's first
+        self.previous = torch.arange(len(quarters)) - 1
+        self.previous[np.cumsum([0] + [len(p.quarters) for p in pieces[:-1]])] = -1
+        if with_previous:  # a quarter and its predecessor move together: keep both inside the keys
+            has_previous = self.previous >= 0
+            before = self.previous.clamp(min=0)
+            lowest_key = torch.where(has_previous, torch.minimum(lowest_key, lowest_key[before]), lowest_key)
+            highest_key = torch.where(has_previous, torch.maximum(highest_key, highest_key[before]), highest_key)
+        # per quarter, the shifts that keep its notes inside the keys (silent quarters stay put)
         silent = highest_key < 0
         self.lowest_shift = torch.where(silent, 0, (-lowest_key).clamp(min=-max_transpose))
         self.highest_shift = torch.where(silent, 0, (NUM_KEYS - 1 - highest_key).clamp(max=max_transpose))
@@ -230,11 +246,16 @@ class QuarterDataset:
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
         rolls = self.quarters[indices].float()
-        if generator is None:
-            return rolls
-        low, high = self.lowest_shift[indices], self.highest_shift[indices]
-        shifts = low + (torch.rand(len(indices), generator=generator) * (high - low + 1)).long()
-        return transpose(rolls, shifts)
+        before = None
+        if self.with_previous:
+            previous = self.previous[indices]
+            before = self.quarters[previous.clamp(min=0)].float() * (previous >= 0).float()[:, None, None, None]
+        if generator is not None:
+            low, high = self.lowest_shift[indices], self.highest_shift[indices]
+            shifts = low + (torch.rand(len(indices), generator=generator) * (high - low + 1)).long()
+            rolls = transpose(rolls, shifts)
+            before = None if before is None else transpose(before, shifts)
+        return rolls if before is None else (rolls, before)
 
 
 @dataclass

@@ -44,6 +44,7 @@ class VQVAEConfig:
     onset_channel: bool = True  # input and output the onsets beside the sounding notes (False: the roll alone)
     onset_weight: float = 1.0  # loss weight of the onset channel against the sounding one
     tie_weight: float = 1.0  # loss weight of the onset cells at a quarter's first step where a key sounds (see below)
+    decoder_context: bool = False  # the decoder also hears the codes of the quarter before (what sounded at its end)
 
     def __post_init__(self):
         """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""
@@ -58,7 +59,7 @@ class VQVAEConfig:
 
 
 # Keys added to VQVAEConfig after checkpoints were shipped, with the values that rebuild those checkpoints.
-ADDED_CONFIG_KEYS = {"onset_channel": False, "tie_weight": 1.0}
+ADDED_CONFIG_KEYS = {"onset_channel": False, "tie_weight": 1.0, "decoder_context": False}
 
 
 def _piece_roll(quarters: torch.Tensor) -> torch.Tensor:
@@ -232,8 +233,9 @@ class VQVAE(nn.Module):
             nn.Conv2d(h, d, 1),
         )
         self.quantizer = VectorQuantizer(config)
+        heard = 2 * d if config.decoder_context else d  # with context: the quarter before's vectors beside its own
         self.decoder = nn.Sequential(
-            nn.Conv2d(d, h, 3, padding=1),
+            nn.Conv2d(heard, h, 3, padding=1),
             ResidualStack(h, r, n),
             nn.ConvTranspose2d(h, h, (3, 4), stride=(1, 2), padding=(0, 1)),  # 8 x 2 -> 10 x 4
             nn.ReLU(),
@@ -264,14 +266,27 @@ class VQVAE(nn.Module):
             return rolls.float()[:, None]
         return quarter_channels(rolls, consecutive).float()
 
-    def forward(self, inputs: torch.Tensor) -> VQVAEOutput:
-        """inputs [N, C, 88, 32] in {0, 1} (see `channels`) -> reconstruction logits, losses, codes."""
+    def forward(self, inputs: torch.Tensor, previous: torch.Tensor | None = None) -> VQVAEOutput:
+        """inputs [N, C, 88, 32] in {0, 1} (see `channels`) -> reconstruction logits, losses, codes.
+
+        previous: the channels of the quarter before each input [N, C, 88, 32] (silence before a
+        piece's first), which a model with decoder_context encodes and hears while decoding.
+        """
         expected = (self.input_channels, NUM_KEYS, STEPS_PER_QUARTER)
         if inputs.ndim != 4 or tuple(inputs.shape[1:]) != expected:
             raise ValueError(f"inputs must be [N, {', '.join(map(str, expected))}], got {list(inputs.shape)}")
-        latents = self.encoder(inputs.float())  # [N, D, 8, 2]
-        quantized, indices, commitment_loss, perplexity = self.quantizer(latents)
-        logits = self.decoder(quantized)  # [N, C, 88, 32]
+        if self.config.decoder_context != (previous is not None):
+            raise ValueError("the quarters before the inputs are given exactly when the model has decoder_context")
+        if previous is None:
+            latents = self.encoder(inputs.float())  # [N, D, 8, 2]
+            quantized, indices, commitment_loss, perplexity = self.quantizer(latents)
+            logits = self.decoder(quantized)  # [N, C, 88, 32]
+        else:
+            latents = self.encoder(torch.cat([previous, inputs]).float())  # [2N, D, 8, 2]: before, then own
+            quantized, indices, commitment_loss, perplexity = self.quantizer(latents)
+            before, quantized = quantized.chunk(2)
+            indices = indices[len(inputs) :]
+            logits = self.decoder(torch.cat([before, quantized], dim=1))  # [N, C, 88, 32]
         reconstruction_loss = self.reconstruction_loss(logits, inputs)
         return VQVAEOutput(
             logits=logits,
@@ -320,26 +335,69 @@ class VQVAE(nn.Module):
             codes.append(self.quantizer.indices(flat).view(len(part), -1))
         return torch.cat(codes) if codes else torch.zeros(0, self.codes_per_quarter, dtype=torch.long)
 
-    @torch.no_grad()
-    def decode_channels(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [N, 16] -> probabilities of this model's channels [N, C, 88, 32]."""
+    def _check_codes(self, codes: torch.Tensor) -> None:
         if codes.ndim != 2 or codes.shape[1] != self.codes_per_quarter:
             raise ValueError(f"codes must be [N, {self.codes_per_quarter}], got {list(codes.shape)}")
         if len(codes) and (codes.min() < 0 or codes.max() >= self.num_embeddings):
             raise ValueError(f"codes must lie in 0 ... {self.num_embeddings - 1}")
+
+    def _vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codebook vectors of codes [N, 16] as the decoder takes them: [N, D, 8, 2]."""
         vectors = self.quantizer.lookup(codes).view(len(codes), *LATENT_SHAPE, -1)
-        logits = self.decoder(vectors.permute(0, 3, 1, 2).to(self.decoder[0].weight.dtype))
-        return torch.sigmoid(logits.float())
+        return vectors.permute(0, 3, 1, 2).to(self.decoder[0].weight.dtype)
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, consecutive: bool = True, batch_size: int = 1024) -> torch.Tensor:
+    def silence_codes(self) -> torch.Tensor:
+        """The codes of a silent quarter [16]: what a model with decoder_context hears before a piece."""
+        device = self.decoder[0].weight.device
+        return self.encode(torch.zeros(1, NUM_KEYS, STEPS_PER_QUARTER, device=device), consecutive=False)[0]
+
+    @torch.no_grad()
+    def decode_channels(self, codes: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """codes [N, 16] -> probabilities of this model's channels [N, C, 88, 32].
+
+        previous: the codes of the quarter before each [N, 16], heard by a model with
+        decoder_context (default: a silent quarter); others ignore it.
+        """
+        self._check_codes(codes)
+        vectors = self._vectors(codes)  # [N, D, 8, 2]
+        if self.config.decoder_context:
+            if previous is None:
+                previous = self.silence_codes().expand(len(codes), -1)
+            self._check_codes(previous)
+            vectors = torch.cat([self._vectors(previous.to(codes.device)), vectors], dim=1)
+        return torch.sigmoid(self.decoder(vectors).float())
+
+    @torch.no_grad()
+    def decode(
+        self,
+        codes: torch.Tensor,
+        consecutive: bool = True,
+        batch_size: int = 1024,
+        previous: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """codes [N, 16] -> note probabilities [N, 88, 32]; cells above 0.5 are the codec's roll.
 
         consecutive: the N quarters are one piece in order, so a note starting at a quarter's first
         step ends the same key's note of the quarter before; otherwise each quarter is read alone.
-        The decoder runs `batch_size` quarters at a time.
+        previous: the codes [16] of the quarter before the first (consecutive) or before each (not),
+        default a silent quarter; a model with decoder_context hears them, so that a note held
+        across the boundary comes back held. The decoder runs `batch_size` quarters at a time.
         """
-        probabilities = torch.cat([self.decode_channels(part) for part in codes.split(batch_size)])
+        if self.config.decoder_context:
+            first = self.silence_codes() if previous is None else previous.to(codes.device)
+            if consecutive:
+                before = torch.cat([first[None], codes[:-1]])  # [N, 16]: each quarter's predecessor
+            else:
+                before = first.expand(len(codes), -1)
+        else:
+            before = codes  # unused: a model without context hears no quarter before
+        probabilities = torch.cat(
+            [
+                self.decode_channels(part, previous_part)
+                for part, previous_part in zip(codes.split(batch_size), before.split(batch_size))
+            ]
+        )
         if not self.config.onset_channel:
             return probabilities[:, 0]
         return split_at_onsets(probabilities[:, 0], probabilities[:, 1], consecutive)

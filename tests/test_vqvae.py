@@ -94,7 +94,7 @@ def test_decode_of_consecutive_quarters_is_the_codec_roll_when_the_channels_are_
         piece[3, 45, 4] = False
         piece[3, 45, 5:9] = True
         model = Exact(TINY).eval()
-        model.decode_channels = lambda codes, piece=piece: quarter_channels(piece).float()
+        model.decode_channels = lambda codes, previous=None, piece=piece: quarter_channels(piece).float()
         codes = torch.zeros(len(piece), 16, dtype=torch.long)
         assert torch.equal(model.decode(codes) > 0.5, piece)
 
@@ -229,3 +229,37 @@ def test_export_run_ships_the_best_model_without_optimizer_state(tmp_path):
     loaded = VQVAE.from_checkpoint(shipped)
     assert all(torch.equal(t, loaded.state_dict()[name]) for name, t in model.state_dict().items())
     assert (tmp_path / "models" / "vq_vae_metrics.jsonl").read_text() == '{"step": 7}\n'
+
+
+def test_a_decoder_with_context_hears_the_quarter_before_and_silence_before_the_first():
+    torch.manual_seed(0)
+    model = VQVAE(dataclasses.replace(TINY, decoder_context=True)).eval()
+    model.quantizer.embedding.mul_(30)  # distinct codes decode to distinct music
+    codes = torch.randint(8, (3, 16), generator=torch.Generator().manual_seed(1))
+    silence = model.silence_codes()
+    assert torch.equal(silence, model.encode(torch.zeros(1, 88, 32))[0])
+    together = model.decode_channels(codes, previous=torch.stack([silence, codes[0], codes[1]]))
+    assert torch.allclose(together[1:2], model.decode_channels(codes[1:2], previous=codes[0:1]))
+    assert not torch.allclose(together[1:2], model.decode_channels(codes[1:2]))  # after silence instead
+    expected = split_at_onsets(together[:, 0], together[:, 1])
+    assert torch.equal(model.decode(codes), expected)
+    after_first = model.decode(codes[1:], previous=codes[0])
+    assert torch.equal(after_first, split_at_onsets(together[1:, 0], together[1:, 1]))
+    alone = model.decode(codes[1:], consecutive=False, previous=codes[0])  # each after codes[0]
+    assert torch.allclose(alone[1], model.decode(codes[2:], previous=codes[0])[0], atol=1e-6)
+
+
+def test_a_model_with_decoder_context_trains_on_quarters_and_their_predecessors():
+    from bachsformer.data import CorpusPiece, QuarterDataset
+
+    pieces = [CorpusPiece(f"p{i}", (random_rolls(3, seed=i) > 0).numpy(), 9, 0) for i in range(2)]
+    dataset = QuarterDataset(pieces, max_transpose=0, with_previous=True)
+    quarters, before = dataset.batch(torch.tensor([0, 1, 3, 5]))
+    assert not before[0].any() and not before[2].any()  # the first quarters of both pieces
+    assert torch.equal(before[1], quarters[0]) and torch.equal(before[3], dataset.batch(torch.tensor([4]))[0][0])
+    model = VQVAE(dataclasses.replace(TINY, decoder_context=True))
+    output = model(quarters, before)
+    assert output.logits.shape == (4, 2, 88, 32) and output.codes.shape == (4, 16)
+    output.loss.backward()
+    with pytest.raises(ValueError, match="decoder_context"):
+        model(quarters)
