@@ -21,6 +21,7 @@ and a file's length is checked against `max_quarters` before its roll is allocat
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,12 @@ def _parse(data: bytes) -> tuple[int, list[tuple[str, np.ndarray]]]:
     (onset tick, offset tick, pitch). symusic splits a track by channel and program; each part
     comes as a track of the same name. Raises ValueError with a one-line reason.
     """
+    score, tracks = _parse_score(data)
+    return score.ticks_per_quarter, tracks
+
+
+def _parse_score(data: bytes) -> tuple[symusic.Score, list[tuple[str, np.ndarray]]]:
+    """Like `_parse`, but with symusic's whole score (its time signatures and tempos) in place of the resolution."""
     chunks = _track_chunks(data)
     try:
         score = symusic.Score.from_midi(_parser_input(data, chunks))
@@ -204,7 +211,7 @@ def _parse(data: bytes) -> tuple[int, list[tuple[str, np.ndarray]]]:
         fault = _fault(data, chunks)  # an empty reading of a broken file: say what broke
         if fault:
             raise ValueError(fault)
-    return score.ticks_per_quarter, tracks
+    return score, tracks
 
 
 def _track_notes(track) -> np.ndarray:
@@ -289,6 +296,11 @@ def _roll(key: np.ndarray, onset: np.ndarray, offset: np.ndarray, num_quarters: 
     return np.ascontiguousarray(roll.reshape(NUM_KEYS, num_quarters, steps).transpose(1, 0, 2))
 
 
+def _leading_silence(grid: _Grid, steps_per_quarter: int) -> int:
+    """Steps of the whole silent quarters before the first note: what reading trims."""
+    return int(grid.onset.min()) // steps_per_quarter * steps_per_quarter
+
+
 def _length_checked(num_quarters: int, max_quarters: int) -> int:
     if num_quarters > max_quarters:
         raise ValueError(f"{num_quarters} quarters long, over the limit of {max_quarters}")
@@ -308,7 +320,7 @@ def notes_to_quarters(
     grid = _on_grid(notes, ticks_per_beat, steps_per_quarter)
     if len(grid.key) == 0:
         raise ValueError("no notes" + (f" inside the 88 keys ({grid.dropped} outside)" if grid.dropped else ""))
-    start = int(grid.onset.min()) // steps_per_quarter * steps_per_quarter  # leading silent quarters trimmed
+    start = _leading_silence(grid, steps_per_quarter)
     _length_checked((int(grid.offset.max()) - 1) // steps_per_quarter - start // steps_per_quarter + 1, max_quarters)
     key, onset, offset = _separate_repeats(grid.key, grid.onset - start, grid.offset - start)
     num_quarters = (int(offset.max()) - 1) // steps_per_quarter + 1  # a cut may end the music sooner
@@ -389,6 +401,171 @@ def read_midi_tracks(
 
 
 # --------------------------------------------------------------------------------------------
+# Meter: the time signatures and tempos a file plays with, on the quarters' grid
+
+
+class TimeSignature(NamedTuple):
+    """numerator / denominator from `quarter` on (quarters counted from the music's first quarter)."""
+
+    quarter: float
+    numerator: int
+    denominator: int
+
+    @property
+    def bar(self) -> float:
+        """The length of a bar in quarters: 3 for 3/4, 1.5 for 3/8."""
+        return self.numerator * 4 / self.denominator
+
+
+class Tempo(NamedTuple):
+    """Beats (quarters) per minute from `quarter` on."""
+
+    quarter: float
+    bpm: float
+
+
+MIDI_DEFAULT_BPM = 120.0  # what a file without a tempo event plays at (and 4/4 without a time signature)
+MIN_TEMPO_BPM = 4  # a MIDI tempo is at most 2**24 - 1 microseconds per quarter: 3.58 beats per minute
+MAX_TEMPO_BPM = 1000
+MAX_DENOMINATOR = 128  # a bar that ends on a step of the grid needs at most a 128th (32 steps per quarter)
+
+
+@dataclass(frozen=True)
+class Meter:
+    """The time signatures and tempos of a piece, each sorted by position with the first at quarter 0.
+
+    Positions are in quarters on the codec's grid, counted from the first quarter the piece has once
+    read (`read_meter`), so the meter of a file lines up with `read_midi(path).quarters`.
+    """
+
+    time_signatures: tuple[TimeSignature, ...] = (TimeSignature(0.0, 4, 4),)
+    tempos: tuple[Tempo, ...] = (Tempo(0.0, MIDI_DEFAULT_BPM),)
+
+    def __post_init__(self):
+        for name, events in (("time signatures", self.time_signatures), ("tempos", self.tempos)):
+            positions = [event.quarter for event in events]
+            if not positions or positions[0] != 0 or positions != sorted(positions):
+                raise ValueError(f"{name} must be sorted by position, the first at quarter 0, got {events}")
+
+    @classmethod
+    def free(cls, tempo_bpm: float) -> Meter:
+        """4/4 at one tempo: the meter of music written from nothing."""
+        return cls((TimeSignature(0.0, 4, 4),), (Tempo(0.0, float(tempo_bpm)),))
+
+    def until(self, quarter: float) -> Meter:
+        """The meter without the changes from `quarter` on (a primer's tail, past its music)."""
+        return Meter(_events_before(self.time_signatures, quarter), _events_before(self.tempos, quarter))
+
+    def after(self, quarter: float) -> Meter:
+        """The meter from `quarter` on, positions counted from there: the music before it is cut off.
+
+        Cut inside a bar, the rest of that bar becomes a short bar of its own (a pickup: 1/4 and then
+        3/4 for a 3/4 tune starting on its last beat), so the bar lines stay where they were.
+        """
+        if quarter <= 0:
+            return self
+        tempos = _events_from(self.tempos, quarter)
+        signatures = _events_from(self.time_signatures, quarter)
+        current = [ts for ts in self.time_signatures if ts.quarter <= quarter][-1]
+        into_bar = (quarter - current.quarter) % current.bar
+        if into_bar:
+            rest = current.bar - into_bar  # quarters left in the bar that was cut
+            following = signatures[1:]
+            if following and following[0].quarter <= rest:  # the signature changes before the bar ends
+                rest, current = following[0].quarter, None
+            pickup = _short_bar(rest, signatures[0].denominator)
+            if pickup is not None:
+                signatures = (pickup, *((current._replace(quarter=rest),) if current else ()), *following)
+        return Meter(signatures, tempos)
+
+    def bars(self, num_quarters: float) -> list[tuple[float, float, TimeSignature]]:
+        """(start, end, signature) of every bar starting before `num_quarters`.
+
+        A change of signature starts a bar, ending the one before it early; the last bar ends where a
+        full bar would, past `num_quarters` when the music stops inside it.
+        """
+        bars = []
+        for number, signature in enumerate(self.time_signatures):
+            following = self.time_signatures[number + 1 : number + 2]
+            change = following[0].quarter if following else math.inf
+            start = signature.quarter
+            while start < min(change, num_quarters):
+                bars.append((start, min(start + signature.bar, change), signature))
+                start += signature.bar
+        return bars
+
+    def bar_lines(self, num_quarters: float) -> list[float]:
+        """Where the bars start within [0, num_quarters), and where the last one ends if not after it."""
+        bars = self.bars(num_quarters)
+        return [start for start, _, _ in bars] + [end for _, end, _ in bars[-1:] if end <= num_quarters]
+
+
+def _events_before(events: tuple, quarter: float) -> tuple:
+    return tuple(event for n, event in enumerate(events) if n == 0 or event.quarter < quarter)
+
+
+def _events_from(events: tuple, quarter: float) -> tuple:
+    """The event in force at `quarter` moved to 0, and the later ones moved back by `quarter`."""
+    current = [event for event in events if event.quarter <= quarter][-1]
+    later = [event._replace(quarter=event.quarter - quarter) for event in events if event.quarter > quarter]
+    return (current._replace(quarter=0.0), *later)
+
+
+def _short_bar(quarters: float, denominator: int) -> TimeSignature | None:
+    """A signature at 0 whose bar lasts `quarters`, in the smallest note value from `denominator` on that
+    counts it whole; None when none does within MAX_DENOMINATOR and a numerator of 255."""
+    while denominator <= MAX_DENOMINATOR:
+        numerator = quarters * denominator / 4
+        if numerator == int(numerator):
+            return TimeSignature(0.0, int(numerator), denominator) if 1 <= numerator <= 255 else None
+        denominator *= 2
+    return None
+
+
+def _in_order(events: list) -> tuple:
+    """Events sorted by position (stably: of several at one position the last is kept, as MIDI plays it)."""
+    kept: dict[float, tuple] = {}
+    for event in sorted(events, key=lambda event: event.quarter):
+        kept[event.quarter] = event
+    return tuple(kept.values())
+
+
+def read_meter(path: str | Path, steps_per_quarter: int = STEPS_PER_QUARTER) -> Meter:
+    """The time signatures and tempos of a MIDI file, on the grid and from the first quarter of `read_midi`.
+
+    A file without them plays in 4/4 at 120 beats per minute, as the standard says; an event before
+    the first quarter read (one the leading silence carried) applies from it. Signatures no bar can be
+    drawn with (a numerator of 0, a denominator over MAX_DENOMINATOR) and tempos of 0 are left out.
+    Raises MidiError as `read_midi` does.
+    """
+    data = _file_bytes(path)
+    if not data:
+        raise MidiError(path, "empty file")
+    try:
+        score, tracks = _parse_score(data)
+        grid = _on_grid(_all_notes(tracks), score.ticks_per_quarter, steps_per_quarter)
+        if len(grid.key) == 0:
+            raise ValueError("no notes")
+    except ValueError as error:
+        raise MidiError(path, str(error)) from None
+    ticks_per_beat = score.ticks_per_quarter
+
+    def quarter(tick: int) -> float:  # rounded to the grid as note onsets are
+        return (2 * tick * steps_per_quarter + ticks_per_beat) // (2 * ticks_per_beat) / steps_per_quarter
+
+    signatures = [
+        TimeSignature(quarter(ts.time), ts.numerator, ts.denominator)
+        for ts in score.time_signatures
+        if 1 <= ts.numerator <= 255 and ts.denominator in [2**n for n in range(8)]
+    ]
+    tempos = [Tempo(quarter(tempo.time), 60_000_000 / tempo.mspq) for tempo in score.tempos if tempo.mspq > 0]
+    meter = Meter(
+        _in_order([TimeSignature(0.0, 4, 4), *signatures]), _in_order([Tempo(0.0, MIDI_DEFAULT_BPM), *tempos])
+    )
+    return meter.after(_leading_silence(grid, steps_per_quarter) / steps_per_quarter)
+
+
+# --------------------------------------------------------------------------------------------
 # Writing
 
 
@@ -410,37 +587,76 @@ def quarters_to_notes(quarters: np.ndarray) -> np.ndarray:
     return notes[np.lexsort((notes[:, 2], notes[:, 0]))]
 
 
-def quarters_to_midi_bytes(quarters: np.ndarray, tempo_bpm: float = 100.0, program: int = DEFAULT_PROGRAM) -> bytes:
-    """Write quarters [Q, 88, steps] as a MIDI file: one track in 4/4 playing General MIDI `program`."""
-    if not 1 <= tempo_bpm <= 1000:
-        raise ValueError(f"tempo must be within 1 ... 1000 beats per minute, got {tempo_bpm}")
+def quarters_to_midi_bytes(
+    quarters: np.ndarray,
+    tempo_bpm: float = 100.0,
+    program: int = DEFAULT_PROGRAM,
+    *,
+    meter: Meter | None = None,
+    melody: np.ndarray | None = None,
+    melody_name: str = "Melody",
+) -> bytes:
+    """Write quarters [Q, 88, steps] as a MIDI file playing General MIDI `program`.
+
+    meter: the time signatures and tempos to write (those from the end of the music on are left
+    out); None: 4/4 at `tempo_bpm`. melody: quarters [Q, 88, steps] inside `quarters`, written as a
+    track of its own named `melody_name`, followed by a track "Harmony" holding the rest; None: one
+    track, "bachsformer". Reading the file back gives `quarters` when no melody note touches a note
+    of its key in the rest (as `guided.impose_melody` makes sure).
+    """
     if not 0 <= program <= 127:
         raise ValueError(f"program must be a General MIDI program 0 ... 127, got {program}")
     steps_per_quarter = np.shape(quarters)[-1]
     if WRITE_TICKS_PER_BEAT % steps_per_quarter:
         raise ValueError(f"{steps_per_quarter} steps per quarter do not divide the MIDI grid")
-    ticks_per_step = WRITE_TICKS_PER_BEAT // steps_per_quarter
-    notes = quarters_to_notes(quarters)
+    meter = Meter.free(tempo_bpm) if meter is None else meter.until(len(quarters))
+    for tempo in meter.tempos:
+        if not MIN_TEMPO_BPM <= tempo.bpm <= MAX_TEMPO_BPM:
+            raise ValueError(
+                f"tempo must be within {MIN_TEMPO_BPM} ... {MAX_TEMPO_BPM} beats per minute, got {tempo.bpm:g}"
+            )
     score = symusic.Score(WRITE_TICKS_PER_BEAT)
-    score.tempos.append(symusic.Tempo(0, mspq=round(60_000_000 / tempo_bpm)))
-    score.time_signatures.append(symusic.TimeSignature(0, 4, 4))
-    track = symusic.Track(name="bachsformer", program=program)
-    track.notes = NoteTickList.from_numpy(
-        (notes[:, 0] * ticks_per_step).astype(np.int32),
-        ((notes[:, 1] - notes[:, 0]) * ticks_per_step).astype(np.int32),
-        notes[:, 2].astype(np.int8),
-        np.full(len(notes), WRITE_VELOCITY, dtype=np.int8),
-    )
-    score.tracks.append(track)
+    for tempo in meter.tempos:
+        score.tempos.append(symusic.Tempo(round(tempo.quarter * WRITE_TICKS_PER_BEAT), mspq=round(60e6 / tempo.bpm)))
+    for ts in meter.time_signatures:
+        score.time_signatures.append(
+            symusic.TimeSignature(round(ts.quarter * WRITE_TICKS_PER_BEAT), ts.numerator, ts.denominator)
+        )
+    quarters = np.asarray(quarters, dtype=bool)
+    if melody is None:
+        parts = [("bachsformer", quarters)]
+    else:
+        melody = np.asarray(melody, dtype=bool)
+        if melody.shape != quarters.shape or (melody & ~quarters).any():
+            raise ValueError("the melody must lie inside the music: quarters of the same shape, no note of its own")
+        parts = [(melody_name, melody), ("Harmony", quarters & ~melody)]
+    ticks_per_step = WRITE_TICKS_PER_BEAT // steps_per_quarter
+    for name, part in parts:
+        notes = quarters_to_notes(part)
+        track = symusic.Track(name=name, program=program)
+        track.notes = NoteTickList.from_numpy(
+            (notes[:, 0] * ticks_per_step).astype(np.int32),
+            ((notes[:, 1] - notes[:, 0]) * ticks_per_step).astype(np.int32),
+            notes[:, 2].astype(np.int8),
+            np.full(len(notes), WRITE_VELOCITY, dtype=np.int8),
+        )
+        score.tracks.append(track)
     return bytes(score.dumps_midi())
 
 
 def write_midi(
-    quarters: np.ndarray, path: str | Path, tempo_bpm: float = 100.0, program: int = DEFAULT_PROGRAM
+    quarters: np.ndarray,
+    path: str | Path,
+    tempo_bpm: float = 100.0,
+    program: int = DEFAULT_PROGRAM,
+    *,
+    meter: Meter | None = None,
+    melody: np.ndarray | None = None,
+    melody_name: str = "Melody",
 ) -> Path:
-    """Write quarters to a MIDI file at `path`; refuses to overwrite an existing file."""
+    """Write quarters to a MIDI file at `path` (see `quarters_to_midi_bytes`); refuses to overwrite a file."""
     path = Path(path)
-    data = quarters_to_midi_bytes(quarters, tempo_bpm, program)
+    data = quarters_to_midi_bytes(quarters, tempo_bpm, program, meter=meter, melody=melody, melody_name=melody_name)
     with open(path, "xb") as file:  # "x": never overwrite
         file.write(data)
     return path

@@ -17,10 +17,14 @@ from bachsformer.midi import (
     LOWEST_PITCH,
     NUM_KEYS,
     STEPS_PER_QUARTER,
+    Meter,
     MidiError,
+    Tempo,
+    TimeSignature,
     drop_short_notes,
     key_range,
     quarters_to_midi_bytes,
+    read_meter,
     read_midi,
     read_midi_bytes,
     read_midi_tracks,
@@ -596,3 +600,105 @@ def test_the_two_chorales_with_notes_never_released_lose_those_notes():
     bwv299, bwv315 = read_midi(CORPUS / "bwv299.mid"), read_midi(CORPUS / "bwv315.mid")
     assert (len(bwv299.quarters), bwv299.notes) == (72, 319)
     assert (len(bwv315.quarters), bwv315.notes) == (68, 353)
+
+
+# --------------------------------------------------------------------------------------------
+# Meter: time signatures and tempos
+
+
+def conductor(*events: tuple[int, str, dict]) -> list:
+    """Conductor-track events (tick, meta type, fields) for midi_bytes."""
+    return [(tick, mido.MetaMessage(kind, **fields)) for tick, kind, fields in events]
+
+
+def notes_track(*notes: tuple[int, int, int]) -> list:
+    """Track events of notes (pitch, onset tick, offset tick), note-offs first at a tick."""
+    events = []
+    for pitch, on, off in notes:
+        events += [
+            (on, 1, mido.Message("note_on", note=pitch, velocity=80)),
+            (off, 0, mido.Message("note_off", note=pitch)),
+        ]
+    return [(tick, message) for tick, _, message in sorted(events, key=lambda event: event[:2])]
+
+
+def test_a_file_without_meter_events_reads_as_4_4_at_120(tmp_path):
+    path = tmp_path / "plain.mid"
+    path.write_bytes(midi_bytes([notes_track((60, 0, 480))]))
+    assert read_meter(path) == Meter((TimeSignature(0.0, 4, 4),), (Tempo(0.0, 120.0),))
+
+
+def test_the_meter_is_read_on_the_grid_of_the_trimmed_quarters(tmp_path):
+    # 3/4 at 72; the music starts on the third beat (two silent quarters trimmed); 60 bpm from quarter 5,
+    # 2/4 from quarter 8 (bar lines at 0, 3, 6, 8 in the file); a tempo change at tick 3 snaps to the grid
+    meta = conductor(
+        (0, "time_signature", {"numerator": 3, "denominator": 4}),
+        (0, "set_tempo", {"tempo": 833_333}),
+        (2400, "set_tempo", {"tempo": 1_000_000}),
+        (3840, "time_signature", {"numerator": 2, "denominator": 4}),
+    )
+    path = tmp_path / "three.mid"
+    path.write_bytes(midi_bytes([meta, notes_track((67, 960, 1440), (69, 1440, 5760))], ticks_per_beat=480))
+    assert len(read_midi(path).quarters) == 10
+    meter = read_meter(path)
+    assert meter.time_signatures == (TimeSignature(0.0, 1, 4), TimeSignature(1.0, 3, 4), TimeSignature(6.0, 2, 4))
+    assert meter.tempos == (Tempo(0.0, 60_000_000 / 833_333), Tempo(3.0, 60.0))
+    assert meter.bars(10) == [
+        (0.0, 1.0, TimeSignature(0.0, 1, 4)),
+        (1.0, 4.0, TimeSignature(1.0, 3, 4)),
+        (4.0, 6.0, TimeSignature(1.0, 3, 4)),  # cut short by the change to 2/4
+        (6.0, 8.0, TimeSignature(6.0, 2, 4)),
+        (8.0, 10.0, TimeSignature(6.0, 2, 4)),
+    ]
+    assert meter.bar_lines(10) == [0.0, 1.0, 4.0, 6.0, 8.0, 10.0]
+    assert meter.bar_lines(9) == [0.0, 1.0, 4.0, 6.0, 8.0]  # the last bar does not end inside
+
+
+def test_cutting_a_meter_keeps_its_bar_lines_and_what_is_in_force():
+    meter = Meter((TimeSignature(0.0, 3, 4), TimeSignature(6.0, 6, 8)), (Tempo(0.0, 80.0), Tempo(4.0, 70.0)))
+    assert meter.after(4) == Meter(
+        (TimeSignature(0.0, 2, 4), TimeSignature(2.0, 6, 8)), (Tempo(0.0, 70.0),)
+    )  # two quarters left of the bar from 3 to 6, which the change to 6/8 starts a bar after
+    assert meter.after(3.5).time_signatures == (TimeSignature(0.0, 5, 8), TimeSignature(2.5, 6, 8))
+    assert meter.after(7).time_signatures == (TimeSignature(0.0, 4, 8), TimeSignature(2.0, 6, 8))
+    assert meter.after(3) == Meter(
+        (TimeSignature(0.0, 3, 4), TimeSignature(3.0, 6, 8)), (Tempo(0.0, 80.0), Tempo(1.0, 70.0))
+    )
+    assert meter.until(4) == Meter((TimeSignature(0.0, 3, 4),), (Tempo(0.0, 80.0),))
+    with pytest.raises(ValueError, match="first at quarter 0"):
+        Meter((TimeSignature(1.0, 3, 4),))
+
+
+def test_quarters_are_written_with_their_meter_and_read_back_the_same(tmp_path):
+    meter = Meter((TimeSignature(0.0, 1, 4), TimeSignature(1.0, 3, 4)), (Tempo(0.0, 75.0), Tempo(2.5, 48.0)))
+    quarters = roll(4, (67, 0, 32), (69, 32, 100), (71, 100, 128))
+    path = write_midi(quarters, tmp_path / "out.mid", meter=meter)
+    midi = mido.MidiFile(path)
+    signatures = [(m.numerator, m.denominator) for m in midi.tracks[0] if m.type == "time_signature"]
+    assert signatures == [(1, 4), (3, 4)]
+    assert [m.tempo for m in midi.tracks[0] if m.type == "set_tempo"] == [800_000, 1_250_000]
+    assert read_meter(path) == meter
+    assert np.array_equal(read_midi(path).quarters, quarters)
+    # changes from the end of the music on are left out of the file
+    later = Meter((TimeSignature(0.0, 3, 4), TimeSignature(4.0, 2, 4)), (Tempo(0.0, 75.0), Tempo(4.0, 50.0)))
+    assert read_meter(write_midi(quarters, tmp_path / "later.mid", meter=later)) == later.until(4)
+
+
+def test_a_melody_is_written_as_a_track_of_its_own_before_the_harmony(tmp_path):
+    melody = roll(2, (72, 0, 31), (72, 32, 64))
+    music = melody | roll(2, (60, 0, 64), (72, 0, 0))
+    path = write_midi(music, tmp_path / "two.mid", program=52, melody=melody, melody_name="Soprano")
+    tracks = read_midi_tracks(path)
+    assert [track.name for track in tracks] == ["Soprano", "Harmony"]
+    assert np.array_equal(tracks[0].quarters, melody) and np.array_equal(tracks[1].quarters, music & ~melody)
+    programs = [m.program for track in mido.MidiFile(path).tracks for m in track if m.type == "program_change"]
+    assert programs == [52, 52]
+    assert np.array_equal(read_midi(path).quarters, music)
+    with pytest.raises(ValueError, match="inside the music"):
+        quarters_to_midi_bytes(roll(2, (60, 0, 64)), melody=melody)
+
+
+def test_writing_refuses_a_tempo_midi_cannot_hold():
+    # 3 beats per minute is more than 2**24 microseconds per quarter
+    with pytest.raises(ValueError, match="tempo must be within 4 ... 1000"):
+        quarters_to_midi_bytes(roll(1, (60, 0, 32)), tempo_bpm=3)
