@@ -1,0 +1,207 @@
+"""MusicXML scores of the music, written with music21 (an optional dependency, imported only here).
+
+A score is a grand staff: a treble staff and a bass staff joined by a brace, in the time signatures
+of the piece's meter (4/4 for music written from nothing) and the key signature of its key, every
+note spelled in that key. MuseScore, Finale, Sibelius and music21 open it.
+
+How a roll becomes notation, so that nothing is left for a notation program to guess:
+- The melody, when there is one (a harmonized tune), is voice 1 of the treble staff. The other
+  notes go to the treble staff from middle C up and to the bass staff below it.
+- On each staff the notes that are not the melody are one voice of chords. The staff's time is cut
+  wherever one of its notes starts or ends and at every bar line; each cut is a chord (a note, a
+  rest) of what sounds there, and a note that sounds over several cuts is tied across them.
+- Each cut is written as notes of plain or dotted values, the longest first (5 steps, 5/32 of a
+  quarter, is a 32nd tied to a 128th), so every duration on the grid of 32 steps per quarter is
+  written exactly and reading the file back gives the same notes.
+- Spelling: the seven degrees of the key as its scale spells them; the other five pitch classes as
+  Bach's chromatic notes are spelled: in major the raised 1st, 2nd, 4th and 5th (leading tones of
+  the secondary dominants) and the lowered 7th; in minor the lowered 2nd (Neapolitan), the raised
+  3rd (the Picardy third), 4th, 6th and 7th (melodic and harmonic minor).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bachsformer.errors import BachsformerError
+from bachsformer.keys import TONIC_NAMES, Key
+from bachsformer.midi import Meter, quarters_to_notes
+
+MIDDLE_C = 60  # the lowest pitch on the treble staff
+LETTERS = "CDEFGAB"
+LETTER_PITCH_CLASSES = (0, 2, 4, 5, 7, 9, 11)
+SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}  # natural minor
+# semitones above the tonic -> (degree 1 ... 7, alteration of the scale's spelling of that degree)
+CHROMATIC = {
+    "major": {1: (1, +1), 3: (2, +1), 6: (4, +1), 8: (5, +1), 10: (7, -1)},
+    "minor": {1: (2, -1), 4: (3, +1), 6: (4, +1), 9: (6, +1), 11: (7, +1)},
+}
+# note values in steps of 1/32 quarter, the longest first: breve, dotted whole, whole ... 128th
+NOTE_VALUES = tuple(sorted({2**n for n in range(9)} | {3 * 2**n for n in range(8)}, reverse=True))
+
+
+def require_music21() -> None:
+    """BachsformerError, in one line, when music21 is not installed (--musicxml checks before writing anything)."""
+    try:
+        import music21  # noqa: F401
+    except ImportError:
+        raise BachsformerError("--musicxml needs music21: pip install music21") from None
+
+
+def spellings(key: Key) -> dict[int, tuple[str, int]]:
+    """How each pitch class (0 = C) is spelled in `key`: (letter, alteration in semitones), e.g. 6 -> ("F", 1)."""
+    tonic_name = TONIC_NAMES[key.mode][key.tonic]
+    first = LETTERS.index(tonic_name[0])
+    degrees = []  # (letter, alteration) of degrees 1 ... 7
+    for degree, interval in enumerate(SCALES[key.mode]):
+        letter = LETTERS[(first + degree) % 7]
+        natural = LETTER_PITCH_CLASSES[LETTERS.index(letter)]
+        degrees.append((letter, ((key.tonic + interval - natural) + 6) % 12 - 6))
+    names = {(key.tonic + interval) % 12: degrees[n] for n, interval in enumerate(SCALES[key.mode])}
+    for interval, (degree, alteration) in CHROMATIC[key.mode].items():
+        letter, alter = degrees[degree - 1]
+        names[(key.tonic + interval) % 12] = (letter, alter + alteration)
+    return names
+
+
+def pitch_name(midi_pitch: int, spelling: dict[int, tuple[str, int]]) -> str:
+    """music21's name of a MIDI pitch spelled as `spelling` says: 66 in D major is "F#4", 70 in F major "B-4"."""
+    letter, alter = spelling[midi_pitch % 12]
+    octave = (midi_pitch - LETTER_PITCH_CLASSES[LETTERS.index(letter)] - alter) // 12 - 1
+    return f"{letter}{'#' * alter if alter > 0 else '-' * -alter}{octave}"
+
+
+def note_values(steps: int) -> list[int]:
+    """A duration in steps as plain or dotted note values, the longest first: 5 -> [4, 1], 40 -> [32, 8]."""
+    values = []
+    for value in NOTE_VALUES:
+        while steps >= value:
+            values.append(value)
+            steps -= value
+    return values
+
+
+def chord_cuts(notes: np.ndarray, cuts: list[int]) -> list[tuple[int, int, list[tuple[int, str | None]]]]:
+    """A staff's notes [N, 3] (onset step, offset step, pitch; one note at a time per pitch) as chords in time.
+
+    cuts: steps where a chord must end (the bar lines, the staff's end). Returns (start, end,
+    [(pitch, tie)]) for every span between consecutive cuts and note boundaries, an empty list for a
+    rest; tie is "start", "continue", "stop" or None as the note goes on across the span's edges.
+    """
+    bounds = sorted({*cuts, *notes[:, 0].tolist(), *notes[:, 1].tolist()})
+    spans = []
+    for start, end in zip(bounds, bounds[1:]):
+        sounding = notes[(notes[:, 0] < end) & (notes[:, 1] > start)]
+        chord = []
+        for onset, offset, pitch in sorted(sounding.tolist(), key=lambda note: note[2]):
+            before, after = onset < start, offset > end
+            chord.append((pitch, "continue" if before and after else "stop" if before else "start" if after else None))
+        spans.append((start, end, chord))
+    return spans
+
+
+def _split_tie(tie: str | None, piece: int, pieces: int) -> str | None:
+    """The tie of piece `piece` of `pieces` that a span with `tie` is written as."""
+    if pieces == 1:
+        return tie
+    starts = piece > 0 or tie in ("continue", "stop")  # tied from before
+    goes_on = piece < pieces - 1 or tie in ("start", "continue")  # tied to after
+    return "continue" if starts and goes_on else "stop" if starts else "start"
+
+
+def _voice_elements(music21, notes: np.ndarray, cuts: list[int], spelling, steps: int) -> list:
+    """The notes [N, 3] of one voice as music21 notes, chords and rests [(step, element)] from 0 to cuts[-1]."""
+    elements = []
+    for start, end, chord in chord_cuts(notes, cuts):
+        values = note_values(end - start)
+        offset = start
+        for piece, value in enumerate(values):
+            length = music21.duration.Duration(value / steps)
+            if not chord:
+                element = music21.note.Rest(duration=length)
+            else:
+                members = []
+                for pitch, tie in chord:
+                    member = music21.note.Note(pitch_name(pitch, spelling), duration=length)
+                    piece_tie = _split_tie(tie, piece, len(values))
+                    if piece_tie:
+                        member.tie = music21.tie.Tie(piece_tie)
+                    members.append(member)
+                element = members[0] if len(members) == 1 else music21.chord.Chord(members, duration=length)
+            elements.append((offset, element))
+            offset += value
+    return elements
+
+
+def write_musicxml(
+    quarters: np.ndarray,
+    path: str | Path,
+    key: Key,
+    meter: Meter | None = None,
+    melody: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """Write quarters [Q, 88, steps] as a MusicXML score at `path` (never overwritten); see the module doc.
+
+    key: the piece's key (key signature and spelling); meter: its time signatures and tempos (None:
+    4/4 at 120); melody: quarters [Q, 88, steps] inside `quarters`, written as a voice of its own.
+    """
+    require_music21()
+    import music21
+    import music21.musicxml.m21ToXml
+
+    quarters = np.asarray(quarters, dtype=bool)
+    steps = quarters.shape[2]
+    meter = meter or Meter()
+    bars = meter.bars(len(quarters)) or [(0.0, meter.time_signatures[0].bar, meter.time_signatures[0])]
+    bar_steps = [(round(start * steps), round(end * steps), signature) for start, end, signature in bars]
+    cuts = [start for start, _, _ in bar_steps] + [bar_steps[-1][1]]
+    spelling = spellings(key)
+    has_melody = melody is not None
+    melody = np.zeros_like(quarters) if melody is None else np.asarray(melody, dtype=bool)
+    rest = quarters_to_notes(quarters & ~melody)
+    staves = {  # staff -> its voices, each as [(step, element)]
+        "treble": ([quarters_to_notes(melody)] if has_melody else []) + [rest[rest[:, 2] >= MIDDLE_C]],
+        "bass": [rest[rest[:, 2] < MIDDLE_C]],
+    }
+    tonic = TONIC_NAMES[key.mode][key.tonic].replace("b", "-")
+    score = music21.stream.Score()
+    score.metadata = music21.metadata.Metadata(title=title)
+    parts = []
+    for staff, voices in staves.items():
+        part = music21.stream.PartStaff(id=staff)
+        voice_elements = [_voice_elements(music21, notes, cuts, spelling, steps) for notes in voices]
+        previous_signature = None
+        for number, (start, end, signature) in enumerate(bar_steps):
+            measure = music21.stream.Measure(number=number + 1)
+            if number == 0:
+                measure.insert(0, music21.clef.TrebleClef() if staff == "treble" else music21.clef.BassClef())
+                measure.insert(0, music21.key.Key(tonic, key.mode))
+            if (signature.numerator, signature.denominator) != previous_signature:
+                measure.insert(0, music21.meter.TimeSignature(f"{signature.numerator}/{signature.denominator}"))
+                previous_signature = (signature.numerator, signature.denominator)
+            if staff == "treble":
+                for tempo in meter.tempos:
+                    if start <= round(tempo.quarter * steps) < end:
+                        mark = music21.tempo.MetronomeMark(number=round(tempo.bpm, 1))
+                        measure.insert((round(tempo.quarter * steps) - start) / steps, mark)
+            in_bar = [[(step, e) for step, e in elements if start <= step < end] for elements in voice_elements]
+            # the first voice (the melody) is always there; a voice under it that only rests is left out
+            kept = [n for n, elements in enumerate(in_bar) if n == 0 or any(not e.isRest for _, e in elements)]
+            for n in kept:
+                holder = measure if len(kept) == 1 else music21.stream.Voice(id=str(n + 1))
+                for step, element in in_bar[n]:
+                    holder.insert((step - start) / steps, element)
+                if holder is not measure:
+                    measure.insert(0, holder)
+            part.append(measure)
+        parts.append(part)
+        score.insert(0, part)
+    score.insert(0, music21.layout.StaffGroup(parts, symbol="brace", barTogether=True))
+    data = music21.musicxml.m21ToXml.GeneralObjectExporter(score).parse()
+    path = Path(path)
+    with open(path, "xb") as file:  # "x": never overwrite
+        file.write(data)
+    return path
