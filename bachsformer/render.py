@@ -4,7 +4,8 @@ WAV uses FluidSynth when it is usable (the pyfluidsynth package and the FluidSyn
 the General MIDI SoundFont pretty_midi ships (TimGM6mb.sf2) or the one $BACHSFORMER_SOUNDFONT
 names, so the MIDI file's instrument (its program change) is heard; otherwise pretty_midi's own
 sine-wave synthesis, so a preview is always written. The picture needs matplotlib, an optional
-dependency.
+dependency: a piano roll with the bar lines of the piece's time signatures, and the melody, the
+primer and a regenerated passage marked, as a legend says.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bachsformer.errors import BachsformerError
-from bachsformer.midi import LOWEST_PITCH, NUM_KEYS
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, Meter
 
 SAMPLE_RATE = 22_050
 SOUNDFONT_VARIABLE = "BACHSFORMER_SOUNDFONT"
@@ -74,9 +75,108 @@ def write_wav(midi_path: str | Path, wav_path: str | Path) -> Rendering:
     return rendering
 
 
-def write_png(quarters: np.ndarray, png_path: str | Path, title: str = "") -> None:
-    """Draw quarters [Q, 88, 32] as a piano roll, with a line at every bar of four quarters."""
-    write_rolls_png([(quarters, title)], png_path)
+MELODY_COLOUR = (0.85, 0.1, 0.1)  # red notes
+PRIMER_SHADE = (0.12, 0.47, 0.71, 0.15)  # a blue wash over the quarters kept from the primer
+PASSAGE_SHADE = (1.0, 0.5, 0.05, 0.25)  # an orange wash over the quarters regenerated
+BAR_LINE_COLOUR = (0.5, 0.5, 0.5)
+
+
+def require_matplotlib() -> None:
+    """BachsformerError, in one line, when matplotlib is not installed (--png checks before writing anything)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise BachsformerError("--png needs matplotlib: pip install matplotlib") from None
+
+
+def _pyplot():
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def piano_roll_figure(
+    quarters: np.ndarray,
+    title: str = "",
+    *,
+    meter: Meter | None = None,
+    melody: np.ndarray | None = None,
+    primer_quarters: int = 0,
+    passage: tuple[int, int] | None = None,
+):
+    """The picture `write_png` saves, as a matplotlib figure (the caller closes it).
+
+    Notes are black, the melody's red; the first `primer_quarters` quarters (a primer kept as read)
+    lie under a blue wash and the regenerated quarters `passage` (first, last; from 1) under an
+    orange one; bar lines follow the meter's time signatures (4/4 when None). A legend names them.
+    """
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    meter = meter or Meter()
+    roll = np.asarray(quarters, dtype=bool).transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # [88, Q * 32]
+    num_quarters, steps = len(quarters), np.shape(quarters)[2]
+    keys = np.nonzero(roll.any(axis=1))[0]
+    low, high = (keys[0], keys[-1]) if len(keys) else (0, NUM_KEYS - 1)
+    image = np.ones((*roll.shape, 3))  # [88, Q * 32, RGB]
+    image[roll] = 0.0
+    legend = [Patch(color="black", label="notes")]
+    if melody is not None:
+        melody_roll = np.asarray(melody, dtype=bool).transpose(1, 0, 2).reshape(NUM_KEYS, -1)
+        image[roll & melody_roll] = MELODY_COLOUR
+        legend.append(Patch(color=MELODY_COLOUR, label="melody"))
+    figure, axis = plt.subplots(figsize=(max(6, num_quarters / 6), 3.5), dpi=120)
+    axis.imshow(
+        image[low : high + 1],
+        aspect="auto",
+        origin="lower",
+        interpolation="nearest",
+        extent=(0, num_quarters, low + LOWEST_PITCH - 0.5, high + LOWEST_PITCH + 0.5),
+    )
+    if primer_quarters:
+        axis.axvspan(0, primer_quarters, color=PRIMER_SHADE, linewidth=0)
+        legend.append(Patch(color=PRIMER_SHADE, label=f"primer (quarters 1-{primer_quarters})"))
+    if passage is not None:
+        first, last = passage
+        axis.axvspan(first - 1, last, color=PASSAGE_SHADE, linewidth=0)
+        legend.append(Patch(color=PASSAGE_SHADE, label=f"regenerated (quarters {first}-{last})"))
+    for bar in meter.bar_lines(num_quarters):
+        axis.axvline(bar, color=BAR_LINE_COLOUR, linewidth=0.4)
+    signatures = dict.fromkeys(f"{ts.numerator}/{ts.denominator}" for _, _, ts in meter.bars(num_quarters))
+    legend.append(Line2D([], [], color=BAR_LINE_COLOUR, linewidth=0.8, label=f"bars ({', '.join(signatures)})"))
+    axis.legend(handles=legend, loc="upper right", fontsize=7, framealpha=0.85)
+    axis.set_xlim(0, num_quarters)
+    axis.set_ylabel("MIDI pitch")
+    axis.set_xlabel(f"quarter notes ({steps} steps each)")
+    axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def write_png(
+    quarters: np.ndarray,
+    png_path: str | Path,
+    title: str = "",
+    *,
+    meter: Meter | None = None,
+    melody: np.ndarray | None = None,
+    primer_quarters: int = 0,
+    passage: tuple[int, int] | None = None,
+) -> None:
+    """Draw quarters [Q, 88, 32] as a piano roll at `png_path` (never overwritten); see `piano_roll_figure`."""
+    figure = piano_roll_figure(
+        quarters, title, meter=meter, melody=melody, primer_quarters=primer_quarters, passage=passage
+    )
+    try:
+        with open(png_path, "xb") as file:
+            figure.savefig(file, format="png")
+    finally:
+        _pyplot().close(figure)
 
 
 def write_rolls_png(
@@ -87,13 +187,7 @@ def write_rolls_png(
     melody: quarters [Q, 88, 32] drawn in red wherever a panel sounds them (a harmonized tune).
     Refuses to overwrite an existing file unless `overwrite`.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise BachsformerError("--png needs matplotlib: pip install matplotlib") from None
+    plt = _pyplot()
     rolls = [np.asarray(q).transpose(1, 0, 2).reshape(NUM_KEYS, -1) for q, _ in panels]  # [88, Q * 32] each
     keys = np.nonzero(np.logical_or.reduce([roll.any(1) for roll in rolls]))[0]
     low, high = (keys[0], keys[-1]) if len(keys) else (0, NUM_KEYS - 1)

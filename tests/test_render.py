@@ -3,6 +3,7 @@ saying how to get real instruments) when it is not; the MIDI file's program is t
 
 from __future__ import annotations
 
+import sys
 import wave
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import tiny
 from midi_files import roll
 
 from bachsformer import render
-from bachsformer.midi import write_midi
+from bachsformer.errors import BachsformerError
+from bachsformer.midi import Meter, TimeSignature, write_midi
 
 MUSIC = roll(4, (60, 0, 60), (64, 32, 120), (67, 64, 128))
 
@@ -121,3 +123,49 @@ def test_generate_writes_the_configured_program_into_the_midi(run, tmp_path, opt
 def test_generate_refuses_a_program_outside_general_midi(run, tmp_path):
     status, out, err = run("--out", str(tmp_path), "--program", "128")
     assert status == 2 and err.strip() == "error: --program: must be a General MIDI program 0 ... 127, got 128"
+
+
+# --------------------------------------------------------------------------------------------
+# the piano roll
+
+
+def test_the_piano_roll_marks_bars_melody_primer_and_passage_with_a_legend():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    meter = Meter((TimeSignature(0.0, 1, 4), TimeSignature(1.0, 3, 4)))
+    melody = roll(8, (72, 0, 64))
+    music = melody | roll(8, (60, 0, 256))
+    figure = render.piano_roll_figure(music, "t", meter=meter, melody=melody, primer_quarters=2, passage=(5, 6))
+    try:
+        (axis,) = figure.axes
+        labels = [text.get_text() for text in axis.get_legend().get_texts()]
+        assert labels == ["notes", "melody", "primer (quarters 1-2)", "regenerated (quarters 5-6)", "bars (1/4, 3/4)"]
+        assert [line.get_xdata()[0] for line in axis.lines] == [0.0, 1.0, 4.0, 7.0]
+        spans = [(patch.get_x(), patch.get_x() + patch.get_width()) for patch in axis.patches]
+        assert spans == [(0.0, 2.0), (4.0, 6.0)]
+        image = axis.images[0].get_array()  # [keys 60 ... 72, steps, RGB]
+        assert tuple(image[72 - 60, 10]) == render.MELODY_COLOUR and tuple(image[0, 10]) == (0.0, 0.0, 0.0)
+        assert tuple(image[72 - 60, 100]) == (1.0, 1.0, 1.0)  # the melody has ended
+    finally:
+        plt.close(figure)
+
+
+def test_free_music_has_bars_of_four_quarters_and_nothing_marked():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    figure = render.piano_roll_figure(roll(9, (60, 0, 288)))
+    try:
+        (axis,) = figure.axes
+        assert [text.get_text() for text in axis.get_legend().get_texts()] == ["notes", "bars (4/4)"]
+        assert [line.get_xdata()[0] for line in axis.lines] == [0.0, 4.0, 8.0] and not axis.patches
+    finally:
+        plt.close(figure)
+
+
+def test_without_matplotlib_a_picture_is_refused_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    with pytest.raises(BachsformerError, match=r"^--png needs matplotlib: pip install matplotlib$"):
+        render.write_png(MUSIC, tmp_path / "piece.png")
+    assert not (tmp_path / "piece.png").exists()
