@@ -6,19 +6,31 @@
     python generate.py --key D --num 4                   # in D (major or minor, as the model wrote it)
     python generate.py --key "G minor"                   # in G minor
     python generate.py --melody tune.mid --num 4         # harmonize a tune: it stays the top voice
-    python generate.py --melody bwv1.6.mid --melody-track Soprano
+    python generate.py --melody bwv1.6.mid --melody-track soprano
     python generate.py --file piece.mid --regenerate 5-8 # rewrite quarters 5 ... 8 to fit both sides
-    python generate.py --wav --png                       # also a WAV preview and a piano roll
+    python generate.py --wav --png --musicxml            # also a WAV preview, a piano roll and a score
 
 The models write music in C major or A minor (they learned the chorales moved there); `--key` moves
 each piece to another tonic, keeping its mode unless one is named, and a primer's continuation comes
-back in the primer's key. A melody (`--melody`: its highest line, or one track) is harmonized below,
-and a passage (`--regenerate A-B`, quarters counted from 1) rewritten, by choosing among
-`--candidates` samples per quarter (or passage) the one that fits (bachsformer/guided.py).
+back in the primer's key. A melody (`--melody`: its highest line, or one track, named exactly or in
+any case) is harmonized below, and a passage (`--regenerate A-B`, quarters counted from 1) rewritten,
+by choosing among `--candidates` samples per quarter (or passage) the one that fits
+(bachsformer/guided.py). A melody keeps its notes exactly: `--key` may move it to another tonic, not
+change its mode.
+
+What the files keep: music made from a file (`--melody`, `--file`, `--regenerate`) keeps the file's
+time signatures and tempos, on the output's grid; music from nothing is in 4/4 at `--tempo`
+(`generate.tempo`). A harmonization is two tracks, the melody (named as its track, or "Melody") and
+the model's "Harmony", both playing `--program`. `--musicxml` writes a score beside the MIDI (grand
+staff, the melody in a voice of its own, spelled in the piece's key; needs music21), `--png` a piano
+roll with the bar lines and the melody, primer or regenerated passage marked (needs matplotlib).
 
 Piece i of `--num N --seed S` has seed S + i and is the same as `--seed S+i` alone. Files are named
-after their settings and key and never overwritten; each path is printed. The models come from
-models/ unless `--set models.vq_vae=... --set models.transformer=...` points elsewhere.
+after their settings and key and never overwritten; each path is printed, and a piece without a
+single note is written but warned about. Options that would do nothing (`--quarters` with a melody
+or a passage to rewrite, `--continuation-only` without a primer, `--tempo` with a file) are refused.
+The models come from models/ unless `--set models.vq_vae=... --set models.transformer=...` points
+elsewhere.
 """
 
 import argparse
@@ -29,13 +41,22 @@ import sys
 import time
 from pathlib import Path
 
-from bachsformer.compose import compose, load_models
+from bachsformer.compose import compose, load_models, refuse_mode_change
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.guided import harmonize, parse_passage, read_melody, regenerate
-from bachsformer.midi import DEFAULT_MAX_QUARTERS, read_midi, write_midi
-from bachsformer.render import write_png, write_wav
+from bachsformer.midi import (
+    DEFAULT_MAX_QUARTERS,
+    MAX_TEMPO_BPM,
+    MIN_TEMPO_BPM,
+    Meter,
+    read_meter,
+    read_midi,
+    write_midi,
+)
+from bachsformer.render import require_matplotlib, write_png, write_wav
 from bachsformer.sampling import check_sampling_options
+from bachsformer.score import require_music21, write_musicxml
 from bachsformer.training import resolve_device
 
 MAX_PIECES = 1024  # one batch; more pieces: run again with another --seed
@@ -69,18 +90,19 @@ def main():
     parser.add_argument("--top-k", type=int, help="sample among the k likeliest codes (0: all)")
     parser.add_argument("--top-p", type=float, help="sample among the likeliest codes holding this mass")
     parser.add_argument("--file", help="a MIDI file to continue (primer)")
-    parser.add_argument("--continuation-only", action="store_true", help="leave the primer out of the output")
+    parser.add_argument("--continuation-only", action="store_true", help="with --file: leave the primer out")
     parser.add_argument("--key", help="move each piece to this key: D, F#, Bb, 'G minor' (default: as written)")
     parser.add_argument("--melody", help="a MIDI file whose highest line (or --melody-track) to harmonize")
     parser.add_argument("--melody-track", metavar="N|NAME", help="the melody is this track (number or name)")
     parser.add_argument("--regenerate", metavar="A-B", help="with --file: rewrite quarters A ... B (from 1)")
     parser.add_argument("--candidates", type=int, help="harmonizing, regenerating: samples to choose from (16)")
     parser.add_argument("--out", help="output folder (default: data/generated)")
-    parser.add_argument("--tempo", type=float, help="beats per minute of the written MIDI")
+    parser.add_argument("--tempo", type=float, help="beats per minute of music written from nothing (90)")
     parser.add_argument("--program", type=int, help="General MIDI instrument of the MIDI and WAV (19: church organ)")
     parser.add_argument("--device", help="cpu, cuda, mps or auto")
     parser.add_argument("--wav", action="store_true", help="also write a WAV preview")
     parser.add_argument("--png", action="store_true", help="also write a piano-roll picture (needs matplotlib)")
+    parser.add_argument("--musicxml", action="store_true", help="also write a MusicXML score (needs music21)")
     args = parser.parse_args()
 
     config = load_config(args.config, args.set)
@@ -92,6 +114,7 @@ def main():
     except ValueError as error:  # GenerateConfig refuses it, naming the option
         raise BachsformerError(f"--{error}") from None
     out_dir = Path(args.out or options.out_dir)
+    inputs = [(option, path) for option, path in (("--file", args.file), ("--melody", args.melody)) if path]
     checks = [
         (1 <= options.num <= MAX_PIECES, f"--num must lie in 1 ... {MAX_PIECES}, got {options.num}"),
         (  # longer pieces would not even read back
@@ -99,20 +122,39 @@ def main():
             f"--quarters must lie in 1 ... {DEFAULT_MAX_QUARTERS}, got {options.quarters}",
         ),
         (0 <= options.seed <= 2**63 - options.num, f"--seed must lie in 0 ... 2**63 - num, got {options.seed}"),
-        (1 <= options.tempo <= 1000, f"--tempo must lie in 1 ... 1000, got {options.tempo}"),
-        (not args.file or Path(args.file).is_file(), f"--file {args.file}: no such file"),
-        (not args.melody or Path(args.melody).is_file(), f"--melody {args.melody}: no such file"),
+        (
+            MIN_TEMPO_BPM <= options.tempo <= MAX_TEMPO_BPM,
+            f"--tempo must lie in {MIN_TEMPO_BPM} ... {MAX_TEMPO_BPM}, got {options.tempo}",
+        ),
+        *[(not Path(path).is_dir(), f"{option} {path}: is a folder; give one MIDI file") for option, path in inputs],
+        *[(Path(path).is_file(), f"{option} {path}: no such file") for option, path in inputs],
         (not (args.melody and args.file), "--melody and --file do not go together: harmonize, or continue"),
         (not args.regenerate or args.file, "--regenerate needs --file: the piece to rewrite a passage of"),
         (not args.melody_track or args.melody, "--melody-track needs --melody"),
         (
-            not args.continuation_only or not (args.melody or args.regenerate),
-            "--continuation-only goes with a primer (--file) alone",
+            not args.continuation_only or (args.file and not args.regenerate),
+            "--continuation-only goes with a primer (--file) alone: it leaves the primer out of its continuation",
+        ),
+        (
+            args.quarters is None or not (args.melody or args.regenerate),
+            f"--quarters does not go with --{'melody' if args.melody else 'regenerate'}: the music written is as"
+            f" long as the {'melody' if args.melody else 'piece'}",
+        ),
+        (
+            args.tempo is None or not inputs,
+            "--tempo is for music written from nothing: music made from a file keeps the file's tempo",
         ),
     ]
     for ok, message in checks:
         if not ok:
             raise BachsformerError(message)
+    if args.png:  # before anything is written
+        require_matplotlib()
+    if args.musicxml:
+        require_music21()
+    melody = read_melody(args.melody, args.melody_track) if args.melody else None
+    if melody is not None:
+        refuse_mode_change(melody.quarters, options.key, args.melody)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write-test-{os.getpid()}"
@@ -135,23 +177,31 @@ def main():
     seeds = [options.seed + i for i in range(options.num)]
     normalized = config.data.normalize_key  # as the models learned the music
     sampling = f"t{options.temperature:g}_k{options.top_k}_p{options.top_p:g}"
+    meter, primer_quarters, passage = Meter.free(options.tempo), 0, None  # what the files keep and mark
     started = time.perf_counter()
-    if args.melody:
-        melody = read_melody(args.melody, args.melody_track)
-        pieces = [harmonize(vq_vae, transformer, melody, options, seed, normalized) for seed in seeds]
-        length = len(melody)
+    if melody is not None:
+        meter = read_meter(args.melody)
+        pieces = [harmonize(vq_vae, transformer, melody.quarters, options, seed, normalized) for seed in seeds]
+        length = len(melody.quarters)
         settings = f"{sampling}_m{options.candidates}_harmony-{safe_name(Path(args.melody).stem)}"
     elif args.regenerate:
-        piece = read_midi(args.file).quarters
-        first, last = parse_passage(args.regenerate, len(piece), args.file)
-        pieces = [regenerate(vq_vae, transformer, piece, first, last, options, seed, normalized) for seed in seeds]
+        piece, meter = read_midi(args.file).quarters, read_meter(args.file)
+        passage = parse_passage(args.regenerate, len(piece), args.file)
+        pieces = [regenerate(vq_vae, transformer, piece, *passage, options, seed, normalized) for seed in seeds]
         length = len(piece)
-        settings = f"{sampling}_m{options.candidates}_regenerate{first}-{last}-{safe_name(Path(args.file).stem)}"
+        settings = (
+            f"{sampling}_m{options.candidates}_regenerate{passage[0]}-{passage[1]}-{safe_name(Path(args.file).stem)}"
+        )
     else:
         primer = read_midi(args.file).quarters if args.file else None
         pieces = compose(vq_vae, transformer, options, seeds, primer, args.continuation_only, normalized)
         settings, length = f"{sampling}_q{options.quarters}", options.quarters
         if args.file:
+            meter = read_meter(args.file).until(len(primer))  # the primer's meter goes on in its continuation
+            if args.continuation_only:
+                meter = meter.after(len(primer))
+            else:
+                primer_quarters = len(primer)
             settings += f"_primer-{safe_name(Path(args.file).stem)}" + (
                 "_continuation" if args.continuation_only else ""
             )
@@ -161,15 +211,29 @@ def main():
     for seed, piece in zip(seeds, pieces):
         quarters = piece.quarters
         stem = f"bachsformer_seed{seed}_{settings}_{safe_name(str(piece.key).replace(' ', '-'))}"
-        midi_path = write_midi(quarters, unique_path(out_dir, stem, ".mid"), options.tempo, options.program)
+        midi_path = write_midi(
+            quarters,
+            unique_path(out_dir, stem, ".mid"),
+            program=options.program,
+            meter=meter,
+            melody=piece.melody,
+            melody_name=melody.name if melody is not None else "Melody",
+        )
         print(midi_path)
+        if not quarters.any():
+            print(f"warning: {midi_path}: the models wrote no notes (a model pair that collapsed?)", file=sys.stderr)
         if args.wav:
             wav_path = unique_path(out_dir, midi_path.stem, ".wav")
             wav_notes.add(write_wav(midi_path, wav_path).note)
             print(wav_path)
+        if args.musicxml:
+            xml_path = unique_path(out_dir, midi_path.stem, ".musicxml")
+            write_musicxml(quarters, xml_path, piece.key, meter, piece.melody, title=midi_path.stem)
+            print(xml_path)
         if args.png:
             png_path = unique_path(out_dir, midi_path.stem, ".png")
-            write_png(quarters, png_path, title=midi_path.stem)
+            marks = {"melody": piece.melody, "primer_quarters": primer_quarters, "passage": passage}
+            write_png(quarters, png_path, title=midi_path.stem, meter=meter, **marks)
             print(png_path)
     for note in sorted(wav_notes - {""}):  # sine waves: say once how to get real instruments
         print(f"note: {note}", file=sys.stderr)

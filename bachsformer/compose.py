@@ -9,8 +9,17 @@ import torch
 
 from bachsformer.checkpoint import CheckpointError
 from bachsformer.config import GenerateConfig
+from bachsformer.errors import BachsformerError
 from bachsformer.gpt import GPT
-from bachsformer.keys import Key, estimate_key, move_to_key, normalizing_shift, parse_key, transpose_quarters
+from bachsformer.keys import (
+    Key,
+    KeyRequest,
+    estimate_key,
+    move_to_key,
+    normalizing_shift,
+    parse_key,
+    transpose_quarters,
+)
 from bachsformer.midi import drop_short_notes
 from bachsformer.vqvae import VQVAE
 
@@ -86,6 +95,38 @@ def sample_codes(
 class Composition:
     quarters: np.ndarray  # bool [Q, 88, 32]
     key: Key  # the key it is written in: asked for, the primer's, or estimated
+    melody: np.ndarray | None = None  # bool [Q, 88, 32] inside `quarters`: the tune harmonized, in `key`
+
+
+def in_key(quarters: np.ndarray, key: Key, request: str, melody: np.ndarray | None = None) -> Composition:
+    """Quarters [Q, 88, 32] in `key`, moved to the key `request` names ("": left as they are).
+
+    melody: quarters [Q, 88, 32] inside the music, moved with it: the same notes span the keys the
+    music spans, so `move_to_key` picks the same octave for both.
+    """
+    if request:
+        both = quarters if melody is None else np.concatenate([quarters, melody])
+        both, key = move_to_key(both, parse_key(request), key)
+        quarters, melody = (both, None) if melody is None else (both[: len(quarters)], both[len(quarters) :])
+    return Composition(quarters, key, melody)
+
+
+def refuse_mode_change(melody: np.ndarray, request: str, source: str) -> None:
+    """BachsformerError when `request` (a --key) names a mode other than the melody's own.
+
+    Changing the mode rewrites degrees of the scale (a major tune's F# becomes F in D minor), and a
+    harmonization keeps the melody's notes exactly; moving it to another tonic keeps them as a tune.
+    """
+    asked = parse_key(request) if request else None
+    if asked is None or asked.mode is None:
+        return
+    own = estimate_key(melody)
+    if asked.mode != own.mode:
+        tonic = KeyRequest(asked.tonic, None)
+        raise BachsformerError(
+            f"--key {request}: {source} is in {own}, and a harmonized melody keeps its notes exactly, so"
+            f" --key may move it to another tonic but not change its mode (give --key {tonic})"
+        )
 
 
 @torch.no_grad()

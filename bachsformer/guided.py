@@ -26,11 +26,12 @@ to the melody's or the file's key (or to `generate.key`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from bachsformer.compose import Composition, decode_quarters, sample_codes
+from bachsformer.compose import Composition, decode_quarters, in_key, sample_codes
 from bachsformer.config import GenerateConfig
 from bachsformer.errors import BachsformerError
 from bachsformer.gpt import GPT
@@ -72,24 +73,34 @@ def check_melody(melody: np.ndarray, source: str) -> None:
         )
 
 
-def read_melody(path: str | Path, track: str | None = None) -> np.ndarray:
-    """The melody of a MIDI file as quarters [Q, 88, 32]: its highest sounding line, or one track's notes.
+class Melody(NamedTuple):
+    """A melody read from a file: the name of its track ("Melody" for the file's highest line) and its quarters."""
 
-    track: a track's number (counted from 0 over the tracks that are not drums) or its name; the
-    track's quarters lie on the whole file's grid, so a harmonized chorale aligns with the original.
-    Raises MidiError or GuideError with one line naming the file and the problem.
+    name: str
+    quarters: np.ndarray  # bool [Q, 88, 32], one line of notes
+
+
+def read_melody(path: str | Path, track: str | None = None) -> Melody:
+    """The melody of a MIDI file, named, as quarters [Q, 88, 32]: its highest sounding line, or one track's notes.
+
+    track: a track's number (counted from 0 over the tracks that are not drums) or its name, matched
+    exactly and else regardless of case ("soprano" finds "Soprano"); the track's quarters lie on the
+    whole file's grid, so a harmonized chorale aligns with the original. Raises MidiError or GuideError
+    with one line naming the file and the problem.
     """
     if track is None:
         piece = read_midi(path)
         if piece.dropped_notes:
             raise GuideError(f"{path}: {piece.dropped_notes} notes lie outside the 88 keys (MIDI 21-108)")
-        return highest_line(piece.quarters)
+        return Melody("Melody", highest_line(piece.quarters))
     tracks = read_midi_tracks(path)
     names = [t.name for t in tracks]
+    named = [n for n, name in enumerate(names) if name == track] or [
+        n for n, name in enumerate(names) if name.strip().casefold() == track.strip().casefold()
+    ]
     if track.strip().isdigit() and int(track) < len(tracks):
         number = int(track)
-    elif track in names:  # the first track of that name that holds notes (a file may repeat a name)
-        named = [n for n, name in enumerate(names) if name == track]
+    elif named:  # the first track of that name that holds notes (a file may repeat a name)
         number = next((n for n in named if tracks[n].quarters.any() or tracks[n].dropped_notes), named[0])
     else:
         listing = ", ".join(f"{number} {name!r}" for number, name in enumerate(names))
@@ -99,7 +110,7 @@ def read_melody(path: str | Path, track: str | None = None) -> np.ndarray:
     if dropped:
         raise GuideError(f"{source}: {dropped} notes lie outside the 88 keys (MIDI 21-108)")
     check_melody(quarters, source)
-    return quarters
+    return Melody(name or "Melody", quarters)
 
 
 def melody_ceiling(melody_roll: np.ndarray) -> np.ndarray:
@@ -210,7 +221,7 @@ def harmonize(
         written = drop_short_notes(written, options.min_note_steps)
     # once more over the whole piece: the cuts around melody notes that start or end on a boundary
     music = piece_quarters(impose_melody(piece_roll(written), piece_roll(tune), ceiling), steps)
-    return _in_key(transpose_quarters(music, -shift), key, options)
+    return in_key(transpose_quarters(music, -shift), key, options.key, melody)
 
 
 def parse_passage(text: str, num_quarters: int, source: str) -> tuple[int, int]:

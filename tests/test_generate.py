@@ -14,17 +14,30 @@ import sys
 import wave
 from pathlib import Path
 
+import mido
 import numpy as np
 import pytest
 import tiny
-from midi_files import roll
+from midi_files import midi_bytes, roll
 
 from bachsformer.checkpoint import load_checkpoint, save_checkpoint
 from bachsformer.compose import compose, load_models
 from bachsformer.config import GenerateConfig
 from bachsformer.gpt import GPT, GPTConfig
 from bachsformer.keys import Key, estimate_key, move_to_key, normalizing_shift, parse_key, transpose_quarters
-from bachsformer.midi import MidiError, parse_midi_bytes, quarters_to_midi_bytes, read_midi, write_midi
+from bachsformer.midi import (
+    Meter,
+    MidiError,
+    Tempo,
+    TimeSignature,
+    parse_midi_bytes,
+    quarters_to_midi_bytes,
+    quarters_to_notes,
+    read_meter,
+    read_midi,
+    read_midi_tracks,
+    write_midi,
+)
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 OPTIONS = GenerateConfig(min_note_steps=0)  # as the tiny config has it
@@ -148,11 +161,16 @@ def test_primer_continuation_starts_with_the_primer_and_is_named_after_it(run, r
     quarters = read_midi(path).quarters
     assert np.array_equal(quarters[:PRIMER_QUARTERS], primer)
     (expected,) = composed(models, 2, [1], primer)
-    assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
+    primer_meter = read_meter(root / PRIMER_NAME)  # 4/4 at the 100 beats per minute write_midi wrote
+    assert primer_meter == Meter.free(100)
+    assert path.read_bytes() == quarters_to_midi_bytes(expected, meter=primer_meter)
 
     (only,) = written(run("--out", str(tmp_path / "only"), *args, "--continuation-only"))
     assert only.name == f"bachsformer_seed1_t1_k0_p1_q2_primer-My_Primer_v2_continuation_{key_name(primer)}.mid"
-    assert only.read_bytes() == quarters_to_midi_bytes(expected[PRIMER_QUARTERS:], TEMPO)
+    # the bar the primer ended in goes on: a 1/4 bar, then 4/4
+    only_meter = Meter((TimeSignature(0.0, 1, 4), TimeSignature(1.0, 4, 4)), (Tempo(0.0, 100.0),))
+    assert primer_meter.after(PRIMER_QUARTERS) == only_meter
+    assert only.read_bytes() == quarters_to_midi_bytes(expected[PRIMER_QUARTERS:], meter=only_meter)
     assert len(read_midi(only).quarters) <= 2
 
 
@@ -221,7 +239,10 @@ def test_an_all_silent_piece_is_written_as_an_empty_midi_wav_and_png(run, tmp_pa
     assert not piece.any()
 
     models = ("--set", f"models.vq_vae={vq_vae}", "--set", f"models.transformer={transformer}")
-    midi, wav, png = written(run("--out", str(tmp_path / "out"), "--quarters", "2", "--wav", "--png", *models))
+    result = run("--out", str(tmp_path / "out"), "--quarters", "2", "--wav", "--png", *models)
+    midi, wav, png = written(result)
+    warnings = [line for line in result[2].splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: {midi}: the models wrote no notes (a model pair that collapsed?)"]
     _, notes = parse_midi_bytes(midi.read_bytes())
     assert len(notes) == 0
     with pytest.raises(MidiError, match="no notes"):  # refused, in one line, if given back as a primer
@@ -264,7 +285,7 @@ def test_a_primer_in_d_comes_back_in_d_with_its_own_quarters_unchanged(run, mode
     normalized_primer = transpose_quarters(primer_in_d, shift)
     (in_c,) = composed(models, 2, [0], normalized_primer, continuation_only=True)
     expected = np.concatenate([primer_in_d, transpose_quarters(in_c, -shift)])
-    assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
+    assert path.read_bytes() == quarters_to_midi_bytes(expected, meter=Meter.free(100))
 
 
 @pytest.mark.parametrize("option", [("--key", "H"), ("--key", "C dorian"), ("--set", "generate.key=X#")])
@@ -284,6 +305,175 @@ def test_without_key_normalization_a_primer_is_continued_in_its_own_key(run, mod
     (path,) = written(run("--out", str(tmp_path / "out"), *args))
     options = dataclasses.replace(OPTIONS, quarters=2)
     (expected,) = compose(*models, options, [0], primer_in_d, normalize_key=False)
-    assert path.read_bytes() == quarters_to_midi_bytes(expected.quarters, TEMPO)
+    assert path.read_bytes() == quarters_to_midi_bytes(expected.quarters, meter=Meter.free(100))
     (normalized,) = compose(*models, options, [0], primer_in_d)
     assert not np.array_equal(expected.quarters, normalized.quarters)
+
+
+# --------------------------------------------------------------------------------------------
+# what the files keep: the input's meter, the melody as a track of its own, a score
+
+
+def track_events(name: str, notes: list[tuple[int, float, float]]) -> list:
+    """A named track of notes (pitch, start beat, beats) at 480 ticks per beat, for midi_bytes."""
+    events = [(0, 0, mido.MetaMessage("track_name", name=name))]
+    for pitch, start, beats in notes:
+        events.append((round(start * 480), 1, mido.Message("note_on", note=pitch, velocity=80)))
+        events.append((round((start + beats) * 480), 0, mido.Message("note_off", note=pitch)))
+    return [(tick, message) for tick, _, message in sorted(events, key=lambda event: event[:2])]
+
+
+# a tune in G major in 3/4 at 72 beats per minute, starting on the third beat of its first bar
+WALTZ_METER = [
+    (0, mido.MetaMessage("time_signature", numerator=3, denominator=4)),
+    (0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(72))),
+]
+WALTZ_SOPRANO = [(67, 2, 1), (71, 3, 1), (74, 4, 1), (72, 5, 1), (71, 6, 2), (66, 8, 1), (67, 9, 3)]
+WALTZ_BASS = [(43, 2, 3), (50, 5, 3), (43, 8, 4)]
+# read: two silent quarters trimmed, the rest of the first bar a 1/4 bar, then 3/4
+WALTZ = Meter((TimeSignature(0.0, 1, 4), TimeSignature(1.0, 3, 4)), (Tempo(0.0, 60e6 / mido.bpm2tempo(72)),))
+
+
+@pytest.fixture(scope="module")
+def waltz(root) -> Path:
+    path = root / "waltz.mid"
+    path.write_bytes(
+        midi_bytes([WALTZ_METER, track_events("Soprano", WALTZ_SOPRANO), track_events("Bass", WALTZ_BASS)])
+    )
+    return path
+
+
+def meta(path: Path) -> tuple[list, list, list[str], list[int]]:
+    """A written file's (time signatures as (tick, n, d), tempos as (tick, microseconds), track names, programs)."""
+    midi = mido.MidiFile(path)
+    messages = [(tick, message) for track in midi.tracks for tick, message in zip(absolute_ticks(track), track)]
+    signatures = [(tick, m.numerator, m.denominator) for tick, m in messages if m.type == "time_signature"]
+    tempos = [(tick, m.tempo) for tick, m in messages if m.type == "set_tempo"]
+    names = [m.name for _, m in messages if m.type == "track_name"]
+    programs = [m.program for _, m in messages if m.type == "program_change"]
+    return signatures, tempos, names, programs
+
+
+def absolute_ticks(track) -> list[int]:
+    return np.cumsum([message.time for message in track]).tolist()
+
+
+def test_a_harmonized_3_4_tune_keeps_its_meter_and_tempo_and_is_melody_and_harmony(run, waltz, tmp_path):
+    soprano = read_midi_tracks(waltz)[0].quarters
+    assert read_meter(waltz) == WALTZ
+    (path,) = written(run("--out", str(tmp_path), "--melody", str(waltz), "--melody-track", "soprano"))
+    signatures, tempos, names, programs = meta(path)
+    assert signatures == [(0, 1, 4), (480, 3, 4)] and tempos == [(0, mido.bpm2tempo(72))]
+    assert names == ["Soprano", "Harmony"] and programs == [19, 19]  # both on the organ
+    melody_track, harmony = read_midi_tracks(path)
+    assert np.array_equal(melody_track.quarters, soprano)  # exactly the input's melody
+    assert harmony.quarters.any() and not (harmony.quarters & soprano).any()
+    assert read_meter(path) == WALTZ
+
+
+def test_a_tune_harmonized_in_another_tonic_is_moved_whole_and_played_by_program(run, waltz, tmp_path):
+    tune = read_midi(waltz).quarters  # the highest line of the file is the soprano
+    args = ("--out", str(tmp_path), "--melody", str(waltz), "--key", "A", "--program", "52")
+    (path,) = written(run(*args))
+    assert path.name.endswith("_A-major.mid")
+    _, _, names, programs = meta(path)
+    assert names == ["Melody", "Harmony"] and programs == [52, 52]
+    soprano = read_midi_tracks(waltz)[0].quarters
+    assert np.array_equal(read_midi_tracks(path)[0].quarters, np.roll(soprano, 2, axis=1))  # G major -> A major
+    assert tune.any()
+
+
+def test_continuing_or_regenerating_a_3_4_file_keeps_its_meter(run, waltz, tmp_path):
+    length = len(read_midi(waltz).quarters)  # 10 quarters: a 1/4 bar and three of 3/4
+    (continued,) = written(run("--out", str(tmp_path / "a"), "--file", str(waltz), "--quarters", "2"))
+    assert read_meter(continued) == WALTZ and meta(continued)[2] == ["bachsformer"]
+    (only,) = written(run("--out", str(tmp_path / "b"), "--file", str(waltz), "--quarters", "5", "--continuation-only"))
+    signatures, tempos, _, _ = meta(only)
+    assert signatures == [(0, 3, 4)] and tempos == [(0, mido.bpm2tempo(72))]  # it starts on a bar line
+    assert WALTZ.after(length).time_signatures == (TimeSignature(0.0, 3, 4),)
+    (rewritten,) = written(run("--out", str(tmp_path / "c"), "--file", str(waltz), "--regenerate", "2-4"))
+    assert read_meter(rewritten) == WALTZ
+
+
+def test_free_music_is_in_4_4_at_the_configured_tempo(run, tmp_path):
+    (path,) = written(run("--out", str(tmp_path), "--quarters", "2", "--tempo", "66"))
+    signatures, tempos, names, _ = meta(path)
+    assert signatures == [(0, 4, 4)] and tempos == [(0, mido.bpm2tempo(66))] and names == ["bachsformer"]
+
+
+def test_musicxml_scores_hold_the_notes_of_the_midi(run, waltz, tmp_path):
+    music21 = pytest.importorskip("music21")
+    from test_score import score_notes
+
+    for args in (("--melody", str(waltz), "--melody-track", "Soprano"), ("--quarters", "3")):
+        midi, xml = written(run("--out", str(tmp_path), *args, "--musicxml"))
+        assert xml == midi.with_suffix(".musicxml")
+        ticks_per_beat, notes = parse_midi_bytes(midi.read_bytes())
+        steps = {(on * 32 // ticks_per_beat, off * 32 // ticks_per_beat, pitch) for on, off, pitch in notes.tolist()}
+        assert score_notes(xml) == steps
+        score = music21.converter.parse(str(xml))
+        signatures = [ts.ratioString for ts in score.parts[0].recurse().getElementsByClass("TimeSignature")]
+        assert signatures == (["1/4", "3/4"] if "--melody" in args else ["4/4"])
+        (key_signature,) = score.parts[0].recurse().getElementsByClass("KeySignature")
+        tonic, mode = midi.stem.rsplit("_", 1)[1].split("-")  # the key the file is named after
+        assert key_signature.sharps == music21.key.Key(tonic.replace("b", "-"), mode).sharps
+
+
+# --------------------------------------------------------------------------------------------
+# rough edges: refused in one line, or warned about
+
+
+def assert_refused(result: tuple[int, str, str], *words: str) -> None:
+    status, out, err = result
+    assert status == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert not out
+    for word in words:
+        assert word in err, err
+
+
+def test_a_melody_may_change_its_tonic_but_not_its_mode(run, waltz, tmp_path):
+    assert estimate_key(read_midi(waltz).quarters) == Key(7, "major")
+    result = run("--out", str(tmp_path / "out"), "--melody", str(waltz), "--key", "D minor")
+    assert_refused(result, "--key D minor", "G major", "not change its mode", "--key D")
+    assert not (tmp_path / "out").exists()
+    written(run("--out", str(tmp_path / "out"), "--melody", str(waltz), "--key", "D major"))  # the same mode
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("--melody", "{waltz}", "--quarters", "8"), ("--quarters does not go with --melody",)),
+        (
+            ("--file", "{waltz}", "--regenerate", "2-3", "--quarters", "8"),
+            ("--quarters does not go with --regenerate",),
+        ),
+        (("--continuation-only",), ("--continuation-only goes with a primer (--file)",)),
+        (("--file", "{waltz}", "--regenerate", "2-3", "--continuation-only"), ("--continuation-only",)),
+        (("--file", "{waltz}", "--tempo", "80"), ("--tempo is for music written from nothing",)),
+        (("--melody", "{waltz}", "--tempo", "80"), ("--tempo",)),
+        (("--file", "{folder}"), ("--file", "is a folder")),
+        (("--melody", "{folder}"), ("--melody", "is a folder")),
+        (("--tempo", "3"), ("--tempo must lie in 4 ... 1000",)),
+    ],
+)
+def test_options_that_would_do_nothing_or_cannot_work_are_refused(run, waltz, tmp_path, args, words):
+    args = [arg.format(waltz=waltz, folder=tmp_path) for arg in args]
+    assert_refused(run("--out", str(tmp_path / "out"), *args), *words)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option, module", [("--png", "matplotlib"), ("--musicxml", "music21")])
+def test_a_missing_optional_package_is_named_before_anything_is_written(run, monkeypatch, tmp_path, option, module):
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    assert_refused(run("--out", str(tmp_path / "out"), "--quarters", "2", option), f"{option} needs {module}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_melody_track_is_found_by_its_exact_name_first_then_in_any_case(run, tmp_path, models):
+    tracks = [track_events("SOPRANO", [(72, 0, 2)]), track_events("Soprano", [(67, 0, 2)])]
+    path = tmp_path / "two sopranos.mid"
+    path.write_bytes(midi_bytes(tracks))
+    for asked, name, pitch in (("Soprano", "Soprano", 67), ("soprano", "SOPRANO", 72), ("SOPRANO", "SOPRANO", 72)):
+        (out,) = written(run("--out", str(tmp_path / asked), "--melody", str(path), "--melody-track", asked))
+        melody_track = read_midi_tracks(out)[0]
+        assert melody_track.name == name and set(quarters_to_notes(melody_track.quarters)[:, 2]) == {pitch}

@@ -36,7 +36,16 @@ from bachsformer.guided import (
 from bachsformer.harmonization import bass_leap, harmony_scores, melody_kept, triad_harmonization
 from bachsformer.keys import Key, normalizing_shift, transpose_quarters
 from bachsformer.metrics import highest_line
-from bachsformer.midi import LOWEST_PITCH, quarters_to_midi_bytes, quarters_to_notes, read_midi, write_midi
+from bachsformer.midi import (
+    LOWEST_PITCH,
+    Meter,
+    Tempo,
+    TimeSignature,
+    quarters_to_midi_bytes,
+    quarters_to_notes,
+    read_midi,
+    write_midi,
+)
 from bachsformer.sampling import draw, gumbel
 
 OPTIONS = GenerateConfig(min_note_steps=0, candidates=4)
@@ -196,8 +205,11 @@ def test_the_cli_harmonizes_a_track_and_the_same_seed_gives_the_same_bytes(run, 
     path, summary = out.strip().splitlines()
     assert path.endswith("_m3_harmony-chorale_G-major.mid") and summary.startswith("1 piece(s) of 3 quarters")
     expected = harmonize(*models, soprano, dataclasses.replace(OPTIONS, candidates=3), 2)
+    assert np.array_equal(expected.melody, soprano)
     written = open(path, "rb").read()
-    assert written == quarters_to_midi_bytes(expected.quarters, GenerateConfig().tempo)
+    # the file's own meter (none: 4/4 at 120), the melody as a track named as its source
+    meter = Meter((TimeSignature(0.0, 4, 4),), (Tempo(0.0, 120.0),))
+    assert written == quarters_to_midi_bytes(expected.quarters, meter=meter, melody=soprano, melody_name="Soprano")
     by_number = run(
         "--out", str(tmp_path / "b"), *command[:2], "--melody-track", "0", "--seed", "2", "--candidates", "3"
     )
