@@ -47,7 +47,7 @@ from bachsformer.metrics import (
     onsets_in_scale,
     piece_features,
 )
-from bachsformer.midi import NUM_KEYS, key_range
+from bachsformer.midi import NUM_KEYS, key_range, quarters_to_notes
 from bachsformer.training import resolve_device
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
@@ -169,6 +169,7 @@ def evaluate(
     results = {"models": {"vq_vae": config.models.vq_vae, "transformer": config.models.transformer}}
     results["data"] = {"files": len(pieces), "train": len(train), "held_out": len(held_out)}
     results["vq_vae"] = reconstruction_scores(vq_vae, [p.quarters for p in held_out])
+    results["vq_vae"]["num_embeddings"] = vq_vae.num_embeddings
     kept = codes_kept_under_transposition(vq_vae, held_out, device=device)
     results["vq_vae"]["codes_kept_under_transposition"] = kept
 
@@ -225,7 +226,7 @@ def evaluate(
     results["music"] = music
     results["targets"] = targets(results)
     if png is not None:
-        write_feature_png(generated, reference, results, png)
+        write_feature_png(generated, reference, results, png, reconstructed)
     return results
 
 
@@ -245,10 +246,24 @@ def targets(results: dict) -> dict:
     def within(name, fraction):
         return abs(generated[name] - reference[name]) <= fraction * reference[name]
 
+    vq, reconstruction = results["vq_vae"], music["reconstruction_mean"]
+
+    def reconstruction_within(name, fraction):
+        return abs(reconstruction[name] - reference[name]) <= fraction * reference[name]
+
     overlap_target = 0.75 if music["sampling"]["quarters"] == "held-out lengths" else 0.70
+    first_nine = music["mean_overlapping_area_of_first_nine"]
     return {
+        "vq_vae_held_notes_kept_held_at_least_0.90": vq["held_kept"] >= 0.90,
+        "vq_vae_restruck_notes_kept_restruck_at_least_0.95": vq["restruck_kept"] >= 0.95,
+        "vq_vae_onset_f1_at_least_0.95": vq["onset_f1"] >= 0.95,
+        "vq_vae_frame_f1_at_least_0.985": vq["frame_f1"] >= 0.985,
+        "vq_vae_all_codes_used": vq["codes_used"] == vq["num_embeddings"],
+        "reconstruction_long_notes_within_20%": reconstruction_within("long_notes", 0.2),
+        "reconstruction_repetition_within_30%": reconstruction_within("repetition", 0.3),
+        "reconstruction_max_polyphony_within_10%": reconstruction_within("max_polyphony", 0.1),
         "scale_consistency_within_0.02": abs(generated["scale_consistency"] - reference["scale_consistency"]) <= 0.02,
-        f"mean_overlapping_area_at_least_{overlap_target}": music["mean_overlapping_area"] >= overlap_target,
+        f"mean_overlapping_area_of_first_nine_at_least_{overlap_target}": first_nine >= overlap_target,
         "next_quarter_in_key_at_least_0.93": results["transformer"]["next_quarter"]["sampled_in_key"] >= 0.93,
         "max_polyphony_within_20%": within("max_polyphony", 0.2),
         "top_voice_leap_within_20%": within("top_voice_leap", 0.2),
@@ -259,8 +274,24 @@ def targets(results: dict) -> dict:
     }
 
 
-def write_feature_png(generated: list[np.ndarray], reference: list[np.ndarray], results: dict, path: str | Path):
-    """One small panel per feature: the generated pieces' values against the held-out Bach files'."""
+def note_length_shares(pieces: list[np.ndarray], bins: np.ndarray) -> np.ndarray:
+    """The share of all notes of `pieces` whose length in quarters falls in each of `bins` (edges): [len(bins) - 1]."""
+    lengths = np.concatenate(
+        [np.diff(quarters_to_notes(piece)[:, :2], axis=1)[:, 0] / piece.shape[2] for piece in pieces]
+    )
+    counts, _ = np.histogram(lengths, bins=bins)
+    return counts / max(len(lengths), 1)
+
+
+def write_feature_png(
+    generated: list[np.ndarray],
+    reference: list[np.ndarray],
+    results: dict,
+    path: str | Path,
+    reconstructed: list[np.ndarray] | None = None,
+):
+    """One small panel per feature, the generated pieces' values against the held-out Bach files',
+    and a last panel of note lengths: Bach's, the generated music's and the VQ-VAE reconstructions'."""
     try:
         import matplotlib
 
@@ -271,7 +302,7 @@ def write_feature_png(generated: list[np.ndarray], reference: list[np.ndarray], 
     generated_features = [piece_features(piece) for piece in generated]
     reference_features = [piece_features(piece) for piece in reference]
     columns = 3
-    rows = -(-len(FEATURE_NAMES) // columns)
+    rows = -(-(len(FEATURE_NAMES) + 1) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.3 * rows), dpi=110)
     for axis, name in zip(axes.flat, FEATURE_NAMES):
         ours = np.array([f[name] for f in generated_features])
@@ -283,7 +314,21 @@ def write_feature_png(generated: list[np.ndarray], reference: list[np.ndarray], 
         axis.set_title(f"{name.replace('_', ' ')} (overlap {area:.2f})", fontsize=8)
         axis.tick_params(labelsize=7)
         axis.set_yticks([])
-    for axis in list(axes.flat)[len(FEATURE_NAMES) :]:
+    axis = axes.flat[len(FEATURE_NAMES)]
+    bins = np.array([0, 0.25, 0.5, 1, 1.5, 2, 3, 4, np.inf])  # quarters: sixteenths and eighths ... whole notes
+    labels = ["<1/4", "1/4", "1/2", "1", "1.5", "2", "3", "4+"]
+    sets = [(reference, "Bach (held out)", "tab:blue"), (generated, "generated", "tab:orange")]
+    if reconstructed is not None:
+        sets.append((reconstructed, "VQ-VAE reconstruction", "tab:green"))
+    width = 0.8 / len(sets)
+    for number, (pieces, label, color) in enumerate(sets):
+        positions = np.arange(len(labels)) + (number - (len(sets) - 1) / 2) * width
+        axis.bar(positions, note_length_shares(pieces, bins), width=width, color=color, alpha=0.7, label=label)
+    axis.set_xticks(np.arange(len(labels)), labels, fontsize=6)
+    axis.set_title("note length in quarters (share of notes)", fontsize=8)
+    axis.tick_params(labelsize=7)
+    axis.legend(fontsize=5)
+    for axis in list(axes.flat)[len(FEATURE_NAMES) + 1 :]:
         axis.axis("off")
     axes.flat[0].legend(fontsize=7)
     sampling = results["music"]["sampling"]
@@ -302,7 +347,11 @@ def print_table(results: dict) -> None:
     print(f"data: {results['data']['files']} files, {results['data']['held_out']} held out")
     print(
         f"VQ-VAE (held out): frame F1 {vq['frame_f1']:.4f}, onset F1 {vq['onset_f1']:.4f},"
-        f" perplexity {vq['perplexity']:.2f} of {vq['codes_used']} codes used"
+        f" perplexity {vq['perplexity']:.2f}, {vq['codes_used']} of {vq['num_embeddings']} codes used"
+    )
+    print(
+        f"VQ-VAE ties: notes held across a quarter boundary come back held {vq['held_kept']:.3f},"
+        f" notes struck again on a boundary come back struck again {vq['restruck_kept']:.3f}"
     )
     kept = ", ".join(f"{shift}: {fraction:.3f}" for shift, fraction in vq["codes_kept_under_transposition"].items())
     print(f"VQ-VAE codes kept when a quarter is transposed by n semitones (compared n // 8 rows lower): {kept}")
@@ -333,7 +382,10 @@ def print_table(results: dict) -> None:
             f" | {music['overlapping_area'][name]:.3f} |"
         )
     print(f"| **mean overlapping area** | | | | **{music['mean_overlapping_area']:.3f}** |")
-    print(f"mean overlapping area of the first seven features: {music['mean_overlapping_area_of_first_seven']:.3f}")
+    print(
+        f"mean overlapping area of the first seven features: {music['mean_overlapping_area_of_first_seven']:.3f},"
+        f" of the first nine: {music['mean_overlapping_area_of_first_nine']:.3f}"
+    )
     print(f"pitch-class histogram distance (total variation): {music['pitch_class_distance']:.3f}")
     copies = music["longest_verbatim_run"]
     print(f"longest verbatim run from the training files: max {copies['max']}, mean {copies['mean']:.2f} quarters")

@@ -25,6 +25,9 @@ Definitions chosen here (all pieces must have at least one quarter):
   its notes are its runs of one pitch, split where that pitch starts again; this is the mean absolute
   interval in semitones between successive top-line notes, across rests (0 with fewer than two).
   Unlike top_voice_interval, a held soprano note stays the top line while lower voices move.
+- long_notes: fraction of the notes a half note (two quarters) or longer (0 if silent).
+- tied_notes: fraction of the notes that sound across a quarter boundary, held into the next
+  quarter rather than struck again (0 if silent).
 - silent_quarters: fraction of quarters with no key sounding.
 - repetition: fraction of the Q - 1 neighbouring pairs of quarters that are identical (silent pairs
   included; 0 when Q < 2).
@@ -53,7 +56,10 @@ FEATURE_NAMES = (
     "repetition",
     "max_polyphony",
     "top_voice_leap",
+    "long_notes",
+    "tied_notes",
 )
+FIRST_NINE = FEATURE_NAMES[:9]  # the features before the note-length pair, to compare with evaluations made then
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)  # pitch classes above the tonic
 KDE_GRID_MARGIN = 4.0  # bandwidths beyond the samples: the kernels' tails there hold < 1e-4
 KDE_BANDWIDTH_FLOOR = 1e-2  # times the pooled standard deviation: constant samples still smooth
@@ -187,6 +193,19 @@ def piece_features(quarters: np.ndarray) -> dict[str, float]:
         "repetition": repetition,
         "max_polyphony": float(sounding.max()),
         "top_voice_leap": top_voice_leap(quarters),
+        **note_lengths(notes, quarters.shape[2]),
+    }
+
+
+def note_lengths(notes: np.ndarray, steps_per_quarter: int) -> dict[str, float]:
+    """long_notes and tied_notes (see the module doc) of notes [N, 3] (onset step, offset step, pitch)."""
+    if not len(notes):
+        return {"long_notes": 0.0, "tied_notes": 0.0}
+    onset, offset = notes[:, 0], notes[:, 1]
+    next_boundary = (onset // steps_per_quarter + 1) * steps_per_quarter
+    return {
+        "long_notes": float((offset - onset >= 2 * steps_per_quarter).mean()),
+        "tied_notes": float((offset > next_boundary).mean()),
     }
 
 
@@ -279,8 +298,9 @@ def compare(generated: Sequence[np.ndarray], reference: Sequence[np.ndarray]) ->
         "num_reference": len(reference),
         "overlapping_area": areas,
         "mean_overlapping_area": float(np.mean(list(areas.values()))),
-        # without the two texture features added last, to compare with evaluations made before them
+        # without the features added later, to compare with evaluations made before them
         "mean_overlapping_area_of_first_seven": float(np.mean([areas[name] for name in FEATURE_NAMES[:7]])),
+        "mean_overlapping_area_of_first_nine": float(np.mean([areas[name] for name in FIRST_NINE])),
         "pitch_class_distance": pitch_class_distance(
             mean_pitch_class_histogram(generated), mean_pitch_class_histogram(reference)
         ),

@@ -67,8 +67,16 @@ def test_a_fixed_length_gives_every_piece_that_length(config):
     results = evaluate(config, 3, 5, seed=0, device="cpu")
     assert results["music"]["sampling"]["lengths"] == [5, 5, 5]
     assert set(results["targets"]) == {
+        "vq_vae_held_notes_kept_held_at_least_0.90",
+        "vq_vae_restruck_notes_kept_restruck_at_least_0.95",
+        "vq_vae_onset_f1_at_least_0.95",
+        "vq_vae_frame_f1_at_least_0.985",
+        "vq_vae_all_codes_used",
+        "reconstruction_long_notes_within_20%",
+        "reconstruction_repetition_within_30%",
+        "reconstruction_max_polyphony_within_10%",
         "scale_consistency_within_0.02",
-        "mean_overlapping_area_at_least_0.7",
+        "mean_overlapping_area_of_first_nine_at_least_0.7",
         "next_quarter_in_key_at_least_0.93",
         "max_polyphony_within_20%",
         "top_voice_leap_within_20%",
@@ -80,22 +88,48 @@ def test_a_fixed_length_gives_every_piece_that_length(config):
 
 
 def test_targets_compare_with_bach_as_the_thresholds_say():
-    bach = {"scale_consistency": 0.93, "max_polyphony": 4.0, "top_voice_leap": 2.0, "notes_per_quarter": 4.0}
+    bach = {
+        "scale_consistency": 0.93,
+        "max_polyphony": 4.0,
+        "top_voice_leap": 2.0,
+        "notes_per_quarter": 4.0,
+        "long_notes": 0.1,
+        "repetition": 0.05,
+    }
     ours = {"scale_consistency": 0.911, "max_polyphony": 4.8, "top_voice_leap": 2.41, "notes_per_quarter": 3.6}
+    reconstruction = {"long_notes": 0.081, "repetition": 0.066, "max_polyphony": 4.5}
     results = {
+        "vq_vae": {
+            "held_kept": 0.9,
+            "restruck_kept": 0.949,
+            "onset_f1": 0.95,
+            "frame_f1": 0.984,
+            "codes_used": 64,
+            "num_embeddings": 64,
+        },
         "transformer": {"next_quarter": {"sampled_in_key": 0.93}},
         "music": {
             "generated_mean": {**ours, "silent_quarters": 0.0, "repetition": 0.2},
             "reference_mean": bach,
+            "reconstruction_mean": reconstruction,
             "reference_range": {"silent_quarters": [0.0, 0.1], "repetition": [0.0, 0.1]},
-            "mean_overlapping_area": 0.74,
+            "mean_overlapping_area": 0.5,
+            "mean_overlapping_area_of_first_nine": 0.75,
             "longest_verbatim_run": {"max": 7},
             "sampling": {"quarters": "held-out lengths"},
         },
     }
     assert targets(results) == {
+        "vq_vae_held_notes_kept_held_at_least_0.90": True,
+        "vq_vae_restruck_notes_kept_restruck_at_least_0.95": False,
+        "vq_vae_onset_f1_at_least_0.95": True,
+        "vq_vae_frame_f1_at_least_0.985": False,
+        "vq_vae_all_codes_used": True,
+        "reconstruction_long_notes_within_20%": True,  # 19 % below
+        "reconstruction_repetition_within_30%": False,  # 32 % above
+        "reconstruction_max_polyphony_within_10%": False,  # 12.5 % above
         "scale_consistency_within_0.02": True,  # 0.019 off
-        "mean_overlapping_area_at_least_0.75": False,
+        "mean_overlapping_area_of_first_nine_at_least_0.75": True,
         "next_quarter_in_key_at_least_0.93": True,
         "max_polyphony_within_20%": True,  # 4.8 is 20 % above 4
         "top_voice_leap_within_20%": False,  # 2.41 is 20.5 % above 2

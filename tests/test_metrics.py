@@ -304,3 +304,15 @@ def test_silent_quarters_count_only_beside_sound():
     assert longest_verbatim_run(silence(3), training) == 0
     assert longest_verbatim_run(np.concatenate([silence(2), sounding[1:]]), training) == 3
     assert longest_verbatim_run(training[0], training) == 4
+
+
+def test_note_lengths_count_half_notes_and_notes_held_across_a_quarter_boundary():
+    roll = np.zeros((88, 4 * 32), dtype=bool)
+    roll[40, 0:64] = True  # a half note: long, and held across step 32
+    roll[42, 40:60] = True  # inside quarter 1
+    roll[44, 70:100] = True  # held across step 96
+    roll[46, 96:128] = True  # ends on the last boundary: not held across one
+    quarters = roll.reshape(88, 4, 32).transpose(1, 0, 2)
+    features = piece_features(quarters)
+    assert (features["long_notes"], features["tied_notes"]) == (0.25, 0.5)
+    assert piece_features(np.zeros((2, 88, 32), dtype=bool))["tied_notes"] == 0.0
