@@ -54,15 +54,21 @@ def load_models(vq_vae_path, transformer_path, device="cpu") -> tuple[VQVAE, GPT
 
 @torch.no_grad()
 def decode_quarters(
-    vq_vae: VQVAE, codes: torch.Tensor, consecutive: bool = True, min_note_steps: int = 0
+    vq_vae: VQVAE,
+    codes: torch.Tensor,
+    consecutive: bool = True,
+    min_note_steps: int = 0,
+    previous: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Codes [Q * 16] -> quarters, bool [Q, 88, 32] (note probabilities above one half).
 
     consecutive: the quarters are one piece in order (see `VQVAE.decode`); otherwise each is alone.
     min_note_steps: notes shorter than this many steps are dropped: the decoder's stray fragments
-    (the chorales hold no note shorter than 4 steps, 1/8 of a quarter).
+    (the chorales hold no note shorter than 4 steps, 1/8 of a quarter). previous: the codes [16]
+    of the quarter before (the first, or each when not consecutive), for a decoder that hears it.
     """
-    quarters = (vq_vae.decode(codes.view(-1, vq_vae.codes_per_quarter), consecutive) > 0.5).cpu().numpy()
+    codes = codes.view(-1, vq_vae.codes_per_quarter)
+    quarters = (vq_vae.decode(codes, consecutive, previous=previous) > 0.5).cpu().numpy()
     return drop_short_notes(quarters, min_note_steps) if min_note_steps > 1 else quarters
 
 

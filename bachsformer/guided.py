@@ -35,7 +35,8 @@ from bachsformer.compose import Composition, decode_quarters, in_key, sample_cod
 from bachsformer.config import GenerateConfig
 from bachsformer.errors import BachsformerError
 from bachsformer.gpt import GPT
-from bachsformer.keys import estimate_key, move_to_key, normalizing_shift, parse_key, transpose_quarters
+from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters
+from bachsformer.melody import melody_tokens, window_melody
 from bachsformer.metrics import highest_line
 from bachsformer.midi import NUM_KEYS, drop_short_notes, read_midi, read_midi_tracks
 from bachsformer.vqvae import VQVAE
@@ -177,20 +178,22 @@ def choose(scores: torch.Tensor, generator: torch.Generator) -> int:
     return int(torch.multinomial(probabilities, 1, generator=generator))
 
 
-def _in_key(quarters: np.ndarray, key, options: GenerateConfig) -> Composition:
-    """quarters in `key`, moved to options.key when one is asked for."""
-    if options.key:
-        quarters, key = move_to_key(quarters, parse_key(options.key), key)
-    return Composition(quarters, key)
-
-
 @torch.no_grad()
 def harmonize(
-    vq_vae: VQVAE, transformer: GPT, melody: np.ndarray, options: GenerateConfig, seed: int, normalize_key: bool = True
+    vq_vae: VQVAE,
+    transformer: GPT,
+    melody: np.ndarray,
+    options: GenerateConfig,
+    seed: int,
+    normalize_key: bool = True,
+    hear_melody: bool = True,
 ) -> Composition:
     """The melody quarters [Q, 88, 32] (one line of notes) with voices below it written by the models.
 
     normalize_key: whether the models learned key-normalized music (else the melody stays in its key).
+    A transformer with the melody condition hears the tune (each quarter's and those ahead of it),
+    with classifier-free guidance options.guidance; hear_melody False draws its candidates
+    without it, as an unconditioned transformer does (the ablation of `evaluate --harmonize`).
     """
     melody = np.asarray(melody, dtype=bool)
     key = estimate_key(melody)
@@ -203,18 +206,32 @@ def harmonize(
     generator = torch.Generator().manual_seed(seed)
     written = np.zeros_like(tune)
     codes = torch.zeros(len(tune), per_quarter, dtype=torch.long, device=transformer.first_code_probs.device)
+    heard_ahead = transformer.config.melody_quarters if hear_melody else 0
+    tokens = torch.from_numpy(melody_tokens(tune)) if heard_ahead else None  # [Q, slots]
     for i in range(len(tune)):
-        context = codes[max(0, i - context_quarters) : i].flatten()
+        first = max(0, i - context_quarters)
+        context = codes[first:i].flatten()
+        # the melody of the context's quarters, the candidate's and those it hears ahead
+        heard = window_melody(tokens, first, i - first + heard_ahead) if heard_ahead else None
         candidates = transformer.sample_candidates(
-            context, options.candidates, per_quarter, generator, options.temperature, options.top_k, options.top_p
+            context,
+            options.candidates,
+            per_quarter,
+            generator,
+            options.temperature,
+            options.top_k,
+            options.top_p,
+            melody=heard,
+            guidance=options.guidance,
         )  # [M, 16]
-        rolls = decode_quarters(vq_vae, candidates.flatten(), consecutive=False)  # [M, 88, 32]
+        previous = codes[i - 1] if i else None  # what a decoder with context hears before the candidates
+        rolls = decode_quarters(vq_vae, candidates.flatten(), consecutive=False, previous=previous)  # [M, 88, 32]
         quarter_ceiling = ceiling[i * steps : (i + 1) * steps]
         imposed = np.stack([impose_melody(r, tune[i], quarter_ceiling) for r in rolls])  # [M, 88, 32]
         imposed_codes = encode_after(vq_vae, written[i - 1] if i else None, imposed)  # [M, 16]
         scores = torch.from_numpy(HARMONY_SHARPNESS * melody_scores(rolls, tune[i], quarter_ceiling)).float()
         # and how likely the transformer finds the quarter as it will be written
-        scores += transformer.continuation_log_likelihood(context, imposed_codes).cpu()
+        scores += transformer.continuation_log_likelihood(context, imposed_codes, heard).cpu()
         chosen = choose(scores, generator)
         written[i], codes[i] = imposed[chosen], imposed_codes[chosen]
     if options.min_note_steps > 1:
@@ -273,6 +290,11 @@ def regenerate(
         history = torch.cat([before.expand(options.candidates, -1), passages], dim=1)[:, -history_length:]
         sequences = torch.cat([history, after.expand(options.candidates, -1)], dim=1)
         scores = transformer.log_likelihood(sequences, history.shape[1]).cpu()
-    passage = decode_quarters(vq_vae, passages[choose(scores, generator)], min_note_steps=options.min_note_steps)
+    passage = decode_quarters(
+        vq_vae,
+        passages[choose(scores, generator)],
+        min_note_steps=options.min_note_steps,
+        previous=codes[first - 2] if first > 1 else None,
+    )
     music = np.concatenate([quarters[: first - 1], transpose_quarters(passage, -shift), quarters[last:]])
-    return _in_key(music, key, options)
+    return in_key(music, key, options.key)

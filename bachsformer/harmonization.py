@@ -11,10 +11,19 @@ harmonization of the same tune (the file's Alto, Tenor and Bass tracks):
   sounding key, note by note, as `metrics.top_line` follows the highest).
 - melody_kept: files whose output holds every melody note at its pitch, onset and length with
   nothing sounding above it (it must be all of them).
+- parallels: parallel fifths and octaves between the melody and the bass (the lowest sounding key
+  below it), per 100 eighth notes where both sound: at successive eighth notes both voices move
+  the same way and the interval is a fifth both times, or an octave (unison) both times.
+- consonance: of the beats (a quarter's first step) where the melody and a bass below it sound,
+  the share whose interval is consonant against the bass: unison or octave, third, fifth, sixth.
 
-Two baselines harmonize the same tunes: the diatonic triad on each melody note in the tune's
+The model harmonizes as `generate.py --melody` does. Beside it, the parts of the method one at a
+time: one candidate per quarter drawn hearing the melody (the condition alone), candidates drawn
+without hearing it (choosing among unconditioned samples by how they fit the tune), and one
+candidate without it. Two references: the diatonic triad on each melody note in the tune's
 estimated key, voiced in three parts below it (a rule a first-year student would apply), and the
-model with one candidate per quarter (no choice).
+VQ-VAE oracle, Bach's own chorale through the codes (key-normalized, encoded, decoded, the melody
+imposed as the model's harmonizations have it): the ceiling of what the codes can carry.
 """
 
 from __future__ import annotations
@@ -23,11 +32,12 @@ import dataclasses
 import time
 
 import numpy as np
+import torch
 
-from bachsformer.compose import load_models
+from bachsformer.compose import decode_quarters, load_models
 from bachsformer.data import load_corpus, midi_files, split
 from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll
-from bachsformer.keys import Key, estimate_key
+from bachsformer.keys import Key, estimate_key, normalizing_shift, transpose_quarters
 from bachsformer.metrics import scale_consistency, top_line
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, MidiError, quarters_to_notes, read_midi_tracks
 from bachsformer.render import write_rolls_png
@@ -37,7 +47,23 @@ LOWER_TRACKS = ("Alto", "Tenor", "Bass")
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 11)  # harmonic minor: the dominant is major, as in Bach's cadences
 BASS_RANGE = (40, 60)  # E2 ... C4, where a chorale bass lives
-SYSTEMS = ("model", "one candidate", "triad rule")
+SYSTEMS = (
+    "model",
+    "one candidate",
+    "melody not heard",
+    "one candidate, melody not heard",
+    "triad rule",
+    "VQ-VAE oracle",
+)
+MODEL_SYSTEMS = {  # system: (candidates: the options' or one, the transformer hears the melody)
+    "model": (True, True),
+    "one candidate": (False, True),
+    "melody not heard": (True, False),
+    "one candidate, melody not heard": (False, False),
+}
+EIGHTH = 2  # eighth notes per quarter
+PERFECT = (0, 7)  # interval classes of octaves (unisons) and fifths
+CONSONANT = (0, 3, 4, 7, 8, 9)  # against the bass: the fourth is a dissonance
 
 
 def chorale_voices(path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -108,6 +134,40 @@ def bass_leap(quarters: np.ndarray) -> float:
     return float(np.abs(np.diff(pitches)).mean()) if len(pitches) > 1 else 0.0
 
 
+def melody_and_bass(music: np.ndarray, melody: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The melody's key and the bass's (the lowest key sounding below it) at each step.
+
+    Two int arrays [T], -1 at the steps where the melody or a bass below it does not sound.
+    """
+    roll, melody_roll = piece_roll(music), piece_roll(melody)
+    top = np.where(melody_roll.any(axis=0), np.argmax(melody_roll, axis=0), -1)
+    lowest = np.where(roll.any(axis=0), np.argmax(roll, axis=0), NUM_KEYS)
+    bass = np.where((top >= 0) & (lowest < top), lowest, -1)
+    return np.where(bass >= 0, top, -1), bass
+
+
+def voice_leading(music: np.ndarray, melody: np.ndarray) -> dict:
+    """Counts for `parallels` and `consonance` (see the module doc) of music [Q, 88, S] with its melody."""
+    top, bass = melody_and_bass(music, melody)
+    steps = music.shape[2]
+    eighths = np.arange(0, len(top), steps // EIGHTH)
+    top_e, bass_e = top[eighths], bass[eighths]
+    both = bass_e >= 0
+    interval = (top_e - bass_e) % 12
+    perfect = both & np.isin(interval, PERFECT)
+    moves = np.sign(np.diff(top_e)) * np.sign(np.diff(bass_e))  # 1: both move, the same way
+    parallel = perfect[1:] & perfect[:-1] & (interval[1:] == interval[:-1]) & (moves > 0)
+    beats = np.arange(0, len(top), steps)
+    on_beat = bass[beats] >= 0
+    consonant = on_beat & np.isin((top[beats] - bass[beats]) % 12, CONSONANT)
+    return {
+        "eighths_together": int(both.sum()),
+        "parallels": int(parallel.sum()),
+        "beats_together": int(on_beat.sum()),
+        "consonant_beats": int(consonant.sum()),
+    }
+
+
 def harmony_scores(music: np.ndarray, melody: np.ndarray, bach_lower: np.ndarray) -> dict:
     """The module's measures of one harmonization against Bach's lower voices (all [Q, 88, S])."""
     ours = pitch_classes_per_quarter(music & ~melody)
@@ -122,19 +182,52 @@ def harmony_scores(music: np.ndarray, melody: np.ndarray, bach_lower: np.ndarray
         "scale_consistency": scale_consistency(music),
         "bass_leap": bass_leap(music),
         "melody_kept": melody_kept(music, melody),
+        **voice_leading(music, melody),
     }
 
 
 def summarize(scores: list[dict]) -> dict:
-    """Per-file scores -> the table's row: overlap pooled over quarters, the rest averaged over files."""
-    quarters = sum(s["overlap_quarters"] for s in scores)
+    """Per-file scores -> the table's row: overlap, parallels and consonance pooled, the rest averaged over files."""
+
+    def total(name):
+        return sum(s[name] for s in scores)
+
+    quarters = total("overlap_quarters")
     return {
         "lower_voice_overlap": sum(s["overlap_sum"] for s in scores) / max(quarters, 1),
         "voices_per_quarter": float(np.mean([s["voices_per_quarter"] for s in scores])),
         "scale_consistency": float(np.mean([s["scale_consistency"] for s in scores])),
         "bass_leap": float(np.mean([s["bass_leap"] for s in scores])),
+        "parallels_per_100_eighths": 100 * total("parallels") / max(total("eighths_together"), 1),
+        "consonance_on_the_beat": total("consonant_beats") / max(total("beats_together"), 1),
         "melody_kept": sum(s["melody_kept"] for s in scores),
         "files": len(scores),
+    }
+
+
+def through_the_codes(vq_vae, melody: np.ndarray, music: np.ndarray, options, normalize_key: bool = True) -> np.ndarray:
+    """Music [Q, 88, S] through the VQ-VAE as harmonizing writes it: in the normalized key, encoded,
+    decoded (short notes dropped), the melody imposed, and moved back."""
+    key = estimate_key(melody)
+    shift = normalizing_shift(melody, key) if normalize_key else 0
+    device = next(vq_vae.parameters()).device
+    codes = vq_vae.encode(torch.from_numpy(transpose_quarters(music, shift)).to(device))
+    decoded = decode_quarters(vq_vae, codes.flatten(), min_note_steps=options.min_note_steps)
+    decoded = transpose_quarters(decoded, -shift)
+    melody_roll = piece_roll(melody)
+    return piece_quarters(impose_melody(piece_roll(decoded), melody_roll, melody_ceiling(melody_roll)), melody.shape[2])
+
+
+def harmonization_targets(table: dict) -> dict:
+    """The melody issue's targets for the model's row, each True or False."""
+    model, bach = table["model"], table["Bach"]
+    return {
+        "lower_voice_overlap_at_least_0.50": model["lower_voice_overlap"] >= 0.50,
+        "parallels_at_most_0.5_per_100_eighths": model["parallels_per_100_eighths"] <= 0.5,
+        "consonance_on_the_beat_at_least_0.90": model["consonance_on_the_beat"] >= 0.90,
+        "bass_leap_within_15%": abs(model["bass_leap"] - bach["bass_leap"]) <= 0.15 * bach["bass_leap"],
+        "voices_per_quarter_within_0.2": abs(model["voices_per_quarter"] - bach["voices_per_quarter"]) <= 0.2,
+        "melody_kept_in_every_file": model["melody_kept"] == model["files"],
     }
 
 
@@ -149,8 +242,10 @@ def evaluate_harmonization(config, seed: int, device, png: str | None = None) ->
     names = {piece.name for piece in held_out}
     options = dataclasses.replace(config.generate, key="")
     single = dataclasses.replace(options, candidates=1)
-    scores: dict[str, list] = {name: [] for name in (*SYSTEMS, "Bach")}
-    seconds = dict.fromkeys(SYSTEMS, 0.0)
+    # without the melody condition, hearing the melody and not hearing it are one system
+    systems = [s for s in SYSTEMS if transformer.config.melody_quarters or MODEL_SYSTEMS.get(s, (0, 1))[1]]
+    scores: dict[str, list] = {name: [] for name in (*systems, "Bach")}
+    seconds = dict.fromkeys(systems, 0.0)
     skipped = []
     folder = config.data.midi_dir
     for path in midi_files(folder):
@@ -166,13 +261,18 @@ def evaluate_harmonization(config, seed: int, device, png: str | None = None) ->
             skipped.append(f"{name}: no {MELODY_TRACK} track with notes and no {'/'.join(LOWER_TRACKS)} tracks")
             continue
         melody, bach_lower = voices
-        for system in SYSTEMS:
+        for system in systems:
             started = time.perf_counter()
             if system == "triad rule":
                 music = triad_harmonization(melody, estimate_key(melody))
+            elif system == "VQ-VAE oracle":
+                music = through_the_codes(vq_vae, melody, melody | bach_lower, options, config.data.normalize_key)
             else:
-                system_options = options if system == "model" else single
-                music = harmonize(vq_vae, transformer, melody, system_options, seed, config.data.normalize_key).quarters
+                several, hears = MODEL_SYSTEMS[system]
+                system_options = options if several else single
+                music = harmonize(
+                    vq_vae, transformer, melody, system_options, seed, config.data.normalize_key, hear_melody=hears
+                ).quarters
             seconds[system] += time.perf_counter() - started
             scores[system].append(harmony_scores(music, melody, bach_lower))
             if png is not None and system == "model" and len(scores["model"]) == 1:
@@ -180,12 +280,14 @@ def evaluate_harmonization(config, seed: int, device, png: str | None = None) ->
                 write_rolls_png(panels, png, melody=melody, overwrite=True)
         scores["Bach"].append(harmony_scores(melody | bach_lower, melody, bach_lower))
     table = {system: summarize(rows) for system, rows in scores.items() if rows}
-    for system in SYSTEMS:
+    for system in systems:
         if system in table:
             table[system]["seconds"] = round(seconds[system], 1)
     return {
         "models": {"vq_vae": config.models.vq_vae, "transformer": config.models.transformer},
         "candidates": options.candidates,
+        "guidance": options.guidance,
+        "targets": harmonization_targets(table) if "model" in table and "Bach" in table else {},
         "seed": seed,
         "skipped": skipped,
         "table": table,
@@ -197,20 +299,35 @@ def print_harmonization(results: dict) -> None:
     files = next(iter(table.values()))["files"] if table else 0
     print(
         f"harmonizing the {MELODY_TRACK} of {files} held-out chorales ({results['candidates']} candidates"
-        f" per quarter, seed {results['seed']}), against Bach's {', '.join(LOWER_TRACKS)}"
+        f" per quarter, guidance {results['guidance']:g}, seed {results['seed']}),"
+        f" against Bach's {', '.join(LOWER_TRACKS)}"
     )
-    columns = ("system", "lower-voice pitch classes vs Bach", "voices per quarter", "scale consistency")
-    print(f"| {' | '.join(columns)} | bass leap | melody kept |")
-    print("|---|---|---|---|---|---|")
+    columns = (
+        "system",
+        "lower-voice pitch classes vs Bach",
+        "voices per quarter",
+        "scale consistency",
+        "bass leap",
+        "parallel 5ths/8ves per 100 eighths",
+        "consonant on the beat",
+        "melody kept",
+    )
+    print(f"| {' | '.join(columns)} |")
+    print("|---" * len(columns) + "|")
     for system, row in table.items():
         kept = "(its own)" if system == "Bach" else f"{row['melody_kept']} of {row['files']}"
         print(
             f"| {system} | {row['lower_voice_overlap']:.3f} | {row['voices_per_quarter']:.2f}"
-            f" | {row['scale_consistency']:.3f} | {row['bass_leap']:.2f} | {kept} |"
+            f" | {row['scale_consistency']:.3f} | {row['bass_leap']:.2f} | {row['parallels_per_100_eighths']:.2f}"
+            f" | {row['consonance_on_the_beat']:.3f} | {kept} |"
         )
     if "model" in table:
-        for baseline in ("one candidate", "triad rule"):
+        for baseline in (s for s in SYSTEMS[1:] if s in table):
             gain = table["model"]["lower_voice_overlap"] - table[baseline]["lower_voice_overlap"]
             print(f"model against {baseline}: {gain:+.3f} lower-voice overlap")
+    if results["targets"]:
+        print("\ntargets:")
+        for name, met in results["targets"].items():
+            print(f"  {'met    ' if met else 'MISSED '} {name}")
     for line in results["skipped"]:
         print(f"skipped {line}")

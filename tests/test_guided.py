@@ -33,7 +33,7 @@ from bachsformer.guided import (
     piece_roll,
     regenerate,
 )
-from bachsformer.harmonization import bass_leap, harmony_scores, melody_kept, triad_harmonization
+from bachsformer.harmonization import bass_leap, harmony_scores, melody_kept, triad_harmonization, voice_leading
 from bachsformer.keys import Key, normalizing_shift, transpose_quarters
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (
@@ -335,6 +335,27 @@ def test_harmony_scores_on_a_known_harmonization():
     assert bass_leap(roll(1, (50, 0, 8), (55, 8, 16), (48, 16, 24))) == pytest.approx((5 + 7) / 2)
 
 
+def test_voice_leading_counts_parallel_fifths_and_consonant_beats_between_melody_and_bass():
+    melody = roll(1, (72, 0, 16), (74, 16, 32))  # C5 D5
+    parallel = melody | roll(1, (53, 0, 16), (55, 16, 32)), melody  # F3 G3: fifths, both rising
+    contrary = melody | roll(1, (55, 0, 16), (53, 16, 32)), melody  # G3 F3: a fourth, then a sixth
+    held = melody | roll(1, (60, 0, 32)), melody  # C4 held: octave, then ninth; the bass does not move
+    assert voice_leading(*parallel) == {
+        "eighths_together": 2,
+        "parallels": 1,
+        "beats_together": 1,
+        "consonant_beats": 1,
+    }
+    assert voice_leading(*contrary) == {
+        "eighths_together": 2,
+        "parallels": 0,
+        "beats_together": 1,
+        "consonant_beats": 0,
+    }
+    assert voice_leading(*held)["parallels"] == 0 and voice_leading(*held)["consonant_beats"] == 1
+    assert voice_leading(melody, melody)["eighths_together"] == 0  # no voice below the melody
+
+
 def test_melody_kept_fails_when_a_note_is_merged_or_covered():
     melody = roll(1, (67, 0, 15), (67, 16, 32))  # a repeated note
     assert melody_kept(melody | roll(1, (60, 0, 32)), melody)
@@ -342,7 +363,11 @@ def test_melody_kept_fails_when_a_note_is_merged_or_covered():
     assert not melody_kept(melody | roll(1, (72, 8, 12)), melody)  # something above it
 
 
-def test_evaluate_harmonize_scores_every_held_out_chorale_and_draws_one(root, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("melody_quarters", [0, 2])
+def test_evaluate_harmonize_scores_every_held_out_chorale_and_draws_one(tmp_path, monkeypatch, capsys, melody_quarters):
+    root = tmp_path / "models"
+    tiny.write_config(root)
+    tiny.write_model_pair(root, melody_quarters=melody_quarters)
     folder = tmp_path / "chorales"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -362,13 +387,19 @@ def test_evaluate_harmonize_scores_every_held_out_chorale_and_draws_one(root, tm
     table = results["table"]
     held_out = [name for name in sorted(p.name for p in folder.iterdir()) if is_validation(name, 0.6)]
     chorales = [name for name in held_out if name != "no_voices.mid"]
-    assert len(chorales) >= 2 and set(table) == {"model", "one candidate", "triad rule", "Bach"}
-    for system in ("model", "one candidate", "triad rule"):
+    # without the melody condition, the rows that differ only in hearing the melody are left out
+    systems = {"model", "one candidate", "triad rule", "VQ-VAE oracle"}
+    if melody_quarters:
+        systems |= {"melody not heard", "one candidate, melody not heard"}
+    assert len(chorales) >= 2 and set(table) == systems | {"Bach"}
+    for system in systems:
         assert table[system]["files"] == len(chorales) and table[system]["melody_kept"] == len(chorales)
         assert 0 <= table[system]["lower_voice_overlap"] <= 1
+        assert 0 <= table[system]["consonance_on_the_beat"] <= 1 and table[system]["parallels_per_100_eighths"] >= 0
     assert table["Bach"]["lower_voice_overlap"] == 1.0
+    assert set(results["targets"]) >= {"lower_voice_overlap_at_least_0.50", "melody_kept_in_every_file"}
     assert ("no_voices.mid" in held_out) == any("no_voices.mid" in line for line in results["skipped"])
-    assert "| model |" in stdout and "model against triad rule:" in stdout
+    assert "| model |" in stdout and "model against triad rule:" in stdout and "| VQ-VAE oracle |" in stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
