@@ -5,6 +5,7 @@
     python -m bachsformer.evaluate --num 64 --set models.transformer=runs/transformer/best.pt
     python -m bachsformer.evaluate --json results.json
     python -m bachsformer.evaluate --harmonize        # harmonize held-out chorale tunes (bachsformer/harmonization.py)
+    python -m bachsformer.evaluate --harmonize --files 8 --systems model,"one candidate"   # a quick comparison
 
 VQ-VAE: frame F1, onset F1 and codebook perplexity on the held-out files. Transformer: held-out
 bits per code beside unigram and bigram baselines. Generated music: features of the MIDI itself
@@ -38,7 +39,7 @@ from bachsformer.config import load_config
 from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split, transpose
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.gpt import GPT
-from bachsformer.harmonization import evaluate_harmonization, print_harmonization
+from bachsformer.harmonization import SYSTEMS, evaluate_harmonization, print_harmonization
 from bachsformer.metrics import (
     FEATURE_NAMES,
     best_scale,
@@ -409,12 +410,18 @@ def main():
     parser.add_argument(
         "--harmonize", action="store_true", help="harmonize the held-out chorales' Soprano tracks instead"
     )
+    parser.add_argument("--files", type=int, help="with --harmonize: only the first N held-out chorales")
+    parser.add_argument("--systems", help="with --harmonize: the rows to compute, comma-separated (default: all)")
     args = parser.parse_args()
-    if args.num < 1 or (args.quarters is not None and args.quarters < 1):
-        parser.error("--num and --quarters must be at least 1")
+    if args.num < 1 or (args.quarters is not None and args.quarters < 1) or (args.files is not None and args.files < 1):
+        parser.error("--num, --quarters and --files must be at least 1")
     config = load_config(args.config, args.set)
     if args.harmonize:
-        results = evaluate_harmonization(config, args.seed, resolve_device(args.device), args.png)
+        systems = tuple(args.systems.split(",")) if args.systems else SYSTEMS
+        unknown = set(systems) - set(SYSTEMS)
+        if unknown:
+            parser.error(f"--systems: unknown {', '.join(sorted(unknown))} (known: {', '.join(SYSTEMS)})")
+        results = evaluate_harmonization(config, args.seed, resolve_device(args.device), args.png, args.files, systems)
         print_harmonization(results)
     else:
         results = evaluate(config, args.num, args.quarters, args.seed, resolve_device(args.device), args.png)

@@ -231,10 +231,14 @@ def harmonization_targets(table: dict) -> dict:
     }
 
 
-def evaluate_harmonization(config, seed: int, device, png: str | None = None) -> dict:
+def evaluate_harmonization(
+    config, seed: int, device, png: str | None = None, max_files: int | None = None, systems: tuple = SYSTEMS
+) -> dict:
     """Harmonize the Soprano of every held-out chorale with each system; the table as a JSON-ready dict.
 
     png: also draw the first held-out chorale as the model harmonized it, above Bach's own.
+    max_files: only the first this many held-out chorales (quick comparisons; the table is on all).
+    systems: the rows to compute (of SYSTEMS; "model" among them for the targets).
     """
     vq_vae, transformer = load_models(config.models.vq_vae, config.models.transformer, device)
     pieces = load_corpus(config.data.midi_dir, config.data.cache_dir, config.data.max_quarters)
@@ -243,14 +247,14 @@ def evaluate_harmonization(config, seed: int, device, png: str | None = None) ->
     options = dataclasses.replace(config.generate, key="")
     single = dataclasses.replace(options, candidates=1)
     # without the melody condition, hearing the melody and not hearing it are one system
-    systems = [s for s in SYSTEMS if transformer.config.melody_quarters or MODEL_SYSTEMS.get(s, (0, 1))[1]]
+    systems = [s for s in systems if transformer.config.melody_quarters or MODEL_SYSTEMS.get(s, (0, 1))[1]]
     scores: dict[str, list] = {name: [] for name in (*systems, "Bach")}
     seconds = dict.fromkeys(systems, 0.0)
     skipped = []
     folder = config.data.midi_dir
     for path in midi_files(folder):
         name = path.relative_to(folder).as_posix()
-        if name not in names:
+        if name not in names or (max_files is not None and len(scores["Bach"]) >= max_files):
             continue
         try:
             voices = chorale_voices(path)

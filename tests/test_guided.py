@@ -439,3 +439,10 @@ def test_regenerating_writes_the_candidate_the_following_quarters_favour(models,
         expected = transpose_quarters(decode_quarters(vq_vae, candidate), -normalizing_shift(piece))
         assert np.array_equal(result.quarters[1:3], expected)
     assert not torch.equal(drawn[0][0], drawn[0][2])
+
+
+def test_evaluate_harmonize_refuses_an_unknown_system_by_name(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["evaluate", "--harmonize", "--systems", "model,triad rules"])
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main()
+    assert exit_info.value.code == 2 and "--systems: unknown triad rules" in capsys.readouterr().err
