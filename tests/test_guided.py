@@ -184,6 +184,21 @@ def test_harmonizing_keeps_the_melody_as_the_exact_top_voice(models, candidates)
         assert (piece.quarters & ~TUNE).any()  # and voices below it
 
 
+@pytest.mark.parametrize("guidance", [1.0, 2.5])
+def test_a_transformer_that_hears_the_melody_and_a_decoder_with_context_keep_the_melody_exact(tmp_path, guidance):
+    tiny.write_config(tmp_path)
+    pair = load_models(*tiny.write_model_pair(tmp_path, melody_quarters=2, decoder_context=True), "cpu")
+    with torch.no_grad():
+        pair[1].melody_projection.weight.mul_(300)  # untrained, the melody would barely move the logits
+    options = dataclasses.replace(OPTIONS, candidates=4, guidance=guidance)
+    piece = harmonize(*pair, TUNE, options, seed=0)
+    assert_melody_is_the_top_voice(piece.quarters, TUNE)
+    assert (piece.quarters & ~TUNE).any()
+    assert np.array_equal(piece.quarters, harmonize(*pair, TUNE, options, seed=0).quarters)  # the same seed
+    not_heard = harmonize(*pair, TUNE, options, seed=0, hear_melody=False)
+    assert not np.array_equal(piece.quarters, not_heard.quarters)  # hearing the melody changes the draw
+
+
 def test_harmonizing_keeps_the_melody_exact_after_short_notes_are_dropped(models):
     piece = harmonize(*models, TUNE, dataclasses.replace(OPTIONS, min_note_steps=12), 3)
     assert_melody_is_the_top_voice(piece.quarters, TUNE)

@@ -146,16 +146,19 @@ def ddp_worker(rank: int, world_size: int, port: int, config_path: str, out_dir:
         torch.distributed.destroy_process_group()
 
 
-def write_model_pair(root: str | Path, silent: bool = False, melody_quarters: int = 0) -> tuple[Path, Path]:
+def write_model_pair(
+    root: str | Path, silent: bool = False, melody_quarters: int = 0, decoder_context: bool = False
+) -> tuple[Path, Path]:
     """Save untrained models of `tiny_config(root)` at its model paths, as a matching pair; returns the paths.
 
     Untrained, the decoder sounds almost every key whatever its codes. So the codebook is spread out
     and the decoder's output bias lowered until about one cell in ten sounds, a different tenth for
     different codes; `silent=True` lowers it until every code decodes to silence. melody_quarters:
-    the transformer hears a melody that many quarters ahead (0: no melody condition).
+    the transformer hears a melody that many quarters ahead (0: no melody condition); decoder_context:
+    the VQ-VAE's decoder hears the quarter before.
     """
     config = tiny_config(root)
-    vq_config = VQVAEConfig(**config["vq_vae"])
+    vq_config = VQVAEConfig(**config["vq_vae"], decoder_context=decoder_context)
     gpt_config = GPTConfig(**config["gpt"], melody_quarters=melody_quarters)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
