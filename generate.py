@@ -15,8 +15,9 @@ each piece to another tonic, keeping its mode unless one is named, and a primer'
 back in the primer's key. A melody (`--melody`: its highest line, or one track, named exactly or in
 any case) is harmonized below, and a passage (`--regenerate A-B`, quarters counted from 1) rewritten,
 by choosing among `--candidates` samples per quarter (or passage) the one that fits
-(bachsformer/guided.py). A melody keeps its notes exactly: `--key` may move it to another tonic, not
-change its mode.
+(bachsformer/guided.py); the transformer hears the melody it harmonizes, `--guidance` above 1 makes
+it lean on the melody harder (classifier-free guidance). A melody keeps its notes exactly: `--key`
+may move it to another tonic, not change its mode.
 
 What the files keep: music made from a file (`--melody`, `--file`, `--regenerate`) keeps the file's
 time signatures and tempos, on the output's grid; music from nothing is in 4/4 at `--tempo`
@@ -96,6 +97,9 @@ def main():
     parser.add_argument("--melody-track", metavar="N|NAME", help="the melody is this track (number or name)")
     parser.add_argument("--regenerate", metavar="A-B", help="with --file: rewrite quarters A ... B (from 1)")
     parser.add_argument("--candidates", type=int, help="harmonizing, regenerating: samples to choose from (16)")
+    parser.add_argument(
+        "--guidance", type=float, help="harmonizing: how hard the transformer leans on the melody it hears (1: plain)"
+    )
     parser.add_argument("--out", help="output folder (default: data/generated)")
     parser.add_argument("--tempo", type=float, help="beats per minute of music written from nothing (90)")
     parser.add_argument("--program", type=int, help="General MIDI instrument of the MIDI and WAV (19: church organ)")
@@ -106,7 +110,7 @@ def main():
     args = parser.parse_args()
 
     config = load_config(args.config, args.set)
-    names = "seed num quarters temperature top_k top_p tempo program key candidates device".split()
+    names = "seed num quarters temperature top_k top_p tempo program key candidates guidance device".split()
     try:
         options = dataclasses.replace(
             config.generate, **{n: getattr(args, n) for n in names if getattr(args, n) is not None}

@@ -319,6 +319,7 @@ def test_a_bad_passage_is_refused_in_one_line(run, tmp_path, args, message):
         (("--regenerate", "1-2"), "--regenerate needs --file"),
         (("--melody-track", "Soprano"), "--melody-track needs --melody"),
         (("--candidates", "0"), "candidates: must be at least 1"),
+        (("--guidance", "-1"), "guidance: must be at least 0"),
     ],
 )
 def test_options_that_do_not_go_together_are_refused(run, tmp_path, args, message):
