@@ -127,3 +127,14 @@ def test_a_checkpoint_from_before_the_melody_condition_writes_the_same_codes():
     assert candidates[1].tolist() == [0, 15, 6, 13, 0, 1, 2, 10, 6, 11, 5, 12, 3, 15, 3, 10]
     likelihoods = model.continuation_log_likelihood(context, candidates)
     assert likelihoods.tolist() == pytest.approx([-43.6222, -44.9668, -44.4328, -43.8223], abs=1e-3)
+
+
+def test_each_evaluation_window_gets_the_melody_of_its_own_quarters_and_those_heard_ahead():
+    from bachsformer.codes import evaluation_melodies, evaluation_windows
+
+    pieces = [EncodedPiece("a", 0, torch.arange(5 * 16)[None] % 16), EncodedPiece("b", 0, torch.zeros(1, 16))]
+    tokens = [torch.arange(5)[:, None].expand(5, SLOTS_PER_QUARTER) + 1, torch.full((1, SLOTS_PER_QUARTER), 9)]
+    windows = evaluation_windows(pieces, 32)  # piece a: quarters 0-1, 2-3, 4; piece b: quarter 0
+    melodies = evaluation_melodies(pieces, tokens, 32, 16, heard_ahead=2)
+    assert [len(w) for w in windows] == [32, 32, 16, 16] and len(melodies) == len(windows)
+    assert [m[:, 0].tolist() for m in melodies] == [[1, 2, 3], [3, 4, 5], [5, REST, REST], [9, REST, REST]]
