@@ -10,7 +10,7 @@ context holds from then on.
   key/value cache). Each is made exact first: the melody imposed (`impose_melody`: nothing sounds
   above it, every melody note keeps its pitch, onset and length) and the result encoded after the
   quarter before it. Its score adds two things: the share of the melody's cells the candidate
-  already sounded (half for an octave lower) less what it sounded above the melody, times
+  already sounded less what it sounded above the melody, times
   HARMONY_SHARPNESS, so that the texture whose top voice was the tune wins; and the log-likelihood
   the transformer gives the exact quarter after the context, so that lower voices that clash with
   the imposed melody lose.
@@ -42,7 +42,6 @@ from bachsformer.midi import NUM_KEYS, drop_short_notes, read_midi, read_midi_tr
 from bachsformer.vqvae import VQVAE
 
 HARMONY_SHARPNESS = 20.0  # exp(20 * score): a candidate sounding 10 % more of the melody is e^2 times likelier
-OCTAVE_CREDIT = 0.5  # a melody step sounded an octave (or more) lower counts half
 FOLLOWING_QUARTERS = 4  # quarters after a regenerated passage that its candidates are scored on
 
 
@@ -149,17 +148,14 @@ def impose_melody(roll: np.ndarray, melody_roll: np.ndarray, ceiling: np.ndarray
 def melody_scores(candidates: np.ndarray, melody: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
     """How well each candidate quarter [M, 88, S] already carries melody [88, S]: float [M].
 
-    (melody cells it sounds + OCTAVE_CREDIT x melody steps where it sounds the melody's pitch class
-    in another octave below - cells it sounds above the ceiling) / melody cells. An octave below
-    still means the candidate's chord holds the melody note.
+    (melody cells it sounds - cells it sounds above the ceiling) / melody cells. The melody's pitch
+    class an octave lower earns nothing: crediting it chose candidates that double the tune in a
+    lower voice, and the doubling moves with the tune in parallel octaves (the model card measures it).
     """
     keys = np.arange(NUM_KEYS)[:, None]
     hits = (candidates & melody[None]).sum(axis=(1, 2))
-    melody_keys = np.argmax(melody, axis=0)  # [S], meaningless where the melody rests
-    octaves = (keys % 12 == melody_keys[None, :] % 12) & (keys < melody_keys[None, :]) & melody.any(axis=0)[None, :]
-    octave_steps = (candidates & octaves[None]).any(axis=1).sum(axis=1)
     above = (candidates & (keys > ceiling[None, :])[None]).sum(axis=(1, 2))
-    return (hits + OCTAVE_CREDIT * octave_steps - above) / max(int(melody.sum()), 1)
+    return (hits - above) / max(int(melody.sum()), 1)
 
 
 def encode_after(vq_vae: VQVAE, previous: np.ndarray | None, quarters: np.ndarray) -> torch.Tensor:

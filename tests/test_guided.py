@@ -134,9 +134,9 @@ def test_melody_scores_reward_carrying_the_melody_and_punish_what_lies_above():
     melody = roll(1, (64, 0, 16))[0]
     ceiling = melody_ceiling(melody)
     carries, above, neither = roll(1, (64, 0, 16), (48, 0, 32)), roll(1, (64, 0, 16), (76, 0, 8)), roll(1, (48, 0, 8))
-    octave_lower = roll(1, (52, 0, 8))  # E3 for half the melody note
+    octave_lower = roll(1, (52, 0, 8))  # E3 for half the melody note: a doubling earns nothing
     scores = melody_scores(np.concatenate([carries, above, neither, octave_lower]), melody, ceiling)
-    assert scores.tolist() == [1.0, 0.5, 0.0, 0.25]
+    assert scores.tolist() == [1.0, 0.5, 0.0, 0.0]
 
 
 def test_highest_line_keeps_the_highest_sounding_key_only():
