@@ -384,20 +384,13 @@ class VQVAE(nn.Module):
         default a silent quarter; a model with decoder_context hears them, so that a note held
         across the boundary comes back held. The decoder runs `batch_size` quarters at a time.
         """
+        before = [None] * len(codes.split(batch_size))  # a model without context hears no quarter before
         if self.config.decoder_context:
             first = self.silence_codes() if previous is None else previous.to(codes.device)
-            if consecutive:
-                before = torch.cat([first[None], codes[:-1]])  # [N, 16]: each quarter's predecessor
-            else:
-                before = first.expand(len(codes), -1)
-        else:
-            before = codes  # unused: a model without context hears no quarter before
-        probabilities = torch.cat(
-            [
-                self.decode_channels(part, previous_part)
-                for part, previous_part in zip(codes.split(batch_size), before.split(batch_size))
-            ]
-        )
+            heard = torch.cat([first[None], codes[:-1]]) if consecutive else first.expand(len(codes), -1)
+            before = heard.split(batch_size)  # [N, 16]: each quarter's predecessor, in parts
+        parts = [self.decode_channels(part, heard) for part, heard in zip(codes.split(batch_size), before)]
+        probabilities = torch.cat(parts)
         if not self.config.onset_channel:
             return probabilities[:, 0]
         return split_at_onsets(probabilities[:, 0], probabilities[:, 1], consecutive)

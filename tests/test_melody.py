@@ -10,6 +10,7 @@ from bachsformer.data import CodeWindowDataset, EncodedPiece
 from bachsformer.gpt import GPT, GPTConfig
 from bachsformer.melody import NONE, REST, SLOTS_PER_QUARTER, melody_tokens, transpose_tokens, window_melody
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS
+from bachsformer.sampling import draw, filter_logits, gumbel
 
 LOOKAHEAD = 3
 TINY = GPTConfig(vocab_size=16, block_size=63, n_layer=2, n_head=2, n_embd=32, dropout=0.0, melody_quarters=LOOKAHEAD)
@@ -79,19 +80,24 @@ def test_dropout_gives_the_logits_of_no_melody():
 
 
 def test_the_fast_step_and_the_shared_cache_hear_the_melody_as_the_full_forward_does():
-    model = conditioned_model()
+    model = conditioned_model().double()  # float64: the cached and full paths round alike
     context = torch.randint(16, (32,), generator=torch.Generator().manual_seed(4))
     melody = torch.randint(NONE, (4, SLOTS_PER_QUARTER), generator=torch.Generator().manual_seed(5))
     candidates = model.sample_candidates(context, 3, 16, torch.Generator().manual_seed(6), melody=melody)
-    # each candidate's log-likelihood through the cache equals the full forward's
-    sequences = torch.cat([context.expand(3, -1), candidates], dim=1)
+    # the candidates are what the full forward, hearing the melody, draws with the same noise:
+    # this holds only if decode_step adds each predicted code's own quarter's melody vector
+    noise = gumbel((3, 16, 16), torch.Generator().manual_seed(6))
+    drawn = context.expand(3, -1)
     with torch.no_grad():
-        logits = model(sequences[:, :-1], melody=melody.expand(3, -1, -1))[0][:, 31:]
+        for n in range(16):
+            logits = model(drawn, melody=melody.expand(3, -1, -1))[0][:, -1]
+            drawn = torch.cat([drawn, draw(filter_logits(logits), noise[:, n])[:, None]], dim=1)
+    assert torch.equal(candidates, drawn[:, 32:])
+    # and each candidate's log-likelihood through the shared cache equals the full forward's
+    with torch.no_grad():
+        logits = model(drawn[:, :-1], melody=melody.expand(3, -1, -1))[0][:, 31:]
     expected = torch.log_softmax(logits, -1).gather(-1, candidates[..., None]).squeeze(-1).sum(-1)
-    assert torch.allclose(model.continuation_log_likelihood(context, candidates, melody), expected, atol=1e-4)
-    # and the candidates are what the full forward, drawing with the same noise, would choose
-    again = model.sample_candidates(context, 3, 16, torch.Generator().manual_seed(6), melody=melody)
-    assert torch.equal(candidates, again)
+    assert torch.allclose(model.continuation_log_likelihood(context, candidates, melody), expected.float(), atol=1e-4)
 
 
 def test_guidance_one_is_the_melody_alone_and_other_scales_change_the_draw():
