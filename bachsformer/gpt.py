@@ -17,6 +17,7 @@ mix the two passes' logits (classifier-free guidance).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -56,18 +57,21 @@ class GPTConfig:
 
 
 class KVCache:
-    """Preallocated keys and values of every layer: kv [n_layer, B, 2, n_head, block_size, head_dim].
+    """Preallocated keys and values of every layer: kv [n_layer, B, 2, n_head, positions, head_dim].
 
     `length` is how many positions are filled; layers write in place, no tensor is reallocated.
+    positions: how many the cache can hold (default the window, block_size).
     """
 
-    def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
+    def __init__(
+        self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32, positions: int | None = None
+    ):
         shape = (
             config.n_layer,
             batch_size,
             2,
             config.n_head,
-            config.block_size,
+            positions or config.block_size,
             config.n_embd // config.n_head,
         )
         self.kv = torch.zeros(shape, device=device, dtype=dtype)
@@ -75,6 +79,70 @@ class KVCache:
 
     def reset(self) -> None:
         self.length = 0
+
+    def first_rows(self, count: int) -> KVCache:
+        """A cache sharing this one's first `count` rows and length (a view: a write shows in both)."""
+        view = copy.copy(self)
+        view.kv = self.kv[:, :count]
+        return view
+
+    def filled(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The filled keys and values of one layer: each [B, n_head, length, head_dim] (views)."""
+        return self.kv[layer, :, :, :, : self.length].unbind(1)
+
+
+@dataclass
+class SharedContext:
+    """One context run once for each of G row groups, which the rows of a batch continue.
+
+    cache: its keys and values, one row per group; logits [G, vocab]: the next code after it;
+    melodies [G, Qm, slots]: what each group hears (None: no melody); guidance: with two groups,
+    group 0 hears the melody and group 1 none, and draws mix their logits (see `sample_after`).
+    A batch of G * R rows continues it in G blocks of R rows: row b belongs to group b // R.
+    """
+
+    cache: KVCache
+    logits: torch.Tensor
+    melodies: torch.Tensor | None
+    guidance: float = 1.0
+
+    @property
+    def groups(self) -> int:
+        return len(self.logits)
+
+
+def attention_after_prefix(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_k: torch.Tensor, prefix_v: torch.Tensor
+) -> torch.Tensor:
+    """Causal attention of new positions after a prefix that a group of rows shares: [B, n_head, t, head_dim].
+
+    q [B, H, t, D]: the new positions' queries. k, v [B, H, L, D]: each row's own keys and values
+    after the prefix, the last t of them the new positions' (new position i sees own positions up to
+    L - t + i). prefix_k, prefix_v [G, H, P, D]: the prefix of row group g, rows g * R ... (g + 1) * R - 1
+    (B = G * R). The prefix is read once per group, not copied to each row: all of a group's queries
+    meet its keys in one matrix product (the copies were most of the time of sampling candidates).
+    """
+    batch, heads, t, width = q.shape
+    groups, _, prefix_length, _ = prefix_k.shape
+    rows = batch // groups
+    q = q * width**-0.5
+    grouped = q.reshape(groups, rows, heads, t, width).transpose(1, 2).reshape(groups, heads, rows * t, width)
+    prefix_scores = (grouped @ prefix_k.transpose(-1, -2)).view(groups, heads, rows, t, prefix_length)
+    prefix_scores = prefix_scores.transpose(1, 2).reshape(batch, heads, t, prefix_length)
+    own_scores = q @ k.transpose(-1, -2)  # [B, H, t, L]
+    if t > 1:
+        own_length = k.shape[2]
+        visible = torch.ones(t, own_length, dtype=torch.bool, device=q.device).tril(own_length - t)
+        own_scores = own_scores.masked_fill(~visible, float("-inf"))
+    weights = torch.softmax(torch.cat([prefix_scores, own_scores], dim=-1), dim=-1)  # [B, H, t, P + L]
+    prefix_weights = weights[..., :prefix_length].reshape(groups, rows, heads, t, prefix_length)
+    prefix_weights = prefix_weights.transpose(1, 2).reshape(groups, heads, rows * t, prefix_length)
+    from_prefix = (prefix_weights @ prefix_v).view(groups, heads, rows, t, width).transpose(1, 2)  # [G, R, H, t, D]
+    return torch.baddbmm(
+        from_prefix.reshape(batch * heads, t, width),
+        weights[..., prefix_length:].reshape(batch * heads, t, -1),
+        v.reshape(batch * heads, -1, width),
+    ).view(batch, heads, t, width)
 
 
 class CausalSelfAttention(nn.Module):
@@ -87,12 +155,19 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0):
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, prefix: KVCache | None = None
+    ):
         b, t, c = x.shape
         qkv = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(0, 2, 3, 1, 4)
         q, k, v = qkv.unbind(1)  # each [B, n_head, T, head_dim]
         dropout = self.dropout if self.training else 0.0
-        if cache is None:
+        if prefix is not None:  # after a context shared by groups of rows (inference)
+            if cache is not None:
+                cache.kv[layer, :, :, :, cache.length : cache.length + t] = qkv[:, 1:]
+                k, v = cache.kv[layer, :, :, :, : cache.length + t].unbind(1)
+            y = attention_after_prefix(q, k, v, *prefix.filled(layer))
+        elif cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         else:
             start, end = cache.length, cache.length + t
@@ -120,8 +195,10 @@ class Block(nn.Module):
             nn.Dropout(config.dropout),
         )
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0):
-        x = x + self.attn(self.ln_1(x), cache, layer)
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, prefix: KVCache | None = None
+    ):
+        x = x + self.attn(self.ln_1(x), cache, layer, prefix)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -187,14 +264,17 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         melody: torch.Tensor | None = None,
+        prefix: KVCache | None = None,
     ):
         """idx [B, T] -> (logits [B, T, vocab], mean cross-entropy in nats or None).
 
         With a cache, idx continues the cached positions: position numbers start at cache.length.
-        melody: slot tokens [B, Qm, slots] of the window's quarters, counted from position 0 (see
-        the module doc); None: no melody.
+        melody: slot tokens [B, Qm, slots] (or [1, Qm, slots] for every row) of the window's
+        quarters, counted from position 0 (see the module doc); None: no melody. prefix: a cache of
+        G rows that every row's positions follow, row b after row b // (B / G) of it (see
+        `attention_after_prefix`); position numbers then start after it (and after the cache's).
         """
-        start = cache.length if cache is not None else 0
+        start = (cache.length if cache is not None else 0) + (prefix.length if prefix is not None else 0)
         t = idx.shape[1]
         if start + t > self.config.block_size:
             raise ValueError(f"{start + t} positions exceed block_size {self.config.block_size}")
@@ -206,7 +286,7 @@ class GPT(nn.Module):
             x = x + heard[:, torch.div(positions + 1, per_quarter, rounding_mode="floor")]
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer)
+            x = block(x, cache, layer, prefix)
         if cache is not None:
             cache.length += t
         logits = self.head(self.ln_f(x))
@@ -259,18 +339,22 @@ class GPT(nn.Module):
         cache: KVCache,
         weights: list[tuple] | None = None,
         heard: torch.Tensor | None = None,
+        prefix: KVCache | None = None,
     ) -> torch.Tensor:
         """Logits [B, vocab] after feeding one code per piece, codes [B], at position cache.length.
 
-        The same arithmetic as `forward(codes[:, None], cache=cache, melody=...)` (a test holds them
-        equal), written as plain functions on the weights: a step of a small model is bound by the
-        number of operations, not by arithmetic, so the step does no more than it must. Inference
-        only. `weights`: `decode_weights()`, when a caller makes many steps. heard: the melody vector
-        [B, C] of the quarter of the code this step predicts (`melody_vectors`), for a model with one.
+        The same arithmetic as `forward(codes[:, None], cache=cache, melody=..., prefix=...)` (a
+        test holds them equal), written as plain functions on the weights: a step of a small model
+        is bound by the number of operations, not by arithmetic, so the step does no more than it
+        must. Inference only. `weights`: `decode_weights()`, when a caller makes many steps. heard:
+        the melody vector [B, C] of the quarter of the code this step predicts (`melody_vectors`),
+        for a model with one. prefix: a cache of G rows that the cache's rows continue in G groups
+        (`attention_after_prefix`); the position is then prefix.length + cache.length.
         """
         batch, width, heads = len(codes), self.config.n_embd, self.config.n_head
         position = cache.length
-        x = self.token_embedding.weight[codes] + self.position_embedding.weight[position]  # [B, C]
+        first = prefix.length if prefix is not None else 0  # the position number of the cache's first
+        x = self.token_embedding.weight[codes] + self.position_embedding.weight[first + position]  # [B, C]
         if heard is not None:
             x = x + heard
         for layer, layer_weights in enumerate(weights or self.decode_weights()):
@@ -279,7 +363,10 @@ class GPT(nn.Module):
             qkv = F.linear(F.layer_norm(x, (width,), ln1_w, ln1_b), qkv_w, qkv_b).view(batch, 3, heads, 1, -1)
             layer_kv[:, :, :, position : position + 1] = qkv[:, 1:]
             k, v = layer_kv[:, :, :, : position + 1].unbind(1)  # [B, heads, position + 1, head_dim]
-            y = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # [B, heads, 1, head_dim]
+            if prefix is None:
+                y = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # [B, heads, 1, head_dim]
+            else:
+                y = attention_after_prefix(qkv[:, 0], k, v, *prefix.filled(layer))
             x = torch.addmm(x if proj_b is None else x + proj_b, y.view(batch, width), proj_wt)  # x + proj(y)
             h = F.gelu(F.linear(F.layer_norm(x, (width,), ln2_w, ln2_b), fc_w, fc_b), approximate="tanh")
             x = torch.addmm(x if out_b is None else x + out_b, h, out_wt)  # x + out(h): residual and matmul in one
@@ -365,16 +452,58 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """`num_candidates` continuations of one context [P], each `num_new` codes: [M, num_new].
 
-        The context is run once and its keys and values copied to every candidate's row of the
-        cache; then all candidates step together. The context must start where a training window
-        does (a quarter boundary) and fit with the new codes: P + num_new - 1 <= block_size. An
-        empty context opens with codes drawn from `first_code_probs`. The noise comes from
-        `generator`, so a caller drawing in a fixed order gets the same candidates every run.
-        melody: slot tokens [Qm, slots] of the quarters from the context's first (a model with the
-        melody condition). guidance: with a melody, the logits drawn from are u + guidance * (c - u),
-        c heard with the melody and u without (classifier-free guidance; 1: the melody alone).
+        The context is run once (`shared_context`) and every candidate attends to it there; then all
+        candidates step together. The context must start where a training window does (a quarter
+        boundary) and fit with the new codes: P + num_new - 1 <= block_size. An empty context opens
+        with codes drawn from `first_code_probs`. The noise comes from `generator`, so a caller
+        drawing in a fixed order gets the same candidates every run. melody: slot tokens [Qm, slots]
+        of the quarters from the context's first (a model with the melody condition). guidance: with
+        a melody, the logits drawn from are u + guidance * (c - u), c heard with the melody and u
+        without (classifier-free guidance; 1: the melody alone).
         """
-        context_length = len(context)
+        shared = self.shared_context(context, melody, guidance)
+        return self.sample_after(shared, num_candidates, num_new, generator, temperature, top_k, top_p)
+
+    @torch.inference_mode()
+    def shared_context(
+        self, context: torch.Tensor, melody: torch.Tensor | None = None, guidance: float = 1.0
+    ) -> SharedContext:
+        """Context [P] run once per row group, for `sample_after` and `log_likelihood_after` to continue.
+
+        melody: slot tokens [Qm, slots] of the quarters from the context's first, heard by group 0;
+        with a melody and guidance other than 1, group 1 hears no melody. Without a melody: one
+        group. An empty context gives an empty cache and the log of `first_code_probs`.
+        """
+        device, dtype = self.first_code_probs.device, next(self.parameters()).dtype
+        melodies = None if melody is None else melody[None].to(device)  # [G, Qm, slots]: one group per melody
+        if melody is not None and guidance != 1.0:  # a second group of rows hears no melody
+            melodies = torch.cat([melodies, torch.full_like(melodies, NONE)])
+        groups = 1 if melodies is None else len(melodies)
+        cache = KVCache(self.config, groups, device, dtype)
+        if not len(context):
+            logits = self.first_code_probs.log().expand(groups, -1)
+        else:
+            logits = self(context[None].to(device).expand(groups, -1), cache=cache, melody=melodies)[0][:, -1]
+        return SharedContext(cache, logits, melodies, guidance if groups == 2 else 1.0)
+
+    @torch.inference_mode()
+    def sample_after(
+        self,
+        shared: SharedContext,
+        num_candidates: int,
+        num_new: int,
+        generator: torch.Generator,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+    ) -> torch.Tensor:
+        """`num_candidates` continuations of a shared context, each `num_new` codes: [M, num_new].
+
+        Every group steps M rows; with two groups the logits drawn from mix them (see
+        `sample_candidates`). A candidate's own keys and values take a small cache of num_new
+        positions; the context's are read from the shared one.
+        """
+        context_length = shared.cache.length
         if context_length + num_new - 1 > self.config.block_size or num_new < 1 or num_candidates < 1:
             raise ValueError(
                 f"{context_length} context and {num_new} new codes do not fit block_size {self.config.block_size}"
@@ -382,50 +511,27 @@ class GPT(nn.Module):
         check_sampling_options(temperature, top_k, top_p, self.config.vocab_size)
         device = self.first_code_probs.device
         noise = gumbel((num_candidates, num_new, self.config.vocab_size), generator).to(device)
-        melodies = None if melody is None else melody[None].to(device)  # [G, Qm, slots]: one group per melody
-        guided = melody is not None and guidance != 1.0
-        if guided:  # a second group of rows hears no melody
-            melodies = torch.cat([melodies, torch.full_like(melodies, NONE)])
-        groups = 1 if melodies is None else len(melodies)
-        cache, logits = self._context_cache(context, num_candidates * groups, melodies)
+        groups = shared.groups
+        logits = shared.logits.repeat_interleave(num_candidates, dim=0)  # [G * M, V]
+        cache = KVCache(self.config, groups * num_candidates, device, shared.cache.kv.dtype, positions=num_new)
         last_quarter = (context_length + num_new - 1) // self.config.codes_per_quarter
-        heard = self.melody_vectors(melodies, groups, last_quarter + 1)  # [G, quarters, C] or None
+        heard = self.melody_vectors(shared.melodies, groups, last_quarter + 1)  # [G, quarters, C] or None
         if heard is not None:
             heard = heard.repeat_interleave(num_candidates, dim=0)  # [G * M, quarters, C]
         weights = self.decode_weights()
         candidates = torch.empty(num_candidates, num_new, dtype=torch.long, device=device)
         for n in range(num_new):
-            if guided:
+            if groups == 2:
                 with_melody, without = logits[:num_candidates], logits[num_candidates:]
-                logits = without + guidance * (with_melody - without)
+                logits = without + shared.guidance * (with_melody - without)
             filtered = logits if not context_length and n == 0 else filter_logits(logits, temperature, top_k, top_p)
             candidates[:, n] = draw(filtered, noise[:, n])
             if n + 1 < num_new:
                 quarter = (context_length + n + 1) // self.config.codes_per_quarter  # of the code predicted next
                 step_heard = heard[:, quarter] if heard is not None else None
-                logits = self.decode_step(candidates[:, n].repeat(groups), cache, weights, step_heard)
+                codes = candidates[:, n].repeat(groups)
+                logits = self.decode_step(codes, cache, weights, step_heard, prefix=shared.cache)
         return candidates
-
-    def _context_cache(
-        self, context: torch.Tensor, batch: int, melodies: torch.Tensor | None = None
-    ) -> tuple[KVCache, torch.Tensor]:
-        """A cache of `batch` rows, each holding context [P], and the logits after it [batch, V].
-
-        melodies: slot tokens [G, Qm, slots]; the context is run once per melody, and row group g
-        (batch / G rows in order) hears melody g. Without: run once. An empty context gives an
-        empty cache and the log of `first_code_probs` for every row.
-        """
-        device, dtype = self.first_code_probs.device, next(self.parameters()).dtype
-        cache = KVCache(self.config, batch, device, dtype)
-        if not len(context):
-            return cache, self.first_code_probs.log().expand(batch, -1)
-        groups = 1 if melodies is None else len(melodies)
-        shared = KVCache(self.config, groups, device, dtype)
-        logits = self(context[None].to(device).expand(groups, -1), cache=shared, melody=melodies)[0][:, -1]
-        rows = batch // groups
-        cache.kv[:, :, :, :, : len(context)] = shared.kv[:, :, :, :, : len(context)].repeat_interleave(rows, dim=1)
-        cache.length = len(context)
-        return cache, logits.repeat_interleave(rows, dim=0)
 
     @torch.inference_mode()
     def continuation_log_likelihood(
@@ -433,19 +539,25 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """Log-probability (nats) of each of continuations [M, n] after one context [P]: [M].
 
-        The context is run once and shared through the cache, as in `sample_candidates`; it must
-        start on a quarter boundary, and P + n - 1 <= block_size. melody: slot tokens [Qm, slots]
-        of the quarters from the context's first, heard by a model with the melody condition.
+        The context is run once and shared, as in `sample_candidates`; it must start on a quarter
+        boundary, and P + n - 1 <= block_size. melody: slot tokens [Qm, slots] of the quarters
+        from the context's first, heard by a model with the melody condition.
         """
+        return self.log_likelihood_after(self.shared_context(context, melody), continuations)
+
+    @torch.inference_mode()
+    def log_likelihood_after(self, shared: SharedContext, continuations: torch.Tensor) -> torch.Tensor:
+        """Log-probability (nats) of each of continuations [M, n] after a shared context's group 0: [M]."""
         num, length = continuations.shape
-        if len(context) + length - 1 > self.config.block_size:
-            raise ValueError(f"{len(context)} + {length} codes do not fit block_size {self.config.block_size}")
-        melodies = None if melody is None else melody[None].to(self.first_code_probs.device)
-        cache, first_logits = self._context_cache(context, num, melodies)
-        logits = [first_logits[:, None].float()]  # predicts each continuation's first code
+        if shared.cache.length + length - 1 > self.config.block_size:
+            raise ValueError(
+                f"{shared.cache.length} + {length} codes do not fit block_size {self.config.block_size}"
+            )
+        logits = [shared.logits[:1, None].float().expand(num, -1, -1)]  # predicts each continuation's first code
         if length > 1:
-            each = None if melodies is None else melodies.expand(num, -1, -1)
-            logits.append(self(continuations[:, :-1], cache=cache, melody=each)[0].float())
+            melody = None if shared.melodies is None else shared.melodies[:1]  # [1, Qm, slots]: every row's
+            prefix = shared.cache.first_rows(1)
+            logits.append(self(continuations[:, :-1], melody=melody, prefix=prefix)[0].float())
         log_probs = torch.log_softmax(torch.cat(logits, dim=1), dim=-1)  # [M, n, V]
         return log_probs.gather(-1, continuations[..., None]).squeeze(-1).sum(-1)
 

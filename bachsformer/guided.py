@@ -209,16 +209,10 @@ def harmonize(
         context = codes[first:i].flatten()
         # the melody of the context's quarters, the candidate's and those it hears ahead
         heard = window_melody(tokens, first, i - first + heard_ahead) if heard_ahead else None
-        candidates = transformer.sample_candidates(
-            context,
-            options.candidates,
-            per_quarter,
-            generator,
-            options.temperature,
-            options.top_k,
-            options.top_p,
-            melody=heard,
-            guidance=options.guidance,
+        # run once, then continued by the candidates and by their scoring
+        shared = transformer.shared_context(context, heard, options.guidance)
+        candidates = transformer.sample_after(
+            shared, options.candidates, per_quarter, generator, options.temperature, options.top_k, options.top_p
         )  # [M, 16]
         previous = codes[i - 1] if i else None  # what a decoder with context hears before the candidates
         rolls = decode_quarters(vq_vae, candidates.flatten(), consecutive=False, previous=previous)  # [M, 88, 32]
@@ -227,7 +221,7 @@ def harmonize(
         imposed_codes = encode_after(vq_vae, written[i - 1] if i else None, imposed)  # [M, 16]
         scores = torch.from_numpy(HARMONY_SHARPNESS * melody_scores(rolls, tune[i], quarter_ceiling)).float()
         # and how likely the transformer finds the quarter as it will be written
-        scores += transformer.continuation_log_likelihood(context, imposed_codes, heard).cpu()
+        scores += transformer.log_likelihood_after(shared, imposed_codes).cpu()
         chosen = choose(scores, generator)
         written[i], codes[i] = imposed[chosen], imposed_codes[chosen]
     if options.min_note_steps > 1:
