@@ -155,9 +155,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, prefix: KVCache | None = None
-    ):
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, prefix: KVCache | None = None):
         b, t, c = x.shape
         qkv = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(0, 2, 3, 1, 4)
         q, k, v = qkv.unbind(1)  # each [B, n_head, T, head_dim]
@@ -195,9 +193,7 @@ class Block(nn.Module):
             nn.Dropout(config.dropout),
         )
 
-    def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, prefix: KVCache | None = None
-    ):
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, prefix: KVCache | None = None):
         x = x + self.attn(self.ln_1(x), cache, layer, prefix)
         return x + self.mlp(self.ln_2(x))
 
@@ -550,9 +546,7 @@ class GPT(nn.Module):
         """Log-probability (nats) of each of continuations [M, n] after a shared context's group 0: [M]."""
         num, length = continuations.shape
         if shared.cache.length + length - 1 > self.config.block_size:
-            raise ValueError(
-                f"{shared.cache.length} + {length} codes do not fit block_size {self.config.block_size}"
-            )
+            raise ValueError(f"{shared.cache.length} + {length} codes do not fit block_size {self.config.block_size}")
         logits = [shared.logits[:1, None].float().expand(num, -1, -1)]  # predicts each continuation's first code
         if length > 1:
             melody = None if shared.melodies is None else shared.melodies[:1]  # [1, Qm, slots]: every row's
