@@ -17,9 +17,9 @@ mix the two passes' logits (classifier-free guidance).
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -80,28 +80,40 @@ class KVCache:
     def reset(self) -> None:
         self.length = 0
 
-    def first_rows(self, count: int) -> KVCache:
-        """A cache sharing this one's first `count` rows and length (a view: a write shows in both)."""
-        view = copy.copy(self)
-        view.kv = self.kv[:, :count]
-        return view
+    def prefix(self) -> Prefix:
+        """What the cache holds, as a `Prefix` for rows that continue it (copied: the cache may go on)."""
+        keys, values = self.kv[:, :, :, :, : self.length].unbind(2)  # [n_layer, B, n_head, length, head_dim]
+        return Prefix(keys.contiguous(), values.contiguous())
 
-    def filled(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The filled keys and values of one layer: each [B, n_head, length, head_dim] (views)."""
-        return self.kv[layer, :, :, :, : self.length].unbind(1)
+
+class Prefix(NamedTuple):
+    """Keys and values of positions that groups of rows continue: each [n_layer, G, n_head, P, head_dim].
+
+    Contiguous, so that a group's keys meet all its rows' queries in one matrix product.
+    """
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[3]
+
+    def first_group(self) -> Prefix:
+        return Prefix(self.keys[:, :1], self.values[:, :1])
 
 
 @dataclass
 class SharedContext:
     """One context run once for each of G row groups, which the rows of a batch continue.
 
-    cache: its keys and values, one row per group; logits [G, vocab]: the next code after it;
+    prefix: its keys and values, one row per group; logits [G, vocab]: the next code after it;
     melodies [G, Qm, slots]: what each group hears (None: no melody); guidance: with two groups,
     group 0 hears the melody and group 1 none, and draws mix their logits (see `sample_after`).
     A batch of G * R rows continues it in G blocks of R rows: row b belongs to group b // R.
     """
 
-    cache: KVCache
+    prefix: Prefix
     logits: torch.Tensor
     melodies: torch.Tensor | None
     guidance: float = 1.0
@@ -114,13 +126,13 @@ class SharedContext:
 def attention_after_prefix(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_k: torch.Tensor, prefix_v: torch.Tensor
 ) -> torch.Tensor:
-    """Causal attention of new positions after a prefix that a group of rows shares: [B, n_head, t, head_dim].
+    """Causal attention of new positions after a prefix that groups of rows share: [B, n_head, t, head_dim].
 
     q [B, H, t, D]: the new positions' queries. k, v [B, H, L, D]: each row's own keys and values
     after the prefix, the last t of them the new positions' (new position i sees own positions up to
-    L - t + i). prefix_k, prefix_v [G, H, P, D]: the prefix of row group g, rows g * R ... (g + 1) * R - 1
-    (B = G * R). The prefix is read once per group, not copied to each row: all of a group's queries
-    meet its keys in one matrix product (the copies were most of the time of sampling candidates).
+    L - t + i). prefix_k, prefix_v [G, H, P, D] (contiguous): the prefix of row group g, rows
+    g * R ... (g + 1) * R - 1 (B = G * R). The prefix is read once per group, not copied to each
+    row: all of a group's queries meet its keys in one matrix product.
     """
     batch, heads, t, width = q.shape
     groups, _, prefix_length, _ = prefix_k.shape
@@ -145,6 +157,13 @@ def attention_after_prefix(
     ).view(batch, heads, t, width)
 
 
+def _step_mlp(x: torch.Tensor, layer_weights: tuple) -> torch.Tensor:
+    """x [B, C] + the block's MLP of it, on `GPT.decode_weights` of one block."""
+    *_, ln2_w, ln2_b, fc_w, fc_b, out_wt, out_b = layer_weights
+    h = F.gelu(F.linear(F.layer_norm(x, x.shape[-1:], ln2_w, ln2_b), fc_w, fc_b), approximate="tanh")
+    return torch.addmm(x if out_b is None else x + out_b, h, out_wt)  # x + out(h): residual and matmul in one
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -155,16 +174,13 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, prefix: KVCache | None = None):
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, prefix: Prefix | None = None):
         b, t, c = x.shape
         qkv = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(0, 2, 3, 1, 4)
         q, k, v = qkv.unbind(1)  # each [B, n_head, T, head_dim]
         dropout = self.dropout if self.training else 0.0
-        if prefix is not None:  # after a context shared by groups of rows (inference)
-            if cache is not None:
-                cache.kv[layer, :, :, :, cache.length : cache.length + t] = qkv[:, 1:]
-                k, v = cache.kv[layer, :, :, :, : cache.length + t].unbind(1)
-            y = attention_after_prefix(q, k, v, *prefix.filled(layer))
+        if prefix is not None:  # after positions shared by groups of rows (inference, no cache)
+            y = attention_after_prefix(q, k, v, prefix.keys[layer], prefix.values[layer])
         elif cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         else:
@@ -193,7 +209,7 @@ class Block(nn.Module):
             nn.Dropout(config.dropout),
         )
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, prefix: KVCache | None = None):
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0, prefix: Prefix | None = None):
         x = x + self.attn(self.ln_1(x), cache, layer, prefix)
         return x + self.mlp(self.ln_2(x))
 
@@ -260,17 +276,19 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
         melody: torch.Tensor | None = None,
-        prefix: KVCache | None = None,
+        prefix: Prefix | None = None,
     ):
         """idx [B, T] -> (logits [B, T, vocab], mean cross-entropy in nats or None).
 
         With a cache, idx continues the cached positions: position numbers start at cache.length.
         melody: slot tokens [B, Qm, slots] (or [1, Qm, slots] for every row) of the window's
-        quarters, counted from position 0 (see the module doc); None: no melody. prefix: a cache of
-        G rows that every row's positions follow, row b after row b // (B / G) of it (see
-        `attention_after_prefix`); position numbers then start after it (and after the cache's).
+        quarters, counted from position 0 (see the module doc); None: no melody. prefix: positions
+        of G groups that the rows follow, row b after group b // (B / G) (`attention_after_prefix`);
+        position numbers then start after it.
         """
-        start = (cache.length if cache is not None else 0) + (prefix.length if prefix is not None else 0)
+        if cache is not None and prefix is not None:
+            raise ValueError("a forward pass continues a cache or a prefix, not both")
+        start = cache.length if cache is not None else prefix.length if prefix is not None else 0
         t = idx.shape[1]
         if start + t > self.config.block_size:
             raise ValueError(f"{start + t} positions exceed block_size {self.config.block_size}")
@@ -335,22 +353,18 @@ class GPT(nn.Module):
         cache: KVCache,
         weights: list[tuple] | None = None,
         heard: torch.Tensor | None = None,
-        prefix: KVCache | None = None,
     ) -> torch.Tensor:
         """Logits [B, vocab] after feeding one code per piece, codes [B], at position cache.length.
 
-        The same arithmetic as `forward(codes[:, None], cache=cache, melody=..., prefix=...)` (a
-        test holds them equal), written as plain functions on the weights: a step of a small model
-        is bound by the number of operations, not by arithmetic, so the step does no more than it
-        must. Inference only. `weights`: `decode_weights()`, when a caller makes many steps. heard:
-        the melody vector [B, C] of the quarter of the code this step predicts (`melody_vectors`),
-        for a model with one. prefix: a cache of G rows that the cache's rows continue in G groups
-        (`attention_after_prefix`); the position is then prefix.length + cache.length.
+        The same arithmetic as `forward(codes[:, None], cache=cache, melody=...)` (a test holds them
+        equal), written as plain functions on the weights: a step of a small model is bound by the
+        number of operations, not by arithmetic, so the step does no more than it must. Inference
+        only. `weights`: `decode_weights()`, when a caller makes many steps. heard: the melody vector
+        [B, C] of the quarter of the code this step predicts (`melody_vectors`), for a model with one.
         """
         batch, width, heads = len(codes), self.config.n_embd, self.config.n_head
         position = cache.length
-        first = prefix.length if prefix is not None else 0  # the position number of the cache's first
-        x = self.token_embedding.weight[codes] + self.position_embedding.weight[first + position]  # [B, C]
+        x = self.token_embedding.weight[codes] + self.position_embedding.weight[position]  # [B, C]
         if heard is not None:
             x = x + heard
         for layer, layer_weights in enumerate(weights or self.decode_weights()):
@@ -359,13 +373,9 @@ class GPT(nn.Module):
             qkv = F.linear(F.layer_norm(x, (width,), ln1_w, ln1_b), qkv_w, qkv_b).view(batch, 3, heads, 1, -1)
             layer_kv[:, :, :, position : position + 1] = qkv[:, 1:]
             k, v = layer_kv[:, :, :, : position + 1].unbind(1)  # [B, heads, position + 1, head_dim]
-            if prefix is None:
-                y = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # [B, heads, 1, head_dim]
-            else:
-                y = attention_after_prefix(qkv[:, 0], k, v, *prefix.filled(layer))
+            y = F.scaled_dot_product_attention(qkv[:, 0], k, v)  # [B, heads, 1, head_dim]
             x = torch.addmm(x if proj_b is None else x + proj_b, y.view(batch, width), proj_wt)  # x + proj(y)
-            h = F.gelu(F.linear(F.layer_norm(x, (width,), ln2_w, ln2_b), fc_w, fc_b), approximate="tanh")
-            x = torch.addmm(x if out_b is None else x + out_b, h, out_wt)  # x + out(h): residual and matmul in one
+            x = _step_mlp(x, layer_weights)
         cache.length += 1
         return F.linear(F.layer_norm(x, (width,), self.ln_f.weight, self.ln_f.bias), self.head.weight)
 
@@ -468,19 +478,19 @@ class GPT(nn.Module):
 
         melody: slot tokens [Qm, slots] of the quarters from the context's first, heard by group 0;
         with a melody and guidance other than 1, group 1 hears no melody. Without a melody: one
-        group. An empty context gives an empty cache and the log of `first_code_probs`.
+        group. An empty context gives an empty prefix and the log of `first_code_probs`.
         """
         device, dtype = self.first_code_probs.device, next(self.parameters()).dtype
         melodies = None if melody is None else melody[None].to(device)  # [G, Qm, slots]: one group per melody
         if melody is not None and guidance != 1.0:  # a second group of rows hears no melody
             melodies = torch.cat([melodies, torch.full_like(melodies, NONE)])
         groups = 1 if melodies is None else len(melodies)
-        cache = KVCache(self.config, groups, device, dtype)
+        cache = KVCache(self.config, groups, device, dtype, positions=max(len(context), 1))
         if not len(context):
             logits = self.first_code_probs.log().expand(groups, -1)
         else:
             logits = self(context[None].to(device).expand(groups, -1), cache=cache, melody=melodies)[0][:, -1]
-        return SharedContext(cache, logits, melodies, guidance if groups == 2 else 1.0)
+        return SharedContext(cache.prefix(), logits, melodies, guidance if groups == 2 else 1.0)
 
     @torch.inference_mode()
     def sample_after(
@@ -495,11 +505,10 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """`num_candidates` continuations of a shared context, each `num_new` codes: [M, num_new].
 
-        Every group steps M rows; with two groups the logits drawn from mix them (see
-        `sample_candidates`). A candidate's own keys and values take a small cache of num_new
-        positions; the context's are read from the shared one.
+        Every group steps M rows (`candidate_step`); with two groups the logits drawn from mix them
+        (see `sample_candidates`).
         """
-        context_length = shared.cache.length
+        context_length = shared.prefix.length
         if context_length + num_new - 1 > self.config.block_size or num_new < 1 or num_candidates < 1:
             raise ValueError(
                 f"{context_length} context and {num_new} new codes do not fit block_size {self.config.block_size}"
@@ -507,9 +516,11 @@ class GPT(nn.Module):
         check_sampling_options(temperature, top_k, top_p, self.config.vocab_size)
         device = self.first_code_probs.device
         noise = gumbel((num_candidates, num_new, self.config.vocab_size), generator).to(device)
-        groups = shared.groups
+        groups, heads = shared.groups, self.config.n_head
         logits = shared.logits.repeat_interleave(num_candidates, dim=0)  # [G * M, V]
-        cache = KVCache(self.config, groups * num_candidates, device, shared.cache.kv.dtype, positions=num_new)
+        own = shared.prefix.keys.new_empty(  # each candidate's own keys and values, grouped
+            (self.config.n_layer, 2, groups, heads, num_candidates, num_new, self.config.n_embd // heads)
+        )
         last_quarter = (context_length + num_new - 1) // self.config.codes_per_quarter
         heard = self.melody_vectors(shared.melodies, groups, last_quarter + 1)  # [G, quarters, C] or None
         if heard is not None:
@@ -526,8 +537,49 @@ class GPT(nn.Module):
                 quarter = (context_length + n + 1) // self.config.codes_per_quarter  # of the code predicted next
                 step_heard = heard[:, quarter] if heard is not None else None
                 codes = candidates[:, n].repeat(groups)
-                logits = self.decode_step(codes, cache, weights, step_heard, prefix=shared.cache)
+                logits = self.candidate_step(codes, shared.prefix, own, n, weights, step_heard)
         return candidates
+
+    def candidate_step(
+        self,
+        codes: torch.Tensor,
+        prefix: Prefix,
+        own: torch.Tensor,
+        position: int,
+        weights: list[tuple],
+        heard: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits [G * R, vocab] after feeding codes [G * R], one per row, at own position `position`.
+
+        `decode_step` for rows that continue a prefix in G groups of R: the rows' own keys and values
+        are own [n_layer, 2, G, n_head, R, positions, head_dim], laid out by group so that a group's
+        queries meet its prefix and each row's own keys with no copy of either; positions before
+        `position` are filled, and this step fills `position`. The same arithmetic as `forward` with
+        the prefix (a test holds them equal). weights: `decode_weights()`; heard: melody vectors [G * R, C].
+        """
+        _, _, groups, heads, rows, _, head_width = own.shape
+        batch, width, prefix_length = len(codes), self.config.n_embd, prefix.length
+        x = self.token_embedding.weight[codes] + self.position_embedding.weight[prefix_length + position]  # [B, C]
+        if heard is not None:
+            x = x + heard
+        for layer, layer_weights in enumerate(weights):
+            ln1_w, ln1_b, qkv_w, qkv_b, proj_wt, proj_b = layer_weights[:6]
+            qkv = F.linear(F.layer_norm(x, (width,), ln1_w, ln1_b), qkv_w, qkv_b)
+            qkv = qkv.view(groups, rows, 3, heads, head_width).permute(2, 0, 3, 1, 4)  # [3, G, H, R, D]
+            own[layer, :, :, :, :, position] = qkv[1:]
+            keys, values = own[layer, :, :, :, :, : position + 1]  # [G, H, R, L, D]
+            q = qkv[0] * head_width**-0.5  # [G, H, R, D]
+            scores = torch.cat(
+                [q @ prefix.keys[layer].transpose(-1, -2), (q[..., None, :] @ keys.transpose(-1, -2))[..., 0, :]],
+                dim=-1,
+            )  # [G, H, R, P + L]: the prefix of the row's group, then the row's own positions
+            attention = torch.softmax(scores, dim=-1)
+            y = attention[..., :prefix_length] @ prefix.values[layer]  # [G, H, R, D]
+            y = y + (attention[..., None, prefix_length:] @ values)[..., 0, :]
+            y = y.permute(0, 2, 1, 3).reshape(batch, width)  # [B, C]: heads side by side
+            x = torch.addmm(x if proj_b is None else x + proj_b, y, proj_wt)  # x + proj(y)
+            x = _step_mlp(x, layer_weights)
+        return F.linear(F.layer_norm(x, (width,), self.ln_f.weight, self.ln_f.bias), self.head.weight)
 
     @torch.inference_mode()
     def continuation_log_likelihood(
@@ -545,13 +597,12 @@ class GPT(nn.Module):
     def log_likelihood_after(self, shared: SharedContext, continuations: torch.Tensor) -> torch.Tensor:
         """Log-probability (nats) of each of continuations [M, n] after a shared context's group 0: [M]."""
         num, length = continuations.shape
-        if shared.cache.length + length - 1 > self.config.block_size:
-            raise ValueError(f"{shared.cache.length} + {length} codes do not fit block_size {self.config.block_size}")
+        if shared.prefix.length + length - 1 > self.config.block_size:
+            raise ValueError(f"{shared.prefix.length} + {length} codes do not fit block_size {self.config.block_size}")
         logits = [shared.logits[:1, None].float().expand(num, -1, -1)]  # predicts each continuation's first code
         if length > 1:
             melody = None if shared.melodies is None else shared.melodies[:1]  # [1, Qm, slots]: every row's
-            prefix = shared.cache.first_rows(1)
-            logits.append(self(continuations[:, :-1], melody=melody, prefix=prefix)[0].float())
+            logits.append(self(continuations[:, :-1], melody=melody, prefix=shared.prefix.first_group())[0].float())
         log_probs = torch.log_softmax(torch.cat(logits, dim=1), dim=-1)  # [M, n, V]
         return log_probs.gather(-1, continuations[..., None]).squeeze(-1).sum(-1)
 

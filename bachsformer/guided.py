@@ -160,12 +160,8 @@ def melody_scores(candidates: np.ndarray, melody: np.ndarray, ceiling: np.ndarra
 
 def encode_after(vq_vae: VQVAE, previous: np.ndarray | None, quarters: np.ndarray) -> torch.Tensor:
     """Codes [M, 16] of each of quarters [M, 88, 32], each read as following `previous` [88, 32] (if any)."""
-    device = vq_vae.decoder[0].weight.device
-    if previous is None:
-        return vq_vae.encode(torch.from_numpy(quarters).to(device), consecutive=False)
-    pairs = np.stack([np.broadcast_to(previous, quarters.shape), quarters], axis=1).reshape(-1, *quarters.shape[1:])
-    # [previous, q0, previous, q1, ...] read in order: each q's onsets are read after `previous`
-    return vq_vae.encode(torch.from_numpy(pairs).to(device)).view(len(quarters), 2, -1)[:, 1]
+    before = None if previous is None else torch.from_numpy(previous)
+    return vq_vae.encode(torch.from_numpy(quarters), consecutive=False, previous=before)
 
 
 def choose(scores: torch.Tensor, generator: torch.Generator) -> int:
@@ -214,15 +210,17 @@ def harmonize(
         candidates = transformer.sample_after(
             shared, options.candidates, per_quarter, generator, options.temperature, options.top_k, options.top_p
         )  # [M, 16]
+        # a candidate drawn more than once is decoded, imposed, encoded and scored once (U distinct)
+        candidates, copies = torch.unique(candidates, dim=0, return_inverse=True)  # [U, 16], [M]
         previous = codes[i - 1] if i else None  # what a decoder with context hears before the candidates
-        rolls = decode_quarters(vq_vae, candidates.flatten(), consecutive=False, previous=previous)  # [M, 88, 32]
+        rolls = decode_quarters(vq_vae, candidates.flatten(), consecutive=False, previous=previous)  # [U, 88, 32]
         quarter_ceiling = ceiling[i * steps : (i + 1) * steps]
-        imposed = np.stack([impose_melody(r, tune[i], quarter_ceiling) for r in rolls])  # [M, 88, 32]
-        imposed_codes = encode_after(vq_vae, written[i - 1] if i else None, imposed)  # [M, 16]
+        imposed = np.stack([impose_melody(r, tune[i], quarter_ceiling) for r in rolls])  # [U, 88, 32]
+        imposed_codes = encode_after(vq_vae, written[i - 1] if i else None, imposed)  # [U, 16]
         scores = torch.from_numpy(HARMONY_SHARPNESS * melody_scores(rolls, tune[i], quarter_ceiling)).float()
         # and how likely the transformer finds the quarter as it will be written
         scores += transformer.log_likelihood_after(shared, imposed_codes).cpu()
-        chosen = choose(scores, generator)
+        chosen = int(copies[choose(scores[copies], generator)])  # each copy drawn as often as it was sampled
         written[i], codes[i] = imposed[chosen], imposed_codes[chosen]
     if options.min_note_steps > 1:
         written = drop_short_notes(written, options.min_note_steps)

@@ -78,16 +78,21 @@ def _step_before(roll: torch.Tensor) -> torch.Tensor:
     return F.pad(roll[..., :-1], (1, 0))
 
 
-def quarter_channels(quarters: torch.Tensor, consecutive: bool = True) -> torch.Tensor:
+def quarter_channels(
+    quarters: torch.Tensor, consecutive: bool = True, previous: torch.Tensor | None = None
+) -> torch.Tensor:
     """The codec's quarters [N, 88, 32] -> (sounding, onsets), bool [N, 2, 88, 32].
 
     sounding is the roll with every one-step hole filled (the codec's gap between a note and the
     same pitch starting again); onsets marks the first step of each note. consecutive: the N
-    quarters are one piece in order; otherwise each is read alone.
+    quarters are one piece in order; otherwise each is read alone, or, given previous [88, 32],
+    each as the quarter after it (its first step read after previous's last).
     """
     quarters = quarters.bool()
     roll = _piece_roll(quarters) if consecutive else quarters  # [88, N * 32] or [N, 88, 32]
     before = _step_before(roll)
+    if previous is not None and not consecutive:
+        before[..., 0] = previous.bool()[:, -1]
     after = F.pad(roll[..., 1:], (0, 1))
     sounding = roll | (before & after)
     onsets = roll & ~before
@@ -258,13 +263,18 @@ class VQVAE(nn.Module):
     def input_channels(self) -> int:
         return 2 if self.config.onset_channel else 1
 
-    def channels(self, rolls: torch.Tensor, consecutive: bool = True) -> torch.Tensor:
-        """The codec's quarters [N, 88, 32] -> this model's input, float [N, C, 88, 32] (see the module doc)."""
+    def channels(
+        self, rolls: torch.Tensor, consecutive: bool = True, previous: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The codec's quarters [N, 88, 32] -> this model's input, float [N, C, 88, 32] (see the module doc).
+
+        previous [88, 32]: with consecutive False, the quarter before each (`quarter_channels`).
+        """
         if rolls.ndim != 3 or tuple(rolls.shape[1:]) != (NUM_KEYS, STEPS_PER_QUARTER):
             raise ValueError(f"rolls must be [N, {NUM_KEYS}, {STEPS_PER_QUARTER}], got {list(rolls.shape)}")
         if not self.config.onset_channel:
             return rolls.float()[:, None]
-        return quarter_channels(rolls, consecutive).float()
+        return quarter_channels(rolls, consecutive, previous).float()
 
     def forward(self, inputs: torch.Tensor, previous: torch.Tensor | None = None) -> VQVAEOutput:
         """inputs [N, C, 88, 32] in {0, 1} (see `channels`) -> reconstruction logits, losses, codes.
@@ -321,13 +331,23 @@ class VQVAE(nn.Module):
         return (weights * cross_entropy).sum() / weights.sum()
 
     @torch.no_grad()
-    def encode(self, rolls: torch.Tensor, consecutive: bool = True, batch_size: int = 1024) -> torch.Tensor:
+    def encode(
+        self,
+        rolls: torch.Tensor,
+        consecutive: bool = True,
+        batch_size: int = 1024,
+        previous: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """rolls [N, 88, 32] -> codes LongTensor [N, 16], row-major over the 8 x 2 latent grid.
 
         consecutive: the N quarters are one piece in order (a note held into the next quarter has no
-        onset there); otherwise each is read alone. Runs `batch_size` quarters at a time.
+        onset there); otherwise each is read alone, or as the quarter after previous [88, 32] when
+        given (the codes each would have after it in a piece). Runs `batch_size` quarters at a time.
         """
-        inputs = self.channels(rolls.to(self.decoder[0].weight.device), consecutive)  # [N, C, 88, 32]
+        device = self.decoder[0].weight.device
+        if previous is not None:
+            previous = previous.to(device)
+        inputs = self.channels(rolls.to(device), consecutive, previous)  # [N, C, 88, 32]
         codes = []
         for part in inputs.split(batch_size):
             latents = self.encoder(part)  # [n, D, 8, 2]
