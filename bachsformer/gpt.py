@@ -569,13 +569,11 @@ class GPT(nn.Module):
             own[layer, :, :, :, :, position] = qkv[1:]
             keys, values = own[layer, :, :, :, :, : position + 1]  # [G, H, R, L, D]
             q = qkv[0] * head_width**-0.5  # [G, H, R, D]
-            scores = torch.cat(
-                [q @ prefix.keys[layer].transpose(-1, -2), (q[..., None, :] @ keys.transpose(-1, -2))[..., 0, :]],
-                dim=-1,
-            )  # [G, H, R, P + L]: the prefix of the row's group, then the row's own positions
-            attention = torch.softmax(scores, dim=-1)
+            # a few own positions per row: products and sums beat a batch of tiny matrix products
+            scores = torch.cat([q @ prefix.keys[layer].transpose(-1, -2), (q[..., None, :] * keys).sum(-1)], dim=-1)
+            attention = torch.softmax(scores, dim=-1)  # [G, H, R, P + L]: the group's prefix, then the row's own
             y = attention[..., :prefix_length] @ prefix.values[layer]  # [G, H, R, D]
-            y = y + (attention[..., None, prefix_length:] @ values)[..., 0, :]
+            y = y + (attention[..., prefix_length:, None] * values).sum(-2)
             y = y.permute(0, 2, 1, 3).reshape(batch, width)  # [B, C]: heads side by side
             x = torch.addmm(x if proj_b is None else x + proj_b, y, proj_wt)  # x + proj(y)
             x = _step_mlp(x, layer_weights)

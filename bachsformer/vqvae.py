@@ -191,6 +191,23 @@ class VectorQuantizer(nn.Module):
             self.cluster_size[dead] = self.dead_code_threshold
 
 
+def transposed_convolution(x: torch.Tensor, layer: nn.ConvTranspose2d) -> torch.Tensor:
+    """layer(x) for x [N, C_in, H, W] as one matrix product and a col2im (`F.fold`): the same sums.
+
+    Each input pixel's C_in values times the weight give its out-channels x kernel patch; fold adds
+    the overlapping patches into place. Faster than the library kernel where the layer writes
+    few channels (the decoder's last). Plain layers only: no groups, dilation or output padding.
+    """
+    if layer.groups != 1 or layer.dilation != (1, 1) or layer.output_padding != (0, 0):
+        raise ValueError("transposed_convolution takes plain layers: no groups, dilation or output padding")
+    height, width = x.shape[2:]
+    (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = layer.kernel_size, layer.stride, layer.padding
+    out_size = ((height - 1) * stride_h - 2 * pad_h + kernel_h, (width - 1) * stride_w - 2 * pad_w + kernel_w)
+    patches = layer.weight.flatten(1).t() @ x.flatten(2)  # [N, C_out * kh * kw, H * W]
+    y = F.fold(patches, out_size, layer.kernel_size, padding=layer.padding, stride=layer.stride)
+    return y if layer.bias is None else y + layer.bias[:, None, None]
+
+
 class ResidualStack(nn.Module):
     def __init__(self, channels: int, residual_channels: int, layers: int):
         super().__init__()
@@ -350,10 +367,27 @@ class VQVAE(nn.Module):
         inputs = self.channels(rolls.to(device), consecutive, previous)  # [N, C, 88, 32]
         codes = []
         for part in inputs.split(batch_size):
-            latents = self.encoder(part)  # [n, D, 8, 2]
+            latents = self.encode_latents(part)  # [n, D, 8, 2]
             flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
             codes.append(self.quantizer.indices(flat).view(len(part), -1))
         return torch.cat(codes) if codes else torch.zeros(0, self.codes_per_quarter, dtype=torch.long)
+
+    def encode_latents(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The encoder's output [N, D, 8, 2] for inputs [N, C, 88, 32], for inference.
+
+        The first convolution reads its C input channels laid out channels-last, where oneDNN runs
+        it about ten times faster on a CPU and gives the same numbers; the rest runs as laid out.
+        """
+        first = self.encoder[0](inputs.contiguous(memory_format=torch.channels_last)).contiguous()
+        return self.encoder[1:](first)
+
+    def decode_logits(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The decoder's output logits [N, C, 88, 32] for its input vectors [N, D or 2D, 8, 2], for inference.
+
+        The last layer writes C channels, where a transposed convolution runs slowly on a CPU:
+        `transposed_convolution` computes the same sums about twice as fast.
+        """
+        return transposed_convolution(self.decoder[:-1](vectors), self.decoder[-1])
 
     def _check_codes(self, codes: torch.Tensor) -> None:
         if codes.ndim != 2 or codes.shape[1] != self.codes_per_quarter:
@@ -386,7 +420,7 @@ class VQVAE(nn.Module):
                 previous = self.silence_codes().expand(len(codes), -1)
             self._check_codes(previous)
             vectors = torch.cat([self._vectors(previous.to(codes.device)), vectors], dim=1)
-        return torch.sigmoid(self.decoder(vectors).float())
+        return torch.sigmoid(self.decode_logits(vectors).float())
 
     @torch.no_grad()
     def decode(
