@@ -56,7 +56,7 @@ from bachsformer.midi import (
     write_midi,
 )
 from bachsformer.render import require_matplotlib, write_png, write_wav
-from bachsformer.sampling import check_sampling_options
+from bachsformer.sampling import check_sampling_options, set_sampling_threads
 from bachsformer.score import require_music21, write_musicxml
 from bachsformer.training import resolve_device
 
@@ -104,13 +104,14 @@ def main():
     parser.add_argument("--tempo", type=float, help="beats per minute of music written from nothing (90)")
     parser.add_argument("--program", type=int, help="General MIDI instrument of the MIDI and WAV (19: church organ)")
     parser.add_argument("--device", help="cpu, cuda, mps or auto")
+    parser.add_argument("--threads", type=int, help="CPU threads (default 0: OMP_NUM_THREADS if set, else 1)")
     parser.add_argument("--wav", action="store_true", help="also write a WAV preview")
     parser.add_argument("--png", action="store_true", help="also write a piano-roll picture (needs matplotlib)")
     parser.add_argument("--musicxml", action="store_true", help="also write a MusicXML score (needs music21)")
     args = parser.parse_args()
 
     config = load_config(args.config, args.set)
-    names = "seed num quarters temperature top_k top_p tempo program key candidates guidance device".split()
+    names = "seed num quarters temperature top_k top_p tempo program key candidates guidance device threads".split()
     try:
         options = dataclasses.replace(
             config.generate, **{n: getattr(args, n) for n in names if getattr(args, n) is not None}
@@ -168,6 +169,7 @@ def main():
         raise BachsformerError(f"--out {out_dir}: cannot write there ({error.strerror or error})") from None
 
     device = resolve_device(options.device)
+    threads = set_sampling_threads(options.threads)
     paths = config.models
     for path, command in ((paths.vq_vae, "train_vq_vae.py"), (paths.transformer, "train_transformer.py")):
         if not Path(path).is_file():
@@ -241,7 +243,7 @@ def main():
             print(png_path)
     for note in sorted(wav_notes - {""}):  # sine waves: say once how to get real instruments
         print(f"note: {note}", file=sys.stderr)
-    print(f"{len(pieces)} piece(s) of {length} quarters in {seconds:.1f} s on {device}")
+    print(f"{len(pieces)} piece(s) of {length} quarters in {seconds:.1f} s on {device} ({threads} thread(s))")
 
 
 if __name__ == "__main__":

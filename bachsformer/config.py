@@ -96,10 +96,12 @@ class GenerateConfig:
     candidates: int = 16  # harmonizing and regenerating: candidates drawn per quarter (or passage) to choose from
     guidance: float = 1.0  # harmonizing with a melody-conditioned transformer: classifier-free guidance scale
     device: str = "cpu"
+    threads: int = 0  # CPU threads for sampling (`sampling.set_sampling_threads`); 0: OMP_NUM_THREADS, else 1
 
     def __post_init__(self):
         """Refuse values no run can use; the message starts with the key (config.py adds the section)."""
         check_at_least(self, 1, "candidates")
+        check_at_least(self, 0, "threads")
         check_at_least(self, 0, "guidance")
         if not 0 <= self.program <= 127:
             raise ValueError(f"program: must be a General MIDI program 0 ... 127, got {self.program}")

@@ -49,6 +49,7 @@ from bachsformer.metrics import (
     piece_features,
 )
 from bachsformer.midi import NUM_KEYS, key_range, quarters_to_notes
+from bachsformer.sampling import set_sampling_threads
 from bachsformer.training import resolve_device
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
@@ -416,6 +417,7 @@ def main():
     if args.num < 1 or (args.quarters is not None and args.quarters < 1) or (args.files is not None and args.files < 1):
         parser.error("--num, --quarters and --files must be at least 1")
     config = load_config(args.config, args.set)
+    set_sampling_threads(config.generate.threads)
     if args.harmonize:
         systems = tuple(args.systems.split(",")) if args.systems else SYSTEMS
         unknown = set(systems) - set(SYSTEMS)

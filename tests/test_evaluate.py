@@ -172,6 +172,8 @@ def run_evaluate(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 
 def test_cli_prints_the_table_and_writes_the_json(root, config, monkeypatch, capsys, tmp_path):
     out, png = tmp_path / "results.json", tmp_path / "features.png"
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
     status, stdout, err = run_evaluate(
         monkeypatch, capsys, "--config", str(root / "config.yaml"), "--num", "2", "--json", str(out), "--png", str(png)
     )
@@ -181,6 +183,7 @@ def test_cli_prints_the_table_and_writes_the_json(root, config, monkeypatch, cap
     assert "| **mean overlapping area** |" in stdout and "targets:" in stdout
     assert "| max_polyphony |" in stdout and "| top_voice_leap |" in stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {png}" in stdout
+    assert torch.get_num_threads() == 1  # chosen on purpose (`set_sampling_threads`), whatever torch's default
     written = json.loads(out.read_text())
     assert written["music"]["sampling"]["lengths"] == lengths[:2]
     areas = written["music"]["overlapping_area"]

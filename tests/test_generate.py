@@ -18,6 +18,7 @@ import mido
 import numpy as np
 import pytest
 import tiny
+import torch
 from midi_files import midi_bytes, roll
 
 from bachsformer.checkpoint import load_checkpoint, save_checkpoint
@@ -123,6 +124,23 @@ def test_cli_writes_the_quarters_compose_makes_and_prints_the_path(run, models, 
     assert summary.startswith("1 piece(s) of 3 quarters in ")
     assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
     assert 1 <= len(read_midi(path).quarters) <= 3  # silent edge quarters are trimmed on reading
+
+
+def test_cli_samples_on_the_threads_it_chooses(run, tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # torch's default on a 2-core machine
+        status, stdout, err = run("--out", str(tmp_path), "--quarters", "2")
+        assert status == 0, err
+        assert torch.get_num_threads() == 1 and stdout.rstrip().endswith("(1 thread(s))")
+        status, stdout, err = run("--out", str(tmp_path), "--quarters", "2", "--threads", "2")
+        assert status == 0, err
+        assert torch.get_num_threads() == 2 and stdout.rstrip().endswith("(2 thread(s))")
+        status, _, err = run("--out", str(tmp_path), "--threads", "-1")
+        assert status == 2 and err.startswith("error: --threads: must be at least 0")
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_same_seed_and_options_give_identical_files_and_never_overwrite(root, tmp_path):

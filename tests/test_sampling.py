@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from bachsformer.sampling import draw, filter_logits, gumbel_noise
+from bachsformer.sampling import draw, filter_logits, gumbel_noise, set_sampling_threads
 
 PROBS = torch.tensor([[0.5, 0.25, 0.15, 0.1]])
 LOGITS = torch.log(PROBS)
@@ -53,3 +54,23 @@ def test_noise_depends_only_on_each_seed():
     together = gumbel_noise([3, 4], 10, 4)
     assert torch.equal(together[1], gumbel_noise([4], 10, 4)[0])
     assert not torch.equal(together[0], together[1])
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sampling_runs_on_one_thread_unless_told_otherwise(monkeypatch, restore_threads):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    assert set_sampling_threads() == 1 and torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own choice of threads is kept
+    assert set_sampling_threads() == 3 and torch.get_num_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")  # not a number: the default
+    assert set_sampling_threads() == 1
+    assert set_sampling_threads(2) == 2 and torch.get_num_threads() == 2  # asked for outright
+    with pytest.raises(ValueError, match="threads"):
+        set_sampling_threads(-1)
