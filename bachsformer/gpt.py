@@ -103,6 +103,36 @@ class Prefix(NamedTuple):
         return Prefix(self.keys[:, :1], self.values[:, :1])
 
 
+class CandidateKeys:
+    """The keys and values that rows continuing a shared prefix attend to, side by side in one tensor
+    kv [n_layer, 2, G, n_head, P + N * R, head_dim]: first the P positions of each group's prefix,
+    then the group's R rows' own positions, position by position (N of them). One attention call
+    per layer reads a group's filled positions, a mask (`visible`) showing each row the prefix and
+    its own.
+    """
+
+    def __init__(self, prefix: Prefix, rows: int, positions: int):
+        layers, groups, heads, prefix_length, head_width = prefix.keys.shape
+        self.kv = prefix.keys.new_empty((layers, 2, groups, heads, prefix_length + positions * rows, head_width))
+        self.kv[:, 0, :, :, :prefix_length] = prefix.keys
+        self.kv[:, 1, :, :, :prefix_length] = prefix.values
+        self.prefix_length, self.rows = prefix_length, rows
+
+    def write(self, layer: int, position: int, keys_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the rows' keys and values at own position `position`, keys_values [2, G, n_head, R, head_dim];
+        return the layer's keys and values up to it, each [G, n_head, P + (position + 1) * R, head_dim]."""
+        start = self.prefix_length + position * self.rows
+        self.kv[layer, :, :, :, start : start + self.rows] = keys_values
+        return self.kv[layer, :, :, :, : start + self.rows].unbind(0)
+
+    def visible(self, position: int) -> torch.Tensor:
+        """What each row sees up to own position `position`: bool [R, P + (position + 1) * R]."""
+        device = self.kv.device
+        prefix = torch.ones(self.rows, self.prefix_length, dtype=torch.bool, device=device)
+        own = torch.eye(self.rows, dtype=torch.bool, device=device).repeat(1, position + 1)  # its own row's
+        return torch.cat([prefix, own], dim=1)
+
+
 @dataclass
 class SharedContext:
     """One context run once for each of G row groups, which the rows of a batch continue.
@@ -111,12 +141,15 @@ class SharedContext:
     melodies [G, Qm, slots]: what each group hears (None: no melody); guidance: with two groups,
     group 0 hears the melody and group 1 none, and draws mix their logits (see `sample_after`).
     A batch of G * R rows continues it in G blocks of R rows: row b belongs to group b // R.
+    cache: the same keys and values in a cache with room for the whole window, for a longer
+    context that begins with this one (`shared_context`'s `earlier`).
     """
 
     prefix: Prefix
     logits: torch.Tensor
     melodies: torch.Tensor | None
-    guidance: float = 1.0
+    guidance: float
+    cache: KVCache
 
     @property
     def groups(self) -> int:
@@ -472,25 +505,35 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def shared_context(
-        self, context: torch.Tensor, melody: torch.Tensor | None = None, guidance: float = 1.0
+        self,
+        context: torch.Tensor,
+        melody: torch.Tensor | None = None,
+        guidance: float = 1.0,
+        earlier: SharedContext | None = None,
     ) -> SharedContext:
         """Context [P] run once per row group, for `sample_after` and `log_likelihood_after` to continue.
 
         melody: slot tokens [Qm, slots] of the quarters from the context's first, heard by group 0;
         with a melody and guidance other than 1, group 1 hears no melody. Without a melody: one
         group. An empty context gives an empty prefix and the log of `first_code_probs`.
+        earlier: what an earlier call returned for the first positions of this context (the same
+        window start, melody and guidance): only the positions after it are run, appended to its
+        cache (which this call takes over), as the window grows quarter by quarter.
         """
         device, dtype = self.first_code_probs.device, next(self.parameters()).dtype
         melodies = None if melody is None else melody[None].to(device)  # [G, Qm, slots]: one group per melody
         if melody is not None and guidance != 1.0:  # a second group of rows hears no melody
             melodies = torch.cat([melodies, torch.full_like(melodies, NONE)])
         groups = 1 if melodies is None else len(melodies)
-        cache = KVCache(self.config, groups, device, dtype, positions=max(len(context), 1))
-        if not len(context):
-            logits = self.first_code_probs.log().expand(groups, -1)
+        cache = earlier.cache if earlier is not None else KVCache(self.config, groups, device, dtype)
+        new = context[cache.length :]
+        if len(new):
+            logits = self(new[None].to(device).expand(groups, -1), cache=cache, melody=melodies)[0][:, -1]
+        elif len(context):
+            logits = earlier.logits
         else:
-            logits = self(context[None].to(device).expand(groups, -1), cache=cache, melody=melodies)[0][:, -1]
-        return SharedContext(cache.prefix(), logits, melodies, guidance if groups == 2 else 1.0)
+            logits = self.first_code_probs.log().expand(groups, -1)
+        return SharedContext(cache.prefix(), logits, melodies, guidance if groups == 2 else 1.0, cache)
 
     @torch.inference_mode()
     def sample_after(
@@ -516,11 +559,9 @@ class GPT(nn.Module):
         check_sampling_options(temperature, top_k, top_p, self.config.vocab_size)
         device = self.first_code_probs.device
         noise = gumbel((num_candidates, num_new, self.config.vocab_size), generator).to(device)
-        groups, heads = shared.groups, self.config.n_head
+        groups = shared.groups
         logits = shared.logits.repeat_interleave(num_candidates, dim=0)  # [G * M, V]
-        own = shared.prefix.keys.new_empty(  # each candidate's own keys and values, grouped
-            (self.config.n_layer, 2, groups, heads, num_candidates, num_new, self.config.n_embd // heads)
-        )
+        keys = CandidateKeys(shared.prefix, num_candidates, num_new)
         last_quarter = (context_length + num_new - 1) // self.config.codes_per_quarter
         heard = self.melody_vectors(shared.melodies, groups, last_quarter + 1)  # [G, quarters, C] or None
         if heard is not None:
@@ -537,43 +578,36 @@ class GPT(nn.Module):
                 quarter = (context_length + n + 1) // self.config.codes_per_quarter  # of the code predicted next
                 step_heard = heard[:, quarter] if heard is not None else None
                 codes = candidates[:, n].repeat(groups)
-                logits = self.candidate_step(codes, shared.prefix, own, n, weights, step_heard)
+                logits = self.candidate_step(codes, keys, n, weights, step_heard)
         return candidates
 
     def candidate_step(
         self,
         codes: torch.Tensor,
-        prefix: Prefix,
-        own: torch.Tensor,
+        keys: CandidateKeys,
         position: int,
         weights: list[tuple],
         heard: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits [G * R, vocab] after feeding codes [G * R], one per row, at own position `position`.
 
-        `decode_step` for rows that continue a prefix in G groups of R: the rows' own keys and values
-        are own [n_layer, 2, G, n_head, R, positions, head_dim], laid out by group so that a group's
-        queries meet its prefix and each row's own keys with no copy of either; positions before
-        `position` are filled, and this step fills `position`. The same arithmetic as `forward` with
-        the prefix (a test holds them equal). weights: `decode_weights()`; heard: melody vectors [G * R, C].
+        `decode_step` for rows that continue a prefix in G groups of R, their keys and values in
+        `keys`: positions before `position` are filled, and this step fills `position`. The same
+        arithmetic as `forward` with the prefix (a test holds them equal). weights:
+        `decode_weights()`; heard: melody vectors [G * R, C].
         """
-        _, _, groups, heads, rows, _, head_width = own.shape
-        batch, width, prefix_length = len(codes), self.config.n_embd, prefix.length
-        x = self.token_embedding.weight[codes] + self.position_embedding.weight[prefix_length + position]  # [B, C]
+        _, _, groups, heads, _, head_width = keys.kv.shape
+        batch, width, rows = len(codes), self.config.n_embd, keys.rows
+        x = self.token_embedding.weight[codes] + self.position_embedding.weight[keys.prefix_length + position]
         if heard is not None:
-            x = x + heard
+            x = x + heard  # [B, C]
+        visible = keys.visible(position)
         for layer, layer_weights in enumerate(weights):
             ln1_w, ln1_b, qkv_w, qkv_b, proj_wt, proj_b = layer_weights[:6]
             qkv = F.linear(F.layer_norm(x, (width,), ln1_w, ln1_b), qkv_w, qkv_b)
             qkv = qkv.view(groups, rows, 3, heads, head_width).permute(2, 0, 3, 1, 4)  # [3, G, H, R, D]
-            own[layer, :, :, :, :, position] = qkv[1:]
-            keys, values = own[layer, :, :, :, :, : position + 1]  # [G, H, R, L, D]
-            q = qkv[0] * head_width**-0.5  # [G, H, R, D]
-            # a few own positions per row: products and sums beat a batch of tiny matrix products
-            scores = torch.cat([q @ prefix.keys[layer].transpose(-1, -2), (q[..., None, :] * keys).sum(-1)], dim=-1)
-            attention = torch.softmax(scores, dim=-1)  # [G, H, R, P + L]: the group's prefix, then the row's own
-            y = attention[..., :prefix_length] @ prefix.values[layer]  # [G, H, R, D]
-            y = y + (attention[..., prefix_length:, None] * values).sum(-2)
+            k, v = keys.write(layer, position, qkv[1:])
+            y = F.scaled_dot_product_attention(qkv[0], k, v, attn_mask=visible)  # [G, H, R, D]
             y = y.permute(0, 2, 1, 3).reshape(batch, width)  # [B, C]: heads side by side
             x = torch.addmm(x if proj_b is None else x + proj_b, y, proj_wt)  # x + proj(y)
             x = _step_mlp(x, layer_weights)

@@ -2,7 +2,10 @@ import pytest
 import torch
 
 from bachsformer.checkpoint import save_checkpoint
-from bachsformer.gpt import GPT, GPTConfig, KVCache
+from bachsformer.gpt import GPT, CandidateKeys, GPTConfig, KVCache
+from bachsformer.melody import NONE
+from bachsformer.melody import VOCAB_SIZE as MELODY_VOCAB_SIZE
+from bachsformer.sampling import draw, gumbel
 
 TINY = GPTConfig(vocab_size=16, block_size=47, n_layer=2, n_head=2, n_embd=32, dropout=0.0)
 
@@ -33,6 +36,73 @@ def test_decode_step_matches_the_full_forward():
     for t in range(10, 30):
         assert torch.allclose(model.decode_step(codes[:, t], cache), full_logits[:, t], atol=1e-5)
     assert cache.length == 30
+
+
+HEARING = GPTConfig(
+    vocab_size=8, block_size=31, n_layer=2, n_head=2, n_embd=16, dropout=0.0, codes_per_quarter=4, melody_quarters=2
+)
+
+
+def hearing_model(seed: int = 3) -> GPT:
+    """A tiny model that hears a melody, loud enough that the melody moves its logits."""
+    model = tiny_model(seed, HEARING)
+    with torch.no_grad():
+        model.melody_projection.weight.mul_(50)
+    return model
+
+
+def test_guided_candidates_are_the_draws_of_full_forward_passes_in_both_groups():
+    model = hearing_model()
+    context = torch.randint(8, (12,))  # three quarters
+    melody = torch.randint(MELODY_VOCAB_SIZE - 1, (8, 8))  # [quarters, slots]: no NONE
+    candidates = model.sample_candidates(
+        context, 5, 9, torch.Generator().manual_seed(4), temperature=0.8, melody=melody, guidance=2.5
+    )
+    noise = gumbel((5, 9, 8), torch.Generator().manual_seed(4))
+    sequences = context.expand(5, -1)
+    for n in range(9):
+        heard = model(sequences, melody=melody[None])[0][:, -1]
+        unheard = model(sequences, melody=torch.full_like(melody, NONE)[None])[0][:, -1]
+        logits = (unheard + 2.5 * (heard - unheard)) / 0.8
+        sequences = torch.cat([sequences, draw(logits, noise[:, n])[:, None]], dim=1)
+    assert torch.equal(candidates, sequences[:, 12:])  # every candidate's own positions beside the shared prefix
+
+
+def test_candidate_steps_match_the_full_forward_of_each_row_after_its_group_context():
+    model = hearing_model()
+    context, melody = torch.randint(8, (8,)), torch.randint(MELODY_VOCAB_SIZE - 1, (6, 8))
+    shared = model.shared_context(context, melody, guidance=2.0)  # group 0 hears the melody, group 1 none
+    melodies = torch.stack([melody, torch.full_like(melody, NONE)])  # [G, quarters, slots]
+    rows, steps = 3, 6
+    keys = CandidateKeys(shared.prefix, rows, steps)
+    heard = model.melody_vectors(melodies, 2, 4).repeat_interleave(rows, dim=0)  # [G * R, quarters, C]
+    fed = torch.randint(8, (2 * rows, steps))  # each row's own codes, different in every row
+    for position in range(steps):
+        quarter = (len(context) + position + 1) // HEARING.codes_per_quarter
+        logits = model.candidate_step(fed[:, position], keys, position, model.decode_weights(), heard[:, quarter])
+        sequences = torch.cat([context.expand(2 * rows, -1), fed[:, : position + 1]], dim=1)
+        for group in range(2):
+            expected = model(sequences[group * rows : (group + 1) * rows], melody=melodies[group : group + 1])[0]
+            assert torch.allclose(logits[group * rows : (group + 1) * rows], expected[:, -1], atol=1e-5)
+
+
+def test_a_context_run_quarter_by_quarter_equals_one_run_at_once():
+    model = hearing_model()
+    context, melody = torch.randint(8, (16,)), torch.randint(MELODY_VOCAB_SIZE - 1, (6, 8))
+    grown = None
+    for quarters in range(5):  # appended to the cache a quarter at a time
+        grown = model.shared_context(context[: 4 * quarters], melody, 3.0, earlier=grown)
+    whole = model.shared_context(context, melody, 3.0)
+    assert grown.prefix.length == whole.prefix.length == 16 and grown.groups == 2
+    assert torch.allclose(grown.prefix.keys, whole.prefix.keys, atol=1e-5)
+    assert torch.allclose(grown.prefix.values, whole.prefix.values, atol=1e-5)
+    assert torch.allclose(grown.logits, whole.logits, atol=1e-5)
+    # scoring reads group 0, the one that hears the melody, as the full forward pass does
+    continuations = torch.randint(8, (3, 4))
+    sequences = torch.cat([context.expand(3, -1), continuations], dim=1)
+    log_probs = torch.log_softmax(model(sequences[:, :-1], melody=melody[None])[0], dim=-1)
+    expected = log_probs[:, 15:].gather(-1, continuations[..., None]).squeeze(-1).sum(-1)
+    assert torch.allclose(model.log_likelihood_after(grown, continuations), expected, atol=1e-5)
 
 
 def test_positions_beyond_the_block_are_refused():
