@@ -1,25 +1,47 @@
 """Guided generation speed: harmonizing a melody and regenerating a passage, beside plain generation.
 
     python -m benchmarks.guided [--quarters 64] [--passage 8] [--candidates 16] [--threads 1] [--set KEY=VALUE]
+    python -m benchmarks.guided --quarters 128 --end-to-end   # also generate.py --melody, process start to file
 
 The melody is the Soprano of the corpus's first chorale with at least --quarters quarters, cut to
 that length; the passage is regenerated in the middle of the whole chorale. Plain generation writes
 a piece of the same length. Uses the model pair in models/ (speed does not depend on the weights,
 but the pair must load together). With a transformer that hears the melody, harmonizing is also
 timed with classifier-free guidance (two passes per candidate) when the config does not use it.
+--threads sets torch's CPU threads (`sampling.set_sampling_threads`; 0: its automatic choice).
+--end-to-end writes the melody to a MIDI file and times `python generate.py --melody` on it as a
+new process, with the threads generate.py chooses itself (OMP_NUM_THREADS removed): starting
+Python, importing torch, loading the models, harmonizing and writing the file.
 """
 
 import argparse
 import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
 import time
-
-import torch
+from pathlib import Path
 
 from bachsformer.compose import compose, load_models
 from bachsformer.config import load_config
 from bachsformer.data import midi_files
 from bachsformer.guided import harmonize, regenerate
 from bachsformer.harmonization import chorale_voices
+from bachsformer.midi import write_midi
+from bachsformer.sampling import set_sampling_threads
+
+
+def generate_end_to_end(melody, overrides: list[str]) -> tuple[float, str]:
+    """Seconds `python generate.py --melody` takes on melody quarters [Q, 88, 32], and its summary line."""
+    environment = {name: value for name, value in os.environ.items() if name != "OMP_NUM_THREADS"}
+    with tempfile.TemporaryDirectory() as folder:
+        tune = write_midi(melody, Path(folder) / "tune.mid")
+        command = [sys.executable, "generate.py", "--melody", str(tune), "--out", folder]
+        command += [argument for override in overrides for argument in ("--set", override)]
+        started = time.perf_counter()
+        result = subprocess.run(command, env=environment, capture_output=True, text=True, check=True)
+        return time.perf_counter() - started, result.stdout.strip().splitlines()[-1]
 
 
 def main():
@@ -27,11 +49,12 @@ def main():
     parser.add_argument("--quarters", type=int, default=64, help="melody length (and plain piece length)")
     parser.add_argument("--passage", type=int, default=8, help="quarters to regenerate")
     parser.add_argument("--candidates", type=int, help="candidates per quarter (default: the config's)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (generate.py uses 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (generate.py chooses 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
+    parser.add_argument("--end-to-end", action="store_true", help="also time generate.py --melody as a new process")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = set_sampling_threads(args.threads)
 
     config = load_config("config.yaml", args.set)
     vq_vae, transformer = load_models(config.models.vq_vae, config.models.transformer, args.device)
@@ -47,7 +70,7 @@ def main():
     soprano, lower = voices
     piece = soprano | lower
     middle = (len(piece) - args.passage) // 2 + 1
-    print(f"{path.name}: melody of {args.quarters} quarters; {options.candidates} candidates; {args.threads} thread(s)")
+    print(f"{path.name}: melody of {args.quarters} quarters; {options.candidates} candidates; {threads} thread(s)")
     harmonize(vq_vae, transformer, soprano[:4], options, seed=0)  # warm-up
 
     rows = []
@@ -64,8 +87,13 @@ def main():
     started = time.perf_counter()
     regenerate(vq_vae, transformer, piece, middle, middle + args.passage - 1, options, seed=0)
     rows.append((f"regenerate {args.passage} of {len(piece)} quarters", time.perf_counter() - started))
+    if args.end_to_end:
+        seconds, summary = generate_end_to_end(soprano[: args.quarters], args.set)
+        rows.append((f"generate.py --melody, {args.quarters} quarters, end to end", seconds))
     for name, seconds in rows:
         print(f"{name:48} {seconds:6.2f} s")
+    if args.end_to_end:
+        print(f"(generate.py said: {summary})")
 
 
 if __name__ == "__main__":
