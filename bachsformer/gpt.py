@@ -104,33 +104,37 @@ class Prefix(NamedTuple):
 
 
 class CandidateKeys:
-    """The keys and values that rows continuing a shared prefix attend to, side by side in one tensor
-    kv [n_layer, 2, G, n_head, P + N * R, head_dim]: first the P positions of each group's prefix,
-    then the group's R rows' own positions, position by position (N of them). One attention call
-    per layer reads a group's filled positions, a mask (`visible`) showing each row the prefix and
-    its own.
+    """The keys and values that candidates continuing a shared prefix attend to, in one tensor
+    kv [n_layer, 2, G, n_head, P + N * M, head_dim]: first the P positions of each group's prefix,
+    then entries appended step by step, one per distinct candidate of that length (candidates that
+    drew the same codes so far share theirs). `length` entries are filled. One attention call per
+    layer reads a group's entries, a mask (`visible`) showing each row the prefix and its own.
     """
 
-    def __init__(self, prefix: Prefix, rows: int, positions: int):
+    def __init__(self, prefix: Prefix, candidates: int, positions: int):
         layers, groups, heads, prefix_length, head_width = prefix.keys.shape
-        self.kv = prefix.keys.new_empty((layers, 2, groups, heads, prefix_length + positions * rows, head_width))
+        self.kv = prefix.keys.new_empty((layers, 2, groups, heads, prefix_length + positions * candidates, head_width))
         self.kv[:, 0, :, :, :prefix_length] = prefix.keys
         self.kv[:, 1, :, :, :prefix_length] = prefix.values
-        self.prefix_length, self.rows = prefix_length, rows
+        self.prefix_length = self.length = prefix_length
 
-    def write(self, layer: int, position: int, keys_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the rows' keys and values at own position `position`, keys_values [2, G, n_head, R, head_dim];
-        return the layer's keys and values up to it, each [G, n_head, P + (position + 1) * R, head_dim]."""
-        start = self.prefix_length + position * self.rows
-        self.kv[layer, :, :, :, start : start + self.rows] = keys_values
-        return self.kv[layer, :, :, :, : start + self.rows].unbind(0)
+    def append(self, layer: int, keys_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store one layer's keys and values of U new entries, keys_values [2, G, n_head, U, head_dim], after
+        the filled ones; return the layer's keys and values through them, each [G, n_head, length + U, head_dim].
+        Every layer of a step writes the same entries; `advance` then counts them filled."""
+        end = self.length + keys_values.shape[3]
+        self.kv[layer, :, :, :, self.length : end] = keys_values
+        return self.kv[layer, :, :, :, :end].unbind(0)
 
-    def visible(self, position: int) -> torch.Tensor:
-        """What each row sees up to own position `position`: bool [R, P + (position + 1) * R]."""
-        device = self.kv.device
-        prefix = torch.ones(self.rows, self.prefix_length, dtype=torch.bool, device=device)
-        own = torch.eye(self.rows, dtype=torch.bool, device=device).repeat(1, position + 1)  # its own row's
-        return torch.cat([prefix, own], dim=1)
+    def advance(self, count: int) -> None:
+        self.length += count
+
+    def visible(self, entries: torch.Tensor) -> torch.Tensor:
+        """What each of U rows sees, the prefix and its entries [U, n] (the last appended in this step):
+        bool [U, length + U]."""
+        mask = torch.zeros(len(entries), self.length + len(entries), dtype=torch.bool, device=self.kv.device)
+        mask[:, : self.prefix_length] = True
+        return mask.scatter_(1, entries, True)
 
 
 @dataclass
@@ -548,8 +552,9 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """`num_candidates` continuations of a shared context, each `num_new` codes: [M, num_new].
 
-        Every group steps M rows (`candidate_step`); with two groups the logits drawn from mix them
-        (see `sample_candidates`).
+        Every group steps its distinct candidates (`candidate_step`): those that drew the same
+        codes so far share a row, which gets the same logits whichever is stepped. With two groups
+        the logits drawn from mix them (see `sample_candidates`).
         """
         context_length = shared.prefix.length
         if context_length + num_new - 1 > self.config.block_size or num_new < 1 or num_candidates < 1:
@@ -562,23 +567,33 @@ class GPT(nn.Module):
         groups = shared.groups
         logits = shared.logits.repeat_interleave(num_candidates, dim=0)  # [G * M, V]
         keys = CandidateKeys(shared.prefix, num_candidates, num_new)
+        entries = torch.empty(num_candidates, num_new, dtype=torch.long, device=device)  # each one's, in `keys`
+        logits = shared.logits[:, None].expand(-1, num_candidates, -1)  # [G, M, V]
         last_quarter = (context_length + num_new - 1) // self.config.codes_per_quarter
         heard = self.melody_vectors(shared.melodies, groups, last_quarter + 1)  # [G, quarters, C] or None
-        if heard is not None:
-            heard = heard.repeat_interleave(num_candidates, dim=0)  # [G * M, quarters, C]
         weights = self.decode_weights()
         candidates = torch.empty(num_candidates, num_new, dtype=torch.long, device=device)
         for n in range(num_new):
-            if groups == 2:
-                with_melody, without = logits[:num_candidates], logits[num_candidates:]
-                logits = without + shared.guidance * (with_melody - without)
-            filtered = logits if not context_length and n == 0 else filter_logits(logits, temperature, top_k, top_p)
+            mixed = logits[0] if groups == 1 else logits[1] + shared.guidance * (logits[0] - logits[1])  # [M, V]
+            filtered = mixed if not context_length and n == 0 else filter_logits(mixed, temperature, top_k, top_p)
             candidates[:, n] = draw(filtered, noise[:, n])
             if n + 1 < num_new:
+                # candidates that drew the same codes so far are one row, stepped once (U rows of M)
+                distinct, row = torch.unique(candidates[:, : n + 1], dim=0, return_inverse=True)  # [U, n + 1], [M]
+                entries[:, n] = keys.length + row
+                one_each = torch.empty(len(distinct), dtype=torch.long, device=device)
+                one_each.scatter_(0, row, torch.arange(num_candidates, device=device))  # a candidate of each row
                 quarter = (context_length + n + 1) // self.config.codes_per_quarter  # of the code predicted next
-                step_heard = heard[:, quarter] if heard is not None else None
-                codes = candidates[:, n].repeat(groups)
-                logits = self.candidate_step(codes, keys, n, weights, step_heard)
+                step_heard = heard[:, quarter].repeat_interleave(len(distinct), dim=0) if heard is not None else None
+                step_logits = self.candidate_step(
+                    distinct[:, n].repeat(groups),
+                    keys,
+                    n,
+                    weights,
+                    step_heard,
+                    keys.visible(entries[one_each, : n + 1]),
+                )
+                logits = step_logits.view(groups, len(distinct), -1)[:, row]  # [G, M, V]
         return candidates
 
     def candidate_step(
@@ -587,30 +602,32 @@ class GPT(nn.Module):
         keys: CandidateKeys,
         position: int,
         weights: list[tuple],
-        heard: torch.Tensor | None = None,
+        heard: torch.Tensor | None,
+        visible: torch.Tensor,
     ) -> torch.Tensor:
-        """Logits [G * R, vocab] after feeding codes [G * R], one per row, at own position `position`.
+        """Logits [G * U, vocab] after feeding codes [G * U], one per row, at own position `position`.
 
-        `decode_step` for rows that continue a prefix in G groups of R, their keys and values in
-        `keys`: positions before `position` are filled, and this step fills `position`. The same
-        arithmetic as `forward` with the prefix (a test holds them equal). weights:
-        `decode_weights()`; heard: melody vectors [G * R, C].
+        `decode_step` for U rows in each of G groups that continue the groups' prefixes, their
+        keys and values appended to `keys`, each row seeing its entries there (`visible` [U, ...],
+        from `CandidateKeys.visible`). The same arithmetic as `forward` with the prefix (a test
+        holds them equal). weights: `decode_weights()`; heard: melody vectors [G * U, C] or None.
         """
         _, _, groups, heads, _, head_width = keys.kv.shape
-        batch, width, rows = len(codes), self.config.n_embd, keys.rows
+        batch, width = len(codes), self.config.n_embd
+        rows = batch // groups
         x = self.token_embedding.weight[codes] + self.position_embedding.weight[keys.prefix_length + position]
         if heard is not None:
             x = x + heard  # [B, C]
-        visible = keys.visible(position)
         for layer, layer_weights in enumerate(weights):
             ln1_w, ln1_b, qkv_w, qkv_b, proj_wt, proj_b = layer_weights[:6]
             qkv = F.linear(F.layer_norm(x, (width,), ln1_w, ln1_b), qkv_w, qkv_b)
-            qkv = qkv.view(groups, rows, 3, heads, head_width).permute(2, 0, 3, 1, 4)  # [3, G, H, R, D]
-            k, v = keys.write(layer, position, qkv[1:])
-            y = F.scaled_dot_product_attention(qkv[0], k, v, attn_mask=visible)  # [G, H, R, D]
+            qkv = qkv.view(groups, rows, 3, heads, head_width).permute(2, 0, 3, 1, 4)  # [3, G, H, U, D]
+            k, v = keys.append(layer, qkv[1:])
+            y = F.scaled_dot_product_attention(qkv[0], k, v, attn_mask=visible)  # [G, H, U, D]
             y = y.permute(0, 2, 1, 3).reshape(batch, width)  # [B, C]: heads side by side
             x = torch.addmm(x if proj_b is None else x + proj_b, y, proj_wt)  # x + proj(y)
             x = _step_mlp(x, layer_weights)
+        keys.advance(rows)
         return F.linear(F.layer_norm(x, (width,), self.ln_f.weight, self.ln_f.bias), self.head.weight)
 
     @torch.inference_mode()

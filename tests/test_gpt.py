@@ -51,15 +51,16 @@ def hearing_model(seed: int = 3) -> GPT:
     return model
 
 
-def test_guided_candidates_are_the_draws_of_full_forward_passes_in_both_groups():
+@pytest.mark.parametrize("num", [5, 20])  # 20 candidates of 8 codes: some share their first codes, and a row
+def test_guided_candidates_are_the_draws_of_full_forward_passes_in_both_groups(num):
     model = hearing_model()
     context = torch.randint(8, (12,))  # three quarters
     melody = torch.randint(MELODY_VOCAB_SIZE - 1, (8, 8))  # [quarters, slots]: no NONE
     candidates = model.sample_candidates(
-        context, 5, 9, torch.Generator().manual_seed(4), temperature=0.8, melody=melody, guidance=2.5
+        context, num, 9, torch.Generator().manual_seed(4), temperature=0.8, melody=melody, guidance=2.5
     )
-    noise = gumbel((5, 9, 8), torch.Generator().manual_seed(4))
-    sequences = context.expand(5, -1)
+    noise = gumbel((num, 9, 8), torch.Generator().manual_seed(4))
+    sequences = context.expand(num, -1)
     for n in range(9):
         heard = model(sequences, melody=melody[None])[0][:, -1]
         unheard = model(sequences, melody=torch.full_like(melody, NONE)[None])[0][:, -1]
@@ -77,9 +78,12 @@ def test_candidate_steps_match_the_full_forward_of_each_row_after_its_group_cont
     keys = CandidateKeys(shared.prefix, rows, steps)
     heard = model.melody_vectors(melodies, 2, 4).repeat_interleave(rows, dim=0)  # [G * R, quarters, C]
     fed = torch.randint(8, (2 * rows, steps))  # each row's own codes, different in every row
+    entries = len(context) + torch.arange(steps)[None] * rows + torch.arange(rows)[:, None]  # [R, steps]
     for position in range(steps):
         quarter = (len(context) + position + 1) // HEARING.codes_per_quarter
-        logits = model.candidate_step(fed[:, position], keys, position, model.decode_weights(), heard[:, quarter])
+        visible = keys.visible(entries[:, : position + 1])
+        weights = model.decode_weights()
+        logits = model.candidate_step(fed[:, position], keys, position, weights, heard[:, quarter], visible)
         sequences = torch.cat([context.expand(2 * rows, -1), fed[:, : position + 1]], dim=1)
         for group in range(2):
             expected = model(sequences[group * rows : (group + 1) * rows], melody=melodies[group : group + 1])[0]
