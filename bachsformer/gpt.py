@@ -4,6 +4,9 @@ Token and learned position embeddings, pre-norm blocks of causal self-attention
 (`scaled_dot_product_attention`) and MLP, a linear head tied to the token embedding. `forward`
 takes an optional `KVCache`: with it, the model attends over what the cache holds and appends the
 new keys and values, which makes sampling cost one position per step instead of a whole window.
+Candidates after one context (`shared_context`, `sample_after`, `log_likelihood_after`) read it as
+a `Prefix` shared by a group of rows instead of a copy per row (docs/design.md, How a quarter is
+computed).
 
 Melody condition (`melody_quarters` above 0): the transformer can hear a melody it harmonizes.
 Each quarter's melody is SLOTS_PER_QUARTER tokens (`bachsformer.melody`); the codes of quarter q

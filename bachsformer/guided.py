@@ -6,8 +6,9 @@ random with probability proportional to exp(score), from the piece's own generat
 music). The constraint is then made exact in what is written, and the written music is what the
 context holds from then on.
 
-- Harmonize: a candidate is one quarter, drawn after the quarters written so far (sharing their
-  key/value cache). Each is made exact first: the melody imposed (`impose_melody`: nothing sounds
+- Harmonize: a candidate is one quarter, drawn after the quarters written so far (their keys and
+  values run once per quarter written, and shared; docs/design.md, How a quarter is computed).
+  Each is made exact first: the melody imposed (`impose_melody`: nothing sounds
   above it, every melody note keeps its pitch, onset and length) and the result encoded after the
   quarter before it. Its score adds two things: the share of the melody's cells the candidate
   already sounded less what it sounded above the melody, times
