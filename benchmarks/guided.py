@@ -9,9 +9,11 @@ a piece of the same length. Uses the model pair in models/ (speed does not depen
 but the pair must load together). With a transformer that hears the melody, harmonizing is also
 timed with classifier-free guidance (two passes per candidate) when the config does not use it.
 --threads sets torch's CPU threads (`sampling.set_sampling_threads`; 0: its automatic choice).
---end-to-end writes the melody to a MIDI file and times `python generate.py --melody` on it as a
-new process, with the threads generate.py chooses itself (OMP_NUM_THREADS removed): starting
-Python, importing torch, loading the models, harmonizing and writing the file.
+Each row gives wall-clock seconds and the CPU seconds of this process (on a machine that other
+work shares, the CPU seconds move less). --end-to-end writes the melody to a MIDI file and times
+`python generate.py --melody` on it as a new process, with the threads generate.py chooses itself
+(OMP_NUM_THREADS removed): starting Python, importing torch, loading the models, harmonizing and
+writing the file.
 """
 
 import argparse
@@ -73,25 +75,36 @@ def main():
     print(f"{path.name}: melody of {args.quarters} quarters; {options.candidates} candidates; {threads} thread(s)")
     harmonize(vq_vae, transformer, soprano[:4], options, seed=0)  # warm-up
 
-    rows = []
-    started = time.perf_counter()
-    compose(vq_vae, transformer, options, [0])
-    rows.append((f"plain generation, {args.quarters} quarters", time.perf_counter() - started))
-    started = time.perf_counter()
-    harmonize(vq_vae, transformer, soprano[: args.quarters], options, seed=0)
-    rows.append((f"harmonize {args.quarters} quarters (guidance {options.guidance:g})", time.perf_counter() - started))
+    rows = []  # (what, wall-clock seconds, CPU seconds of this process)
+
+    def timed(name: str, run) -> None:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        run()
+        rows.append((name, time.perf_counter() - started, time.process_time() - cpu_started))
+
+    melody = soprano[: args.quarters]
+    timed(f"plain generation, {args.quarters} quarters", lambda: compose(vq_vae, transformer, options, [0]))
+    timed(
+        f"harmonize {args.quarters} quarters (guidance {options.guidance:g})",
+        lambda: harmonize(vq_vae, transformer, melody, options, seed=0),
+    )
     if transformer.config.melody_quarters and options.guidance == 1.0:
-        started = time.perf_counter()
-        harmonize(vq_vae, transformer, soprano[: args.quarters], dataclasses.replace(options, guidance=2.0), seed=0)
-        rows.append((f"harmonize {args.quarters} quarters (guidance 2)", time.perf_counter() - started))
-    started = time.perf_counter()
-    regenerate(vq_vae, transformer, piece, middle, middle + args.passage - 1, options, seed=0)
-    rows.append((f"regenerate {args.passage} of {len(piece)} quarters", time.perf_counter() - started))
+        guided = dataclasses.replace(options, guidance=2.0)
+        timed(
+            f"harmonize {args.quarters} quarters (guidance 2)",
+            lambda: harmonize(vq_vae, transformer, melody, guided, seed=0),
+        )
+    timed(
+        f"regenerate {args.passage} of {len(piece)} quarters",
+        lambda: regenerate(vq_vae, transformer, piece, middle, middle + args.passage - 1, options, seed=0),
+    )
     if args.end_to_end:
-        seconds, summary = generate_end_to_end(soprano[: args.quarters], args.set)
-        rows.append((f"generate.py --melody, {args.quarters} quarters, end to end", seconds))
-    for name, seconds in rows:
-        print(f"{name:48} {seconds:6.2f} s")
+        seconds, summary = generate_end_to_end(melody, args.set)
+        rows.append((f"generate.py --melody, {args.quarters} quarters, end to end", seconds, None))
+    print(f"{'':48} {'wall':>8} {'CPU':>8}")
+    for name, seconds, cpu_seconds in rows:
+        cpu = f"{cpu_seconds:6.2f} s" if cpu_seconds is not None else ""
+        print(f"{name:48} {seconds:6.2f} s {cpu}")
     if args.end_to_end:
         print(f"(generate.py said: {summary})")
 
