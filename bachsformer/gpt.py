@@ -133,11 +133,12 @@ class CandidateKeys:
         self.length += count
 
     def visible(self, entries: torch.Tensor) -> torch.Tensor:
-        """What each of U rows sees, the prefix and its entries [U, n] (the last appended in this step):
-        bool [U, length + U]."""
-        mask = torch.zeros(len(entries), self.length + len(entries), dtype=torch.bool, device=self.kv.device)
-        mask[:, : self.prefix_length] = True
-        return mask.scatter_(1, entries, True)
+        """What each of U rows sees, the prefix and its entries [U, n] (the last appended in this step),
+        as an attention mask to add: [U, length + U], 0 where seen and -inf elsewhere (built once
+        for a step's layers; a boolean mask is converted in every attention call)."""
+        mask = self.kv.new_full((len(entries), self.length + len(entries)), float("-inf"))
+        mask[:, : self.prefix_length] = 0.0
+        return mask.scatter_(1, entries, 0.0)
 
 
 @dataclass
