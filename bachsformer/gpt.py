@@ -526,7 +526,7 @@ class GPT(nn.Module):
         group. An empty context gives an empty prefix and the log of `first_code_probs`.
         earlier: what an earlier call returned for the first positions of this context (the same
         window start, melody and guidance): only the positions after it are run, appended to its
-        cache (which this call takes over), as the window grows quarter by quarter.
+        cache (which this call takes over), while a window grows quarter by quarter.
         """
         device, dtype = self.first_code_probs.device, next(self.parameters()).dtype
         melodies = None if melody is None else melody[None].to(device)  # [G, Qm, slots]: one group per melody

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from bachsformer.compose import DEFAULT_MIN_CONTEXT, Composition, decode_quarters, in_key, sample_codes
+from bachsformer.compose import Composition, decode_quarters, in_key, sample_codes
 from bachsformer.config import GenerateConfig
 from bachsformer.errors import BachsformerError
 from bachsformer.gpt import GPT
@@ -196,22 +196,21 @@ def harmonize(
     ceiling = melody_ceiling(piece_roll(tune))  # [Q * 32]
     per_quarter = vq_vae.codes_per_quarter
     context_quarters = (transformer.config.block_size + 1) // per_quarter - 1  # room for one more quarter
-    kept_quarters = min(DEFAULT_MIN_CONTEXT // per_quarter, context_quarters)  # when the window jumps
     generator = torch.Generator().manual_seed(seed)
     written = np.zeros_like(tune)
     codes = torch.zeros(len(tune), per_quarter, dtype=torch.long, device=transformer.first_code_probs.device)
     heard_ahead = transformer.config.melody_quarters if hear_melody else 0
     tokens = torch.from_numpy(melody_tokens(tune)) if heard_ahead else None  # [Q, slots]
-    first, shared = 0, None  # the context window's first quarter; the context run so far
+    shared = None  # the context run so far
     for i in range(len(tune)):
-        if i - first > context_quarters:  # the window is full: it jumps forward, keeping its last quarters
-            first, shared = i - kept_quarters, None
+        # the last context_quarters quarters: a window that slides by a quarter once full
+        first = max(0, i - context_quarters)
         context = codes[first:i].flatten()
         # the melody of the context's quarters, the candidate's and those it hears ahead
         heard = window_melody(tokens, first, i - first + heard_ahead) if heard_ahead else None
-        # run once (only the quarter written last, while the window holds), then continued by the
-        # candidates and by their scoring
-        shared = transformer.shared_context(context, heard, options.guidance, earlier=shared)
+        # run once, then continued by the candidates and by their scoring; while the window grows,
+        # only the quarter written last is run (a window that slid has moved every position)
+        shared = transformer.shared_context(context, heard, options.guidance, earlier=shared if first == 0 else None)
         candidates = transformer.sample_after(
             shared, options.candidates, per_quarter, generator, options.temperature, options.top_k, options.top_p
         )  # [M, 16]
