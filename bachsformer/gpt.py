@@ -577,26 +577,24 @@ class GPT(nn.Module):
         heard = self.melody_vectors(shared.melodies, groups, last_quarter + 1)  # [G, quarters, C] or None
         weights = self.decode_weights()
         candidates = torch.empty(num_candidates, num_new, dtype=torch.long, device=device)
+        row = torch.zeros(num_candidates, dtype=torch.long, device=device)  # each candidate's row in the last step
+        vocab = self.config.vocab_size
         for n in range(num_new):
             mixed = logits[0] if groups == 1 else logits[1] + shared.guidance * (logits[0] - logits[1])  # [M, V]
             filtered = mixed if not context_length and n == 0 else filter_logits(mixed, temperature, top_k, top_p)
             candidates[:, n] = draw(filtered, noise[:, n])
             if n + 1 < num_new:
-                # candidates that drew the same codes so far are one row, stepped once (U rows of M)
-                distinct, row = torch.unique(candidates[:, : n + 1], dim=0, return_inverse=True)  # [U, n + 1], [M]
+                # candidates that drew the same codes so far are one row, stepped once (U rows of M): a
+                # row is its row in the last step and its new code, numbered in the order of its codes
+                distinct, row = torch.unique(row * vocab + candidates[:, n], return_inverse=True)  # [U], [M]
                 entries[:, n] = keys.length + row
                 one_each = torch.empty(len(distinct), dtype=torch.long, device=device)
                 one_each.scatter_(0, row, torch.arange(num_candidates, device=device))  # a candidate of each row
                 quarter = (context_length + n + 1) // self.config.codes_per_quarter  # of the code predicted next
                 step_heard = heard[:, quarter].repeat_interleave(len(distinct), dim=0) if heard is not None else None
-                step_logits = self.candidate_step(
-                    distinct[:, n].repeat(groups),
-                    keys,
-                    n,
-                    weights,
-                    step_heard,
-                    keys.visible(entries[one_each, : n + 1]),
-                )
+                visible = keys.visible(entries[one_each, : n + 1])
+                codes = (distinct % vocab).repeat(groups)  # [G * U]: each row's new code
+                step_logits = self.candidate_step(codes, keys, n, weights, step_heard, visible)
                 logits = step_logits.view(groups, len(distinct), -1)[:, row]  # [G, M, V]
         return candidates
 
