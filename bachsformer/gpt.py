@@ -60,21 +60,18 @@ class GPTConfig:
 
 
 class KVCache:
-    """Preallocated keys and values of every layer: kv [n_layer, B, 2, n_head, positions, head_dim].
+    """Preallocated keys and values of every layer: kv [n_layer, B, 2, n_head, block_size, head_dim].
 
     `length` is how many positions are filled; layers write in place, no tensor is reallocated.
-    positions: how many the cache can hold (default the window, block_size).
     """
 
-    def __init__(
-        self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32, positions: int | None = None
-    ):
+    def __init__(self, config: GPTConfig, batch_size: int, device=None, dtype=torch.float32):
         shape = (
             config.n_layer,
             batch_size,
             2,
             config.n_head,
-            positions or config.block_size,
+            config.block_size,
             config.n_embd // config.n_head,
         )
         self.kv = torch.zeros(shape, device=device, dtype=dtype)
@@ -409,7 +406,7 @@ class GPT(nn.Module):
         if heard is not None:
             x = x + heard
         for layer, layer_weights in enumerate(weights or self.decode_weights()):
-            ln1_w, ln1_b, qkv_w, qkv_b, proj_wt, proj_b, ln2_w, ln2_b, fc_w, fc_b, out_wt, out_b = layer_weights
+            ln1_w, ln1_b, qkv_w, qkv_b, proj_wt, proj_b = layer_weights[:6]
             layer_kv = cache.kv[layer]  # [B, 2, heads, block, head_dim]
             qkv = F.linear(F.layer_norm(x, (width,), ln1_w, ln1_b), qkv_w, qkv_b).view(batch, 3, heads, 1, -1)
             layer_kv[:, :, :, position : position + 1] = qkv[:, 1:]
@@ -569,7 +566,6 @@ class GPT(nn.Module):
         device = self.first_code_probs.device
         noise = gumbel((num_candidates, num_new, self.config.vocab_size), generator).to(device)
         groups = shared.groups
-        logits = shared.logits.repeat_interleave(num_candidates, dim=0)  # [G * M, V]
         keys = CandidateKeys(shared.prefix, num_candidates, num_new)
         entries = torch.empty(num_candidates, num_new, dtype=torch.long, device=device)  # each one's, in `keys`
         logits = shared.logits[:, None].expand(-1, num_candidates, -1)  # [G, M, V]
