@@ -13,6 +13,7 @@ from bachsformer.vqvae import (
     quarter_channels,
     reconstruction_scores,
     split_at_onsets,
+    transposed_convolution,
 )
 
 TINY = VQVAEConfig(num_embeddings=8, embedding_dim=8, hidden_channels=8, residual_layers=1, residual_channels=8)
@@ -50,6 +51,38 @@ def test_decode_of_encode_matches_the_forward_pass():
     probabilities = torch.sigmoid(output.logits)
     expected = split_at_onsets(probabilities[:, 0], probabilities[:, 1])
     assert torch.allclose(model.decode(output.codes), expected, atol=1e-6)
+
+
+def test_inference_layouts_compute_what_the_layers_do():
+    torch.manual_seed(3)
+    model = VQVAE(dataclasses.replace(TINY, decoder_context=True)).eval()
+    inputs = model.channels(random_rolls(4))
+    assert torch.allclose(model.encode_latents(inputs), model.encoder(inputs), atol=1e-5)
+    vectors = torch.randn(4, 2 * TINY.embedding_dim, 8, 2)
+    assert torch.allclose(model.decode_logits(vectors), model.decoder(vectors), atol=1e-5)
+    layer = torch.nn.ConvTranspose2d(5, 3, (3, 4), stride=(1, 2), padding=(0, 1))  # the decoder's shapes, and others
+    x = torch.randn(2, 5, 8, 2)
+    assert torch.allclose(transposed_convolution(x, layer), layer(x), atol=1e-5)
+    with pytest.raises(ValueError, match="plain layers"):
+        transposed_convolution(x, torch.nn.ConvTranspose2d(5, 3, 4, stride=2, output_padding=1))
+
+
+def test_quarters_encoded_after_a_quarter_have_the_codes_they_have_after_it_in_a_piece():
+    model = VQVAE(TINY).eval()
+    rolls = random_rolls(5)
+    rolls[1:, 40, :4] = 1  # notes that go on from the quarter before (a held note, no onset) ...
+    rolls[0, 40, -4:] = 1
+    rolls[2, 45, 0] = 1  # ... and one struck again after the codec's gap
+    rolls[0, 45, -2] = 1
+    after = model.encode(rolls[1:], consecutive=False, previous=rolls[0])
+    in_pieces = [model.encode(torch.stack([rolls[0], quarter]))[1] for quarter in rolls[1:]]
+    assert torch.equal(after, torch.stack(in_pieces))
+    channels_after = quarter_channels(rolls[1:], consecutive=False, previous=rolls[0])
+    pairs = [quarter_channels(torch.stack([rolls[0], quarter]))[1] for quarter in rolls[1:]]
+    assert torch.equal(channels_after, torch.stack(pairs))  # what the encoder reads, exactly
+    assert not torch.equal(
+        channels_after, quarter_channels(rolls[1:], consecutive=False)
+    )  # which the quarter before changes
 
 
 def test_the_one_channel_model_reads_and_writes_the_roll():
