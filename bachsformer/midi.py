@@ -296,6 +296,20 @@ def _roll(key: np.ndarray, onset: np.ndarray, offset: np.ndarray, num_quarters: 
     return np.ascontiguousarray(roll.reshape(NUM_KEYS, num_quarters, steps).transpose(1, 0, 2))
 
 
+def notes_to_roll(notes: np.ndarray, num_quarters: int, steps_per_quarter: int = STEPS_PER_QUARTER) -> np.ndarray:
+    """Quarters [Q, 88, steps] of notes [N, 3] (onset step, offset step, MIDI pitch) under the codec's note rules.
+
+    Notes of several voices may share a key: a unison sounds once, and a note struck while its key
+    sounds re-strikes it (the one-step gap), as reading a MIDI file of those notes gives.
+    """
+    notes = np.asarray(notes, dtype=np.int64).reshape(-1, 3)
+    key = notes[:, 2] - LOWEST_PITCH
+    if ((key < 0) | (key >= NUM_KEYS)).any():
+        raise ValueError(f"pitches must lie on the 88 keys (MIDI {LOWEST_PITCH} ... {LOWEST_PITCH + NUM_KEYS - 1})")
+    key, onset, offset = _separate_repeats(key, notes[:, 0], np.maximum(notes[:, 1], notes[:, 0] + 1))
+    return _roll(key, onset, offset, num_quarters, steps_per_quarter)
+
+
 def _leading_silence(grid: _Grid, steps_per_quarter: int) -> int:
     """Steps of the whole silent quarters before the first note: what reading trims."""
     return int(grid.onset.min()) // steps_per_quarter * steps_per_quarter
