@@ -19,12 +19,16 @@ by choosing among `--candidates` samples per quarter (or passage) the one that f
 it lean on the melody harder (classifier-free guidance). A melody keeps its notes exactly: `--key`
 may move it to another tonic, not change its mode.
 
-What the files keep: music made from a file (`--melody`, `--file`, `--regenerate`) keeps the file's
-time signatures and tempos, on the output's grid; music from nothing is in 4/4 at `--tempo`
-(`generate.tempo`). A harmonization is two tracks, the melody (named as its track, or "Melody") and
-the model's "Harmony", both playing `--program`. `--musicxml` writes a score beside the MIDI (grand
-staff, the melody in a voice of its own, spelled in the piece's key; needs music21), `--png` a piano
-roll with the bar lines and the melody, primer or regenerated passage marked (needs matplotlib).
+What the files keep: music is written as four voices, tracks "Soprano", "Alto", "Tenor" and "Bass",
+each one line on a grid of `generate.grid` (16: sixteenth notes; bachsformer/voicing.py); `--raw`
+writes the decoded roll as one track instead. A harmonization's Soprano is the melody, named as its
+track (or "Melody"). Music made from a file (`--file`, `--regenerate`) keeps the file's tracks and
+every note outside what was written anew; the new music's voices join the tracks of their names or
+follow them. It keeps the file's time signatures and tempos, on the output's grid; music from
+nothing is in 4/4 at `--tempo` (`generate.tempo`), all played by `--program`. `--musicxml` writes a
+score beside the MIDI (Soprano and Alto on a treble staff, Tenor and Bass on a bass staff, spelled in
+the piece's key; needs music21), `--png` a piano roll with the bar lines and the melody, primer or
+regenerated passage marked (needs matplotlib).
 
 Piece i of `--num N --seed S` has seed S + i and is the same as `--seed S+i` alone. Files are named
 after their settings and key and never overwritten; each path is printed, and a piece without a
@@ -42,7 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-from bachsformer.compose import compose, load_models, refuse_mode_change
+from bachsformer.compose import compose, file_tracks, load_models, refuse_mode_change, voiced
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.guided import harmonize, parse_passage, read_melody, regenerate
@@ -53,6 +57,8 @@ from bachsformer.midi import (
     Meter,
     read_meter,
     read_midi,
+    tracks_to_midi_bytes,
+    write_bytes,
     write_midi,
 )
 from bachsformer.render import require_matplotlib, write_png, write_wav
@@ -107,6 +113,7 @@ def main():
     parser.add_argument("--wav", action="store_true", help="also write a WAV preview")
     parser.add_argument("--png", action="store_true", help="also write a piano-roll picture (needs matplotlib)")
     parser.add_argument("--musicxml", action="store_true", help="also write a MusicXML score (needs music21)")
+    parser.add_argument("--raw", action="store_true", help="write the decoded roll as it is, not four voices")
     args = parser.parse_args()
 
     config = load_config(args.config, args.set)
@@ -115,6 +122,8 @@ def main():
         options = dataclasses.replace(
             config.generate, **{n: getattr(args, n) for n in names if getattr(args, n) is not None}
         )
+        if args.raw:
+            options = dataclasses.replace(options, voicing=False)
     except ValueError as error:  # GenerateConfig refuses it, naming the option
         raise BachsformerError(f"--{error}") from None
     out_dir = Path(args.out or options.out_dir)
@@ -209,20 +218,35 @@ def main():
             settings += f"_primer-{safe_name(Path(args.file).stem)}" + (
                 "_continuation" if args.continuation_only else ""
             )
+    # four voices; music made from a file keeps the file's tracks outside what was written anew
+    kept = file_tracks(args.file) if args.file and not options.key and not args.continuation_only else None
+    if melody is not None:
+        pieces = [voiced(piece, options, melody.name) for piece in pieces]
+    elif kept is not None:
+        span = (passage[0] - 1, passage[1]) if passage else (primer_quarters, primer_quarters + options.quarters)
+        pieces = [voiced(piece, options, kept=kept, span=span) for piece in pieces]
+    else:
+        pieces = [voiced(piece, options) for piece in pieces]
     seconds = time.perf_counter() - started
 
     wav_notes = set()
     for seed, piece in zip(seeds, pieces):
         quarters = piece.quarters
         stem = f"bachsformer_seed{seed}_{settings}_{safe_name(str(piece.key).replace(' ', '-'))}"
-        midi_path = write_midi(
-            quarters,
-            unique_path(out_dir, stem, ".mid"),
-            program=options.program,
-            meter=meter,
-            melody=piece.melody,
-            melody_name=melody.name if melody is not None else "Melody",
-        )
+        if piece.tracks is not None:
+            data = tracks_to_midi_bytes(
+                piece.tracks, len(quarters), quarters.shape[2], program=options.program, meter=meter
+            )
+            midi_path = write_bytes(data, unique_path(out_dir, stem, ".mid"))
+        else:
+            midi_path = write_midi(
+                quarters,
+                unique_path(out_dir, stem, ".mid"),
+                program=options.program,
+                meter=meter,
+                melody=piece.melody,
+                melody_name=melody.name if melody is not None else "Melody",
+            )
         print(midi_path)
         if not quarters.any():
             print(f"warning: {midi_path}: the models wrote no notes (a model pair that collapsed?)", file=sys.stderr)

@@ -618,12 +618,37 @@ def quarters_to_midi_bytes(
     track, "bachsformer". Reading the file back gives `quarters` when no melody note touches a note
     of its key in the rest (as `guided.impose_melody` makes sure).
     """
+    quarters = np.asarray(quarters, dtype=bool)
+    if melody is None:
+        parts = [("bachsformer", quarters)]
+    else:
+        melody = np.asarray(melody, dtype=bool)
+        if melody.shape != quarters.shape or (melody & ~quarters).any():
+            raise ValueError("the melody must lie inside the music: quarters of the same shape, no note of its own")
+        parts = [(melody_name, melody), ("Harmony", quarters & ~melody)]
+    tracks = [(name, quarters_to_notes(part)) for name, part in parts]
+    return tracks_to_midi_bytes(tracks, len(quarters), quarters.shape[-1], tempo_bpm, program, meter=meter)
+
+
+def tracks_to_midi_bytes(
+    tracks: list[tuple[str, np.ndarray]],
+    num_quarters: int,
+    steps_per_quarter: int = STEPS_PER_QUARTER,
+    tempo_bpm: float = 100.0,
+    program: int = DEFAULT_PROGRAM,
+    *,
+    meter: Meter | None = None,
+) -> bytes:
+    """Write named tracks of notes [N, 3] (onset step, offset step, MIDI pitch) as a MIDI file playing `program`.
+
+    Each note is written as it is given (two tracks may share a key; a repeated note keeps its full
+    length). meter: as `quarters_to_midi_bytes` has it, for music of `num_quarters` quarters.
+    """
     if not 0 <= program <= 127:
         raise ValueError(f"program must be a General MIDI program 0 ... 127, got {program}")
-    steps_per_quarter = np.shape(quarters)[-1]
     if WRITE_TICKS_PER_BEAT % steps_per_quarter:
         raise ValueError(f"{steps_per_quarter} steps per quarter do not divide the MIDI grid")
-    meter = Meter.free(tempo_bpm) if meter is None else meter.until(len(quarters))
+    meter = Meter.free(tempo_bpm) if meter is None else meter.until(num_quarters)
     for tempo in meter.tempos:
         if not MIN_TEMPO_BPM <= tempo.bpm <= MAX_TEMPO_BPM:
             raise ValueError(
@@ -636,17 +661,9 @@ def quarters_to_midi_bytes(
         score.time_signatures.append(
             symusic.TimeSignature(round(ts.quarter * WRITE_TICKS_PER_BEAT), ts.numerator, ts.denominator)
         )
-    quarters = np.asarray(quarters, dtype=bool)
-    if melody is None:
-        parts = [("bachsformer", quarters)]
-    else:
-        melody = np.asarray(melody, dtype=bool)
-        if melody.shape != quarters.shape or (melody & ~quarters).any():
-            raise ValueError("the melody must lie inside the music: quarters of the same shape, no note of its own")
-        parts = [(melody_name, melody), ("Harmony", quarters & ~melody)]
     ticks_per_step = WRITE_TICKS_PER_BEAT // steps_per_quarter
-    for name, part in parts:
-        notes = quarters_to_notes(part)
+    for name, notes in tracks:
+        notes = np.asarray(notes, dtype=np.int64).reshape(-1, 3)
         track = symusic.Track(name=name, program=program)
         track.notes = NoteTickList.from_numpy(
             (notes[:, 0] * ticks_per_step).astype(np.int32),
@@ -671,6 +688,12 @@ def write_midi(
     """Write quarters to a MIDI file at `path` (see `quarters_to_midi_bytes`); refuses to overwrite a file."""
     path = Path(path)
     data = quarters_to_midi_bytes(quarters, tempo_bpm, program, meter=meter, melody=melody, melody_name=melody_name)
+    return write_bytes(data, path)
+
+
+def write_bytes(data: bytes, path: str | Path) -> Path:
+    """Write a file's bytes at `path`, never overwriting a file."""
+    path = Path(path)
     with open(path, "xb") as file:  # "x": never overwrite
         file.write(data)
     return path

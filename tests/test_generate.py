@@ -113,7 +113,7 @@ def test_compose_with_a_primer_keeps_it_unless_continuation_only(models, primer)
 
 def test_cli_writes_the_quarters_compose_makes_and_prints_the_path(run, models, tmp_path):
     out = tmp_path / "out"
-    status, stdout, err = run("--out", str(out), "--quarters", "3", "--seed", "4")
+    status, stdout, err = run("--out", str(out), "--quarters", "3", "--seed", "4", "--raw")
     assert status == 0, err
     path, summary = stdout.strip().splitlines()
     path = Path(path)
@@ -155,7 +155,7 @@ def test_piece_i_of_a_batch_equals_its_seed_alone(run, tmp_path):
 
 
 def test_primer_continuation_starts_with_the_primer_and_is_named_after_it(run, root, models, primer, tmp_path):
-    args = ("--file", str(root / PRIMER_NAME), "--quarters", "2", "--seed", "1")
+    args = ("--file", str(root / PRIMER_NAME), "--quarters", "2", "--seed", "1", "--raw")
     (path,) = written(run("--out", str(tmp_path / "full"), *args))
     assert path.name == f"bachsformer_seed1_t1_k0_p1_q2_primer-My_Primer_v2_{key_name(primer)}.mid"
     quarters = read_midi(path).quarters
@@ -215,7 +215,7 @@ def test_a_missing_model_file_says_which_script_trains_it(model, script, run, tm
 
 def test_the_cli_drops_notes_shorter_than_min_note_steps(run, models, tmp_path):
     (path,) = written(
-        run("--out", str(tmp_path), "--quarters", "3", "--seed", "4", "--set", "generate.min_note_steps=6")
+        run("--out", str(tmp_path), "--quarters", "3", "--seed", "4", "--set", "generate.min_note_steps=6", "--raw")
     )
     (expected,) = composed(models, 3, [4], min_note_steps=6)
     (unfiltered,) = composed(models, 3, [4])
@@ -259,7 +259,8 @@ def test_an_all_silent_piece_is_written_as_an_empty_midi_wav_and_png(run, tmp_pa
 def test_key_moves_each_piece_to_the_asked_tonic_and_names_it(run, models, tmp_path):
     (as_written,) = composed(models, 3, [4])
     for asked, name in (("D", None), ("G minor", "G-minor"), ("bb", None)):
-        (path,) = written(run("--out", str(tmp_path / asked), "--quarters", "3", "--seed", "4", "--key", asked))
+        args = ("--quarters", "3", "--seed", "4", "--key", asked, "--raw")
+        (path,) = written(run("--out", str(tmp_path / asked), *args))
         expected, key = move_to_key(as_written, parse_key(asked))
         assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
         assert path.name == f"bachsformer_seed4_t1_k0_p1_q3_{str(key).replace(' ', '-')}.mid"
@@ -277,7 +278,8 @@ def test_a_primer_in_d_comes_back_in_d_with_its_own_quarters_unchanged(run, mode
     shift = normalizing_shift(primer_in_d)
     assert shift == -2  # the models hear it in C major
 
-    (path,) = written(run("--out", str(tmp_path / "out"), "--file", str(tmp_path / "in_d.mid"), "--quarters", "2"))
+    args = ("--file", str(tmp_path / "in_d.mid"), "--quarters", "2", "--raw")
+    (path,) = written(run("--out", str(tmp_path / "out"), *args))
     assert path.name.endswith("_primer-in_d_D-major.mid")
     quarters = read_midi(path).quarters
     assert np.array_equal(quarters[:PRIMER_QUARTERS], primer_in_d)
@@ -301,7 +303,7 @@ def test_without_key_normalization_a_primer_is_continued_in_its_own_key(run, mod
     notes = [(pitch, 32 * quarter, 32 * quarter + 28) for quarter, chord in enumerate(chords) for pitch in chord]
     write_midi(roll(PRIMER_QUARTERS, *notes), tmp_path / "in_d.mid")
     primer_in_d = read_midi(tmp_path / "in_d.mid").quarters
-    args = ("--file", str(tmp_path / "in_d.mid"), "--quarters", "2", "--set", "data.normalize_key=false")
+    args = ("--file", str(tmp_path / "in_d.mid"), "--quarters", "2", "--set", "data.normalize_key=false", "--raw")
     (path,) = written(run("--out", str(tmp_path / "out"), *args))
     options = dataclasses.replace(OPTIONS, quarters=2)
     (expected,) = compose(*models, options, [0], primer_in_d, normalize_key=False)
@@ -364,10 +366,12 @@ def test_a_harmonized_3_4_tune_keeps_its_meter_and_tempo_and_is_melody_and_harmo
     (path,) = written(run("--out", str(tmp_path), "--melody", str(waltz), "--melody-track", "soprano"))
     signatures, tempos, names, programs = meta(path)
     assert signatures == [(0, 1, 4), (480, 3, 4)] and tempos == [(0, mido.bpm2tempo(72))]
-    assert names == ["Soprano", "Harmony"] and programs == [19, 19]  # both on the organ
-    melody_track, harmony = read_midi_tracks(path)
+    assert names == ["Soprano", "Alto", "Tenor", "Bass"] and programs == [19] * 4  # all on the organ
+    melody_track, *lower = read_midi_tracks(path)
     assert np.array_equal(melody_track.quarters, soprano)  # exactly the input's melody
-    assert harmony.quarters.any() and not (harmony.quarters & soprano).any()
+    for track in lower:  # each one line on the grid of sixteenths
+        assert track.quarters.sum(axis=1).max() <= 1 and not (track.quarters & soprano).any()
+        assert (quarters_to_notes(track.quarters)[:, 0] % 8 == 0).all()
     assert read_meter(path) == WALTZ
 
 
@@ -377,7 +381,7 @@ def test_a_tune_harmonized_in_another_tonic_is_moved_whole_and_played_by_program
     (path,) = written(run(*args))
     assert path.name.endswith("_A-major.mid")
     _, _, names, programs = meta(path)
-    assert names == ["Melody", "Harmony"] and programs == [52, 52]
+    assert names == ["Melody", "Alto", "Tenor", "Bass"] and programs == [52] * 4
     soprano = read_midi_tracks(waltz)[0].quarters
     assert np.array_equal(read_midi_tracks(path)[0].quarters, np.roll(soprano, 2, axis=1))  # G major -> A major
     assert tune.any()
@@ -386,7 +390,9 @@ def test_a_tune_harmonized_in_another_tonic_is_moved_whole_and_played_by_program
 def test_continuing_or_regenerating_a_3_4_file_keeps_its_meter(run, waltz, tmp_path):
     length = len(read_midi(waltz).quarters)  # 10 quarters: a 1/4 bar and three of 3/4
     (continued,) = written(run("--out", str(tmp_path / "a"), "--file", str(waltz), "--quarters", "2"))
-    assert read_meter(continued) == WALTZ and meta(continued)[2] == ["bachsformer"]
+    assert read_meter(continued) == WALTZ
+    # the file's tracks, the continuation's Soprano and Bass in them, its Alto and Tenor after them
+    assert meta(continued)[2] == ["Soprano", "Bass", "Alto", "Tenor"]
     (only,) = written(run("--out", str(tmp_path / "b"), "--file", str(waltz), "--quarters", "5", "--continuation-only"))
     signatures, tempos, _, _ = meta(only)
     assert signatures == [(0, 3, 4)] and tempos == [(0, mido.bpm2tempo(72))]  # it starts on a bar line
@@ -398,7 +404,8 @@ def test_continuing_or_regenerating_a_3_4_file_keeps_its_meter(run, waltz, tmp_p
 def test_free_music_is_in_4_4_at_the_configured_tempo(run, tmp_path):
     (path,) = written(run("--out", str(tmp_path), "--quarters", "2", "--tempo", "66"))
     signatures, tempos, names, _ = meta(path)
-    assert signatures == [(0, 4, 4)] and tempos == [(0, mido.bpm2tempo(66))] and names == ["bachsformer"]
+    assert signatures == [(0, 4, 4)] and tempos == [(0, mido.bpm2tempo(66))]
+    assert names == ["Soprano", "Alto", "Tenor", "Bass"]
 
 
 def test_musicxml_scores_hold_the_notes_of_the_midi(run, waltz, tmp_path):

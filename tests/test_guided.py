@@ -19,7 +19,7 @@ import tiny
 import torch
 from midi_files import midi_bytes, roll
 
-from bachsformer.compose import decode_quarters, load_models
+from bachsformer.compose import decode_quarters, load_models, voiced
 from bachsformer.config import GenerateConfig
 from bachsformer.data import is_validation
 from bachsformer.errors import exit_on_user_error
@@ -41,9 +41,9 @@ from bachsformer.midi import (
     Meter,
     Tempo,
     TimeSignature,
-    quarters_to_midi_bytes,
     quarters_to_notes,
     read_midi,
+    tracks_to_midi_bytes,
     write_midi,
 )
 from bachsformer.sampling import draw, gumbel
@@ -224,7 +224,10 @@ def test_the_cli_harmonizes_a_track_and_the_same_seed_gives_the_same_bytes(run, 
     written = open(path, "rb").read()
     # the file's own meter (none: 4/4 at 120), the melody as a track named as its source
     meter = Meter((TimeSignature(0.0, 4, 4),), (Tempo(0.0, 120.0),))
-    assert written == quarters_to_midi_bytes(expected.quarters, meter=meter, melody=soprano, melody_name="Soprano")
+    four = voiced(expected, OPTIONS, "Soprano")  # the melody the Soprano, three voices below it
+    assert written == tracks_to_midi_bytes(four.tracks, 3, meter=meter)
+    assert [name for name, _ in four.tracks] == ["Soprano", "Alto", "Tenor", "Bass"]
+    assert np.array_equal(read_midi(path).quarters, four.quarters)
     by_number = run(
         "--out", str(tmp_path / "b"), *command[:2], "--melody-track", "0", "--seed", "2", "--candidates", "3"
     )
