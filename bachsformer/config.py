@@ -101,12 +101,13 @@ class GenerateConfig:
     guidance: float = 1.0  # harmonizing with a melody-conditioned transformer: classifier-free guidance scale
     voicing: bool = True  # write four voices, S A T B, on the grid (voicing.py); false: the decoded roll as it is
     grid: int = 16  # voicing: the shortest note value, onsets and ends on its grid (4, 8, 16 or 32)
+    rules: float = 1.0  # harmonizing and regenerating: weight of the four-part rules in the choice (0: off)
     device: str = "cpu"
 
     def __post_init__(self):
         """Refuse values no run can use; the message starts with the key (config.py adds the section)."""
         check_at_least(self, 1, "candidates")
-        check_at_least(self, 0, "guidance")
+        check_at_least(self, 0, "guidance", "rules")
         if self.candidates > MAX_CANDIDATES:
             raise ValueError(
                 f"candidates: must be at most {MAX_CANDIDATES} (each quarter decodes and scores them all), got"

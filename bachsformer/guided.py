@@ -39,10 +39,18 @@ from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters
 from bachsformer.melody import melody_tokens, window_melody
 from bachsformer.metrics import highest_line
 from bachsformer.midi import NUM_KEYS, drop_short_notes, read_midi, read_midi_tracks
+from bachsformer.rules import count_rules, lines
+from bachsformer.voicing import VOICE_RANGES, grid_steps, voice
 from bachsformer.vqvae import VQVAE
 
 HARMONY_SHARPNESS = 20.0  # exp(20 * score): a candidate sounding 10 % more of the melody is e^2 times likelier
 FOLLOWING_QUARTERS = 4  # quarters after a regenerated passage that its candidates are scored on
+# The four-part rules in the choice (rule_penalties), in units of the score (log-likelihood): a candidate
+# with one parallel fifth more is e^-2 times as likely to be chosen, times generate.rules.
+RULE_WEIGHTS = {"parallel_fifths": 2.0, "parallel_octaves": 2.0, "hidden_fifths": 0.5, "hidden_octaves": 0.5}
+OUTER_WEIGHT = 2.0  # again for the parallels and hidden octaves of Soprano and Bass, the voices heard most
+BASS_RANGE_WEIGHT = 0.5  # per semitone a Bass note lies outside the Bass's range
+BASS_LEAP_WEIGHT = 0.2  # per semitone the Bass leaps between notes
 
 
 class GuideError(BachsformerError):
@@ -158,6 +166,31 @@ def melody_scores(candidates: np.ndarray, melody: np.ndarray, ceiling: np.ndarra
     return (hits - above) / max(int(melody.sum()), 1)
 
 
+def rule_penalties(before: np.ndarray, candidates: np.ndarray, melody: np.ndarray | None, shift: int, grid: int):
+    """How far each candidate breaks the four-part rules where it follows the music before it: float [M].
+
+    before: quarters [B, 88, S] written before; candidates: [M, P, 88, S]; melody: quarters [B + P, 88, S]
+    of the tune over both (None: no melody); shift: semitones the music was moved by (the ranges are
+    the voices' in the key it is written in). Each candidate is voiced after `before` (voicing.py), and
+    its parallel and hidden fifths and octaves between all voices (those of Soprano and Bass again),
+    its Bass notes outside the Bass's range and its Bass leaps are weighed (RULE_WEIGHTS).
+    """
+    low, high = VOICE_RANGES[3]
+    penalties = np.zeros(len(candidates))
+    for number, candidate in enumerate(candidates):
+        voices = voice(np.concatenate([before, candidate]), grid, melody)
+        voice_lines = lines([voices.voice_quarters(part) for part in range(4)])
+        counts = count_rules(voice_lines)
+        outer = count_rules(voice_lines[[0, 3]])
+        bass = voices.notes[3][:, 2] - shift  # MIDI pitches in the written key
+        penalty = sum(RULE_WEIGHTS[name] * counts[name] for name in RULE_WEIGHTS)
+        penalty += OUTER_WEIGHT * (outer["parallel_fifths"] + outer["parallel_octaves"] + outer["hidden_octaves"])
+        penalty += BASS_RANGE_WEIGHT * (np.maximum(low - bass, 0) + np.maximum(bass - high, 0)).sum()
+        penalty += BASS_LEAP_WEIGHT * np.abs(np.diff(bass)).sum()
+        penalties[number] = penalty
+    return penalties
+
+
 def encode_after(vq_vae: VQVAE, previous: np.ndarray | None, quarters: np.ndarray) -> torch.Tensor:
     """Codes [M, 16] of each of quarters [M, 88, 32], each read as following `previous` [88, 32] (if any)."""
     device = vq_vae.decoder[0].weight.device
@@ -204,6 +237,7 @@ def harmonize(
     codes = torch.zeros(len(tune), per_quarter, dtype=torch.long, device=transformer.first_code_probs.device)
     heard_ahead = transformer.config.melody_quarters if hear_melody else 0
     tokens = torch.from_numpy(melody_tokens(tune)) if heard_ahead else None  # [Q, slots]
+    grid = grid_steps(options.grid, steps)
     for i in range(len(tune)):
         first = max(0, i - context_quarters)
         context = codes[first:i].flatten()
@@ -228,6 +262,11 @@ def harmonize(
         scores = torch.from_numpy(HARMONY_SHARPNESS * melody_scores(rolls, tune[i], quarter_ceiling)).float()
         # and how likely the transformer finds the quarter as it will be written
         scores += transformer.continuation_log_likelihood(context, imposed_codes, heard).cpu()
+        if options.rules:  # and how well it keeps the rules of four-part writing after the quarter before
+            before = written[i - 1 : i] if i else np.zeros_like(tune[:1])
+            tune_around = tune[max(i - 1, 0) : i + 1] if i else np.concatenate([np.zeros_like(tune[:1]), tune[:1]])
+            penalties = rule_penalties(before, imposed[:, None], tune_around, shift, grid)
+            scores -= options.rules * torch.from_numpy(penalties).float()
         chosen = choose(scores, generator)
         written[i], codes[i] = imposed[chosen], imposed_codes[chosen]
     if options.min_note_steps > 1:
@@ -286,11 +325,16 @@ def regenerate(
         history = torch.cat([before.expand(options.candidates, -1), passages], dim=1)[:, -history_length:]
         sequences = torch.cat([history, after.expand(options.candidates, -1)], dim=1)
         scores = transformer.log_likelihood(sequences, history.shape[1]).cpu()
-    passage = decode_quarters(
-        vq_vae,
-        passages[choose(scores, generator)],
-        min_note_steps=options.min_note_steps,
-        previous=codes[first - 2] if first > 1 else None,
+    previous = codes[first - 2] if first > 1 else None
+    decoded = np.stack(  # [M, P, 88, 32]
+        [decode_quarters(vq_vae, row, min_note_steps=options.min_note_steps, previous=previous) for row in passages]
     )
+    if options.rules:  # the four-part rules where each candidate meets the music around it
+        normalized = transpose_quarters(quarters[max(first - 2, 0) : last + 1], shift)
+        before, after = normalized[: min(first - 1, 1)], normalized[len(normalized) - (last < len(quarters)) :]
+        around = np.concatenate([decoded, np.broadcast_to(after, (len(decoded), *after.shape))], axis=1)
+        grid = grid_steps(options.grid, quarters.shape[2])
+        scores = scores - options.rules * torch.from_numpy(rule_penalties(before, around, None, shift, grid)).float()
+    passage = decoded[choose(scores, generator)]
     music = np.concatenate([quarters[: first - 1], transpose_quarters(passage, -shift), quarters[last:]])
     return in_key(music, key, options.key)

@@ -45,10 +45,12 @@ def lines(voice_rolls: list[np.ndarray]) -> np.ndarray:
 
 
 def count_rules(voice_lines: np.ndarray) -> dict:
-    """Counts of the module's rules in four lines int [4, E] (-1 silent); out_of_range is left to `range_faults`."""
+    """Counts of the module's rules in lines int [V, E] (-1 silent), highest voice first; out_of_range is left
+    to `range_faults`, and spacing is counted for four voices (S, A, T, B) only."""
     counts = dict.fromkeys(RULE_NAMES, 0)
-    for upper in range(4):
-        for lower in range(upper + 1, 4):
+    num_voices = len(voice_lines)
+    for upper in range(num_voices):
+        for lower in range(upper + 1, num_voices):
             high, low = voice_lines[upper], voice_lines[lower]
             both = (high >= 0) & (low >= 0)
             pair = both[1:] & both[:-1]
@@ -59,7 +61,7 @@ def count_rules(voice_lines: np.ndarray) -> dict:
                 counts[f"parallel_{name}"] += int((arrive & (interval[:-1] == perfect)).sum())
                 counts[f"hidden_{name}"] += int((arrive & (interval[:-1] != perfect)).sum())
             counts["crossings"] += int((both & (low > high)).sum())
-            if upper < 2 and lower == upper + 1:
+            if num_voices == 4 and upper < 2 and lower == upper + 1:
                 counts["spacing"] += int((both & (high - low > 12)).sum())
     return counts
 
