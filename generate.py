@@ -63,7 +63,7 @@ from bachsformer.midi import (
 )
 from bachsformer.render import require_matplotlib, write_png, write_wav
 from bachsformer.sampling import check_sampling_options
-from bachsformer.score import require_music21, write_musicxml
+from bachsformer.score import require_music21, write_musicxml, write_voices_musicxml
 from bachsformer.training import resolve_device
 
 MAX_PIECES = 1024  # one batch; more pieces: run again with another --seed
@@ -256,7 +256,11 @@ def main():
             print(wav_path)
         if args.musicxml:
             xml_path = unique_path(out_dir, midi_path.stem, ".musicxml")
-            write_musicxml(quarters, xml_path, piece.key, meter, piece.melody, title=midi_path.stem)
+            if piece.voices is not None:  # the chorale as printed: S and A on a treble staff, T and B on a bass staff
+                names = [name for name, _ in piece.tracks]
+                write_voices_musicxml(piece.voices, xml_path, piece.key, meter, names, title=midi_path.stem)
+            else:
+                write_musicxml(quarters, xml_path, piece.key, meter, piece.melody, title=midi_path.stem)
             print(xml_path)
         if args.png:
             png_path = unique_path(out_dir, midi_path.stem, ".png")
