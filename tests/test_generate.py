@@ -412,12 +412,9 @@ def test_musicxml_scores_hold_the_notes_of_the_midi(run, waltz, tmp_path):
     music21 = pytest.importorskip("music21")
     from test_score import score_notes, voice_notes
 
-    for args in (
-        ("--melody", str(waltz), "--melody-track", "Soprano"),
-        ("--quarters", "3"),
-        ("--quarters", "3", "--raw"),
-    ):
-        midi, xml = written(run("--out", str(tmp_path), *args, "--musicxml"))
+    runs = (("--melody", str(waltz), "--melody-track", "Soprano"), ("--quarters", "3"), ("--quarters", "3", "--raw"))
+    for number, args in enumerate(runs):
+        midi, xml = written(run("--out", str(tmp_path / str(number)), *args, "--musicxml"))
         assert xml == midi.with_suffix(".musicxml")
         ticks_per_beat, notes = parse_midi_bytes(midi.read_bytes())
         steps = [(on * 32 // ticks_per_beat, off * 32 // ticks_per_beat, pitch) for on, off, pitch in notes.tolist()]
