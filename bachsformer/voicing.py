@@ -98,9 +98,9 @@ def _cells(roll: np.ndarray, notes: np.ndarray, grid: int) -> tuple[np.ndarray, 
 def _patterns(num_keys: int, num_voices: int, keep_outer: bool) -> np.ndarray:
     """Ways num_voices voices take num_keys keys (0 the highest): int [M, num_voices], -1 a rest.
 
-    Voices never cross. With num_keys <= num_voices every key is taken, a voice left over resting or
-    doubling; with more keys each voice takes a key of its own, the highest and (keep_outer) the
-    lowest always among them.
+    Voices never cross, and the lowest key is the last voice's (the Bass); keep_outer (the voices
+    include the Soprano): the highest key is the first voice's. With num_keys <= num_voices every key
+    is taken, a voice left over resting or doubling; with more keys each voice takes a key of its own.
     """
     if num_keys == 0:
         return np.full((1, num_voices), -1)
@@ -115,7 +115,9 @@ def _patterns(num_keys: int, num_voices: int, keep_outer: bool) -> np.ndarray:
     rows = []
     for row in itertools.product(range(-1, num_keys), repeat=num_voices):
         taken = [key for key in row if key >= 0]
-        if taken == sorted(taken) and set(taken) == set(range(num_keys)):
+        # the highest key is the Soprano's, the lowest the Bass's (when there are two or more)
+        outer = (row[0] == 0 and (num_keys == 1 or row[-1] == num_keys - 1)) if keep_outer else row[-1] == num_keys - 1
+        if taken == sorted(taken) and set(taken) == set(range(num_keys)) and outer:
             rows.append(row)
     return np.array(rows)
 
@@ -197,6 +199,36 @@ def _assign(sounding: np.ndarray, struck: np.ndarray, allowed: np.ndarray, voice
     return chosen
 
 
+def _hold_over_short_rests(chosen: np.ndarray, allowed: np.ndarray, longest: int, above: np.ndarray | None) -> None:
+    """Fill, in place, every rest of a voice in chosen [C, V] (MIDI pitches, -1 a rest) shorter than `longest`
+    cells between two of its notes with the note before it, where that key is allowed [88, C] and stays
+    between the voices around it (and under the melody `above` [C])."""
+    cells, num_voices = chosen.shape
+    for column in range(num_voices):
+        cell = 1
+        while cell < cells:
+            if chosen[cell, column] >= 0 or chosen[cell - 1, column] < 0:
+                cell += 1
+                continue
+            end = cell
+            while end < cells and chosen[end, column] < 0:
+                end += 1
+            pitch = chosen[cell - 1, column]
+            span = slice(cell, end)
+            higher = chosen[span, :column] if above is None else np.column_stack([above[span], chosen[span, :column]])
+            lower = chosen[span, column + 1 :]
+            fits = (
+                end < cells
+                and end - cell < longest
+                and allowed[pitch - LOWEST_PITCH, span].all()
+                and ((higher < 0) | (higher >= pitch)).all()
+                and ((lower < 0) | (lower <= pitch)).all()
+            )
+            if fits:
+                chosen[span, column] = pitch
+            cell = end
+
+
 def _voice_notes(pitches: np.ndarray, struck: np.ndarray, grid: int) -> np.ndarray:
     """One voice's pitch per cell [C] (-1 a rest) as notes [N, 3]: a new note where the pitch changes or is struck."""
     notes = []
@@ -225,6 +257,7 @@ def voice(quarters: np.ndarray, grid: int = 8, melody: np.ndarray | None = None)
         notes = quarters_to_notes(quarters)
         sounding, struck = _cells(roll, notes, grid)
         chosen = _assign(sounding, struck, allowed, (0, 1, 2, 3), None)
+        _hold_over_short_rests(chosen, allowed, steps // grid, None)
         return Voices(tuple(_voice_notes(chosen[:, v], struck, grid) for v in range(4)), num_quarters, steps)
     melody = np.asarray(melody, dtype=bool)
     melody_roll = melody.transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # [88, T]
@@ -240,6 +273,7 @@ def voice(quarters: np.ndarray, grid: int = 8, melody: np.ndarray | None = None)
     top = melody_roll.reshape(NUM_KEYS, -1, grid)[:, :, 0]  # the melody at each cell's start [88, C]
     above = np.where(top.any(axis=0), np.argmax(top, axis=0) + LOWEST_PITCH, -1)
     chosen = _assign(sounding, struck, allowed, (1, 2, 3), above)
+    _hold_over_short_rests(chosen, allowed, steps // grid, above)
     soprano = restore_repeats(quarters_to_notes(melody))
     lower = tuple(_voice_notes(chosen[:, v], struck, grid) for v in range(3))
     return Voices((soprano, *lower), num_quarters, steps)
