@@ -10,9 +10,11 @@ grid of `grid_steps` steps (8: sixteenth notes at 32 steps per quarter):
   every key is kept; a voice left over rests or doubles a neighbour (a unison: the two voices share
   the key, which sounds once). With more than four, the highest key is the Soprano's and the lowest
   the Bass's, and the inner voices take the two keys between them that, over the whole piece (a
-  Viterbi path), cost least: semitones moved by every voice, a pitch class of the chord left out,
-  a held note passed from one voice to another, a voice outside its range, upper voices more than
-  an octave apart, a voice resting or doubling.
+  Viterbi path), cost least: semitones moved by every voice, parallel fifths or octaves between
+  two voices (or a voice and the melody), a pitch class of the chord left out, a held note passed
+  from one voice to another, a voice outside its range, upper voices more than an octave apart, a
+  voice resting or doubling. A voice's rest shorter than a quarter is then held over by the note
+  before it, where that keeps the voices from crossing (Bach's voices almost never rest so briefly).
 - A harmonization's melody is the Soprano, note for note as given (its repeated notes keep their
   full length); the three lower voices are voiced below it, from the keys that stay clear of it.
 Every output note is a key that sounded in its cells in the input; nothing else is added.
@@ -43,6 +45,7 @@ REST_COST = 2.0  # a voice silent in a cell where keys sound
 DOUBLE_COST = 3.0  # a voice on the key of another
 HOLD_BREAK_COST = 6.0  # a voice leaves a key that is held on (not struck again)
 HOLD_TAKE_COST = 3.0  # a voice takes over a key held on from another voice
+PARALLEL_COST = 6.0  # two voices (or a voice and the melody) move in parallel fifths or octaves
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,25 @@ def _chord_costs(states: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return DROPPED_CLASS_COST * lost_classes + DROPPED_KEY_COST * (len(keys) - states.shape[1])
 
 
+def _parallels(before: np.ndarray, now: np.ndarray, melody_before: int | None, melody_now: int | None) -> np.ndarray:
+    """Parallel fifths and octaves between every pair of voices from states before [Ma, 1, V] to now [1, Mb, V]
+    (MIDI pitches, -1 a rest), the melody over them included when given: int [Ma, Mb]."""
+    if melody_before is not None:
+        before = np.concatenate([np.full((*before.shape[:2], 1), melody_before), before], axis=2)
+        now = np.concatenate([np.full((*now.shape[:2], 1), melody_now), now], axis=2)
+    count = np.zeros((before.shape[0], now.shape[1]), dtype=np.int64)
+    for upper in range(before.shape[2]):
+        for lower in range(upper + 1, before.shape[2]):
+            high_before, low_before = before[..., upper], before[..., lower]
+            high_now, low_now = now[..., upper], now[..., lower]
+            sounding = (high_before >= 0) & (low_before >= 0) & (high_now >= 0) & (low_now >= 0)
+            interval_before, interval_now = (high_before - low_before) % 12, (high_now - low_now) % 12
+            similar = np.sign(high_now - high_before) * np.sign(low_now - low_before) > 0
+            perfect = (interval_before == interval_now) & np.isin(interval_now, (0, 7))
+            count += sounding & similar & perfect
+    return count
+
+
 def _assign(sounding: np.ndarray, struck: np.ndarray, allowed: np.ndarray, voices: tuple, above: np.ndarray | None):
     """The Viterbi path of voice states through the cells: int [C, V] of MIDI pitches, -1 a rest.
 
@@ -167,7 +189,7 @@ def _assign(sounding: np.ndarray, struck: np.ndarray, allowed: np.ndarray, voice
     cells = sounding.shape[1]
     held = np.zeros((NUM_KEYS + 1, cells), dtype=bool)  # row 88: a rest, never held
     held[:NUM_KEYS, 1:] = sounding[:, :-1] & sounding[:, 1:] & ~struck[:, 1:]
-    paths, totals, previous = [], None, None
+    paths, totals, previous, above_before = [], None, None, None
     for cell in range(cells):
         keys = np.nonzero(sounding[:, cell] & allowed[:, cell])[0][::-1] + LOWEST_PITCH  # highest first
         pattern = _patterns(len(keys), len(voices), above is None)
@@ -186,10 +208,12 @@ def _assign(sounding: np.ndarray, struck: np.ndarray, allowed: np.ndarray, voice
             left = (changed & held[rows_before, cell]).sum(axis=2)
             taken = (changed & held[rows_now, cell]).sum(axis=2)
             step = totals[:, None] + moved + HOLD_BREAK_COST * left + HOLD_TAKE_COST * taken  # [Ma, Mb]
+            step += PARALLEL_COST * _parallels(before, now, above_before, None if above is None else above[cell])
             back = step.argmin(axis=0)
             totals = step[back, np.arange(len(states))] + cost
         paths.append((states, back))
         previous = states
+        above_before = None if above is None else above[cell]
     chosen = np.empty((cells, len(voices)), dtype=np.int64)
     index = int(np.argmin(totals))
     for cell in range(cells - 1, -1, -1):
