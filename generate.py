@@ -17,7 +17,8 @@ any case) is harmonized below, and a passage (`--regenerate A-B`, quarters count
 by choosing among `--candidates` samples per quarter (or passage) the one that fits
 (bachsformer/guided.py); the transformer hears the melody it harmonizes, `--guidance` above 1 makes
 it lean on the melody harder (classifier-free guidance). A melody keeps its notes exactly: `--key`
-may move it to another tonic, not change its mode.
+may move it to another tonic, not change its mode. A melody with chords (a piano piece) is
+harmonized from its top line, with a warning; a long one shows its progress.
 
 What the files keep: music is written as four voices, tracks "Soprano", "Alto", "Tenor" and "Bass",
 each one line on a grid of `generate.grid` (16: sixteenth notes; bachsformer/voicing.py); `--raw`
@@ -46,6 +47,8 @@ import sys
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
 from bachsformer.compose import compose, file_tracks, load_models, refuse_mode_change, voiced
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
@@ -67,6 +70,7 @@ from bachsformer.score import require_music21, write_musicxml, write_voices_musi
 from bachsformer.training import resolve_device
 
 MAX_PIECES = 1024  # one batch; more pieces: run again with another --seed
+LONG_MELODY_QUARTERS = 256  # harmonizing more shows its progress (docs/speed.md: 64 quarters take seconds)
 
 
 def unique_path(folder: Path, stem: str, suffix: str) -> Path:
@@ -166,6 +170,8 @@ def main():
     if args.musicxml:
         require_music21()
     melody = read_melody(args.melody, args.melody_track) if args.melody else None
+    if melody is not None and melody.warning:
+        print(f"warning: {melody.warning}", file=sys.stderr)
     if melody is not None:
         refuse_mode_change(melody.quarters, options.key, args.melody)
     try:
@@ -194,8 +200,17 @@ def main():
     started = time.perf_counter()
     if melody is not None:
         meter = read_meter(args.melody)
-        pieces = [harmonize(vq_vae, transformer, melody.quarters, options, seed, normalized) for seed in seeds]
         length = len(melody.quarters)
+        bar = None
+        if length * options.num > LONG_MELODY_QUARTERS:  # minutes on a CPU: say so, and show how far it is
+            print(f"note: {args.melody}: a melody of {length} quarters, harmonized quarter by quarter", file=sys.stderr)
+            bar = tqdm(total=length * options.num, unit="quarter", file=sys.stderr)
+        pieces = [
+            harmonize(vq_vae, transformer, melody.quarters, options, seed, normalized, progress=bar and bar.update)
+            for seed in seeds
+        ]
+        if bar is not None:
+            bar.close()
         settings = f"{sampling}_m{options.candidates}_harmony-{safe_name(Path(args.melody).stem)}"
     elif args.regenerate:
         piece, meter = read_midi(args.file).quarters, read_meter(args.file)

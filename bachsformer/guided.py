@@ -67,25 +67,29 @@ def piece_quarters(roll: np.ndarray, steps_per_quarter: int) -> np.ndarray:
     return np.ascontiguousarray(roll.reshape(NUM_KEYS, -1, steps_per_quarter).transpose(1, 0, 2))
 
 
-def check_melody(melody: np.ndarray, source: str) -> None:
-    """GuideError unless quarters [Q, 88, S] are one line of notes: never two keys at once, and some note."""
+def chords_warning(melody: np.ndarray, source: str) -> str:
+    """GuideError when quarters [Q, 88, S] hold no note; where they hold chords, the warning that their top line
+    is harmonized (one line naming the source and the first chord); else ""."""
     roll = piece_roll(melody)
     voices = roll.sum(axis=0)
     if not voices.any():
         raise GuideError(f"{source}: has no notes")
-    if voices.max() > 1:
-        step = int(np.argmax(voices > 1))
-        raise GuideError(
-            f"{source}: the melody has chords ({int(voices[step])} notes at once in quarter"
-            f" {step // melody.shape[2] + 1}); give a single line, or a track that holds one (--melody-track)"
-        )
+    if voices.max() <= 1:
+        return ""
+    step = int(np.argmax(voices > 1))
+    return (
+        f"{source}: the melody has chords ({int(voices[step])} notes at once in quarter"
+        f" {step // melody.shape[2] + 1}); harmonizing its top line"
+    )
 
 
 class Melody(NamedTuple):
-    """A melody read from a file: the name of its track ("Melody" for the file's highest line) and its quarters."""
+    """A melody read from a file: the name of its track ("Melody" for the file's highest line), its quarters,
+    and a warning when it had chords (its top line is the melody)."""
 
     name: str
     quarters: np.ndarray  # bool [Q, 88, 32], one line of notes
+    warning: str = ""
 
 
 def read_melody(path: str | Path, track: str | None = None) -> Melody:
@@ -93,14 +97,15 @@ def read_melody(path: str | Path, track: str | None = None) -> Melody:
 
     track: a track's number (counted from 0 over the tracks that are not drums) or its name, matched
     exactly and else regardless of case ("soprano" finds "Soprano"); the track's quarters lie on the
-    whole file's grid, so a harmonized chorale aligns with the original. Raises MidiError or GuideError
-    with one line naming the file and the problem.
+    whole file's grid, so a harmonized chorale aligns with the original. A melody with chords (a piano
+    piece) is its top line, with a warning. Raises MidiError or GuideError with one line naming the
+    file and the problem.
     """
     if track is None:
         piece = read_midi(path)
         if piece.dropped_notes:
             raise GuideError(f"{path}: {piece.dropped_notes} notes lie outside the 88 keys (MIDI 21-108)")
-        return Melody("Melody", highest_line(piece.quarters))
+        return Melody("Melody", highest_line(piece.quarters), chords_warning(piece.quarters, str(path)))
     tracks = read_midi_tracks(path)
     names = [t.name for t in tracks]
     named = [n for n, name in enumerate(names) if name == track] or [
@@ -117,8 +122,8 @@ def read_melody(path: str | Path, track: str | None = None) -> Melody:
     source = f"{path}: track {number} {name!r}"
     if dropped:
         raise GuideError(f"{source}: {dropped} notes lie outside the 88 keys (MIDI 21-108)")
-    check_melody(quarters, source)
-    return Melody(name or "Melody", quarters)
+    warning = chords_warning(quarters, source)
+    return Melody(name or "Melody", highest_line(quarters), warning)
 
 
 def melody_ceiling(melody_roll: np.ndarray) -> np.ndarray:
@@ -216,6 +221,7 @@ def harmonize(
     seed: int,
     normalize_key: bool = True,
     hear_melody: bool = True,
+    progress=None,
 ) -> Composition:
     """The melody quarters [Q, 88, 32] (one line of notes) with voices below it written by the models.
 
@@ -223,6 +229,7 @@ def harmonize(
     A transformer with the melody condition hears the tune (each quarter's and those ahead of it),
     with classifier-free guidance options.guidance; hear_melody False draws its candidates
     without it, as an unconditioned transformer does (the ablation of `evaluate --harmonize`).
+    progress: called with 1 after each quarter is written (a progress bar's update), or None.
     """
     melody = np.asarray(melody, dtype=bool)
     key = estimate_key(melody)
@@ -269,6 +276,8 @@ def harmonize(
             scores -= options.rules * torch.from_numpy(penalties).float()
         chosen = choose(scores, generator)
         written[i], codes[i] = imposed[chosen], imposed_codes[chosen]
+        if progress is not None:
+            progress(1)
     if options.min_note_steps > 1:
         written = drop_short_notes(written, options.min_note_steps)
     # once more over the whole piece: the cuts around melody notes that start or end on a boundary

@@ -43,6 +43,7 @@ from bachsformer.midi import (
     TimeSignature,
     quarters_to_notes,
     read_midi,
+    read_midi_tracks,
     tracks_to_midi_bytes,
     write_midi,
 )
@@ -257,7 +258,6 @@ BASS = [(50, 0.0, 1.0)]
 @pytest.mark.parametrize(
     "tracks, track, message",
     [
-        ({"Soprano": [(60, 0.0, 1.0), (64, 0.5, 1.0)], "Bass": BASS}, "Soprano", "the melody has chords"),
         ({"Soprano": [(60, 0.0, 1.0)], "Bass": BASS}, "Alto", "no track 'Alto'"),
         ({"Soprano": [(60, 0.0, 1.0)], "Bass": BASS}, "7", "no track '7'"),
         ({"Soprano": [], "Bass": BASS}, "Soprano", "no track 'Soprano' with notes"),
@@ -273,6 +273,35 @@ def test_a_bad_melody_is_refused_in_one_line_naming_the_file(run, tmp_path, trac
     )
     assert status == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert str(path) in err and message in err
+
+
+@pytest.mark.parametrize("track", ["Soprano", None])
+def test_a_melody_with_chords_is_harmonized_from_its_top_line_with_a_warning(run, tmp_path, track):
+    path = tmp_path / "piano piece.mid"
+    path.write_bytes(named_tracks({"Soprano": [(60, 0.0, 1.0), (64, 0.5, 1.0), (62, 1.5, 0.5)], "Bass": BASS}))
+    args = ["--melody-track", track] if track else []
+    status, out, err = run("--out", str(tmp_path / "out"), "--melody", str(path), *args, "--candidates", "2")
+    assert status == 0, err
+    (warning,) = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert str(path) in warning and "chords" in warning and "top line" in warning
+    soprano = read_midi_tracks(out.splitlines()[0])[0]
+    # the top line: C4 until E4 comes in, E4, then D4
+    assert quarters_to_notes(soprano.quarters).tolist() == [[0, 16, 60], [16, 48, 64], [48, 64, 62]]
+
+
+@pytest.mark.parametrize("option, value", [("--guidance", "1e9"), ("--guidance", "-1"), ("--candidates", "1000000")])
+def test_guidance_and_candidates_outside_a_sane_range_are_refused_in_one_line(run, tmp_path, option, value):
+    status, out, err = run("--out", str(tmp_path / "out"), "--quarters", "2", option, value)
+    assert status == 2 and not out and err.startswith(f"error: {option}: must") and len(err.strip().splitlines()) == 1
+
+
+def test_a_long_melody_says_how_long_it_is_and_shows_progress(run, tmp_path):
+    path = tmp_path / "long.mid"
+    write_midi(roll(257, *[(60 + 2 * (n % 4), 32 * n, 32 * n + 31) for n in range(257)]), path)
+    args = ("--melody", str(path), "--candidates", "1", "--set", "generate.rules=0", "--raw")
+    status, _, err = run("--out", str(tmp_path / "out"), *args)
+    assert status == 0, err
+    assert f"note: {path}: a melody of 257 quarters" in err and "257/257" in err
 
 
 # --------------------------------------------------------------------------------------------
