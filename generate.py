@@ -170,10 +170,10 @@ def main():
     if args.musicxml:
         require_music21()
     melody = read_melody(args.melody, args.melody_track) if args.melody else None
-    if melody is not None and melody.warning:
-        print(f"warning: {melody.warning}", file=sys.stderr)
     if melody is not None:
         refuse_mode_change(melody.quarters, options.key, args.melody)
+        if melody.warning:
+            print(f"warning: {melody.warning}", file=sys.stderr)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write-test-{os.getpid()}"

@@ -105,7 +105,10 @@ def read_melody(path: str | Path, track: str | None = None) -> Melody:
         piece = read_midi(path)
         if piece.dropped_notes:
             raise GuideError(f"{path}: {piece.dropped_notes} notes lie outside the 88 keys (MIDI 21-108)")
-        return Melody("Melody", highest_line(piece.quarters), chords_warning(piece.quarters, str(path)))
+        # one track of chords (a piano piece) is warned about; the highest line of several tracks is the tune
+        parts = sum(track.quarters.any() for track in read_midi_tracks(path))
+        warning = chords_warning(piece.quarters, str(path)) if parts == 1 else ""
+        return Melody("Melody", highest_line(piece.quarters), warning)
     tracks = read_midi_tracks(path)
     names = [t.name for t in tracks]
     named = [n for n, name in enumerate(names) if name == track] or [

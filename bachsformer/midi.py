@@ -449,17 +449,22 @@ class Meter:
     """The time signatures and tempos of a piece, each sorted by position with the first at quarter 0.
 
     Positions are in quarters on the codec's grid, counted from the first quarter the piece has once
-    read (`read_meter`), so the meter of a file lines up with `read_midi(path).quarters`.
+    read (`read_meter`), so the meter of a file lines up with `read_midi(path).quarters`. lead: whole
+    quarters of the first bar before the music's first quarter (a pickup's rests, written as rests),
+    so that a piece may start inside a bar of its own time signature (an anacrusis).
     """
 
     time_signatures: tuple[TimeSignature, ...] = (TimeSignature(0.0, 4, 4),)
     tempos: tuple[Tempo, ...] = (Tempo(0.0, MIDI_DEFAULT_BPM),)
+    lead: float = 0.0
 
     def __post_init__(self):
         for name, events in (("time signatures", self.time_signatures), ("tempos", self.tempos)):
             positions = [event.quarter for event in events]
             if not positions or positions[0] != 0 or positions != sorted(positions):
                 raise ValueError(f"{name} must be sorted by position, the first at quarter 0, got {events}")
+        if self.lead != int(self.lead) or not 0 <= self.lead < self.time_signatures[0].bar:
+            raise ValueError(f"lead must be whole quarters inside the first bar, got {self.lead}")
 
     @classmethod
     def free(cls, tempo_bpm: float) -> Meter:
@@ -468,23 +473,28 @@ class Meter:
 
     def until(self, quarter: float) -> Meter:
         """The meter without the changes from `quarter` on (a primer's tail, past its music)."""
-        return Meter(_events_before(self.time_signatures, quarter), _events_before(self.tempos, quarter))
+        return Meter(_events_before(self.time_signatures, quarter), _events_before(self.tempos, quarter), self.lead)
 
     def after(self, quarter: float) -> Meter:
         """The meter from `quarter` on, positions counted from there: the music before it is cut off.
 
-        Cut inside a bar, the rest of that bar becomes a short bar of its own (a pickup: 1/4 and then
-        3/4 for a 3/4 tune starting on its last beat), so the bar lines stay where they were.
+        Cut inside a bar, whole quarters into it, the music starts inside that bar (a pickup: a 3/4 tune
+        starting on its last beat has a lead of two quarters' rest); cut elsewhere inside a bar, or where
+        the signature changes before the bar ends, the rest of that bar becomes a short bar of its own.
+        Either way the bar lines stay where they were.
         """
         if quarter <= 0:
             return self
         tempos = _events_from(self.tempos, quarter)
         signatures = _events_from(self.time_signatures, quarter)
         current = [ts for ts in self.time_signatures if ts.quarter <= quarter][-1]
-        into_bar = (quarter - current.quarter) % current.bar
+        first_bar = current.quarter - (self.lead if current == self.time_signatures[0] else 0)
+        into_bar = (quarter - first_bar) % current.bar
         if into_bar:
             rest = current.bar - into_bar  # quarters left in the bar that was cut
             following = signatures[1:]
+            if into_bar == int(into_bar) and not (following and following[0].quarter < rest):
+                return Meter(signatures, tempos, into_bar)
             if following and following[0].quarter <= rest:  # the signature changes before the bar ends
                 rest, current = following[0].quarter, None
             pickup = _short_bar(rest, signatures[0].denominator)
@@ -502,7 +512,7 @@ class Meter:
         for number, signature in enumerate(self.time_signatures):
             following = self.time_signatures[number + 1 : number + 2]
             change = following[0].quarter if following else math.inf
-            start = signature.quarter
+            start = signature.quarter - (self.lead if number == 0 else 0)  # a pickup's bar starts before the music
             while start < min(change, num_quarters):
                 bars.append((start, min(start + signature.bar, change), signature))
                 start += signature.bar
@@ -655,18 +665,19 @@ def tracks_to_midi_bytes(
                 f"tempo must be within {MIN_TEMPO_BPM} ... {MAX_TEMPO_BPM} beats per minute, got {tempo.bpm:g}"
             )
     score = symusic.Score(WRITE_TICKS_PER_BEAT)
-    for tempo in meter.tempos:
-        score.tempos.append(symusic.Tempo(round(tempo.quarter * WRITE_TICKS_PER_BEAT), mspq=round(60e6 / tempo.bpm)))
-    for ts in meter.time_signatures:
-        score.time_signatures.append(
-            symusic.TimeSignature(round(ts.quarter * WRITE_TICKS_PER_BEAT), ts.numerator, ts.denominator)
-        )
+    lead = round(meter.lead * WRITE_TICKS_PER_BEAT)  # a pickup's rests: everything after the first event moves
+    for number, tempo in enumerate(meter.tempos):
+        tick = round(tempo.quarter * WRITE_TICKS_PER_BEAT) + lead * (number > 0)
+        score.tempos.append(symusic.Tempo(tick, mspq=round(60e6 / tempo.bpm)))
+    for number, ts in enumerate(meter.time_signatures):
+        tick = round(ts.quarter * WRITE_TICKS_PER_BEAT) + lead * (number > 0)
+        score.time_signatures.append(symusic.TimeSignature(tick, ts.numerator, ts.denominator))
     ticks_per_step = WRITE_TICKS_PER_BEAT // steps_per_quarter
     for name, notes in tracks:
         notes = np.asarray(notes, dtype=np.int64).reshape(-1, 3)
         track = symusic.Track(name=name, program=program)
         track.notes = NoteTickList.from_numpy(
-            (notes[:, 0] * ticks_per_step).astype(np.int32),
+            (notes[:, 0] * ticks_per_step + lead).astype(np.int32),
             ((notes[:, 1] - notes[:, 0]) * ticks_per_step).astype(np.int32),
             notes[:, 2].astype(np.int8),
             np.full(len(notes), WRITE_VELOCITY, dtype=np.int8),
