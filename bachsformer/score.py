@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bachsformer.errors import BachsformerError
+from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.keys import TONIC_NAMES, Key
 from bachsformer.midi import Meter, quarters_to_notes
 from bachsformer.voicing import VOICE_NAMES, Voices
@@ -251,3 +251,34 @@ def _write_score(
     with open(path, "xb") as file:  # "x": never overwrite
         file.write(data)
     return path
+
+
+def render_svg(musicxml_path: str | Path, svg_path: str | Path, width: int = 2100) -> Path:
+    """Engrave a MusicXML score's first page as SVG with verovio (an optional dependency), never overwriting.
+
+    `python -m bachsformer.score SCORE.musicxml OUT.svg` does it from the shell.
+    """
+    try:
+        import verovio
+    except ImportError:
+        raise BachsformerError("engraving needs verovio: pip install verovio") from None
+    toolkit = verovio.toolkit()
+    toolkit.setOptions({"pageWidth": width, "adjustPageHeight": True, "footer": "none", "header": "none"})
+    if not toolkit.loadFile(str(musicxml_path)):
+        raise BachsformerError(f"{musicxml_path}: verovio cannot read it as MusicXML")
+    path = Path(svg_path)
+    with open(path, "x") as file:  # "x": never overwrite
+        file.write(toolkit.renderToSVG(1))
+    return path
+
+
+def main():
+    parser = ArgumentParser(description="Engrave a MusicXML score's first page as SVG (needs verovio).")
+    parser.add_argument("musicxml")
+    parser.add_argument("svg")
+    args = parser.parse_args()
+    print(render_svg(args.musicxml, args.svg))
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)
