@@ -4,6 +4,10 @@ A score is a grand staff: a treble staff and a bass staff joined by a brace, in 
 of the piece's meter (4/4 for music written from nothing) and the key signature of its key, every
 note spelled in that key. MuseScore, Finale, Sibelius and music21 open it.
 
+Four voices (`write_voices_musicxml`) are printed as a chorale is: Soprano and Alto on a treble staff
+(stems up and down), Tenor and Bass on a bass staff, each staff a part named after its voices, each
+voice one line with its own ties (docs/design.md, Generation). A raw roll is written as follows.
+
 How a roll becomes notation, so that nothing is left for a notation program to guess:
 - The melody, when there is one (a harmonized tune), is voice 1 of the treble staff. The other
   notes go to the treble staff from middle C up and to the bass staff below it.
