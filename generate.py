@@ -24,12 +24,13 @@ What the files keep: music is written as four voices, tracks "Soprano", "Alto", 
 each one line on a grid of `generate.grid` (16: sixteenth notes; bachsformer/voicing.py); `--raw`
 writes the decoded roll as one track instead. A harmonization's Soprano is the melody, named as its
 track (or "Melody"). Music made from a file (`--file`, `--regenerate`) keeps the file's tracks and
-every note outside what was written anew; the new music's voices join the tracks of their names or
-follow them. It keeps the file's time signatures and tempos, on the output's grid; music from
-nothing is in 4/4 at `--tempo` (`generate.tempo`), all played by `--program`. `--musicxml` writes a
-score beside the MIDI (Soprano and Alto on a treble staff, Tenor and Bass on a bass staff, spelled in
-the piece's key; needs music21), `--png` a piano roll with the bar lines and the melody, primer or
-regenerated passage marked (needs matplotlib).
+every note outside what was written anew (unless `--key` moves it all); the new music's voices join
+the tracks of their names or follow them. It keeps the file's time signatures (a pickup with its
+rests) and tempos, on the output's grid; music from nothing is in 4/4 at `--tempo`
+(`generate.tempo`), all played by `--program`. `--musicxml` writes a score beside the MIDI (Soprano
+and Alto on a treble staff, Tenor and Bass on a bass staff, spelled in the piece's key; needs
+music21), `--png` a piano roll with the bar lines and the melody, primer or regenerated passage
+marked (needs matplotlib).
 
 Piece i of `--num N --seed S` has seed S + i and is the same as `--seed S+i` alone. Files are named
 after their settings and key and never overwritten; each path is printed, and a piece without a

@@ -101,7 +101,7 @@ class GenerateConfig:
     guidance: float = 1.0  # harmonizing with a melody-conditioned transformer: classifier-free guidance scale
     voicing: bool = True  # write four voices, S A T B, on the grid (voicing.py); false: the decoded roll as it is
     grid: int = 16  # voicing: the shortest note value, onsets and ends on its grid (4, 8, 16 or 32)
-    rules: float = 3.0  # harmonizing and regenerating: weight of the four-part rules in the choice (0: off)
+    rules: float = 10.0  # harmonizing and regenerating: weight of the four-part rules in the choice (0: off)
     device: str = "cpu"
 
     def __post_init__(self):

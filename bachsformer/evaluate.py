@@ -272,8 +272,20 @@ def targets(results: dict) -> dict:
         return abs(reconstruction[name] - reference[name]) <= fraction * reference[name]
 
     overlap_target = 0.75 if music["sampling"]["quarters"] == "held-out lengths" else 0.70
+
     first_nine = music["mean_overlapping_area_of_first_nine"]
+    grid = music["grid"]["generated"]
+    voiced = {  # the voicing issue's: on the grid, four voices, and no worse for it
+        "no_note_off_the_grid_or_shorter_than_it": grid["off_grid"] == 0 and grid["shorter_than_grid"] == 0,
+        "at_most_four_keys_at_once": grid["max_keys"] <= 4,
+        "max_polyphony_within_10%": within("max_polyphony", 0.1),
+        "polyphony_within_10%": within("polyphony", 0.1),
+    }
+    if "before_voicing" in music:
+        before = music["before_voicing"]["mean_overlapping_area_of_first_nine"]
+        voiced["first_nine_overlap_not_lower_than_before_voicing"] = first_nine >= before
     return {
+        **voiced,
         "vq_vae_held_notes_kept_held_at_least_0.90": vq["held_kept"] >= 0.90,
         "vq_vae_restruck_notes_kept_restruck_at_least_0.95": vq["restruck_kept"] >= 0.95,
         "vq_vae_onset_f1_at_least_0.95": vq["onset_f1"] >= 0.95,

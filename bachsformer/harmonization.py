@@ -38,7 +38,7 @@ from bachsformer.compose import decode_quarters, load_models
 from bachsformer.data import load_corpus, midi_files, split
 from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll
 from bachsformer.keys import Key, estimate_key, normalizing_shift, transpose_quarters
-from bachsformer.metrics import scale_consistency, top_line
+from bachsformer.metrics import grid_shares, scale_consistency, top_line
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, MidiError, quarters_to_notes, read_midi_tracks
 from bachsformer.render import write_rolls_png
 from bachsformer.rules import RULE_NAMES, four_part_scores
@@ -279,6 +279,7 @@ def evaluate_harmonization(
     scores: dict[str, list] = {name: [] for name in (*systems, "Bach")}
     seconds = dict.fromkeys(systems, 0.0)
     skipped = []
+    outputs: dict[str, list] = {}
     folder = config.data.midi_dir
     for path in midi_files(folder):
         name = path.relative_to(folder).as_posix()
@@ -311,12 +312,15 @@ def evaluate_harmonization(
             seconds[system] += time.perf_counter() - started
             rolls = [voices.voice_quarters(number) for number in range(4)]  # the rules read the voices
             scores[system].append({**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls)})
+            outputs.setdefault(system, []).append(music)
             if png is not None and system == "model" and len(scores["model"]) == 1:
                 panels = [(music, f"{name}: its Soprano harmonized by bachsformer"), (melody | bach_lower, "Bach")]
                 write_rolls_png(panels, png, melody=melody, overwrite=True)
         bach_scores = harmony_scores(melody | bach_lower, melody, bach_lower)
         scores["Bach"].append({**bach_scores, **four_part_scores(chorale_parts(path))})
     table = {system: summarize(rows) for system, rows in scores.items() if rows}
+    for system, pieces in outputs.items():  # on the grid of the voicing, at most four keys at once
+        table[system]["grid"] = grid_shares(pieces, grid)
     for system in systems:
         if system in table:
             table[system]["seconds"] = round(seconds[system], 1)
@@ -365,6 +369,13 @@ def print_harmonization(results: dict) -> None:
     for system, row in table.items():
         counts = " | ".join(f"{row[f'{name}_per_chorale']:.2f}" for name in RULE_NAMES[:-1])
         print(f"| {system} | {counts} | {row['out_of_range_share']:.3f} | {row['bass_pitch']:.1f} |")
+    for system, row in table.items():
+        if "grid" in row:
+            grid = row["grid"]
+            print(
+                f"{system}: {grid['off_grid']:.3f} of {grid['notes']} notes off the grid,"
+                f" {grid['shorter_than_grid']:.3f} shorter than it, at most {grid['max_keys']} keys at once"
+            )
     if "model" in table:
         for baseline in (s for s in SYSTEMS[1:] if s in table):
             gain = table["model"]["lower_voice_overlap"] - table[baseline]["lower_voice_overlap"]
