@@ -13,11 +13,13 @@ context holds from then on.
   already sounded less what it sounded above the melody, times
   HARMONY_SHARPNESS, so that the texture whose top voice was the tune wins; and the log-likelihood
   the transformer gives the exact quarter after the context, so that lower voices that clash with
-  the imposed melody lose.
+  the imposed melody lose. It loses `generate.rules` times its faults against the four-part rules
+  (`rule_penalties`: parallels, the Bass's range and leaps) where it follows the quarter before.
 - Regenerate: a candidate is the whole passage, sampled after the music before it. Its score is
   the log-likelihood the transformer gives the quarters after the passage (up to
   FOLLOWING_QUARTERS), so choosing by exp(score) is sampling-importance-resampling from
-  p(passage | music before, music after). Every quarter outside the passage is kept as it was read.
+  p(passage | music before, music after), less `generate.rules` times its rule faults between the
+  quarters around it. Every quarter outside the passage is kept as it was read.
 
 Both read and write the music key-normalized, as the models learned it, and move the result back
 to the melody's or the file's key (or to `generate.key`).
@@ -273,8 +275,9 @@ def harmonize(
         # and how likely the transformer finds the quarter as it will be written
         scores += transformer.continuation_log_likelihood(context, imposed_codes, heard).cpu()
         if options.rules:  # and how well it keeps the rules of four-part writing after the quarter before
-            before = written[i - 1 : i] if i else np.zeros_like(tune[:1])
-            tune_around = tune[max(i - 1, 0) : i + 1] if i else np.concatenate([np.zeros_like(tune[:1]), tune[:1]])
+            silence = np.zeros_like(tune[:1])  # before the first quarter
+            before = written[i - 1 : i] if i else silence
+            tune_around = np.concatenate([tune[i - 1 : i] if i else silence, tune[i : i + 1]])
             penalties = rule_penalties(before, imposed[:, None], tune_around, shift, grid)
             scores -= options.rules * torch.from_numpy(penalties).float()
         chosen = choose(scores, generator)
