@@ -161,23 +161,26 @@ def _chord_costs(states: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return DROPPED_CLASS_COST * lost_classes + DROPPED_KEY_COST * (len(keys) - states.shape[1])
 
 
+@cache
+def _pairs(num_voices: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of voices, upper over lower: two int arrays [pairs]."""
+    return np.triu_indices(num_voices, 1)
+
+
 def _parallels(before: np.ndarray, now: np.ndarray, melody_before: int | None, melody_now: int | None) -> np.ndarray:
     """Parallel fifths and octaves between every pair of voices from states before [Ma, 1, V] to now [1, Mb, V]
     (MIDI pitches, -1 a rest), the melody over them included when given: int [Ma, Mb]."""
     if melody_before is not None:
         before = np.concatenate([np.full((*before.shape[:2], 1), melody_before), before], axis=2)
         now = np.concatenate([np.full((*now.shape[:2], 1), melody_now), now], axis=2)
-    count = np.zeros((before.shape[0], now.shape[1]), dtype=np.int64)
-    for upper in range(before.shape[2]):
-        for lower in range(upper + 1, before.shape[2]):
-            high_before, low_before = before[..., upper], before[..., lower]
-            high_now, low_now = now[..., upper], now[..., lower]
-            sounding = (high_before >= 0) & (low_before >= 0) & (high_now >= 0) & (low_now >= 0)
-            interval_before, interval_now = (high_before - low_before) % 12, (high_now - low_now) % 12
-            similar = np.sign(high_now - high_before) * np.sign(low_now - low_before) > 0
-            perfect = (interval_before == interval_now) & np.isin(interval_now, (0, 7))
-            count += sounding & similar & perfect
-    return count
+    upper, lower = _pairs(before.shape[2])
+    high_before, low_before = before[..., upper], before[..., lower]  # [Ma, 1, pairs]
+    high_now, low_now = now[..., upper], now[..., lower]  # [1, Mb, pairs]
+    sounding = (high_before >= 0) & (low_before >= 0) & (high_now >= 0) & (low_now >= 0)
+    interval_before, interval_now = (high_before - low_before) % 12, (high_now - low_now) % 12
+    similar = np.sign(high_now - high_before) * np.sign(low_now - low_before) > 0
+    perfect = (interval_before == interval_now) & ((interval_now == 0) | (interval_now == 7))
+    return (sounding & similar & perfect).sum(axis=2)
 
 
 def _assign(sounding: np.ndarray, struck: np.ndarray, allowed: np.ndarray, voices: tuple, above: np.ndarray | None):
