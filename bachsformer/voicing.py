@@ -6,10 +6,10 @@ grid of `grid_steps` steps (8: sixteenth notes at 32 steps per quarter):
   shorter than half a cell disappears into its neighbours and a longer one fills its cell; a key
   is struck in a cell when a note of it starts nearest that cell's start, or when it did not sound
   in the cell before.
-- Each cell's keys go to the voices, which never cross (S >= A >= T >= B). With four keys or fewer
-  every key is kept; a voice left over rests or doubles a neighbour (a unison: the two voices share
-  the key, which sounds once). With more than four, the highest key is the Soprano's and the lowest
-  the Bass's, and the inner voices take the two keys between them that, over the whole piece (a
+- Each cell's keys go to the voices, which never cross (S >= A >= T >= B); the highest key is the
+  Soprano's and the lowest the Bass's. With four keys or fewer every key is kept; a voice left over
+  rests or doubles another (a unison: the two voices share the key, which sounds once). With more
+  than four, the inner voices take the two keys between the outer ones that, over the whole piece (a
   Viterbi path), cost least: semitones moved by every voice, parallel fifths or octaves between
   two voices (or a voice and the melody), a pitch class of the chord left out, a held note passed
   from one voice to another, a voice outside its range, upper voices more than an octave apart, a
@@ -17,7 +17,8 @@ grid of `grid_steps` steps (8: sixteenth notes at 32 steps per quarter):
   before it, where that keeps the voices from crossing (Bach's voices almost never rest so briefly).
 - A harmonization's melody is the Soprano, note for note as given (its repeated notes keep their
   full length); the three lower voices are voiced below it, from the keys that stay clear of it.
-Every output note is a key that sounded in its cells in the input; nothing else is added.
+Every output note is a key that sounded in its cells in the input, but for the rests held over;
+nothing else is added.
 """
 
 from __future__ import annotations
