@@ -17,14 +17,20 @@ any case) is harmonized below, and a passage (`--regenerate A-B`, quarters count
 by choosing among `--candidates` samples per quarter (or passage) the one that fits
 (bachsformer/guided.py); the transformer hears the melody it harmonizes, `--guidance` above 1 makes
 it lean on the melody harder (classifier-free guidance). A melody keeps its notes exactly: `--key`
-may move it to another tonic, not change its mode.
+may move it to another tonic, not change its mode. A melody with chords (a piano piece) is
+harmonized from its top line, with a warning; a long one shows its progress.
 
-What the files keep: music made from a file (`--melody`, `--file`, `--regenerate`) keeps the file's
-time signatures and tempos, on the output's grid; music from nothing is in 4/4 at `--tempo`
-(`generate.tempo`). A harmonization is two tracks, the melody (named as its track, or "Melody") and
-the model's "Harmony", both playing `--program`. `--musicxml` writes a score beside the MIDI (grand
-staff, the melody in a voice of its own, spelled in the piece's key; needs music21), `--png` a piano
-roll with the bar lines and the melody, primer or regenerated passage marked (needs matplotlib).
+What the files keep: music is written as four voices, tracks "Soprano", "Alto", "Tenor" and "Bass",
+each one line on a grid of `generate.grid` (16: sixteenth notes; bachsformer/voicing.py); `--raw`
+writes the decoded roll as one track instead. A harmonization's Soprano is the melody, named as its
+track (or "Melody"). Music made from a file (`--file`, `--regenerate`) keeps the file's tracks and
+every note outside what was written anew (unless `--key` moves it all); the new music's voices join
+the tracks of their names or follow them. It keeps the file's time signatures (a pickup with its
+rests) and tempos, on the output's grid; music from nothing is in 4/4 at `--tempo`
+(`generate.tempo`), all played by `--program`. `--musicxml` writes a score beside the MIDI (Soprano
+and Alto on a treble staff, Tenor and Bass on a bass staff, spelled in the piece's key; needs
+music21), `--png` a piano roll with the bar lines and the melody, primer or regenerated passage
+marked (needs matplotlib).
 
 Piece i of `--num N --seed S` has seed S + i and is the same as `--seed S+i` alone. Files are named
 after their settings and key and never overwritten; each path is printed, and a piece without a
@@ -42,7 +48,9 @@ import sys
 import time
 from pathlib import Path
 
-from bachsformer.compose import compose, load_models, refuse_mode_change
+from tqdm import tqdm
+
+from bachsformer.compose import compose, file_tracks, load_models, refuse_mode_change, voiced
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.guided import harmonize, parse_passage, read_melody, regenerate
@@ -53,14 +61,17 @@ from bachsformer.midi import (
     Meter,
     read_meter,
     read_midi,
+    tracks_to_midi_bytes,
+    write_bytes,
     write_midi,
 )
 from bachsformer.render import require_matplotlib, write_png, write_wav
 from bachsformer.sampling import check_sampling_options, set_sampling_threads
-from bachsformer.score import require_music21, write_musicxml
+from bachsformer.score import require_music21, write_musicxml, write_voices_musicxml
 from bachsformer.training import resolve_device
 
 MAX_PIECES = 1024  # one batch; more pieces: run again with another --seed
+LONG_MELODY_QUARTERS = 256  # harmonizing more shows its progress (docs/speed.md: 64 quarters take seconds)
 
 
 def unique_path(folder: Path, stem: str, suffix: str) -> Path:
@@ -108,6 +119,7 @@ def main():
     parser.add_argument("--wav", action="store_true", help="also write a WAV preview")
     parser.add_argument("--png", action="store_true", help="also write a piano-roll picture (needs matplotlib)")
     parser.add_argument("--musicxml", action="store_true", help="also write a MusicXML score (needs music21)")
+    parser.add_argument("--raw", action="store_true", help="write the decoded roll as it is, not four voices")
     args = parser.parse_args()
 
     config = load_config(args.config, args.set)
@@ -116,6 +128,8 @@ def main():
         options = dataclasses.replace(
             config.generate, **{n: getattr(args, n) for n in names if getattr(args, n) is not None}
         )
+        if args.raw:
+            options = dataclasses.replace(options, voicing=False)
     except ValueError as error:  # GenerateConfig refuses it, naming the option
         raise BachsformerError(f"--{error}") from None
     out_dir = Path(args.out or options.out_dir)
@@ -160,6 +174,8 @@ def main():
     melody = read_melody(args.melody, args.melody_track) if args.melody else None
     if melody is not None:
         refuse_mode_change(melody.quarters, options.key, args.melody)
+        if melody.warning:
+            print(f"warning: {melody.warning}", file=sys.stderr)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".write-test-{os.getpid()}"
@@ -187,8 +203,17 @@ def main():
     started = time.perf_counter()
     if melody is not None:
         meter = read_meter(args.melody)
-        pieces = [harmonize(vq_vae, transformer, melody.quarters, options, seed, normalized) for seed in seeds]
         length = len(melody.quarters)
+        bar = None
+        if length * options.num > LONG_MELODY_QUARTERS:  # minutes on a CPU: say so, and show how far it is
+            print(f"note: {args.melody}: a melody of {length} quarters, harmonized quarter by quarter", file=sys.stderr)
+            bar = tqdm(total=length * options.num, unit="quarter", file=sys.stderr)
+        pieces = [
+            harmonize(vq_vae, transformer, melody.quarters, options, seed, normalized, progress=bar and bar.update)
+            for seed in seeds
+        ]
+        if bar is not None:
+            bar.close()
         settings = f"{sampling}_m{options.candidates}_harmony-{safe_name(Path(args.melody).stem)}"
     elif args.regenerate:
         piece, meter = read_midi(args.file).quarters, read_meter(args.file)
@@ -211,20 +236,35 @@ def main():
             settings += f"_primer-{safe_name(Path(args.file).stem)}" + (
                 "_continuation" if args.continuation_only else ""
             )
+    # four voices; music made from a file keeps the file's tracks outside what was written anew
+    kept = file_tracks(args.file) if args.file and not options.key and not args.continuation_only else None
+    if melody is not None:
+        pieces = [voiced(piece, options, melody.name) for piece in pieces]
+    elif kept is not None:
+        span = (passage[0] - 1, passage[1]) if passage else (primer_quarters, primer_quarters + options.quarters)
+        pieces = [voiced(piece, options, kept=kept, span=span) for piece in pieces]
+    else:
+        pieces = [voiced(piece, options) for piece in pieces]
     seconds = time.perf_counter() - started
 
     wav_notes = set()
     for seed, piece in zip(seeds, pieces):
         quarters = piece.quarters
         stem = f"bachsformer_seed{seed}_{settings}_{safe_name(str(piece.key).replace(' ', '-'))}"
-        midi_path = write_midi(
-            quarters,
-            unique_path(out_dir, stem, ".mid"),
-            program=options.program,
-            meter=meter,
-            melody=piece.melody,
-            melody_name=melody.name if melody is not None else "Melody",
-        )
+        if piece.tracks is not None:
+            data = tracks_to_midi_bytes(
+                piece.tracks, len(quarters), quarters.shape[2], program=options.program, meter=meter
+            )
+            midi_path = write_bytes(data, unique_path(out_dir, stem, ".mid"))
+        else:
+            midi_path = write_midi(
+                quarters,
+                unique_path(out_dir, stem, ".mid"),
+                program=options.program,
+                meter=meter,
+                melody=piece.melody,
+                melody_name=melody.name if melody is not None else "Melody",
+            )
         print(midi_path)
         if not quarters.any():
             print(f"warning: {midi_path}: the models wrote no notes (a model pair that collapsed?)", file=sys.stderr)
@@ -234,7 +274,11 @@ def main():
             print(wav_path)
         if args.musicxml:
             xml_path = unique_path(out_dir, midi_path.stem, ".musicxml")
-            write_musicxml(quarters, xml_path, piece.key, meter, piece.melody, title=midi_path.stem)
+            if piece.voices is not None:  # the chorale as printed: S and A on a treble staff, T and B on a bass staff
+                names = [name for name, _ in piece.tracks]
+                write_voices_musicxml(piece.voices, xml_path, piece.key, meter, names, title=midi_path.stem)
+            else:
+                write_musicxml(quarters, xml_path, piece.key, meter, piece.melody, title=midi_path.stem)
             print(xml_path)
         if args.png:
             png_path = unique_path(out_dir, midi_path.stem, ".png")

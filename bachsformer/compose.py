@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,8 @@ from bachsformer.keys import (
     parse_key,
     transpose_quarters,
 )
-from bachsformer.midi import drop_short_notes
+from bachsformer.midi import drop_short_notes, notes_to_roll, quarters_to_notes, read_midi_tracks
+from bachsformer.voicing import VOICE_NAMES, Voices, grid_steps, restore_repeats, voice
 from bachsformer.vqvae import VQVAE
 
 DEFAULT_MIN_CONTEXT = 96  # six quarters, half of the default window of 191 codes
@@ -102,6 +104,65 @@ class Composition:
     quarters: np.ndarray  # bool [Q, 88, 32]
     key: Key  # the key it is written in: asked for, the primer's, or estimated
     melody: np.ndarray | None = None  # bool [Q, 88, 32] inside `quarters`: the tune harmonized, in `key`
+    voices: Voices | None = None  # the four voices `quarters` is made of, once voiced (`voiced`)
+    tracks: tuple | None = None  # what its MIDI file holds once voiced: (name, notes [N, 3]) per track
+
+
+def file_tracks(path) -> list[tuple[str, np.ndarray]]:
+    """The tracks of a MIDI file as (name, notes [N, 3] of onset step, offset step, MIDI pitch) on the grid
+    `read_midi` reads it on, each repeated note at its full length."""
+    return [(track.name, restore_repeats(quarters_to_notes(track.quarters))) for track in read_midi_tracks(path)]
+
+
+def notes_outside(notes: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Notes [N, 3] without what sounds in steps [start, end): notes across an edge are cut there."""
+    notes = np.array(notes, dtype=np.int64).reshape(-1, 3)
+    before = notes[notes[:, 0] < start].copy()
+    before[:, 1] = np.minimum(before[:, 1], start)
+    after = notes[notes[:, 1] > end].copy()
+    after[:, 0] = np.maximum(after[:, 0], end)
+    return np.concatenate([before, after])
+
+
+def voiced(
+    piece: Composition,
+    options: GenerateConfig,
+    melody_name: str = VOICE_NAMES[0],
+    kept: list[tuple[str, np.ndarray]] | None = None,
+    span: tuple[int, int] | None = None,
+) -> Composition:
+    """The piece as four voices S, A, T, B on the grid of `options.grid` (voicing.py); as it is when
+    `options.voicing` is off.
+
+    A melody is the Soprano, its track named `melody_name`. kept: the tracks of the file the piece was
+    made from (`file_tracks`), whose notes outside quarters span = (first, last), 0-based and last
+    excluded, stay exactly as they were; only the music of that span is voiced, and its voices join
+    the kept tracks of their names (a chorale's) or come after them as tracks of their own.
+    """
+    if not options.voicing:
+        return piece
+    steps = piece.quarters.shape[2]
+    grid = grid_steps(options.grid, steps)
+    names = (melody_name, *VOICE_NAMES[1:])
+    if kept is None:
+        voices = voice(piece.quarters, grid, piece.melody)
+        return dataclasses.replace(
+            piece, quarters=voices.quarters(), voices=voices, tracks=tuple(zip(names, voices.notes))
+        )
+    first, last = span
+    start, end = first * steps, last * steps
+    tracks = [(name, notes_outside(notes, start, end)) for name, notes in kept]
+    passage = voice(piece.quarters[first:last], grid)
+    for name, notes in zip(names, passage.notes):
+        notes = notes + np.array([start, start, 0])  # [N, 3] on the piece's steps
+        match = next((n for n, (track, _) in enumerate(tracks) if track == name), None)
+        if match is None:
+            tracks.append((name, notes))
+        else:
+            joined = np.concatenate([tracks[match][1], notes])
+            tracks[match] = (name, joined[np.argsort(joined[:, 0], kind="stable")])
+    quarters = notes_to_roll(np.concatenate([notes for _, notes in tracks]), len(piece.quarters), steps)
+    return dataclasses.replace(piece, quarters=quarters, tracks=tuple(tracks))
 
 
 def in_key(quarters: np.ndarray, key: Key, request: str, melody: np.ndarray | None = None) -> Composition:

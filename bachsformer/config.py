@@ -19,7 +19,11 @@ from bachsformer.errors import BachsformerError, check_at_least
 from bachsformer.gpt import GPTConfig
 from bachsformer.keys import KeyNameError, parse_key
 from bachsformer.midi import DEFAULT_PROGRAM
+from bachsformer.voicing import NOTE_VALUES
 from bachsformer.vqvae import VQVAEConfig
+
+MAX_CANDIDATES = 1024  # harmonizing and regenerating: more is slow and memory-bound, and chooses no better
+MAX_GUIDANCE = 10.0  # classifier-free guidance scales used in practice lie in 1 ... 10
 
 
 class ConfigError(BachsformerError):
@@ -95,6 +99,9 @@ class GenerateConfig:
     key: str = ""  # move each piece to this tonic (D, F#, Bb), in a mode if named (G minor); "": as written
     candidates: int = 16  # harmonizing and regenerating: candidates drawn per quarter (or passage) to choose from
     guidance: float = 1.0  # harmonizing with a melody-conditioned transformer: classifier-free guidance scale
+    voicing: bool = True  # write four voices, S A T B, on the grid (voicing.py); false: the decoded roll as it is
+    grid: int = 16  # voicing: the shortest note value, onsets and ends on its grid (4, 8, 16 or 32)
+    rules: float = 10.0  # harmonizing and regenerating: weight of the four-part rules in the choice (0: off)
     device: str = "cpu"
     threads: int = 0  # CPU threads for sampling (`sampling.set_sampling_threads`); 0: OMP_NUM_THREADS, else 1
 
@@ -102,7 +109,19 @@ class GenerateConfig:
         """Refuse values no run can use; the message starts with the key (config.py adds the section)."""
         check_at_least(self, 1, "candidates")
         check_at_least(self, 0, "threads")
-        check_at_least(self, 0, "guidance")
+        check_at_least(self, 0, "guidance", "rules")
+        if self.candidates > MAX_CANDIDATES:
+            raise ValueError(
+                f"candidates: must be at most {MAX_CANDIDATES} (each quarter decodes and scores them all), got"
+                f" {self.candidates}"
+            )
+        if not self.guidance <= MAX_GUIDANCE:
+            raise ValueError(
+                f"guidance: must lie in 0 ... {MAX_GUIDANCE:g} (beyond, the melody's pull swamps the model), got"
+                f" {self.guidance:g}"
+            )
+        if self.grid not in NOTE_VALUES:
+            raise ValueError(f"grid: must be a note value, one of {', '.join(map(str, NOTE_VALUES))}, got {self.grid}")
         if not 0 <= self.program <= 127:
             raise ValueError(f"program: must be a General MIDI program 0 ... 127, got {self.program}")
         if self.key:

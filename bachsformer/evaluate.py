@@ -44,13 +44,15 @@ from bachsformer.metrics import (
     FEATURE_NAMES,
     best_scale,
     compare,
+    grid_shares,
     longest_verbatim_runs,
     onsets_in_scale,
     piece_features,
 )
-from bachsformer.midi import NUM_KEYS, key_range, quarters_to_notes
+from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, key_range, quarters_to_notes
 from bachsformer.sampling import set_sampling_threads
 from bachsformer.training import resolve_device
+from bachsformer.voicing import grid_steps, voice
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
 COPY_LIMIT = 8  # a verbatim run of this many quarters counts as replaying the training data
@@ -199,7 +201,24 @@ def evaluate(
     generated = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
     generated = [piece.quarters[:length] for piece, length in zip(generated, lengths)]
     reference = [p.quarters for p in held_out]
+    grid = grid_steps(options.grid, STEPS_PER_QUARTER)
+    raw = generated
+    if options.voicing:  # four voices, as generate.py writes them (the raw roll: --set generate.voicing=false)
+        generated = [voice(quarters, grid).quarters() for quarters in raw]
     music = compare(generated, reference)
+    music["grid"] = {
+        "note_value": options.grid,
+        "generated": grid_shares(generated, grid),
+        "Bach": grid_shares(reference, grid),
+    }
+    if options.voicing:  # what voicing changed
+        before = compare(raw, reference)
+        music["grid"]["before_voicing"] = grid_shares(raw, grid)
+        music["before_voicing"] = {
+            name: before[name] for name in ("mean_overlapping_area", "mean_overlapping_area_of_first_nine")
+        }
+        music["before_voicing"]["generated_mean"] = before["generated_mean"]
+        music["before_voicing"]["overlapping_area"] = before["overlapping_area"]
     # what the codes allow: the held-out files through the VQ-VAE, decoded as generation decodes
     reconstructed = [
         decode_quarters(vq_vae, untransposed(piece), min_note_steps=options.min_note_steps) for piece in held_out_codes
@@ -254,8 +273,20 @@ def targets(results: dict) -> dict:
         return abs(reconstruction[name] - reference[name]) <= fraction * reference[name]
 
     overlap_target = 0.75 if music["sampling"]["quarters"] == "held-out lengths" else 0.70
+
     first_nine = music["mean_overlapping_area_of_first_nine"]
+    grid = music["grid"]["generated"]
+    voiced = {  # the voicing issue's: on the grid, four voices, and no worse for it
+        "no_note_off_the_grid_or_shorter_than_it": grid["off_grid"] == 0 and grid["shorter_than_grid"] == 0,
+        "at_most_four_keys_at_once": grid["max_keys"] <= 4,
+        "max_polyphony_within_10%": within("max_polyphony", 0.1),
+        "polyphony_within_10%": within("polyphony", 0.1),
+    }
+    if "before_voicing" in music:
+        before = music["before_voicing"]["mean_overlapping_area_of_first_nine"]
+        voiced["first_nine_overlap_not_lower_than_before_voicing"] = first_nine >= before
     return {
+        **voiced,
         "vq_vae_held_notes_kept_held_at_least_0.90": vq["held_kept"] >= 0.90,
         "vq_vae_restruck_notes_kept_restruck_at_least_0.95": vq["restruck_kept"] >= 0.95,
         "vq_vae_onset_f1_at_least_0.95": vq["onset_f1"] >= 0.95,
@@ -389,6 +420,22 @@ def print_table(results: dict) -> None:
         f" of the first nine: {music['mean_overlapping_area_of_first_nine']:.3f}"
     )
     print(f"pitch-class histogram distance (total variation): {music['pitch_class_distance']:.3f}")
+    grid = music["grid"]
+    rows = [(name, grid[name]) for name in ("before_voicing", "generated", "Bach") if name in grid]
+    print(f"on the grid of 1/{grid['note_value']} notes:")
+    for name, row in rows:
+        print(
+            f"  {name.replace('_', ' ')}: {row['off_grid']:.3f} of {row['notes']} notes off it,"
+            f" {row['shorter_than_grid']:.3f} shorter, at most {row['max_keys']} keys at once"
+        )
+    if "before_voicing" in music:
+        before = music["before_voicing"]
+        print(
+            f"before voicing: mean overlapping area {before['mean_overlapping_area']:.3f}, of the first nine"
+            f" {before['mean_overlapping_area_of_first_nine']:.3f}; polyphony"
+            f" {before['generated_mean']['polyphony']:.3f}, max polyphony"
+            f" {before['generated_mean']['max_polyphony']:.3f}"
+        )
     copies = music["longest_verbatim_run"]
     print(f"longest verbatim run from the training files: max {copies['max']}, mean {copies['mean']:.2f} quarters")
     print("\ntargets:")

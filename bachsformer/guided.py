@@ -14,11 +14,13 @@ context holds from then on.
   already sounded less what it sounded above the melody, times
   HARMONY_SHARPNESS, so that the texture whose top voice was the tune wins; and the log-likelihood
   the transformer gives the exact quarter after the context, so that lower voices that clash with
-  the imposed melody lose.
+  the imposed melody lose. It loses `generate.rules` times its faults against the four-part rules
+  (`rule_penalties`: parallels, the Bass's range and leaps) where it follows the quarter before.
 - Regenerate: a candidate is the whole passage, sampled after the music before it. Its score is
   the log-likelihood the transformer gives the quarters after the passage (up to
   FOLLOWING_QUARTERS), so choosing by exp(score) is sampling-importance-resampling from
-  p(passage | music before, music after). Every quarter outside the passage is kept as it was read.
+  p(passage | music before, music after), less `generate.rules` times its rule faults between the
+  quarters around it. Every quarter outside the passage is kept as it was read.
 
 Both read and write the music key-normalized, as the models learned it, and move the result back
 to the melody's or the file's key (or to `generate.key`).
@@ -40,10 +42,18 @@ from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters
 from bachsformer.melody import melody_tokens, window_melody
 from bachsformer.metrics import highest_line
 from bachsformer.midi import NUM_KEYS, drop_short_notes, read_midi, read_midi_tracks
+from bachsformer.rules import count_rules, lines
+from bachsformer.voicing import VOICE_RANGES, grid_steps, voice
 from bachsformer.vqvae import VQVAE
 
 HARMONY_SHARPNESS = 20.0  # exp(20 * score): a candidate sounding 10 % more of the melody is e^2 times likelier
 FOLLOWING_QUARTERS = 4  # quarters after a regenerated passage that its candidates are scored on
+# The four-part rules in the choice (rule_penalties), in units of the score (log-likelihood): a candidate
+# with one parallel fifth more is e^-2 times as likely to be chosen, times generate.rules.
+RULE_WEIGHTS = {"parallel_fifths": 2.0, "parallel_octaves": 2.0, "hidden_fifths": 0.5, "hidden_octaves": 0.5}
+OUTER_WEIGHT = 2.0  # again for the parallels and hidden octaves of Soprano and Bass, the voices heard most
+BASS_RANGE_WEIGHT = 0.5  # per semitone a Bass note lies outside the Bass's range
+BASS_LEAP_WEIGHT = 0.2  # per semitone the Bass leaps between notes
 
 
 class GuideError(BachsformerError):
@@ -60,25 +70,29 @@ def piece_quarters(roll: np.ndarray, steps_per_quarter: int) -> np.ndarray:
     return np.ascontiguousarray(roll.reshape(NUM_KEYS, -1, steps_per_quarter).transpose(1, 0, 2))
 
 
-def check_melody(melody: np.ndarray, source: str) -> None:
-    """GuideError unless quarters [Q, 88, S] are one line of notes: never two keys at once, and some note."""
+def chords_warning(melody: np.ndarray, source: str) -> str:
+    """GuideError when quarters [Q, 88, S] hold no note; where they hold chords, the warning that their top line
+    is harmonized (one line naming the source and the first chord); else ""."""
     roll = piece_roll(melody)
     voices = roll.sum(axis=0)
     if not voices.any():
         raise GuideError(f"{source}: has no notes")
-    if voices.max() > 1:
-        step = int(np.argmax(voices > 1))
-        raise GuideError(
-            f"{source}: the melody has chords ({int(voices[step])} notes at once in quarter"
-            f" {step // melody.shape[2] + 1}); give a single line, or a track that holds one (--melody-track)"
-        )
+    if voices.max() <= 1:
+        return ""
+    step = int(np.argmax(voices > 1))
+    return (
+        f"{source}: the melody has chords ({int(voices[step])} notes at once in quarter"
+        f" {step // melody.shape[2] + 1}); harmonizing its top line"
+    )
 
 
 class Melody(NamedTuple):
-    """A melody read from a file: the name of its track ("Melody" for the file's highest line) and its quarters."""
+    """A melody read from a file: the name of its track ("Melody" for the file's highest line), its quarters,
+    and a warning when it had chords (its top line is the melody)."""
 
     name: str
     quarters: np.ndarray  # bool [Q, 88, 32], one line of notes
+    warning: str = ""
 
 
 def read_melody(path: str | Path, track: str | None = None) -> Melody:
@@ -86,14 +100,18 @@ def read_melody(path: str | Path, track: str | None = None) -> Melody:
 
     track: a track's number (counted from 0 over the tracks that are not drums) or its name, matched
     exactly and else regardless of case ("soprano" finds "Soprano"); the track's quarters lie on the
-    whole file's grid, so a harmonized chorale aligns with the original. Raises MidiError or GuideError
-    with one line naming the file and the problem.
+    whole file's grid, so a harmonized chorale aligns with the original. A melody with chords (a piano
+    piece) is its top line, with a warning. Raises MidiError or GuideError with one line naming the
+    file and the problem.
     """
     if track is None:
         piece = read_midi(path)
         if piece.dropped_notes:
             raise GuideError(f"{path}: {piece.dropped_notes} notes lie outside the 88 keys (MIDI 21-108)")
-        return Melody("Melody", highest_line(piece.quarters))
+        # one track of chords (a piano piece) is warned about; the highest line of several tracks is the tune
+        parts = sum(track.quarters.any() for track in read_midi_tracks(path))
+        warning = chords_warning(piece.quarters, str(path)) if parts == 1 else ""
+        return Melody("Melody", highest_line(piece.quarters), warning)
     tracks = read_midi_tracks(path)
     names = [t.name for t in tracks]
     named = [n for n, name in enumerate(names) if name == track] or [
@@ -110,8 +128,8 @@ def read_melody(path: str | Path, track: str | None = None) -> Melody:
     source = f"{path}: track {number} {name!r}"
     if dropped:
         raise GuideError(f"{source}: {dropped} notes lie outside the 88 keys (MIDI 21-108)")
-    check_melody(quarters, source)
-    return Melody(name or "Melody", quarters)
+    warning = chords_warning(quarters, source)
+    return Melody(name or "Melody", highest_line(quarters), warning)
 
 
 def melody_ceiling(melody_roll: np.ndarray) -> np.ndarray:
@@ -159,6 +177,31 @@ def melody_scores(candidates: np.ndarray, melody: np.ndarray, ceiling: np.ndarra
     return (hits - above) / max(int(melody.sum()), 1)
 
 
+def rule_penalties(before: np.ndarray, candidates: np.ndarray, melody: np.ndarray | None, shift: int, grid: int):
+    """How far each candidate breaks the four-part rules where it follows the music before it: float [M].
+
+    before: quarters [B, 88, S] written before; candidates: [M, P, 88, S]; melody: quarters [B + P, 88, S]
+    of the tune over both (None: no melody); shift: semitones the music was moved by (the ranges are
+    the voices' in the key it is written in). Each candidate is voiced after `before` (voicing.py), and
+    its parallel and hidden fifths and octaves between all voices (those of Soprano and Bass again),
+    its Bass notes outside the Bass's range and its Bass leaps are weighed (RULE_WEIGHTS).
+    """
+    low, high = VOICE_RANGES[3]
+    penalties = np.zeros(len(candidates))
+    for number, candidate in enumerate(candidates):
+        voices = voice(np.concatenate([before, candidate]), grid, melody)
+        voice_lines = lines([voices.voice_quarters(part) for part in range(4)])
+        counts = count_rules(voice_lines)
+        outer = count_rules(voice_lines[[0, 3]])
+        bass = voices.notes[3][:, 2] - shift  # MIDI pitches in the written key
+        penalty = sum(RULE_WEIGHTS[name] * counts[name] for name in RULE_WEIGHTS)
+        penalty += OUTER_WEIGHT * (outer["parallel_fifths"] + outer["parallel_octaves"] + outer["hidden_octaves"])
+        penalty += BASS_RANGE_WEIGHT * (np.maximum(low - bass, 0) + np.maximum(bass - high, 0)).sum()
+        penalty += BASS_LEAP_WEIGHT * np.abs(np.diff(bass)).sum()
+        penalties[number] = penalty
+    return penalties
+
+
 def encode_after(vq_vae: VQVAE, previous: np.ndarray | None, quarters: np.ndarray) -> torch.Tensor:
     """Codes [M, 16] of each of quarters [M, 88, 32], each read as following `previous` [88, 32] (if any)."""
     before = None if previous is None else torch.from_numpy(previous)
@@ -180,6 +223,7 @@ def harmonize(
     seed: int,
     normalize_key: bool = True,
     hear_melody: bool = True,
+    progress=None,
 ) -> Composition:
     """The melody quarters [Q, 88, 32] (one line of notes) with voices below it written by the models.
 
@@ -187,6 +231,7 @@ def harmonize(
     A transformer with the melody condition hears the tune (each quarter's and those ahead of it),
     with classifier-free guidance options.guidance; hear_melody False draws its candidates
     without it, as an unconditioned transformer does (the ablation of `evaluate --harmonize`).
+    progress: called with 1 after each quarter is written (a progress bar's update), or None.
     """
     melody = np.asarray(melody, dtype=bool)
     key = estimate_key(melody)
@@ -202,6 +247,7 @@ def harmonize(
     heard_ahead = transformer.config.melody_quarters if hear_melody else 0
     tokens = torch.from_numpy(melody_tokens(tune)) if heard_ahead else None  # [Q, slots]
     shared = None  # the context run so far
+    grid = grid_steps(options.grid, steps)
     for i in range(len(tune)):
         # the last context_quarters quarters: a window that slides by a quarter once full
         first = max(0, i - context_quarters)
@@ -224,8 +270,16 @@ def harmonize(
         scores = torch.from_numpy(HARMONY_SHARPNESS * melody_scores(rolls, tune[i], quarter_ceiling)).float()
         # and how likely the transformer finds the quarter as it will be written
         scores += transformer.log_likelihood_after(shared, imposed_codes).cpu()
+        if options.rules:  # and how well it keeps the rules of four-part writing after the quarter before
+            silence = np.zeros_like(tune[:1])  # before the first quarter
+            before = written[i - 1 : i] if i else silence
+            tune_around = np.concatenate([tune[i - 1 : i] if i else silence, tune[i : i + 1]])
+            penalties = rule_penalties(before, imposed[:, None], tune_around, shift, grid)
+            scores -= options.rules * torch.from_numpy(penalties).float()
         chosen = int(copies[choose(scores[copies], generator)])  # each copy drawn as often as it was sampled
         written[i], codes[i] = imposed[chosen], imposed_codes[chosen]
+        if progress is not None:
+            progress(1)
     if options.min_note_steps > 1:
         written = drop_short_notes(written, options.min_note_steps)
     # once more over the whole piece: the cuts around melody notes that start or end on a boundary
@@ -282,11 +336,16 @@ def regenerate(
         history = torch.cat([before.expand(options.candidates, -1), passages], dim=1)[:, -history_length:]
         sequences = torch.cat([history, after.expand(options.candidates, -1)], dim=1)
         scores = transformer.log_likelihood(sequences, history.shape[1]).cpu()
-    passage = decode_quarters(
-        vq_vae,
-        passages[choose(scores, generator)],
-        min_note_steps=options.min_note_steps,
-        previous=codes[first - 2] if first > 1 else None,
+    previous = codes[first - 2] if first > 1 else None
+    decoded = np.stack(  # [M, P, 88, 32]
+        [decode_quarters(vq_vae, row, min_note_steps=options.min_note_steps, previous=previous) for row in passages]
     )
+    if options.rules:  # the four-part rules where each candidate meets the music around it
+        normalized = transpose_quarters(quarters[max(first - 2, 0) : last + 1], shift)
+        before, after = normalized[: min(first - 1, 1)], normalized[len(normalized) - (last < len(quarters)) :]
+        around = np.concatenate([decoded, np.broadcast_to(after, (len(decoded), *after.shape))], axis=1)
+        grid = grid_steps(options.grid, quarters.shape[2])
+        scores = scores - options.rules * torch.from_numpy(rule_penalties(before, around, None, shift, grid)).float()
+    passage = decoded[choose(scores, generator)]
     music = np.concatenate([quarters[: first - 1], transpose_quarters(passage, -shift), quarters[last:]])
     return in_key(music, key, options.key)

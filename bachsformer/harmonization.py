@@ -38,9 +38,11 @@ from bachsformer.compose import decode_quarters, load_models
 from bachsformer.data import load_corpus, midi_files, split
 from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll
 from bachsformer.keys import Key, estimate_key, normalizing_shift, transpose_quarters
-from bachsformer.metrics import scale_consistency, top_line
-from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, MidiError, quarters_to_notes, read_midi_tracks
+from bachsformer.metrics import grid_shares, scale_consistency, top_line
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, MidiError, quarters_to_notes, read_midi_tracks
 from bachsformer.render import write_rolls_png
+from bachsformer.rules import RULE_NAMES, four_part_scores
+from bachsformer.voicing import VOICE_NAMES, grid_steps, voice
 
 MELODY_TRACK = "Soprano"
 LOWER_TRACKS = ("Alto", "Tenor", "Bass")
@@ -76,6 +78,13 @@ def chorale_voices(path) -> tuple[np.ndarray, np.ndarray] | None:
     return soprano, np.logical_or.reduce(lower)
 
 
+def chorale_parts(path) -> list[np.ndarray]:
+    """A chorale's Soprano, Alto, Tenor and Bass tracks as quarters [Q, 88, 32] on one grid (silent where missing)."""
+    tracks = read_midi_tracks(path)
+    silent = np.zeros_like(tracks[0].quarters)
+    return [next((t.quarters for t in tracks if t.name == name and t.quarters.any()), silent) for name in VOICE_NAMES]
+
+
 def triad_harmonization(melody: np.ndarray, key: Key) -> np.ndarray:
     """Melody quarters [Q, 88, S] with the diatonic triad on each melody note below it, in three parts.
 
@@ -96,9 +105,9 @@ def triad_harmonization(melody: np.ndarray, key: Key) -> np.ndarray:
         alto = next(p for p in range(pitch - 1, pitch - 13, -1) if p % 12 in chord)
         tenor = next(p for p in range(alto - 1, alto - 13, -1) if p % 12 in chord)
         bass = next(p for p in range(min(tenor - 1, BASS_RANGE[1]), BASS_RANGE[0] - 13, -1) if p % 12 == pitch % 12)
-        for voice in (alto, tenor, bass):
-            if 0 <= voice - LOWEST_PITCH < NUM_KEYS:
-                row = roll[voice - LOWEST_PITCH]
+        for part in (alto, tenor, bass):
+            if 0 <= part - LOWEST_PITCH < NUM_KEYS:
+                row = roll[part - LOWEST_PITCH]
                 if onset > 0 and row[onset - 1]:
                     row[onset - 1] = False  # a repeated note: the earlier one loses its last step, as the codec writes
                 row[onset:offset] = True
@@ -168,6 +177,12 @@ def voice_leading(music: np.ndarray, melody: np.ndarray) -> dict:
     }
 
 
+def bass_pitch(quarters: np.ndarray) -> float:
+    """Mean MIDI pitch of the bass line (the lowest sounding key, note by note); 0 when silent."""
+    flipped = top_line(quarters[:, ::-1])
+    return float((2 * LOWEST_PITCH + NUM_KEYS - 1 - flipped).mean()) if len(flipped) else 0.0
+
+
 def harmony_scores(music: np.ndarray, melody: np.ndarray, bach_lower: np.ndarray) -> dict:
     """The module's measures of one harmonization against Bach's lower voices (all [Q, 88, S])."""
     ours = pitch_classes_per_quarter(music & ~melody)
@@ -181,6 +196,7 @@ def harmony_scores(music: np.ndarray, melody: np.ndarray, bach_lower: np.ndarray
         "voices_per_quarter": float(voices[voices > 0].mean()) if voices.any() else 0.0,
         "scale_consistency": scale_consistency(music),
         "bass_leap": bass_leap(music),
+        "bass_pitch": bass_pitch(music),
         "melody_kept": melody_kept(music, melody),
         **voice_leading(music, melody),
     }
@@ -202,6 +218,10 @@ def summarize(scores: list[dict]) -> dict:
         "consonance_on_the_beat": total("consonant_beats") / max(total("beats_together"), 1),
         "melody_kept": sum(s["melody_kept"] for s in scores),
         "files": len(scores),
+        "bass_pitch": float(np.mean([s["bass_pitch"] for s in scores])),
+        # the four-part rules between all voice pairs, per chorale
+        **{f"{name}_per_chorale": float(np.mean([s[name] for s in scores])) for name in RULE_NAMES},
+        "out_of_range_share": total("out_of_range") / max(total("notes"), 1),
     }
 
 
@@ -222,13 +242,20 @@ def harmonization_targets(table: dict) -> dict:
     """The melody issue's targets for the model's row, each True or False."""
     model, bach = table["model"], table["Bach"]
     return {
-        "lower_voice_overlap_at_least_0.50": model["lower_voice_overlap"] >= 0.50,
-        "parallels_at_most_0.5_per_100_eighths": model["parallels_per_100_eighths"] <= 0.5,
+        "lower_voice_overlap_at_least_0.52": model["lower_voice_overlap"] >= 0.52,
+        "parallels_at_most_0.3_per_100_eighths": model["parallels_per_100_eighths"] <= 0.3,
+        "all_pairs_parallels_at_most_twice_Bach's": all_parallels(model) <= 2 * all_parallels(bach),
         "consonance_on_the_beat_at_least_0.90": model["consonance_on_the_beat"] >= 0.90,
         "bass_leap_within_15%": abs(model["bass_leap"] - bach["bass_leap"]) <= 0.15 * bach["bass_leap"],
         "voices_per_quarter_within_0.2": abs(model["voices_per_quarter"] - bach["voices_per_quarter"]) <= 0.2,
+        "bass_pitch_within_2_semitones": abs(model["bass_pitch"] - bach["bass_pitch"]) <= 2,
         "melody_kept_in_every_file": model["melody_kept"] == model["files"],
     }
+
+
+def all_parallels(row: dict) -> float:
+    """Parallel fifths and octaves between all voice pairs, per chorale, of a table row."""
+    return row["parallel_fifths_per_chorale"] + row["parallel_octaves_per_chorale"]
 
 
 def evaluate_harmonization(
@@ -246,11 +273,13 @@ def evaluate_harmonization(
     names = {piece.name for piece in held_out}
     options = dataclasses.replace(config.generate, key="")
     single = dataclasses.replace(options, candidates=1)
+    grid = grid_steps(options.grid, STEPS_PER_QUARTER)
     # without the melody condition, hearing the melody and not hearing it are one system
     systems = [s for s in systems if transformer.config.melody_quarters or MODEL_SYSTEMS.get(s, (0, 1))[1]]
     scores: dict[str, list] = {name: [] for name in (*systems, "Bach")}
     seconds = dict.fromkeys(systems, 0.0)
     skipped = []
+    outputs: dict[str, list] = {}
     folder = config.data.midi_dir
     for path in midi_files(folder):
         name = path.relative_to(folder).as_posix()
@@ -277,13 +306,21 @@ def evaluate_harmonization(
                 music = harmonize(
                     vq_vae, transformer, melody, system_options, seed, config.data.normalize_key, hear_melody=hears
                 ).quarters
+            voices = voice(music, grid, melody)  # four voices, as generate.py writes them
+            if options.voicing:
+                music = voices.quarters()
             seconds[system] += time.perf_counter() - started
-            scores[system].append(harmony_scores(music, melody, bach_lower))
+            rolls = [voices.voice_quarters(number) for number in range(4)]  # the rules read the voices
+            scores[system].append({**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls)})
+            outputs.setdefault(system, []).append(music)
             if png is not None and system == "model" and len(scores["model"]) == 1:
                 panels = [(music, f"{name}: its Soprano harmonized by bachsformer"), (melody | bach_lower, "Bach")]
                 write_rolls_png(panels, png, melody=melody, overwrite=True)
-        scores["Bach"].append(harmony_scores(melody | bach_lower, melody, bach_lower))
+        bach_scores = harmony_scores(melody | bach_lower, melody, bach_lower)
+        scores["Bach"].append({**bach_scores, **four_part_scores(chorale_parts(path))})
     table = {system: summarize(rows) for system, rows in scores.items() if rows}
+    for system, pieces in outputs.items():  # on the grid of the voicing, at most four keys at once
+        table[system]["grid"] = grid_shares(pieces, grid)
     for system in systems:
         if system in table:
             table[system]["seconds"] = round(seconds[system], 1)
@@ -325,6 +362,20 @@ def print_harmonization(results: dict) -> None:
             f" | {row['scale_consistency']:.3f} | {row['bass_leap']:.2f} | {row['parallels_per_100_eighths']:.2f}"
             f" | {row['consonance_on_the_beat']:.3f} | {kept} |"
         )
+    print("\nfour-part rules between all voice pairs, per chorale (notes out of range: share of all notes)")
+    columns = ("system", *(name.replace("_", " ") for name in RULE_NAMES[:-1]), "out of range", "bass pitch")
+    print(f"| {' | '.join(columns)} |")
+    print("|---" * len(columns) + "|")
+    for system, row in table.items():
+        counts = " | ".join(f"{row[f'{name}_per_chorale']:.2f}" for name in RULE_NAMES[:-1])
+        print(f"| {system} | {counts} | {row['out_of_range_share']:.3f} | {row['bass_pitch']:.1f} |")
+    for system, row in table.items():
+        if "grid" in row:
+            grid = row["grid"]
+            print(
+                f"{system}: {grid['off_grid']:.3f} of {grid['notes']} notes off the grid,"
+                f" {grid['shorter_than_grid']:.3f} shorter than it, at most {grid['max_keys']} keys at once"
+            )
     if "model" in table:
         for baseline in (s for s in SYSTEMS[1:] if s in table):
             gain = table["model"]["lower_voice_overlap"] - table[baseline]["lower_voice_overlap"]

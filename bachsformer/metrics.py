@@ -309,6 +309,33 @@ def compare(generated: Sequence[np.ndarray], reference: Sequence[np.ndarray]) ->
     }
 
 
+def grid_shares(pieces: Sequence[np.ndarray], grid: int) -> dict:
+    """How the notes of pieces [Q, 88, steps] sit on a grid of `grid` steps, pooled over the pieces.
+
+    off_grid: the share of notes whose onset or end is off the grid (an end one step before a
+    grid point counts as on it when the key is struck again there: the codec's repeat gap);
+    shorter_than_grid: the share shorter than one grid cell; max_keys: the most keys sounding at
+    one step of any piece.
+    """
+    notes_total = off = short = most = 0
+    for quarters in pieces:
+        quarters = _check_piece(quarters)
+        notes = quarters_to_notes(quarters)
+        onset_keys = {(int(onset), int(pitch)) for onset, _, pitch in notes.tolist()}
+        ends = np.array([end + 1 if (end + 1, pitch) in onset_keys else end for _, end, pitch in notes.tolist()])
+        ends = ends.reshape(-1).astype(np.int64)
+        off += int(((notes[:, 0] % grid != 0) | (ends % grid != 0)).sum())
+        short += int((ends - notes[:, 0] < grid).sum())
+        notes_total += len(notes)
+        most = max(most, int(quarters.sum(axis=1).max()))
+    return {
+        "notes": notes_total,
+        "off_grid": off / max(notes_total, 1),
+        "shorter_than_grid": short / max(notes_total, 1),
+        "max_keys": most,
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Copying
 

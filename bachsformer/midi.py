@@ -296,6 +296,20 @@ def _roll(key: np.ndarray, onset: np.ndarray, offset: np.ndarray, num_quarters: 
     return np.ascontiguousarray(roll.reshape(NUM_KEYS, num_quarters, steps).transpose(1, 0, 2))
 
 
+def notes_to_roll(notes: np.ndarray, num_quarters: int, steps_per_quarter: int = STEPS_PER_QUARTER) -> np.ndarray:
+    """Quarters [Q, 88, steps] of notes [N, 3] (onset step, offset step, MIDI pitch) under the codec's note rules.
+
+    Notes of several voices may share a key: a unison sounds once, and a note struck while its key
+    sounds re-strikes it (the one-step gap), as reading a MIDI file of those notes gives.
+    """
+    notes = np.asarray(notes, dtype=np.int64).reshape(-1, 3)
+    key = notes[:, 2] - LOWEST_PITCH
+    if ((key < 0) | (key >= NUM_KEYS)).any():
+        raise ValueError(f"pitches must lie on the 88 keys (MIDI {LOWEST_PITCH} ... {LOWEST_PITCH + NUM_KEYS - 1})")
+    key, onset, offset = _separate_repeats(key, notes[:, 0], np.maximum(notes[:, 1], notes[:, 0] + 1))
+    return _roll(key, onset, offset, num_quarters, steps_per_quarter)
+
+
 def _leading_silence(grid: _Grid, steps_per_quarter: int) -> int:
     """Steps of the whole silent quarters before the first note: what reading trims."""
     return int(grid.onset.min()) // steps_per_quarter * steps_per_quarter
@@ -435,17 +449,22 @@ class Meter:
     """The time signatures and tempos of a piece, each sorted by position with the first at quarter 0.
 
     Positions are in quarters on the codec's grid, counted from the first quarter the piece has once
-    read (`read_meter`), so the meter of a file lines up with `read_midi(path).quarters`.
+    read (`read_meter`), so the meter of a file lines up with `read_midi(path).quarters`. lead: whole
+    quarters of the first bar before the music's first quarter (a pickup's rests, written as rests),
+    so that a piece may start inside a bar of its own time signature (an anacrusis).
     """
 
     time_signatures: tuple[TimeSignature, ...] = (TimeSignature(0.0, 4, 4),)
     tempos: tuple[Tempo, ...] = (Tempo(0.0, MIDI_DEFAULT_BPM),)
+    lead: float = 0.0
 
     def __post_init__(self):
         for name, events in (("time signatures", self.time_signatures), ("tempos", self.tempos)):
             positions = [event.quarter for event in events]
             if not positions or positions[0] != 0 or positions != sorted(positions):
                 raise ValueError(f"{name} must be sorted by position, the first at quarter 0, got {events}")
+        if self.lead != int(self.lead) or not 0 <= self.lead < self.time_signatures[0].bar:
+            raise ValueError(f"lead must be whole quarters inside the first bar, got {self.lead}")
 
     @classmethod
     def free(cls, tempo_bpm: float) -> Meter:
@@ -454,23 +473,28 @@ class Meter:
 
     def until(self, quarter: float) -> Meter:
         """The meter without the changes from `quarter` on (a primer's tail, past its music)."""
-        return Meter(_events_before(self.time_signatures, quarter), _events_before(self.tempos, quarter))
+        return Meter(_events_before(self.time_signatures, quarter), _events_before(self.tempos, quarter), self.lead)
 
     def after(self, quarter: float) -> Meter:
         """The meter from `quarter` on, positions counted from there: the music before it is cut off.
 
-        Cut inside a bar, the rest of that bar becomes a short bar of its own (a pickup: 1/4 and then
-        3/4 for a 3/4 tune starting on its last beat), so the bar lines stay where they were.
+        Cut inside a bar, whole quarters into it, the music starts inside that bar (a pickup: a 3/4 tune
+        starting on its last beat has a lead of two quarters' rest); cut elsewhere inside a bar, or where
+        the signature changes before the bar ends, the rest of that bar becomes a short bar of its own.
+        Either way the bar lines stay where they were.
         """
         if quarter <= 0:
             return self
         tempos = _events_from(self.tempos, quarter)
         signatures = _events_from(self.time_signatures, quarter)
         current = [ts for ts in self.time_signatures if ts.quarter <= quarter][-1]
-        into_bar = (quarter - current.quarter) % current.bar
+        first_bar = current.quarter - (self.lead if current == self.time_signatures[0] else 0)
+        into_bar = (quarter - first_bar) % current.bar
         if into_bar:
             rest = current.bar - into_bar  # quarters left in the bar that was cut
             following = signatures[1:]
+            if into_bar == int(into_bar) and not (following and following[0].quarter < rest):
+                return Meter(signatures, tempos, into_bar)
             if following and following[0].quarter <= rest:  # the signature changes before the bar ends
                 rest, current = following[0].quarter, None
             pickup = _short_bar(rest, signatures[0].denominator)
@@ -488,7 +512,7 @@ class Meter:
         for number, signature in enumerate(self.time_signatures):
             following = self.time_signatures[number + 1 : number + 2]
             change = following[0].quarter if following else math.inf
-            start = signature.quarter
+            start = signature.quarter - (self.lead if number == 0 else 0)  # a pickup's bar starts before the music
             while start < min(change, num_quarters):
                 bars.append((start, min(start + signature.bar, change), signature))
                 start += signature.bar
@@ -604,24 +628,6 @@ def quarters_to_midi_bytes(
     track, "bachsformer". Reading the file back gives `quarters` when no melody note touches a note
     of its key in the rest (as `guided.impose_melody` makes sure).
     """
-    if not 0 <= program <= 127:
-        raise ValueError(f"program must be a General MIDI program 0 ... 127, got {program}")
-    steps_per_quarter = np.shape(quarters)[-1]
-    if WRITE_TICKS_PER_BEAT % steps_per_quarter:
-        raise ValueError(f"{steps_per_quarter} steps per quarter do not divide the MIDI grid")
-    meter = Meter.free(tempo_bpm) if meter is None else meter.until(len(quarters))
-    for tempo in meter.tempos:
-        if not MIN_TEMPO_BPM <= tempo.bpm <= MAX_TEMPO_BPM:
-            raise ValueError(
-                f"tempo must be within {MIN_TEMPO_BPM} ... {MAX_TEMPO_BPM} beats per minute, got {tempo.bpm:g}"
-            )
-    score = symusic.Score(WRITE_TICKS_PER_BEAT)
-    for tempo in meter.tempos:
-        score.tempos.append(symusic.Tempo(round(tempo.quarter * WRITE_TICKS_PER_BEAT), mspq=round(60e6 / tempo.bpm)))
-    for ts in meter.time_signatures:
-        score.time_signatures.append(
-            symusic.TimeSignature(round(ts.quarter * WRITE_TICKS_PER_BEAT), ts.numerator, ts.denominator)
-        )
     quarters = np.asarray(quarters, dtype=bool)
     if melody is None:
         parts = [("bachsformer", quarters)]
@@ -630,12 +636,48 @@ def quarters_to_midi_bytes(
         if melody.shape != quarters.shape or (melody & ~quarters).any():
             raise ValueError("the melody must lie inside the music: quarters of the same shape, no note of its own")
         parts = [(melody_name, melody), ("Harmony", quarters & ~melody)]
+    tracks = [(name, quarters_to_notes(part)) for name, part in parts]
+    return tracks_to_midi_bytes(tracks, len(quarters), quarters.shape[-1], tempo_bpm, program, meter=meter)
+
+
+def tracks_to_midi_bytes(
+    tracks: list[tuple[str, np.ndarray]],
+    num_quarters: int,
+    steps_per_quarter: int = STEPS_PER_QUARTER,
+    tempo_bpm: float = 100.0,
+    program: int = DEFAULT_PROGRAM,
+    *,
+    meter: Meter | None = None,
+) -> bytes:
+    """Write named tracks of notes [N, 3] (onset step, offset step, MIDI pitch) as a MIDI file playing `program`.
+
+    Each note is written as it is given (two tracks may share a key; a repeated note keeps its full
+    length). meter: as `quarters_to_midi_bytes` has it, for music of `num_quarters` quarters.
+    """
+    if not 0 <= program <= 127:
+        raise ValueError(f"program must be a General MIDI program 0 ... 127, got {program}")
+    if WRITE_TICKS_PER_BEAT % steps_per_quarter:
+        raise ValueError(f"{steps_per_quarter} steps per quarter do not divide the MIDI grid")
+    meter = Meter.free(tempo_bpm) if meter is None else meter.until(num_quarters)
+    for tempo in meter.tempos:
+        if not MIN_TEMPO_BPM <= tempo.bpm <= MAX_TEMPO_BPM:
+            raise ValueError(
+                f"tempo must be within {MIN_TEMPO_BPM} ... {MAX_TEMPO_BPM} beats per minute, got {tempo.bpm:g}"
+            )
+    score = symusic.Score(WRITE_TICKS_PER_BEAT)
+    lead = round(meter.lead * WRITE_TICKS_PER_BEAT)  # a pickup's rests: everything after the first event moves
+    for number, tempo in enumerate(meter.tempos):
+        tick = round(tempo.quarter * WRITE_TICKS_PER_BEAT) + lead * (number > 0)
+        score.tempos.append(symusic.Tempo(tick, mspq=round(60e6 / tempo.bpm)))
+    for number, ts in enumerate(meter.time_signatures):
+        tick = round(ts.quarter * WRITE_TICKS_PER_BEAT) + lead * (number > 0)
+        score.time_signatures.append(symusic.TimeSignature(tick, ts.numerator, ts.denominator))
     ticks_per_step = WRITE_TICKS_PER_BEAT // steps_per_quarter
-    for name, part in parts:
-        notes = quarters_to_notes(part)
+    for name, notes in tracks:
+        notes = np.asarray(notes, dtype=np.int64).reshape(-1, 3)
         track = symusic.Track(name=name, program=program)
         track.notes = NoteTickList.from_numpy(
-            (notes[:, 0] * ticks_per_step).astype(np.int32),
+            (notes[:, 0] * ticks_per_step + lead).astype(np.int32),
             ((notes[:, 1] - notes[:, 0]) * ticks_per_step).astype(np.int32),
             notes[:, 2].astype(np.int8),
             np.full(len(notes), WRITE_VELOCITY, dtype=np.int8),
@@ -657,6 +699,12 @@ def write_midi(
     """Write quarters to a MIDI file at `path` (see `quarters_to_midi_bytes`); refuses to overwrite a file."""
     path = Path(path)
     data = quarters_to_midi_bytes(quarters, tempo_bpm, program, meter=meter, melody=melody, melody_name=melody_name)
+    return write_bytes(data, path)
+
+
+def write_bytes(data: bytes, path: str | Path) -> Path:
+    """Write a file's bytes at `path`, never overwriting a file."""
+    path = Path(path)
     with open(path, "xb") as file:  # "x": never overwrite
         file.write(data)
     return path

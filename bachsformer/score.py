@@ -4,6 +4,10 @@ A score is a grand staff: a treble staff and a bass staff joined by a brace, in 
 of the piece's meter (4/4 for music written from nothing) and the key signature of its key, every
 note spelled in that key. MuseScore, Finale, Sibelius and music21 open it.
 
+Four voices (`write_voices_musicxml`) are printed as a chorale is: Soprano and Alto on a treble staff
+(stems up and down), Tenor and Bass on a bass staff, each staff a part named after its voices, each
+voice one line with its own ties (docs/design.md, Generation). A raw roll is written as follows.
+
 How a roll becomes notation, so that nothing is left for a notation program to guess:
 - The melody, when there is one (a harmonized tune), is voice 1 of the treble staff. The other
   notes go to the treble staff from middle C up and to the bass staff below it.
@@ -25,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bachsformer.errors import BachsformerError
+from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.keys import TONIC_NAMES, Key
 from bachsformer.midi import Meter, quarters_to_notes
+from bachsformer.voicing import VOICE_NAMES, Voices
 
 MIDDLE_C = 60  # the lowest pitch on the treble staff
 LETTERS = "CDEFGAB"
@@ -39,6 +44,7 @@ CHROMATIC = {
     "minor": {1: (2, -1), 4: (3, +1), 6: (4, +1), 9: (6, +1), 11: (7, +1)},
 }
 # note values in steps of 1/32 quarter, the longest first: breve, dotted whole, whole ... 128th
+STEMS = ("up", "down")  # the upper and the lower voice of a staff
 NOTE_VALUES = tuple(sorted({2**n for n in range(9)} | {3 * 2**n for n in range(8)}, reverse=True))
 
 
@@ -148,31 +154,75 @@ def write_musicxml(
     key: the piece's key (key signature and spelling); meter: its time signatures and tempos (None:
     4/4 at 120); melody: quarters [Q, 88, steps] inside `quarters`, written as a voice of its own.
     """
+    quarters = np.asarray(quarters, dtype=bool)
+    has_melody = melody is not None
+    melody = np.zeros_like(quarters) if melody is None else np.asarray(melody, dtype=bool)
+    rest = quarters_to_notes(quarters & ~melody)
+    staves = {  # staff -> its voices' notes
+        "treble": ([quarters_to_notes(melody)] if has_melody else []) + [rest[rest[:, 2] >= MIDDLE_C]],
+        "bass": [rest[rest[:, 2] < MIDDLE_C]],
+    }
+    return _write_score(staves, len(quarters), quarters.shape[2], path, key, meter, title)
+
+
+def write_voices_musicxml(
+    voices: Voices,
+    path: str | Path,
+    key: Key,
+    meter: Meter | None = None,
+    names: tuple[str, ...] = VOICE_NAMES,
+    title: str = "",
+) -> Path:
+    """Write four voices as a chorale is printed, at `path` (never overwritten): Soprano and Alto on a treble
+    staff, stems up and down, Tenor and Bass on a bass staff, each staff named after its voices (`names`:
+    S, A, T, B). Every voice is one line, so each note is written with its own ties."""
+    staves = {"treble": list(voices.notes[:2]), "bass": list(voices.notes[2:])}
+    part_names = {"treble": f"{names[0]}, {names[1]}", "bass": f"{names[2]}, {names[3]}"}
+    steps = voices.steps_per_quarter
+    return _write_score(staves, voices.num_quarters, steps, path, key, meter, title, part_names, STEMS)
+
+
+def _write_score(
+    staves: dict[str, list[np.ndarray]],
+    num_quarters: int,
+    steps: int,
+    path: str | Path,
+    key: Key,
+    meter: Meter | None,
+    title: str,
+    part_names: dict[str, str] | None = None,
+    stems: tuple[str, ...] | None = None,
+) -> Path:
+    """A grand staff of staves {"treble", "bass"} -> their voices' notes [N, 3], written at `path`.
+
+    part_names: each staff's name; stems: the stem direction of each staff's voices, every voice then
+    written in every bar (else one voice of chords alone is written without voices, and a voice under
+    the first that only rests in a bar is left out there).
+    """
     require_music21()
     import music21
     import music21.musicxml.m21ToXml
 
-    quarters = np.asarray(quarters, dtype=bool)
-    steps = quarters.shape[2]
     meter = meter or Meter()
-    bars = meter.bars(len(quarters)) or [(0.0, meter.time_signatures[0].bar, meter.time_signatures[0])]
+    bars = meter.bars(num_quarters) or [(0.0, meter.time_signatures[0].bar, meter.time_signatures[0])]
     bar_steps = [(round(start * steps), round(end * steps), signature) for start, end, signature in bars]
     cuts = [start for start, _, _ in bar_steps] + [bar_steps[-1][1]]
     spelling = spellings(key)
-    has_melody = melody is not None
-    melody = np.zeros_like(quarters) if melody is None else np.asarray(melody, dtype=bool)
-    rest = quarters_to_notes(quarters & ~melody)
-    staves = {  # staff -> its voices, each as [(step, element)]
-        "treble": ([quarters_to_notes(melody)] if has_melody else []) + [rest[rest[:, 2] >= MIDDLE_C]],
-        "bass": [rest[rest[:, 2] < MIDDLE_C]],
-    }
     tonic = TONIC_NAMES[key.mode][key.tonic].replace("b", "-")
     score = music21.stream.Score()
     score.metadata = music21.metadata.Metadata(title=title)
     parts = []
     for staff, voices in staves.items():
-        part = music21.stream.PartStaff(id=staff)
+        # named staves are parts of their own (a grand staff's two staves are one part, with one name)
+        part = music21.stream.Part(id=staff) if part_names else music21.stream.PartStaff(id=staff)
+        if part_names:
+            part.partName = part_names[staff]
         voice_elements = [_voice_elements(music21, notes, cuts, spelling, steps) for notes in voices]
+        if stems:
+            for elements, stem in zip(voice_elements, stems):
+                for _, element in elements:
+                    if not element.isRest:
+                        element.stemDirection = stem
         previous_signature = None
         for number, (start, end, signature) in enumerate(bar_steps):
             measure = music21.stream.Measure(number=number + 1)
@@ -189,7 +239,7 @@ def write_musicxml(
                         measure.insert((round(tempo.quarter * steps) - start) / steps, mark)
             in_bar = [[(step, e) for step, e in elements if start <= step < end] for elements in voice_elements]
             # the first voice (the melody) is always there; a voice under it that only rests is left out
-            kept = [n for n, elements in enumerate(in_bar) if n == 0 or any(not e.isRest for _, e in elements)]
+            kept = [n for n, elements in enumerate(in_bar) if stems or n == 0 or any(not e.isRest for _, e in elements)]
             for n in kept:
                 holder = measure if len(kept) == 1 else music21.stream.Voice(id=str(n + 1))
                 for step, element in in_bar[n]:
@@ -205,3 +255,34 @@ def write_musicxml(
     with open(path, "xb") as file:  # "x": never overwrite
         file.write(data)
     return path
+
+
+def render_svg(musicxml_path: str | Path, svg_path: str | Path, width: int = 2100) -> Path:
+    """Engrave a MusicXML score's first page as SVG with verovio (an optional dependency), never overwriting.
+
+    `python -m bachsformer.score SCORE.musicxml OUT.svg` does it from the shell.
+    """
+    try:
+        import verovio
+    except ImportError:
+        raise BachsformerError("engraving needs verovio: pip install verovio") from None
+    toolkit = verovio.toolkit()
+    toolkit.setOptions({"pageWidth": width, "adjustPageHeight": True, "footer": "none", "header": "none"})
+    if not toolkit.loadFile(str(musicxml_path)):
+        raise BachsformerError(f"{musicxml_path}: verovio cannot read it as MusicXML")
+    path = Path(svg_path)
+    with open(path, "x") as file:  # "x": never overwrite
+        file.write(toolkit.renderToSVG(1))
+    return path
+
+
+def main():
+    parser = ArgumentParser(description="Engrave a MusicXML score's first page as SVG (needs verovio).")
+    parser.add_argument("musicxml")
+    parser.add_argument("svg")
+    args = parser.parse_args()
+    print(render_svg(args.musicxml, args.svg))
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)

@@ -43,6 +43,11 @@ def test_an_int_is_accepted_where_a_float_is_expected():
         ("data.validation_fraction=1.5", "data.validation_fraction: must lie in [0, 1), a share of the files, got 1.5"),
         ("data.validation_fraction=-0.1", "data.validation_fraction: must lie in [0, 1), a share of the files"),
         ("gpt.n_layer", "not of the form section.key=value"),
+        ("generate.grid=12", "generate.grid: must be a note value, one of 4, 8, 16, 32, got 12"),
+        ("generate.voicing=maybe", "generate.voicing: expected bool"),
+        ("generate.rules=-1", "generate.rules: must be at least 0"),
+        ("generate.guidance=.nan", "generate.guidance: must lie in 0 ... 10"),
+        ("generate.candidates=5000", "generate.candidates: must be at most 1024"),
         (
             "data.max_transpose=6",
             "'data.max_transpose' has moved: set train_vq_vae.max_transpose and train_transformer.max_transpose",

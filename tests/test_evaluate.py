@@ -61,12 +61,22 @@ def test_pieces_take_the_held_out_lengths_in_turn(config):
     assert next_quarter["quarters"] == sum(len(range(2, length - 4 + 1, 3)) for length in lengths)
     assert 0 <= next_quarter["sampled_in_key"] <= 1 and 0 <= next_quarter["reconstructed_in_key"] <= 1
     json.dumps(results)  # JSON-ready as it is
+    # voiced as generate.py writes it: on the grid, four keys at most (the raw roll is not)
+    grid = results["music"]["grid"]
+    assert grid["generated"]["off_grid"] == 0 and grid["generated"]["shorter_than_grid"] == 0
+    assert grid["generated"]["max_keys"] <= 4 and grid["before_voicing"]["notes"] > 0
+    assert results["targets"]["no_note_off_the_grid_or_shorter_than_it"]
 
 
 def test_a_fixed_length_gives_every_piece_that_length(config):
     results = evaluate(config, 3, 5, seed=0, device="cpu")
     assert results["music"]["sampling"]["lengths"] == [5, 5, 5]
     assert set(results["targets"]) == {
+        "no_note_off_the_grid_or_shorter_than_it",
+        "at_most_four_keys_at_once",
+        "max_polyphony_within_10%",
+        "polyphony_within_10%",
+        "first_nine_overlap_not_lower_than_before_voicing",
         "vq_vae_held_notes_kept_held_at_least_0.90",
         "vq_vae_restruck_notes_kept_restruck_at_least_0.95",
         "vq_vae_onset_f1_at_least_0.95",
@@ -95,8 +105,15 @@ def test_targets_compare_with_bach_as_the_thresholds_say():
         "notes_per_quarter": 4.0,
         "long_notes": 0.1,
         "repetition": 0.05,
+        "polyphony": 4.3,
     }
-    ours = {"scale_consistency": 0.911, "max_polyphony": 4.8, "top_voice_leap": 2.41, "notes_per_quarter": 3.6}
+    ours = {
+        "scale_consistency": 0.911,
+        "max_polyphony": 4.8,
+        "top_voice_leap": 2.41,
+        "notes_per_quarter": 3.6,
+        "polyphony": 3.9,
+    }
     reconstruction = {"long_notes": 0.081, "repetition": 0.066, "max_polyphony": 4.5}
     results = {
         "vq_vae": {
@@ -117,9 +134,16 @@ def test_targets_compare_with_bach_as_the_thresholds_say():
             "mean_overlapping_area_of_first_nine": 0.75,
             "longest_verbatim_run": {"max": 7},
             "sampling": {"quarters": "held-out lengths"},
+            "grid": {"generated": {"off_grid": 0.0, "shorter_than_grid": 0.01, "max_keys": 4}},
+            "before_voicing": {"mean_overlapping_area_of_first_nine": 0.76},
         },
     }
     assert targets(results) == {
+        "no_note_off_the_grid_or_shorter_than_it": False,  # 1 % shorter
+        "at_most_four_keys_at_once": True,
+        "max_polyphony_within_10%": False,  # 20 % above
+        "polyphony_within_10%": True,  # 9.3 % below
+        "first_nine_overlap_not_lower_than_before_voicing": False,
         "vq_vae_held_notes_kept_held_at_least_0.90": True,
         "vq_vae_restruck_notes_kept_restruck_at_least_0.95": False,
         "vq_vae_onset_f1_at_least_0.95": True,

@@ -114,7 +114,7 @@ def test_compose_with_a_primer_keeps_it_unless_continuation_only(models, primer)
 
 def test_cli_writes_the_quarters_compose_makes_and_prints_the_path(run, models, tmp_path):
     out = tmp_path / "out"
-    status, stdout, err = run("--out", str(out), "--quarters", "3", "--seed", "4")
+    status, stdout, err = run("--out", str(out), "--quarters", "3", "--seed", "4", "--raw")
     assert status == 0, err
     path, summary = stdout.strip().splitlines()
     path = Path(path)
@@ -173,7 +173,7 @@ def test_piece_i_of_a_batch_equals_its_seed_alone(run, tmp_path):
 
 
 def test_primer_continuation_starts_with_the_primer_and_is_named_after_it(run, root, models, primer, tmp_path):
-    args = ("--file", str(root / PRIMER_NAME), "--quarters", "2", "--seed", "1")
+    args = ("--file", str(root / PRIMER_NAME), "--quarters", "2", "--seed", "1", "--raw")
     (path,) = written(run("--out", str(tmp_path / "full"), *args))
     assert path.name == f"bachsformer_seed1_t1_k0_p1_q2_primer-My_Primer_v2_{key_name(primer)}.mid"
     quarters = read_midi(path).quarters
@@ -185,8 +185,8 @@ def test_primer_continuation_starts_with_the_primer_and_is_named_after_it(run, r
 
     (only,) = written(run("--out", str(tmp_path / "only"), *args, "--continuation-only"))
     assert only.name == f"bachsformer_seed1_t1_k0_p1_q2_primer-My_Primer_v2_continuation_{key_name(primer)}.mid"
-    # the bar the primer ended in goes on: a 1/4 bar, then 4/4
-    only_meter = Meter((TimeSignature(0.0, 1, 4), TimeSignature(1.0, 4, 4)), (Tempo(0.0, 100.0),))
+    # the bar the primer ended in goes on: the continuation starts on its last beat, after three quarters' rest
+    only_meter = Meter((TimeSignature(0.0, 4, 4),), (Tempo(0.0, 100.0),), lead=3)
     assert primer_meter.after(PRIMER_QUARTERS) == only_meter
     assert only.read_bytes() == quarters_to_midi_bytes(expected[PRIMER_QUARTERS:], meter=only_meter)
     assert len(read_midi(only).quarters) <= 2
@@ -233,7 +233,7 @@ def test_a_missing_model_file_says_which_script_trains_it(model, script, run, tm
 
 def test_the_cli_drops_notes_shorter_than_min_note_steps(run, models, tmp_path):
     (path,) = written(
-        run("--out", str(tmp_path), "--quarters", "3", "--seed", "4", "--set", "generate.min_note_steps=6")
+        run("--out", str(tmp_path), "--quarters", "3", "--seed", "4", "--set", "generate.min_note_steps=6", "--raw")
     )
     (expected,) = composed(models, 3, [4], min_note_steps=6)
     (unfiltered,) = composed(models, 3, [4])
@@ -277,7 +277,8 @@ def test_an_all_silent_piece_is_written_as_an_empty_midi_wav_and_png(run, tmp_pa
 def test_key_moves_each_piece_to_the_asked_tonic_and_names_it(run, models, tmp_path):
     (as_written,) = composed(models, 3, [4])
     for asked, name in (("D", None), ("G minor", "G-minor"), ("bb", None)):
-        (path,) = written(run("--out", str(tmp_path / asked), "--quarters", "3", "--seed", "4", "--key", asked))
+        args = ("--quarters", "3", "--seed", "4", "--key", asked, "--raw")
+        (path,) = written(run("--out", str(tmp_path / asked), *args))
         expected, key = move_to_key(as_written, parse_key(asked))
         assert path.read_bytes() == quarters_to_midi_bytes(expected, TEMPO)
         assert path.name == f"bachsformer_seed4_t1_k0_p1_q3_{str(key).replace(' ', '-')}.mid"
@@ -295,7 +296,8 @@ def test_a_primer_in_d_comes_back_in_d_with_its_own_quarters_unchanged(run, mode
     shift = normalizing_shift(primer_in_d)
     assert shift == -2  # the models hear it in C major
 
-    (path,) = written(run("--out", str(tmp_path / "out"), "--file", str(tmp_path / "in_d.mid"), "--quarters", "2"))
+    args = ("--file", str(tmp_path / "in_d.mid"), "--quarters", "2", "--raw")
+    (path,) = written(run("--out", str(tmp_path / "out"), *args))
     assert path.name.endswith("_primer-in_d_D-major.mid")
     quarters = read_midi(path).quarters
     assert np.array_equal(quarters[:PRIMER_QUARTERS], primer_in_d)
@@ -319,7 +321,7 @@ def test_without_key_normalization_a_primer_is_continued_in_its_own_key(run, mod
     notes = [(pitch, 32 * quarter, 32 * quarter + 28) for quarter, chord in enumerate(chords) for pitch in chord]
     write_midi(roll(PRIMER_QUARTERS, *notes), tmp_path / "in_d.mid")
     primer_in_d = read_midi(tmp_path / "in_d.mid").quarters
-    args = ("--file", str(tmp_path / "in_d.mid"), "--quarters", "2", "--set", "data.normalize_key=false")
+    args = ("--file", str(tmp_path / "in_d.mid"), "--quarters", "2", "--set", "data.normalize_key=false", "--raw")
     (path,) = written(run("--out", str(tmp_path / "out"), *args))
     options = dataclasses.replace(OPTIONS, quarters=2)
     (expected,) = compose(*models, options, [0], primer_in_d, normalize_key=False)
@@ -348,8 +350,8 @@ WALTZ_METER = [
 ]
 WALTZ_SOPRANO = [(67, 2, 1), (71, 3, 1), (74, 4, 1), (72, 5, 1), (71, 6, 2), (66, 8, 1), (67, 9, 3)]
 WALTZ_BASS = [(43, 2, 3), (50, 5, 3), (43, 8, 4)]
-# read: two silent quarters trimmed, the rest of the first bar a 1/4 bar, then 3/4
-WALTZ = Meter((TimeSignature(0.0, 1, 4), TimeSignature(1.0, 3, 4)), (Tempo(0.0, 60e6 / mido.bpm2tempo(72)),))
+# read: two silent quarters trimmed, and kept as the lead of a pickup under 3/4
+WALTZ = Meter((TimeSignature(0.0, 3, 4),), (Tempo(0.0, 60e6 / mido.bpm2tempo(72)),), lead=2)
 
 
 @pytest.fixture(scope="module")
@@ -381,11 +383,13 @@ def test_a_harmonized_3_4_tune_keeps_its_meter_and_tempo_and_is_melody_and_harmo
     assert read_meter(waltz) == WALTZ
     (path,) = written(run("--out", str(tmp_path), "--melody", str(waltz), "--melody-track", "soprano"))
     signatures, tempos, names, programs = meta(path)
-    assert signatures == [(0, 1, 4), (480, 3, 4)] and tempos == [(0, mido.bpm2tempo(72))]
-    assert names == ["Soprano", "Harmony"] and programs == [19, 19]  # both on the organ
-    melody_track, harmony = read_midi_tracks(path)
+    assert signatures == [(0, 3, 4)] and tempos == [(0, mido.bpm2tempo(72))]  # a pickup under the tune's 3/4
+    assert names == ["Soprano", "Alto", "Tenor", "Bass"] and programs == [19] * 4  # all on the organ
+    melody_track, *lower = read_midi_tracks(path)
     assert np.array_equal(melody_track.quarters, soprano)  # exactly the input's melody
-    assert harmony.quarters.any() and not (harmony.quarters & soprano).any()
+    for track in lower:  # each one line on the grid of sixteenths
+        assert track.quarters.sum(axis=1).max() <= 1 and not (track.quarters & soprano).any()
+        assert (quarters_to_notes(track.quarters)[:, 0] % 8 == 0).all()
     assert read_meter(path) == WALTZ
 
 
@@ -395,7 +399,7 @@ def test_a_tune_harmonized_in_another_tonic_is_moved_whole_and_played_by_program
     (path,) = written(run(*args))
     assert path.name.endswith("_A-major.mid")
     _, _, names, programs = meta(path)
-    assert names == ["Melody", "Harmony"] and programs == [52, 52]
+    assert names == ["Melody", "Alto", "Tenor", "Bass"] and programs == [52] * 4
     soprano = read_midi_tracks(waltz)[0].quarters
     assert np.array_equal(read_midi_tracks(path)[0].quarters, np.roll(soprano, 2, axis=1))  # G major -> A major
     assert tune.any()
@@ -404,7 +408,9 @@ def test_a_tune_harmonized_in_another_tonic_is_moved_whole_and_played_by_program
 def test_continuing_or_regenerating_a_3_4_file_keeps_its_meter(run, waltz, tmp_path):
     length = len(read_midi(waltz).quarters)  # 10 quarters: a 1/4 bar and three of 3/4
     (continued,) = written(run("--out", str(tmp_path / "a"), "--file", str(waltz), "--quarters", "2"))
-    assert read_meter(continued) == WALTZ and meta(continued)[2] == ["bachsformer"]
+    assert read_meter(continued) == WALTZ
+    # the file's tracks, the continuation's Soprano and Bass in them, its Alto and Tenor after them
+    assert meta(continued)[2] == ["Soprano", "Bass", "Alto", "Tenor"]
     (only,) = written(run("--out", str(tmp_path / "b"), "--file", str(waltz), "--quarters", "5", "--continuation-only"))
     signatures, tempos, _, _ = meta(only)
     assert signatures == [(0, 3, 4)] and tempos == [(0, mido.bpm2tempo(72))]  # it starts on a bar line
@@ -416,22 +422,29 @@ def test_continuing_or_regenerating_a_3_4_file_keeps_its_meter(run, waltz, tmp_p
 def test_free_music_is_in_4_4_at_the_configured_tempo(run, tmp_path):
     (path,) = written(run("--out", str(tmp_path), "--quarters", "2", "--tempo", "66"))
     signatures, tempos, names, _ = meta(path)
-    assert signatures == [(0, 4, 4)] and tempos == [(0, mido.bpm2tempo(66))] and names == ["bachsformer"]
+    assert signatures == [(0, 4, 4)] and tempos == [(0, mido.bpm2tempo(66))]
+    assert names == ["Soprano", "Alto", "Tenor", "Bass"]
 
 
 def test_musicxml_scores_hold_the_notes_of_the_midi(run, waltz, tmp_path):
     music21 = pytest.importorskip("music21")
-    from test_score import score_notes
+    from test_score import score_notes, voice_notes
 
-    for args in (("--melody", str(waltz), "--melody-track", "Soprano"), ("--quarters", "3")):
-        midi, xml = written(run("--out", str(tmp_path), *args, "--musicxml"))
+    runs = (("--melody", str(waltz), "--melody-track", "Soprano"), ("--quarters", "3"), ("--quarters", "3", "--raw"))
+    for number, args in enumerate(runs):
+        midi, xml = written(run("--out", str(tmp_path / str(number)), *args, "--musicxml"))
         assert xml == midi.with_suffix(".musicxml")
         ticks_per_beat, notes = parse_midi_bytes(midi.read_bytes())
-        steps = {(on * 32 // ticks_per_beat, off * 32 // ticks_per_beat, pitch) for on, off, pitch in notes.tolist()}
-        assert score_notes(xml) == steps
+        steps = [(on * 32 // ticks_per_beat, off * 32 // ticks_per_beat, pitch) for on, off, pitch in notes.tolist()]
+        if "--raw" in args:
+            assert score_notes(xml) == set(steps)
+        else:  # four voices: every note of the MIDI, voice by voice, ties well formed, nothing under a sixteenth
+            names, voices, shortest, _ = voice_notes(xml)
+            assert sorted(note for voice in voices for note in voice) == sorted(steps)
+            assert names[1] == "Tenor, Bass" and shortest >= 0.25
         score = music21.converter.parse(str(xml))
         signatures = [ts.ratioString for ts in score.parts[0].recurse().getElementsByClass("TimeSignature")]
-        assert signatures == (["1/4", "3/4"] if "--melody" in args else ["4/4"])
+        assert signatures == (["3/4"] if "--melody" in args else ["4/4"])
         (key_signature,) = score.parts[0].recurse().getElementsByClass("KeySignature")
         tonic, mode = midi.stem.rsplit("_", 1)[1].split("-")  # the key the file is named after
         assert key_signature.sharps == music21.key.Key(tonic.replace("b", "-"), mode).sharps
@@ -495,3 +508,71 @@ def test_a_melody_track_is_found_by_its_exact_name_first_then_in_any_case(run, t
         (out,) = written(run("--out", str(tmp_path / asked), "--melody", str(path), "--melody-track", asked))
         melody_track = read_midi_tracks(out)[0]
         assert melody_track.name == name and set(quarters_to_notes(melody_track.quarters)[:, 2]) == {pitch}
+
+
+# --------------------------------------------------------------------------------------------
+# four voices in the files (issue 23's defects, each once)
+
+
+def track_notes(path: Path) -> dict[str, list[tuple[int, int, int]]]:
+    """Each track's notes (onset tick, offset tick, pitch) as written, by track name."""
+    midi = mido.MidiFile(path)
+    found = {}
+    for track in midi.tracks:
+        name, ticks, started, notes = None, 0, {}, []
+        for message in track:
+            ticks += message.time
+            if message.type == "track_name":
+                name = message.name
+            elif message.type == "note_on" and message.velocity:
+                started[message.note] = ticks
+            elif message.type in ("note_off", "note_on"):
+                notes.append((started.pop(message.note), ticks, message.note))
+        if name is not None:
+            found[name] = sorted(notes)
+    return found
+
+
+def test_free_music_is_four_lines_on_the_grid(run, tmp_path):
+    (path,) = written(run("--out", str(tmp_path), "--quarters", "6", "--seed", "3"))
+    tracks = track_notes(path)
+    assert list(tracks) == ["Soprano", "Alto", "Tenor", "Bass"]
+    for notes in tracks.values():
+        assert all(onset % 120 == 0 and offset % 120 == 0 for onset, offset, _ in notes)  # sixteenths of 480 ticks
+        assert all(later[0] >= earlier[1] for earlier, later in zip(notes, notes[1:]))  # one key at a time
+    assert read_midi(path).quarters.sum(axis=1).max() <= 4
+
+
+def test_a_pickup_keeps_its_rests_and_a_repeated_melody_note_its_full_length(run, tmp_path):
+    tune = tmp_path / "tune.mid"  # 2/4, a pickup of one quarter after a quarter's rest, repeated notes
+    notes = [(67, 1, 1), (67, 2, 1), (67, 3, 0.5), (69, 3.5, 0.5), (71, 4, 1), (71, 5, 1)]
+    meter = [(0, mido.MetaMessage("time_signature", numerator=2, denominator=4))]
+    tune.write_bytes(midi_bytes([meter, track_events("Tune", notes)]))
+    (path,) = written(run("--out", str(tmp_path / "out"), "--melody", str(tune), "--melody-track", "Tune"))
+    signatures, _, names, _ = meta(path)
+    assert signatures == [(0, 2, 4)] and names[0] == "Tune"
+    expected = [(round(start * 480), round((start + beats) * 480), pitch) for pitch, start, beats in notes]
+    assert track_notes(path)["Tune"] == expected  # from the quarter's rest on, every note whole
+
+
+def test_regenerating_keeps_the_files_tracks_and_every_note_outside_the_passage(run, tmp_path):
+    parts = {  # five tracks; quarter 5, after the passage 2-4, strikes again the keys that sound in quarter 4
+        "Soprano": [(72, 0, 4), (72, 4, 2)],
+        "Alto": [(67, 0, 4), (67, 4, 2)],
+        "Tenor": [(64, 0, 2), (62, 2, 2), (64, 4, 2)],
+        "Bass": [(48, 0, 4), (48, 4, 2)],
+        "Horn": [(60, 0, 6)],
+    }
+    source = tmp_path / "five.mid"
+    source.write_bytes(midi_bytes([track_events(name, notes) for name, notes in parts.items()]))
+    (path,) = written(run("--out", str(tmp_path / "out"), "--file", str(source), "--regenerate", "2-4"))
+    written_tracks = track_notes(path)
+    assert list(written_tracks)[:5] == list(parts)
+    for name, notes in parts.items():
+        expected = [(round(start * 480), round((start + beats) * 480), pitch) for pitch, start, beats in notes]
+        # outside quarters 2-4 (ticks 480-1920), every note as it was, cut where it crosses into the passage
+        kept = [(on, off, pitch) for on, off, pitch in written_tracks[name] if off <= 480 or on >= 1920]
+        outside = [(on, min(off, 480), p) for on, off, p in expected if on < 480] + [
+            (max(on, 1920), off, p) for on, off, p in expected if off > 1920
+        ]
+        assert kept == sorted(outside), name

@@ -641,26 +641,32 @@ def test_the_meter_is_read_on_the_grid_of_the_trimmed_quarters(tmp_path):
     path.write_bytes(midi_bytes([meta, notes_track((67, 960, 1440), (69, 1440, 5760))], ticks_per_beat=480))
     assert len(read_midi(path).quarters) == 10
     meter = read_meter(path)
-    assert meter.time_signatures == (TimeSignature(0.0, 1, 4), TimeSignature(1.0, 3, 4), TimeSignature(6.0, 2, 4))
+    # the music starts on the last beat of a 3/4 bar: a pickup, its two quarters of rest a lead
+    assert meter.time_signatures == (TimeSignature(0.0, 3, 4), TimeSignature(6.0, 2, 4)) and meter.lead == 2
     assert meter.tempos == (Tempo(0.0, 60_000_000 / 833_333), Tempo(3.0, 60.0))
     assert meter.bars(10) == [
-        (0.0, 1.0, TimeSignature(0.0, 1, 4)),
-        (1.0, 4.0, TimeSignature(1.0, 3, 4)),
-        (4.0, 6.0, TimeSignature(1.0, 3, 4)),  # cut short by the change to 2/4
+        (-2.0, 1.0, TimeSignature(0.0, 3, 4)),
+        (1.0, 4.0, TimeSignature(0.0, 3, 4)),
+        (4.0, 6.0, TimeSignature(0.0, 3, 4)),  # cut short by the change to 2/4
         (6.0, 8.0, TimeSignature(6.0, 2, 4)),
         (8.0, 10.0, TimeSignature(6.0, 2, 4)),
     ]
-    assert meter.bar_lines(10) == [0.0, 1.0, 4.0, 6.0, 8.0, 10.0]
-    assert meter.bar_lines(9) == [0.0, 1.0, 4.0, 6.0, 8.0]  # the last bar does not end inside
+    assert meter.bar_lines(10) == [-2.0, 1.0, 4.0, 6.0, 8.0, 10.0]
+    assert meter.bar_lines(9) == [-2.0, 1.0, 4.0, 6.0, 8.0]  # the last bar does not end inside
 
 
 def test_cutting_a_meter_keeps_its_bar_lines_and_what_is_in_force():
     meter = Meter((TimeSignature(0.0, 3, 4), TimeSignature(6.0, 6, 8)), (Tempo(0.0, 80.0), Tempo(4.0, 70.0)))
-    assert meter.after(4) == Meter(
-        (TimeSignature(0.0, 2, 4), TimeSignature(2.0, 6, 8)), (Tempo(0.0, 70.0),)
-    )  # two quarters left of the bar from 3 to 6, which the change to 6/8 starts a bar after
+    # one quarter into the bar from 3 to 6: a pickup of two quarters under 3/4, its first quarter a rest
+    assert meter.after(4) == Meter((TimeSignature(0.0, 3, 4), TimeSignature(2.0, 6, 8)), (Tempo(0.0, 70.0),), 1)
+    # half a quarter into it: the rest of the bar is a short bar of its own
     assert meter.after(3.5).time_signatures == (TimeSignature(0.0, 5, 8), TimeSignature(2.5, 6, 8))
-    assert meter.after(7).time_signatures == (TimeSignature(0.0, 4, 8), TimeSignature(2.0, 6, 8))
+    assert meter.after(7) == Meter((TimeSignature(0.0, 6, 8),), (Tempo(0.0, 70.0),), 1)
+    assert (
+        meter.after(4).after(1)
+        == meter.after(5)
+        == Meter((TimeSignature(0.0, 3, 4), TimeSignature(1.0, 6, 8)), (Tempo(0.0, 70.0),), 2)
+    )
     assert meter.after(3) == Meter(
         (TimeSignature(0.0, 3, 4), TimeSignature(3.0, 6, 8)), (Tempo(0.0, 80.0), Tempo(1.0, 70.0))
     )

@@ -9,7 +9,7 @@ from midi_files import roll
 
 from bachsformer.keys import Key
 from bachsformer.midi import Meter, Tempo, TimeSignature, quarters_to_notes
-from bachsformer.score import chord_cuts, note_values, pitch_name, spellings, write_musicxml
+from bachsformer.score import chord_cuts, note_values, pitch_name, spellings, write_musicxml, write_voices_musicxml
 
 music21 = pytest.importorskip("music21", reason="music21 is optional at run time (requirements-dev.txt has it)")
 
@@ -114,3 +114,65 @@ def test_free_music_is_one_voice_per_staff_in_4_4(tmp_path):
     assert {p.midi for n in treble.recurse().notes for p in n.pitches} == {60, 62, 64, 66, 71, 72, 74}
     with pytest.raises(FileExistsError):
         write_musicxml(music, path, Key(0, "major"))
+
+
+def voice_notes(path, steps: int = 32) -> tuple[list[str], list[list[tuple[int, int, int]]], list[float], set[str]]:
+    """A chorale score read back: its part names, each voice's notes (onset, offset, MIDI pitch) with ties joined
+    (a tie that does not go on from a note of its pitch fails), the shortest value and the stem directions."""
+    score = music21.converter.parse(str(path))
+    names, voices, shortest, stems = [], [], [], set()
+    for part in score.parts:
+        names.append(part.partName)
+        for number in ("1", "2"):
+            found, tied = [], None
+            for measure in part.getElementsByClass("Measure"):
+                (voice,) = [v for v in measure.voices if v.id == number]
+                for element in voice.notesAndRests:
+                    shortest.append(float(element.quarterLength))
+                    if element.isRest:
+                        assert tied is None, "a tie across a rest"
+                        continue
+                    stems.add(f"{number}{element.stemDirection}")
+                    onset = round(float(element.getOffsetInHierarchy(part)) * steps)
+                    end = onset + round(float(element.quarterLength) * steps)
+                    tie = element.tie.type if element.tie is not None else None
+                    if tie in ("continue", "stop"):
+                        assert tied is not None and tied[1] == onset and tied[2] == element.pitch.midi, "broken tie"
+                        onset = tied[0]
+                    else:
+                        assert tied is None, "a tie that does not arrive"
+                    tied = (onset, end, element.pitch.midi) if tie in ("start", "continue") else None
+                    if tied is None:
+                        found.append((onset, end, element.pitch.midi))
+            assert tied is None
+            voices.append(found)
+    return names, voices, min(shortest), stems
+
+
+def test_four_voices_are_printed_on_two_staves_and_read_back_note_for_note(tmp_path):
+    from bachsformer.voicing import voice
+
+    # a 3/4 piece with held notes across bar lines, a dotted rhythm and repeated notes
+    music = roll(
+        7,
+        *[(pitch, 0, 80) for pitch in (72, 64)],
+        (74, 80, 88),
+        (76, 88, 136),
+        (76, 136, 224),
+        (67, 80, 224),
+        (55, 0, 120),
+        (57, 120, 224),
+        (48, 0, 64),
+        (48, 64, 224),
+    )
+    voices = voice(music, 8)
+    names = ("Tune", "Alto", "Tenor", "Bass")
+    meter = Meter((TimeSignature(0.0, 3, 4),), (Tempo(0.0, 72.0),))
+    path = write_voices_musicxml(voices, tmp_path / "chorale.musicxml", Key(0, "major"), meter, names)
+    part_names, read, shortest, stems = voice_notes(path)
+    assert part_names == ["Tune, Alto", "Tenor, Bass"]
+    assert read == [sorted(map(tuple, notes.tolist())) for notes in voices.notes]
+    assert shortest >= 0.25  # nothing shorter than the grid's sixteenth
+    assert stems == {"1up", "2down"}
+    score = music21.converter.parse(str(path))
+    assert [type(c).__name__ for c in score.parts[1].recurse().getElementsByClass("Clef")] == ["BassClef"]
