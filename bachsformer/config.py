@@ -1,7 +1,8 @@
 """config.yaml -> dataclasses, with every key checked and `--set section.key=value` overrides.
 
-Each section of config.yaml is one dataclass: the two model configs live beside their models
-(`VQVAEConfig` in vqvae.py, `GPTConfig` in gpt.py), the rest are defined here. An unknown section
+Each section of config.yaml is one dataclass: the model configs live beside their models
+(`VQVAEConfig` in vqvae.py, `GPTConfig` in gpt.py, for the transformer and the tune model), the
+rest are defined here. An unknown section
 or key, or a value of the wrong type, raises ConfigError naming it.
 """
 
@@ -51,6 +52,7 @@ class DataConfig:
 class ModelPaths:
     vq_vae: str = "models/vq_vae.pt"
     transformer: str = "models/transformer.pt"
+    tune: str = "models/tune.pt"  # the tune model of free music (bachsformer/tune.py)
 
 
 @dataclass
@@ -116,8 +118,10 @@ class Config:
     models: ModelPaths = field(default_factory=ModelPaths)
     vq_vae: VQVAEConfig = field(default_factory=VQVAEConfig)
     gpt: GPTConfig = field(default_factory=GPTConfig)
+    tune: GPTConfig = field(default_factory=lambda: GPTConfig(vocab_size=93, block_size=127, codes_per_quarter=2))
     train_vq_vae: TrainConfig = field(default_factory=TrainConfig)
     train_transformer: TrainConfig = field(default_factory=TrainConfig)
+    train_tune: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def to_dict(self) -> dict:
