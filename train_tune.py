@@ -72,7 +72,7 @@ def main():
     train_set = TuneWindowDataset(train_tunes, train_modes, model_config.block_size + 1)
     baseline_bits = tune_baselines(train_tunes, held_out_tunes)
     # the pair the tune model is shipped beside: generate.py refuses it beside another
-    pair = {}
+    pair = {"minor_share": sum(train_modes) / len(train_modes)}  # free tunes are minor this often
     for kind, path in (("vq_vae", config.models.vq_vae), ("transformer", config.models.transformer)):
         if Path(path).is_file():
             pair[f"{kind}_fingerprint"] = load_checkpoint(path, kind)["fingerprint"]

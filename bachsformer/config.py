@@ -97,12 +97,19 @@ class GenerateConfig:
     key: str = ""  # move each piece to this tonic (D, F#, Bb), in a mode if named (G minor); "": as written
     candidates: int = 16  # harmonizing and regenerating: candidates drawn per quarter (or passage) to choose from
     guidance: float = 1.0  # harmonizing with a melody-conditioned transformer: classifier-free guidance scale
+    tune_first: bool = True  # free music and continuations: a tune from the tune model, then harmonized
+    tune_temperature: float = 1.0  # sampling the tune model
+    tune_top_p: float = 1.0
     device: str = "cpu"
 
     def __post_init__(self):
         """Refuse values no run can use; the message starts with the key (config.py adds the section)."""
         check_at_least(self, 1, "candidates")
         check_at_least(self, 0, "guidance")
+        if not 0 < self.tune_temperature < float("inf"):
+            raise ValueError(f"tune_temperature: must be a number above 0, got {self.tune_temperature}")
+        if not 0 < self.tune_top_p <= 1:
+            raise ValueError(f"tune_top_p: must lie in (0, 1], got {self.tune_top_p}")
         if not 0 <= self.program <= 127:
             raise ValueError(f"program: must be a General MIDI program 0 ... 127, got {self.program}")
         if self.key:

@@ -4,6 +4,8 @@
     python -m bachsformer.evaluate --quarters 128     # 32 pieces of 128 quarters each
     python -m bachsformer.evaluate --num 64 --set models.transformer=runs/transformer/best.pt
     python -m bachsformer.evaluate --json results.json
+    python -m bachsformer.evaluate --no-tune          # free music the old way: codes sampled with no melody
+    python -m bachsformer.evaluate --num 8 --set generate.tune_top_p=0.9   # a quick comparison
     python -m bachsformer.evaluate --harmonize        # harmonize held-out chorale tunes (bachsformer/harmonization.py)
     python -m bachsformer.evaluate --harmonize --files 8 --systems model,"one candidate"   # a quick comparison
 
@@ -13,7 +15,12 @@ against the held-out Bach files (overlapping areas of their distributions, after
 2018), beside the same features of the VQ-VAE's reconstructions of those files (what the codes
 allow: a gap there is the VQ-VAE's, a gap beyond it the transformer's or the sampling's), and
 the longest run of quarters copied verbatim, up to transposition, from the training files. The
-held-out files are the same in both training scripts and here. A diagnostic separates local
+held-out files are the same in all three training scripts and here. Free music is written as
+generate.py writes it: tune first (the tune model's tune, harmonized) unless generate.tune_first is
+false or `--no-tune` is given. Beside the features: the tune model's held-out bits per token (with
+unigram and bigram baselines), the top line of each set (mean leap, range, share of steps, phrase
+length), how pieces end (the final chord's length, the bass on the tonic), and the longest run of
+the generated tunes copied from the training files' top lines. A diagnostic separates local
 harmony from drift: quarters sampled one at a time after the true music of a held-out file, and
 how many of their notes stay in the local key.
 
@@ -40,16 +47,22 @@ from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split, tran
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.gpt import GPT
 from bachsformer.harmonization import SYSTEMS, evaluate_harmonization, print_harmonization
+from bachsformer.keys import estimate_key
 from bachsformer.metrics import (
     FEATURE_NAMES,
     best_scale,
     compare,
+    ending,
+    highest_line,
     longest_verbatim_runs,
     onsets_in_scale,
     piece_features,
+    top_line_features,
 )
 from bachsformer.midi import NUM_KEYS, key_range, quarters_to_notes
 from bachsformer.training import resolve_device
+from bachsformer.tune import bits_per_token, corpus_tunes, tune_baselines
+from bachsformer.tunefirst import MIN_QUARTERS, compose_tune_first, load_tune_for
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
 COPY_LIMIT = 8  # a verbatim run of this many quarters counts as replaying the training data
@@ -154,6 +167,19 @@ def next_quarter_in_key(
     }
 
 
+def line_and_endings(pieces: list[np.ndarray]) -> dict:
+    """Mean top-line features of `pieces` and how they end: the share whose final chord sounds a half
+    note or longer, and the share whose bass there is the tonic of their estimated key."""
+    lines = [top_line_features(q) for q in pieces]
+    endings = [ending(q, estimate_key(q).tonic) for q in pieces]
+    return {
+        **{name: float(np.mean([line[name] for line in lines])) for name in lines[0]},
+        "final_chord_held_half": float(np.mean([e["final_chord_quarters"] >= 2 for e in endings])),
+        "final_chord_quarters": float(np.mean([e["final_chord_quarters"] for e in endings])),
+        "bass_on_tonic": float(np.mean([e["bass_on_tonic"] for e in endings])),
+    }
+
+
 def evaluate(
     config, num_pieces: int, num_quarters: int | None, seed: int, device: torch.device, png: str | None = None
 ) -> dict:
@@ -193,10 +219,33 @@ def evaluate(
         lengths = [len(held_out[i % len(held_out)].quarters) for i in range(num_pieces)]
     else:
         lengths = [num_quarters] * num_pieces
-    # one batch at the longest length, each piece cut to its own: piece i depends on its seed alone
-    # in the key the model writes, as the held-out files are read (key-normalized or not)
-    generated = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
-    generated = [piece.quarters[:length] for piece, length in zip(generated, lengths)]
+    tune_first = options.tune_first
+    tunes = []
+    if tune_first:  # each piece a tune of its length, harmonized; in the key the models write
+        tune_model = load_tune_for(config.models.tune, vq_vae, transformer, config.models.transformer, device)
+        plain = dataclasses.replace(options, key="")
+        generated = []
+        for piece_seed, length in zip(seeds, lengths):
+            piece = compose_tune_first(vq_vae, transformer, tune_model, replace_length(plain, length), [piece_seed])[0]
+            generated.append(piece.quarters)
+            tunes.append(piece.melody)
+        train_tunes, _, _ = corpus_tunes(train, config.data.midi_dir)
+        held_out_tunes, held_out_modes, _ = corpus_tunes(held_out, config.data.midi_dir)
+        results["tune"] = {
+            "model": config.models.tune,
+            "bits_per_token": bits_per_token(tune_model, held_out_tunes, held_out_modes),
+            **tune_baselines(train_tunes, held_out_tunes),
+            "longest_verbatim_run_of_tunes": max(
+                longest_verbatim_runs(tunes, [highest_line(p.quarters) for p in train])
+            ),
+            "temperature": options.tune_temperature,
+            "top_p": options.tune_top_p,
+        }
+    else:
+        # one batch at the longest length, each piece cut to its own: piece i depends on its seed alone
+        # in the key the model writes, as the held-out files are read (key-normalized or not)
+        generated = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
+        generated = [piece.quarters[:length] for piece, length in zip(generated, lengths)]
     reference = [p.quarters for p in held_out]
     music = compare(generated, reference)
     # what the codes allow: the held-out files through the VQ-VAE, decoded as generation decodes
@@ -213,6 +262,11 @@ def evaluate(
         for name in ("silent_quarters", "repetition")
     }
     music["longest_verbatim_run"] = {"per_piece": copies, "max": max(copies), "mean": float(np.mean(copies))}
+    results["top_line_and_endings"] = {
+        "generated": line_and_endings(generated),
+        "bach": line_and_endings(reference),
+        "reconstruction": line_and_endings(reconstructed),
+    }
     music["sampling"] = {
         "pieces": num_pieces,
         "quarters": "held-out lengths" if num_quarters is None else num_quarters,
@@ -222,6 +276,7 @@ def evaluate(
         "top_k": options.top_k,
         "top_p": options.top_p,
         "min_note_steps": options.min_note_steps,
+        "tune_first": tune_first,
         "seconds": round(time.perf_counter() - started, 1),
     }
     results["music"] = music
@@ -229,6 +284,11 @@ def evaluate(
     if png is not None:
         write_feature_png(generated, reference, results, png, reconstructed)
     return results
+
+
+def replace_length(options, quarters: int):
+    """The generate options with `quarters` (at least one phrase: shorter held-out files get a phrase)."""
+    return dataclasses.replace(options, quarters=max(quarters, MIN_QUARTERS))
 
 
 def targets(results: dict) -> dict:
@@ -252,6 +312,11 @@ def targets(results: dict) -> dict:
     def reconstruction_within(name, fraction):
         return abs(reconstruction[name] - reference[name]) <= fraction * reference[name]
 
+    lines = results["top_line_and_endings"]
+
+    def line_within(name, fraction):
+        return abs(lines["generated"][name] - lines["bach"][name]) <= fraction * lines["bach"][name]
+
     overlap_target = 0.75 if music["sampling"]["quarters"] == "held-out lengths" else 0.70
     first_nine = music["mean_overlapping_area_of_first_nine"]
     return {
@@ -272,6 +337,10 @@ def targets(results: dict) -> dict:
         f"no_verbatim_run_of_{COPY_LIMIT}_quarters": music["longest_verbatim_run"]["max"] < COPY_LIMIT,
         "silent_quarters_within_held_out_range": in_range("silent_quarters"),
         "repetition_within_held_out_range": in_range("repetition"),
+        "top_line_leap_within_10%": line_within("leap", 0.1),
+        "top_line_range_within_10%": line_within("range", 0.1),
+        "final_chord_held_a_half_note_in_every_piece": lines["generated"]["final_chord_held_half"] == 1.0,
+        "bass_on_the_tonic_at_the_end_at_least_0.70": lines["generated"]["bass_on_tonic"] >= 0.70,
     }
 
 
@@ -390,6 +459,21 @@ def print_table(results: dict) -> None:
     print(f"pitch-class histogram distance (total variation): {music['pitch_class_distance']:.3f}")
     copies = music["longest_verbatim_run"]
     print(f"longest verbatim run from the training files: max {copies['max']}, mean {copies['mean']:.2f} quarters")
+    print(f"\nfree music written {'tune first' if sampling.get('tune_first') else 'the old way (no tune)'}")
+    if "tune" in results:
+        tune = results["tune"]
+        print(
+            f"tune model (held out): {tune['bits_per_token']:.3f} bits per token; baselines unigram"
+            f" {tune['unigram_bits']:.3f}, bigram {tune['bigram_bits']:.3f}; sampled at temperature"
+            f" {tune['temperature']:g}, top-p {tune['top_p']:g}; longest run of a tune copied from the"
+            f" training top lines: {tune['longest_verbatim_run_of_tunes']} quarters"
+        )
+    lines = results["top_line_and_endings"]
+    print("| top line and ending | generated | VQ-VAE reconstruction | Bach |")
+    print("|---|---|---|---|")
+    for name in lines["bach"]:
+        values = " | ".join(f"{lines[column][name]:.3f}" for column in ("generated", "reconstruction", "bach"))
+        print(f"| {name} | {values} |")
     print("\ntargets:")
     for name, met in results["targets"].items():
         print(f"  {'met    ' if met else 'MISSED '} {name}")
@@ -403,6 +487,7 @@ def main():
     parser.add_argument("--quarters", type=int, help="quarters per piece (default: piece i as long as held-out file i)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-tune", action="store_true", help="free music the old way: codes with no melody")
     parser.add_argument("--json", help="also write all results to this JSON file")
     parser.add_argument(
         "--png", help="also draw each feature, generated against Bach (with --harmonize: one chorale), into this PNG"
@@ -416,6 +501,8 @@ def main():
     if args.num < 1 or (args.quarters is not None and args.quarters < 1) or (args.files is not None and args.files < 1):
         parser.error("--num, --quarters and --files must be at least 1")
     config = load_config(args.config, args.set)
+    if args.no_tune:
+        config.generate.tune_first = False
     if args.harmonize:
         systems = tuple(args.systems.split(",")) if args.systems else SYSTEMS
         unknown = set(systems) - set(SYSTEMS)
