@@ -5,6 +5,7 @@
     python -m bachsformer.evaluate --num 64 --set models.transformer=runs/transformer/best.pt
     python -m bachsformer.evaluate --json results.json
     python -m bachsformer.evaluate --no-tune          # free music the old way: codes sampled with no melody
+    python -m bachsformer.evaluate --tunes            # the tune model alone: a table over temperature and top-p
     python -m bachsformer.evaluate --num 8 --set generate.tune_top_p=0.9   # a quick comparison
     python -m bachsformer.evaluate --harmonize        # harmonize held-out chorale tunes (bachsformer/harmonization.py)
     python -m bachsformer.evaluate --harmonize --files 8 --systems model,"one candidate"   # a quick comparison
@@ -56,13 +57,23 @@ from bachsformer.metrics import (
     highest_line,
     longest_verbatim_runs,
     onsets_in_scale,
+    overlapping_area,
     piece_features,
     top_line_features,
 )
 from bachsformer.midi import NUM_KEYS, key_range, quarters_to_notes
 from bachsformer.training import resolve_device
-from bachsformer.tune import bits_per_token, corpus_tunes, tune_baselines
-from bachsformer.tunefirst import MIN_QUARTERS, compose_tune_first, load_tune_for
+from bachsformer.tune import (
+    TuneError,
+    bits_per_token,
+    corpus_tunes,
+    load_tune_model,
+    sample_tunes,
+    tune_baselines,
+    tune_pitches,
+    tune_quarters,
+)
+from bachsformer.tunefirst import MIN_QUARTERS, TONICS, compose_tune_first, load_tune_for, tune_modes
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
 COPY_LIMIT = 8  # a verbatim run of this many quarters counts as replaying the training data
@@ -291,6 +302,77 @@ def replace_length(options, quarters: int):
     return dataclasses.replace(options, quarters=max(quarters, MIN_QUARTERS))
 
 
+TUNE_TEMPERATURES = (0.8, 0.9, 1.0)
+TUNE_TOP_PS = (0.9, 0.95, 1.0)
+TUNE_FEATURES = ("leap", "range", "steps", "phrase_quarters")
+
+
+def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> dict:
+    """The tune model alone, sampled at each TUNE_TEMPERATURES x TUNE_TOP_PS: its tunes (tune i as
+    long as held-out file i) against the held-out files' top lines: the overlapping area of each
+    top-line feature, their mean, how many tunes end on the tonic and on a half note or longer, and
+    the longest run copied from the training files' top lines."""
+    tune_model = load_tune_model(config.models.tune, device)
+    pieces = load_corpus(
+        config.data.midi_dir, config.data.cache_dir, config.data.max_quarters, normalize_key=config.data.normalize_key
+    )
+    train, held_out = split(pieces, config.data.validation_fraction)
+    held_out = held_out or train
+    bach = [top_line_features(highest_line(p.quarters)) for p in held_out]
+    training_lines = [highest_line(p.quarters) for p in train]
+    seeds = [seed + i for i in range(num_pieces)]
+    lengths = [max(MIN_QUARTERS, len(held_out[i % len(held_out)].quarters)) for i in range(num_pieces)]
+    modes = tune_modes(tune_model, seeds, "", None)
+    rows = []
+    for temperature in TUNE_TEMPERATURES:
+        for top_p in TUNE_TOP_PS:
+            tunes = []
+            for piece_seed, mode, length in zip(seeds, modes, lengths):
+                try:
+                    tunes.append(sample_tunes(tune_model, 2 * length, [piece_seed], [mode], temperature, top_p)[0])
+                except TuneError:
+                    continue
+            lines = [tune_quarters(t)[0] for t in tunes]
+            features = [top_line_features(q) for q in lines]
+            areas = {
+                name: overlapping_area([f[name] for f in features], [f[name] for f in bach]) for name in TUNE_FEATURES
+            }
+            endings = [ending(q, TONICS[mode]) for q, mode in zip(lines, modes)]
+            last_pitches = [int(tune_pitches(t)[-1]) for t in tunes]
+            rows.append(
+                {
+                    "temperature": temperature,
+                    "top_p": top_p,
+                    **{f"{name}_mean": float(np.mean([f[name] for f in features])) for name in TUNE_FEATURES},
+                    **{f"{name}_overlap": area for name, area in areas.items()},
+                    "mean_overlap": float(np.mean(list(areas.values()))),
+                    "ends_on_tonic": float(np.mean([p % 12 == TONICS[m] for p, m in zip(last_pitches, modes)])),
+                    "last_note_half_or_longer": float(np.mean([e["final_chord_quarters"] >= 2 for e in endings])),
+                    "longest_copy": max(longest_verbatim_runs(lines, training_lines)),
+                }
+            )
+    bach_means = {f"{name}_mean": float(np.mean([f[name] for f in bach])) for name in TUNE_FEATURES}
+    return {"model": config.models.tune, "pieces": num_pieces, "seed": seed, "bach": bach_means, "rows": rows}
+
+
+def print_tunes(results: dict) -> None:
+    bach = results["bach"]
+    print(
+        f"{results['pieces']} tunes per row, at held-out lengths, seed {results['seed']}; held-out top lines:"
+        + ", ".join(f" {name} {bach[name + '_mean']:.2f}" for name in TUNE_FEATURES)
+    )
+    print(
+        "| temperature | top-p | leap | range | steps | phrase | mean overlap | ends on tonic | last >= half | copy |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in results["rows"]:
+        print(
+            f"| {row['temperature']:g} | {row['top_p']:g} | {row['leap_mean']:.2f} | {row['range_mean']:.1f}"
+            f" | {row['steps_mean']:.2f} | {row['phrase_quarters_mean']:.1f} | {row['mean_overlap']:.3f}"
+            f" | {row['ends_on_tonic']:.2f} | {row['last_note_half_or_longer']:.2f} | {row['longest_copy']} |"
+        )
+
+
 def targets(results: dict) -> dict:
     """The project's targets for the generated music, each True or False.
 
@@ -495,6 +577,7 @@ def main():
     parser.add_argument(
         "--harmonize", action="store_true", help="harmonize the held-out chorales' Soprano tracks instead"
     )
+    parser.add_argument("--tunes", action="store_true", help="the tune model alone, over temperature and top-p")
     parser.add_argument("--files", type=int, help="with --harmonize: only the first N held-out chorales")
     parser.add_argument("--systems", help="with --harmonize: the rows to compute, comma-separated (default: all)")
     args = parser.parse_args()
@@ -503,7 +586,10 @@ def main():
     config = load_config(args.config, args.set)
     if args.no_tune:
         config.generate.tune_first = False
-    if args.harmonize:
+    if args.tunes:
+        results = evaluate_tunes(config, args.num, args.seed, resolve_device(args.device))
+        print_tunes(results)
+    elif args.harmonize:
         systems = tuple(args.systems.split(",")) if args.systems else SYSTEMS
         unknown = set(systems) - set(SYSTEMS)
         if unknown:
