@@ -39,6 +39,7 @@ from bachsformer.tune import (
 from bachsformer.tunefirst import load_tune_for
 
 OPTIONS = GenerateConfig(min_note_steps=0, candidates=4)
+TUNE_FIRST = ("--set", "generate.tune_first=true")  # as config.yaml has it (the tiny config writes the old way)
 
 
 def line(notes: list[tuple[int, int, int]], num_quarters: int) -> np.ndarray:
@@ -146,16 +147,17 @@ def test_a_three_model_set_with_a_wrong_fingerprint_is_refused(tmp_path, monkeyp
         load_tune_for(tmp_path / "tune.pt", vq_vae, transformer, tmp_path / "transformer.pt")
     config = str(tmp_path / "config.yaml")
     status, out, err = tiny.run_script(
-        "generate.py", "--config", config, "--quarters", "8", "--out", str(tmp_path / "out"),
+        "generate.py", "--config", config, *TUNE_FIRST, "--quarters", "8", "--out", str(tmp_path / "out"),
         monkeypatch=monkeypatch, capsys=capsys,
     )  # fmt: skip
     assert status == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert "trained beside transformer" in err
 
 
-def test_generate_writes_tune_first_by_default(root, monkeypatch, capsys):
+def test_generate_writes_tune_first(root, monkeypatch, capsys):
+    assert GenerateConfig().tune_first  # the default
     out = root / "out"
-    args = ["--config", str(root / "config.yaml"), "--out", str(out), "--quarters", "12", "--num", "2"]
+    args = ["--config", str(root / "config.yaml"), *TUNE_FIRST, "--out", str(out), "--quarters", "12", "--num", "2"]
     status, stdout, err = tiny.run_script("generate.py", *args, monkeypatch=monkeypatch, capsys=capsys)
     assert status == 0, err
     paths = [line for line in stdout.splitlines() if line.endswith(".mid")]
@@ -173,7 +175,7 @@ def test_generate_writes_tune_first_by_default(root, monkeypatch, capsys):
 
 
 def test_a_piece_shorter_than_a_phrase_is_refused(root, monkeypatch, capsys):
-    args = ["--config", str(root / "config.yaml"), "--out", str(root / "short"), "--quarters", "4"]
+    args = ["--config", str(root / "config.yaml"), *TUNE_FIRST, "--out", str(root / "short"), "--quarters", "4"]
     status, _, err = tiny.run_script("generate.py", *args, monkeypatch=monkeypatch, capsys=capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1
     assert "--quarters 4: a tune needs at least one phrase" in err
@@ -182,7 +184,7 @@ def test_a_piece_shorter_than_a_phrase_is_refused(root, monkeypatch, capsys):
 def test_without_a_tune_model_generate_warns_and_writes_the_old_way(tmp_path, monkeypatch, capsys):
     tiny.write_config(tmp_path)
     tiny.write_model_pair(tmp_path)  # no tune.pt: an old pair alone
-    args = ["--config", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out"), "--quarters", "4"]
+    args = ["--config", str(tmp_path / "config.yaml"), *TUNE_FIRST, "--out", str(tmp_path / "out"), "--quarters", "4"]
     status, stdout, err = tiny.run_script("generate.py", *args, monkeypatch=monkeypatch, capsys=capsys)
     assert status == 0
     assert err.startswith("warning: ") and "no tune model" in err and len(err.strip().splitlines()) == 1

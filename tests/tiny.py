@@ -105,8 +105,9 @@ def tiny_config(root: str | Path) -> dict:
         "train_vq_vae": {**train, "out": str(root / "runs" / "vq_vae")},
         "train_transformer": {**train, "out": str(root / "runs" / "transformer")},
         "train_tune": {**train, "max_transpose": 0, "out": str(root / "runs" / "tune")},
-        # untrained tiny decoders make short notes; the tests compare with compose() as it comes
-        "generate": {"min_note_steps": 0},
+        # untrained tiny decoders make short notes; the tests compare with compose() as it comes.
+        # Free music the old way (codes alone): tests/test_tune.py turns tune-first on
+        "generate": {"min_note_steps": 0, "tune_first": False},
     }
 
 
