@@ -69,7 +69,7 @@ def main():
     train_pieces, validation_pieces = training_split(pieces, config.data)
     train_tunes, train_modes, marked = corpus_tunes(train_pieces, config.data.midi_dir)
     held_out_tunes, held_out_modes, _ = corpus_tunes(validation_pieces or train_pieces, config.data.midi_dir)
-    train_set = TuneWindowDataset(train_tunes, train_modes, model_config.block_size + 1, train_config.max_transpose)
+    train_set = TuneWindowDataset(train_tunes, train_modes, model_config.block_size + 1)
     baseline_bits = tune_baselines(train_tunes, held_out_tunes)
     # the pair the tune model is shipped beside: generate.py refuses it beside another
     pair = {"minor_share": sum(train_modes) / len(train_modes)}  # free tunes are minor this often

@@ -143,10 +143,10 @@ class GPT(nn.Module):
             self.melody_projection = nn.Linear(
                 config.melody_quarters * SLOTS_PER_QUARTER * slot_width, config.n_embd, bias=config.bias
             )
-        if config.countdown:  # where the tune ends: tokens to go, their phase in a 4/4 bar; and its key
+        if config.countdown:  # where the tune ends: tokens to go, their phase in a 4/4 bar, the mode
             self.countdown_embedding = nn.Embedding(config.countdown + 1, config.n_embd)
             self.phase_embedding = nn.Embedding(4 * config.codes_per_quarter, config.n_embd)
-            self.key_embedding = nn.Embedding(24, config.n_embd)
+            self.mode_embedding = nn.Embedding(2, config.n_embd)
         # Where generation starts without a primer: the distribution of the first code of a
         # quarter in the training data, set by train_transformer.py.
         self.register_buffer("first_code_probs", torch.full((config.vocab_size,), 1 / config.vocab_size))
@@ -186,16 +186,15 @@ class GPT(nn.Module):
         heard = slots.unfold(1, lookahead, 1).transpose(2, 3).flatten(2)  # [B, num_quarters, lookahead * slots * width]
         return self.melody_projection(heard)
 
-    def end_vectors(self, remaining: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-        """What a tune model hears of its end and key: remaining [B, T] tokens from the one each
-        position predicts to the end token (0: the end itself), key [B] (12 x mode + tonic pitch
-        class, mode 0 major, 1 minor) -> [B, T, n_embd].
+    def end_vectors(self, remaining: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
+        """What a tune model hears of its end: remaining [B, T] tokens from the one each position
+        predicts to the end token (0: the end itself), mode [B] (0 major, 1 minor) -> [B, T, n_embd].
 
         Counted exactly up to `countdown` tokens, beyond it only as its phase in a 4/4 bar.
         """
         phase = remaining % (4 * self.config.codes_per_quarter)
         near = self.countdown_embedding(remaining.clamp(0, self.config.countdown))
-        return near + self.phase_embedding(phase) + self.key_embedding(key)[:, None]
+        return near + self.phase_embedding(phase) + self.mode_embedding(mode)[:, None]
 
     def forward(
         self,
@@ -210,8 +209,8 @@ class GPT(nn.Module):
 
         With a cache, idx continues the cached positions: position numbers start at cache.length.
         melody: slot tokens [B, Qm, slots] of the window's quarters, counted from position 0 (see
-        the module doc); None: no melody. remaining [B, T] and mode [B] (the key): a tune model's
-        end condition (`end_vectors`), which it needs.
+        the module doc); None: no melody. remaining [B, T] and mode [B]: a tune model's end
+        condition (`end_vectors`), which it needs.
         """
         start = cache.length if cache is not None else 0
         t = idx.shape[1]
@@ -225,7 +224,7 @@ class GPT(nn.Module):
             x = x + heard[:, torch.div(positions + 1, per_quarter, rounding_mode="floor")]
         if self.config.countdown:
             if remaining is None or mode is None:
-                raise ValueError("a tune model hears where its tune ends and its key: give remaining and mode")
+                raise ValueError("a tune model hears where its tune ends: give remaining and mode")
             x = x + self.end_vectors(remaining, mode)
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):

@@ -7,12 +7,9 @@ the first HOLD of a phrase's last note. A sequence is START, the tokens, END.
 
 The tune model is the transformer of gpt.py over these tokens (`GPTConfig.countdown` above 0): each
 position also hears how many tokens are left before END (exactly up to `countdown`, beyond it
-only their phase in a 4/4 bar) and the tune's key (`key_index`: mode and tonic). The corpus is
-moved to C major or A minor; training moves each window by up to `train_tune.max_transpose`
-semitones and tells the model the key it moved to, so that a note token is learned relative to
-the tonic it hears, and free tunes are written in C major or A minor. Sampling asks for a length,
-so a tune of N quarters knows where it ends and closes on time; END is forbidden until the last
-bar and forced at its end.
+only their phase in a 4/4 bar) and the mode (major or minor; the corpus is moved to C major or A
+minor, so the mode names the tonic). Sampling asks for a length, so a tune of N quarters knows
+where it ends and closes on time; END is forbidden until the last bar and forced at its end.
 
 Phrase ends travel in MIDI files as marker meta events whose text is FERMATA_MARKER, at the onset
 of the phrase's last note (`python -m bachsformer.corpus` writes them for the chorales). A corpus
@@ -173,15 +170,6 @@ def piece_mode(key: str) -> int:
     return MINOR if str(key).endswith("minor") else MAJOR
 
 
-NORMALIZED_TONICS = {MAJOR: 0, MINOR: 9}  # C major, A minor: where the corpus is moved
-
-
-def key_index(mode: int, shift: int = 0) -> int:
-    """What a tune model hears of its key: 12 x mode + the tonic's pitch class, for a tune in C major
-    or A minor (by its mode) moved by `shift` semitones."""
-    return 12 * mode + (NORMALIZED_TONICS[mode] + shift) % 12
-
-
 def corpus_tunes(pieces, midi_dir: str | Path, normalized: bool = True) -> tuple[list[np.ndarray], list[int], int]:
     """(tokens of each piece's top line, its mode, how many files carry fermatas).
 
@@ -205,15 +193,12 @@ def sequence_of(tokens: np.ndarray) -> torch.Tensor:
 class TuneWindowDataset:
     """Windows of tune sequences for training: `window` tokens from each quarter boundary (a tune
     shorter than that is one window, padded). `batch(indices, generator)` returns (inputs, targets,
-    remaining, key): long [B, window - 1] each but key [B] (`key_index`); padded targets are -1.
-    With a generator each window is moved by up to `max_transpose` semitones where its notes stay
-    on the keyboard, and its key with it."""
+    remaining, mode): long [B, window - 1] each but mode [B]; padded targets are -1."""
 
-    def __init__(self, tunes: list[np.ndarray], modes: list[int], window: int, max_transpose: int = 0):
+    def __init__(self, tunes: list[np.ndarray], modes: list[int], window: int):
         self.sequences = [sequence_of(t) for t in tunes]
         self.modes = modes
         self.window = window
-        self.max_transpose = max_transpose
         starts = []
         for number, sequence in enumerate(self.sequences):
             for start in range(0, max(1, len(sequence) - window + 1), SLOTS_PER_QUARTER):
@@ -231,19 +216,12 @@ class TuneWindowDataset:
         modes = torch.zeros(len(indices), dtype=torch.long)
         for row, (number, start) in enumerate(self.starts[indices].tolist()):
             sequence = self.sequences[number][start : start + self.window]
-            shift = 0
-            if generator is not None and self.max_transpose:
-                keys = sequence[sequence >= NOTE] - NOTE
-                low = -min(self.max_transpose, int(keys.min()) if len(keys) else 0)
-                high = min(self.max_transpose, NUM_KEYS - 1 - int(keys.max()) if len(keys) else 0)
-                shift = int(torch.randint(low, high + 1, (1,), generator=generator))
-                sequence = torch.where(sequence >= NOTE, sequence + shift, sequence)
             length = len(sequence) - 1
             inputs[row, :length], targets[row, :length] = sequence[:-1], sequence[1:]
             # input position t predicts sequence index start + t + 1; END sits at len - 1
             ends_at = len(self.sequences[number]) - 1
             remaining[row, :length] = ends_at - (start + 1 + torch.arange(length))
-            modes[row] = key_index(self.modes[number], shift)
+            modes[row] = self.modes[number]
         return inputs, targets, remaining, modes
 
 
@@ -268,8 +246,7 @@ def bits_per_token(model: GPT, tunes: list[np.ndarray], modes: list[int]) -> flo
         while scored_until < len(sequence):
             part = sequence[start : start + window]
             positions = start + 1 + torch.arange(len(part) - 1)
-            key = torch.tensor([key_index(mode)])
-            logits, _ = model(part[None, :-1], remaining=(ends_at - positions)[None], mode=key)
+            logits, _ = model(part[None, :-1], remaining=(ends_at - positions)[None], mode=torch.tensor([mode]))
             losses = F.cross_entropy(logits[0].float(), part[1:], reduction="none")
             new = positions >= scored_until
             total += float(losses[new].sum())
@@ -337,7 +314,7 @@ def sample_tunes(
     sequence = torch.full((batch, num_slots + 2), END, dtype=torch.long, device=device)
     sequence[:, 0] = START
     sequence[:, 1 : 1 + len(prefix)] = torch.from_numpy(prefix)
-    mode = torch.tensor([key_index(m) for m in modes], dtype=torch.long, device=device)
+    mode = torch.tensor(modes, dtype=torch.long, device=device)
     first_new = 1 + len(prefix)
     noise = gumbel_noise(seeds, num_slots + 1 - len(prefix), VOCAB_SIZE).to(device)  # [B, new + END, V]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)

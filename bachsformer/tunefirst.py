@@ -25,7 +25,6 @@ from bachsformer.metrics import highest_line
 from bachsformer.tune import (
     MAJOR,
     MINOR,
-    NORMALIZED_TONICS,
     SLOTS_PER_QUARTER,
     TuneError,
     load_tune_model,
@@ -37,7 +36,7 @@ from bachsformer.tune import (
 from bachsformer.vqvae import VQVAE
 
 MIN_QUARTERS = 8  # one phrase of a chorale: two bars of 4/4
-TONICS = NORMALIZED_TONICS  # C major, A minor: where free tunes are written
+TONICS = {MAJOR: 0, MINOR: 9}  # C major, A minor: where the tunes are written
 
 
 def load_tune_for(path: str | Path, vq_vae: VQVAE, transformer: GPT, transformer_path, device="cpu") -> GPT:
