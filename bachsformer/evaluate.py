@@ -352,6 +352,12 @@ def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> 
                 }
             )
     bach_means = {f"{name}_mean": float(np.mean([f[name] for f in bach])) for name in TUNE_FEATURES}
+    held_out_tunes, held_out_modes, _ = corpus_tunes(held_out, config.data.midi_dir)
+    bach_last = [int(tune_pitches(t)[-1]) for t in held_out_tunes]
+    bach_means["ends_on_tonic"] = float(np.mean([p % 12 == TONICS[m] for p, m in zip(bach_last, held_out_modes)]))
+    bach_means["last_note_half_or_longer"] = float(
+        np.mean([ending(tune_quarters(t)[0], 0)["final_chord_quarters"] >= 2 for t in held_out_tunes])
+    )
     return {"model": config.models.tune, "pieces": num_pieces, "seed": seed, "bach": bach_means, "rows": rows}
 
 
@@ -360,6 +366,8 @@ def print_tunes(results: dict) -> None:
     print(
         f"{results['pieces']} tunes per row, at held-out lengths, seed {results['seed']}; held-out top lines:"
         + ", ".join(f" {name} {bach[name + '_mean']:.2f}" for name in TUNE_FEATURES)
+        + f"; end on the tonic {bach['ends_on_tonic']:.2f}, last note a half or longer"
+        f" {bach['last_note_half_or_longer']:.2f}"
     )
     print(
         "| temperature | top-p | leap | range | steps | phrase | mean overlap | ends on tonic | last >= half | copy |"
