@@ -211,3 +211,22 @@ def test_a_tiny_tune_model_trains_on_a_corpus_without_fermatas(tmp_path, monkeyp
     first = sample_tunes(model, 16, [7], [MAJOR])[0]
     assert np.array_equal(first, sample_tunes(model, 16, [7], [MAJOR])[0])
     assert load_checkpoint(tmp_path / "runs" / "tune" / "best.pt", "tune")["minor_share"] >= 0
+
+
+def test_the_corpus_export_writes_a_scores_fermatas_as_markers(tmp_path):
+    music21 = pytest.importorskip("music21")
+    from bachsformer.corpus import export
+
+    part = music21.stream.Part()
+    for number, name in enumerate(["G4", "A4", "B4", "C5"]):
+        note = music21.note.Note(name, quarterLength=2 if number == 1 else 1)
+        if number == 1:  # the A is a phrase's last note, on quarter 1
+            note.expressions.append(music21.expressions.Fermata())
+        part.append(note)
+    score = music21.stream.Score([part])
+    source = tmp_path / "phrase.musicxml"
+    score.write("musicxml", fp=str(source))
+    export(source, tmp_path / "phrase.mid")
+    assert read_fermatas(tmp_path / "phrase.mid") == [STEPS_PER_QUARTER]
+    tokens = tune_tokens(read_midi(tmp_path / "phrase.mid").quarters, read_fermatas(tmp_path / "phrase.mid"))
+    assert tokens.tolist()[2:6] == [NOTE + 69 - LOWEST_PITCH, FERMATA, HOLD, HOLD]
