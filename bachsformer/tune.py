@@ -98,25 +98,6 @@ def tune_quarters(tokens: np.ndarray) -> tuple[np.ndarray, list[int]]:
     return np.ascontiguousarray(quarters), fermatas
 
 
-def phrase_ends(tokens: np.ndarray) -> list[int]:
-    """Slots where the notes that end a phrase start: each FERMATA's note, else each note followed by
-    the next only after a half note or more (a long note, or a note and a rest), and the last note."""
-    tokens = [int(t) for t in tokens if t != START]
-    if END in tokens:
-        tokens = tokens[: tokens.index(END)]
-    notes = [slot for slot, token in enumerate(tokens) if token >= NOTE]
-    if not notes:
-        return []
-    if FERMATA in tokens:
-        ends = [slot - 1 for slot, token in enumerate(tokens) if token == FERMATA]
-    else:
-        ends = []
-        for slot, following in zip(notes, notes[1:]):
-            if following - slot >= 2 * SLOTS_PER_QUARTER:  # a half note, or a note and its rest
-                ends.append(slot)
-    return sorted({*ends, notes[-1]})
-
-
 # ---- phrase ends in MIDI files ------------------------------------------------------------
 
 
