@@ -55,6 +55,10 @@ def main():
         (model_config.codes_per_quarter == SLOTS_PER_QUARTER, f"tune.codes_per_quarter: must be {SLOTS_PER_QUARTER}"),
         (model_config.countdown > 0, "tune.countdown: must be above 0: the tune model hears where its tune ends"),
         (model_config.melody_quarters == 0, "tune.melody_quarters: must be 0: a tune hears no melody"),
+        (
+            train_config.max_transpose == 0,
+            "train_tune.max_transpose: must be 0: the tunes are learned in C major and A minor, as the mode names them",
+        ),
     ]
     for ok, message in checks:
         if not ok:
