@@ -1,6 +1,7 @@
 """Write new music with the trained models: MIDI files in data/generated/.
 
-    python generate.py                                   # one piece of 128 quarters, seed 0
+    python generate.py                                   # a tune of 128 quarters, harmonized, seed 0
+    python generate.py --no-tune                         # the old way: codes sampled with no melody
     python generate.py --seed 7 --num 8 --temperature 0.9 --top-p 0.95
     python generate.py --file primer.mid --quarters 64   # continue a MIDI file, in its own key
     python generate.py --key D --num 4                   # in D (major or minor, as the model wrote it)
@@ -9,6 +10,13 @@
     python generate.py --melody bwv1.6.mid --melody-track soprano
     python generate.py --file piece.mid --regenerate 5-8 # rewrite quarters 5 ... 8 to fit both sides
     python generate.py --wav --png --musicxml            # also a WAV preview, a piano roll and a score
+
+Free music is written tune first (models/tune.pt, bachsformer/tunefirst.py): the tune model writes
+a tune that ends within the last bar of `--quarters` (at least one phrase, 8 quarters), and the
+transformer harmonizes it, with cadences at its phrase ends and the last chord held under its last
+note; `--file` continues the primer's top line, then harmonizes the new part after the primer's own
+music. `--no-tune` samples the codes with no melody, as before; without models/tune.pt generate.py
+says so in one line and does that.
 
 The models write music in C major or A minor (they learned the chorales moved there); `--key` moves
 each piece to another tonic, keeping its mode unless one is named, and a primer's continuation comes
@@ -69,6 +77,7 @@ from bachsformer.render import require_matplotlib, write_png, write_wav
 from bachsformer.sampling import check_sampling_options, set_sampling_threads
 from bachsformer.score import require_music21, write_musicxml, write_voices_musicxml
 from bachsformer.training import resolve_device
+from bachsformer.tunefirst import compose_tune_first, load_tune_for
 
 MAX_PIECES = 1024  # one batch; more pieces: run again with another --seed
 LONG_MELODY_QUARTERS = 256  # harmonizing more shows its progress (docs/speed.md: 64 quarters take seconds)
@@ -111,6 +120,9 @@ def main():
     parser.add_argument(
         "--guidance", type=float, help="harmonizing: how hard the transformer leans on the melody it hears (1: plain)"
     )
+    parser.add_argument("--no-tune", action="store_true", help="free music: codes sampled with no melody (old way)")
+    parser.add_argument("--tune-temperature", type=float, help="tune-first: the tune model's temperature")
+    parser.add_argument("--tune-top-p", type=float, help="tune-first: the tune model's top-p")
     parser.add_argument("--out", help="output folder (default: data/generated)")
     parser.add_argument("--tempo", type=float, help="beats per minute of music written from nothing (90)")
     parser.add_argument("--program", type=int, help="General MIDI instrument of the MIDI and WAV (19: church organ)")
@@ -124,6 +136,7 @@ def main():
 
     config = load_config(args.config, args.set)
     names = "seed num quarters temperature top_k top_p tempo program key candidates guidance device threads".split()
+    names += ["tune_temperature", "tune_top_p"]
     try:
         options = dataclasses.replace(
             config.generate, **{n: getattr(args, n) for n in names if getattr(args, n) is not None}
@@ -131,7 +144,9 @@ def main():
         if args.raw:
             options = dataclasses.replace(options, voicing=False)
     except ValueError as error:  # GenerateConfig refuses it, naming the option
-        raise BachsformerError(f"--{error}") from None
+        raise BachsformerError(f"--{str(error).replace('tune_', 'tune-', 1)}") from None
+    if args.no_tune:
+        options = dataclasses.replace(options, tune_first=False)
     out_dir = Path(args.out or options.out_dir)
     inputs = [(option, path) for option, path in (("--file", args.file), ("--melody", args.melody)) if path]
     checks = [
@@ -150,6 +165,10 @@ def main():
         (not (args.melody and args.file), "--melody and --file do not go together: harmonize, or continue"),
         (not args.regenerate or args.file, "--regenerate needs --file: the piece to rewrite a passage of"),
         (not args.melody_track or args.melody, "--melody-track needs --melody"),
+        (
+            not (args.no_tune and (args.melody or args.regenerate)),
+            "--no-tune is for free music and --file continuations: a melody or a passage is harmonized as it is",
+        ),
         (
             not args.continuation_only or (args.file and not args.regenerate),
             "--continuation-only goes with a primer (--file) alone: it leaves the primer out of its continuation",
@@ -191,6 +210,16 @@ def main():
         if not Path(path).is_file():
             raise BachsformerError(f"{path}: model not found; train it with python {command} --write-models")
     vq_vae, transformer = load_models(paths.vq_vae, paths.transformer, device)
+    tune_model = None
+    if options.tune_first and not (melody is not None or args.regenerate):
+        if Path(paths.tune).is_file():
+            tune_model = load_tune_for(paths.tune, vq_vae, transformer, paths.transformer, device)
+        else:
+            print(
+                f"warning: {paths.tune}: no tune model; writing the old way, codes with no melody"
+                " (train one: python train_tune.py --write-models; or pass --no-tune)",
+                file=sys.stderr,
+            )
     try:
         check_sampling_options(options.temperature, options.top_k, options.top_p, transformer.config.vocab_size)
     except ValueError as error:
@@ -225,7 +254,13 @@ def main():
         )
     else:
         primer = read_midi(args.file).quarters if args.file else None
-        pieces = compose(vq_vae, transformer, options, seeds, primer, args.continuation_only, normalized)
+        if tune_model is not None:
+            pieces = compose_tune_first(
+                vq_vae, transformer, tune_model, options, seeds, primer, args.continuation_only, normalized
+            )
+            sampling = f"tune-t{options.tune_temperature:g}_p{options.tune_top_p:g}_m{options.candidates}"
+        else:
+            pieces = compose(vq_vae, transformer, options, seeds, primer, args.continuation_only, normalized)
         settings, length = f"{sampling}_q{options.quarters}", options.quarters
         if args.file:
             meter = read_meter(args.file).until(len(primer))  # the primer's meter goes on in its continuation

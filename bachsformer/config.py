@@ -1,7 +1,8 @@
 """config.yaml -> dataclasses, with every key checked and `--set section.key=value` overrides.
 
-Each section of config.yaml is one dataclass: the two model configs live beside their models
-(`VQVAEConfig` in vqvae.py, `GPTConfig` in gpt.py), the rest are defined here. An unknown section
+Each section of config.yaml is one dataclass: the model configs live beside their models
+(`VQVAEConfig` in vqvae.py, `GPTConfig` in gpt.py, for the transformer and the tune model), the
+rest are defined here. An unknown section
 or key, or a value of the wrong type, raises ConfigError naming it.
 """
 
@@ -55,6 +56,7 @@ class DataConfig:
 class ModelPaths:
     vq_vae: str = "models/vq_vae.pt"
     transformer: str = "models/transformer.pt"
+    tune: str = "models/tune.pt"  # the tune model of free music (bachsformer/tune.py)
 
 
 @dataclass
@@ -102,6 +104,9 @@ class GenerateConfig:
     voicing: bool = True  # write four voices, S A T B, on the grid (voicing.py); false: the decoded roll as it is
     grid: int = 16  # voicing: the shortest note value, onsets and ends on its grid (4, 8, 16 or 32)
     rules: float = 10.0  # harmonizing and regenerating: weight of the four-part rules in the choice (0: off)
+    tune_first: bool = True  # free music and continuations: a tune from the tune model, then harmonized
+    tune_temperature: float = 1.0  # sampling the tune model
+    tune_top_p: float = 1.0
     device: str = "cpu"
     threads: int = 0  # CPU threads for sampling (`sampling.set_sampling_threads`); 0: OMP_NUM_THREADS, else 1
 
@@ -122,6 +127,10 @@ class GenerateConfig:
             )
         if self.grid not in NOTE_VALUES:
             raise ValueError(f"grid: must be a note value, one of {', '.join(map(str, NOTE_VALUES))}, got {self.grid}")
+        if not 0 < self.tune_temperature < float("inf"):
+            raise ValueError(f"tune_temperature: must be a number above 0, got {self.tune_temperature}")
+        if not 0 < self.tune_top_p <= 1:
+            raise ValueError(f"tune_top_p: must lie in (0, 1], got {self.tune_top_p}")
         if not 0 <= self.program <= 127:
             raise ValueError(f"program: must be a General MIDI program 0 ... 127, got {self.program}")
         if self.key:
@@ -137,8 +146,10 @@ class Config:
     models: ModelPaths = field(default_factory=ModelPaths)
     vq_vae: VQVAEConfig = field(default_factory=VQVAEConfig)
     gpt: GPTConfig = field(default_factory=GPTConfig)
+    tune: GPTConfig = field(default_factory=lambda: GPTConfig(vocab_size=93, block_size=127, codes_per_quarter=2))
     train_vq_vae: TrainConfig = field(default_factory=TrainConfig)
     train_transformer: TrainConfig = field(default_factory=TrainConfig)
+    train_tune: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def to_dict(self) -> dict:

@@ -26,6 +26,11 @@ not (``bwv18.5-l``). From the ``getComposer`` list this module drops:
   which carries voice names, is preferred);
 * ``bwv846``: the C major prelude from the Well-Tempered Clavier, not a chorale.
 
+Phrase ends: each fermata of the score becomes a marker meta event (text ``fermata``, in a track
+of its own added after the parts) at the onset of the note that carries it, so that a folder of
+MIDI files carries the chorales' phrases (bachsformer/tune.py reads them); the parts' bytes are
+those music21 writes.
+
 Scores are parsed with ``forceSource=True`` so music21 writes no pickle cache.
 The MIDI bytes depend only on the score, so repeated exports are identical.
 """
@@ -67,13 +72,29 @@ def chorale_sources() -> list[Path]:
     return [by_stem[stem] for stem in sorted(by_stem)]
 
 
+def fermata_offsets(score) -> list[float]:
+    """Offsets (in quarters from the score's start) of the notes that carry a fermata, in any part."""
+    music21 = require_music21()
+    offsets = set()
+    for note in score.recurse().notes:
+        if any(isinstance(e, music21.expressions.Fermata) for e in note.expressions):
+            offsets.add(float(note.getOffsetInHierarchy(score)))
+    return sorted(offsets)
+
+
 def export(source: Path, target: Path) -> None:
-    """Convert one corpus file to a MIDI file, written atomically to ``target``."""
+    """Convert one corpus file to a MIDI file with its fermatas as markers, written atomically to ``target``."""
     music21 = require_music21()
     from music21.midi.translate import music21ObjectToMidiFile
 
+    from bachsformer.tune import add_markers
+
     score = music21.converter.parse(source, forceSource=True)
-    data = music21ObjectToMidiFile(score).writestr()
+    midi_file = music21ObjectToMidiFile(score)
+    data = midi_file.writestr()
+    offsets = fermata_offsets(score)
+    if offsets:
+        data = add_markers(data, [round(offset * midi_file.ticksPerQuarterNote) for offset in offsets])
     partial = target.with_name(target.name + ".part")
     try:
         partial.write_bytes(data)

@@ -4,6 +4,9 @@
     python -m bachsformer.evaluate --quarters 128     # 32 pieces of 128 quarters each
     python -m bachsformer.evaluate --num 64 --set models.transformer=runs/transformer/best.pt
     python -m bachsformer.evaluate --json results.json
+    python -m bachsformer.evaluate --no-tune          # free music the old way: codes sampled with no melody
+    python -m bachsformer.evaluate --tunes            # the tune model alone: a table over temperature and top-p
+    python -m bachsformer.evaluate --num 8 --set generate.tune_top_p=0.9   # a quick comparison
     python -m bachsformer.evaluate --harmonize        # harmonize held-out chorale tunes (bachsformer/harmonization.py)
     python -m bachsformer.evaluate --harmonize --files 8 --systems model,"one candidate"   # a quick comparison
 
@@ -13,7 +16,12 @@ against the held-out Bach files (overlapping areas of their distributions, after
 2018), beside the same features of the VQ-VAE's reconstructions of those files (what the codes
 allow: a gap there is the VQ-VAE's, a gap beyond it the transformer's or the sampling's), and
 the longest run of quarters copied verbatim, up to transposition, from the training files. The
-held-out files are the same in both training scripts and here. A diagnostic separates local
+held-out files are the same in all three training scripts and here. Free music is written as
+generate.py writes it: tune first (the tune model's tune, harmonized) unless generate.tune_first is
+false or `--no-tune` is given. Beside the features: the tune model's held-out bits per token (with
+unigram and bigram baselines), the top line of each set (mean leap, range, share of steps, phrase
+length), how pieces end (the final chord's length, the bass on the tonic), and the longest run of
+the generated tunes copied from the training files' top lines. A diagnostic separates local
 harmony from drift: quarters sampled one at a time after the true music of a held-out file, and
 how many of their notes stay in the local key.
 
@@ -40,18 +48,34 @@ from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split, tran
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.gpt import GPT
 from bachsformer.harmonization import SYSTEMS, evaluate_harmonization, print_harmonization
+from bachsformer.keys import estimate_key
 from bachsformer.metrics import (
     FEATURE_NAMES,
     best_scale,
     compare,
+    ending,
     grid_shares,
+    highest_line,
     longest_verbatim_runs,
     onsets_in_scale,
+    overlapping_area,
     piece_features,
+    top_line_features,
 )
 from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, key_range, quarters_to_notes
 from bachsformer.sampling import set_sampling_threads
 from bachsformer.training import resolve_device
+from bachsformer.tune import (
+    TuneError,
+    bits_per_token,
+    corpus_tunes,
+    load_tune_model,
+    sample_tunes,
+    tune_baselines,
+    tune_pitches,
+    tune_quarters,
+)
+from bachsformer.tunefirst import MIN_QUARTERS, TONICS, compose_tune_first, load_tune_for, tune_modes
 from bachsformer.voicing import grid_steps, voice
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
@@ -157,6 +181,19 @@ def next_quarter_in_key(
     }
 
 
+def line_and_endings(pieces: list[np.ndarray]) -> dict:
+    """Mean top-line features of `pieces` and how they end: the share whose final chord sounds a half
+    note or longer, and the share whose bass there is the tonic of their estimated key."""
+    lines = [top_line_features(q) for q in pieces]
+    endings = [ending(q, estimate_key(q).tonic) for q in pieces]
+    return {
+        **{name: float(np.mean([line[name] for line in lines])) for name in lines[0]},
+        "final_chord_held_half": float(np.mean([e["final_chord_quarters"] >= 2 for e in endings])),
+        "final_chord_quarters": float(np.mean([e["final_chord_quarters"] for e in endings])),
+        "bass_on_tonic": float(np.mean([e["bass_on_tonic"] for e in endings])),
+    }
+
+
 def evaluate(
     config, num_pieces: int, num_quarters: int | None, seed: int, device: torch.device, png: str | None = None
 ) -> dict:
@@ -196,10 +233,33 @@ def evaluate(
         lengths = [len(held_out[i % len(held_out)].quarters) for i in range(num_pieces)]
     else:
         lengths = [num_quarters] * num_pieces
-    # one batch at the longest length, each piece cut to its own: piece i depends on its seed alone
-    # in the key the model writes, as the held-out files are read (key-normalized or not)
-    generated = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
-    generated = [piece.quarters[:length] for piece, length in zip(generated, lengths)]
+    tune_first = options.tune_first
+    tunes = []
+    if tune_first:  # each piece a tune of its length, harmonized; in the key the models write
+        tune_model = load_tune_for(config.models.tune, vq_vae, transformer, config.models.transformer, device)
+        plain = dataclasses.replace(options, key="")
+        generated = []
+        for piece_seed, length in zip(seeds, lengths):
+            piece = compose_tune_first(vq_vae, transformer, tune_model, replace_length(plain, length), [piece_seed])[0]
+            generated.append(piece.quarters)
+            tunes.append(piece.melody)
+        train_tunes, _, _ = corpus_tunes(train, config.data.midi_dir)
+        held_out_tunes, held_out_modes, _ = corpus_tunes(held_out, config.data.midi_dir)
+        results["tune"] = {
+            "model": config.models.tune,
+            "bits_per_token": bits_per_token(tune_model, held_out_tunes, held_out_modes),
+            **tune_baselines(train_tunes, held_out_tunes),
+            "longest_verbatim_run_of_tunes": max(
+                longest_verbatim_runs(tunes, [highest_line(p.quarters) for p in train])
+            ),
+            "temperature": options.tune_temperature,
+            "top_p": options.tune_top_p,
+        }
+    else:
+        # one batch at the longest length, each piece cut to its own: piece i depends on its seed alone
+        # in the key the model writes, as the held-out files are read (key-normalized or not)
+        generated = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
+        generated = [piece.quarters[:length] for piece, length in zip(generated, lengths)]
     reference = [p.quarters for p in held_out]
     grid = grid_steps(options.grid, STEPS_PER_QUARTER)
     raw = generated
@@ -233,6 +293,11 @@ def evaluate(
         for name in ("silent_quarters", "repetition")
     }
     music["longest_verbatim_run"] = {"per_piece": copies, "max": max(copies), "mean": float(np.mean(copies))}
+    results["top_line_and_endings"] = {
+        "generated": line_and_endings(generated),
+        "bach": line_and_endings(reference),
+        "reconstruction": line_and_endings(reconstructed),
+    }
     music["sampling"] = {
         "pieces": num_pieces,
         "quarters": "held-out lengths" if num_quarters is None else num_quarters,
@@ -242,6 +307,7 @@ def evaluate(
         "top_k": options.top_k,
         "top_p": options.top_p,
         "min_note_steps": options.min_note_steps,
+        "tune_first": tune_first,
         "seconds": round(time.perf_counter() - started, 1),
     }
     results["music"] = music
@@ -249,6 +315,90 @@ def evaluate(
     if png is not None:
         write_feature_png(generated, reference, results, png, reconstructed)
     return results
+
+
+def replace_length(options, quarters: int):
+    """The generate options with `quarters` (at least one phrase: shorter held-out files get a phrase)."""
+    return dataclasses.replace(options, quarters=max(quarters, MIN_QUARTERS))
+
+
+TUNE_TEMPERATURES = (0.8, 0.9, 1.0)
+TUNE_TOP_PS = (0.9, 0.95, 1.0)
+TUNE_FEATURES = ("leap", "range", "steps", "phrase_quarters")
+
+
+def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> dict:
+    """The tune model alone, sampled at each TUNE_TEMPERATURES x TUNE_TOP_PS: its tunes (tune i as
+    long as held-out file i) against the held-out files' top lines: the overlapping area of each
+    top-line feature, their mean, how many tunes end on the tonic and on a half note or longer, and
+    the longest run copied from the training files' top lines."""
+    tune_model = load_tune_model(config.models.tune, device)
+    pieces = load_corpus(
+        config.data.midi_dir, config.data.cache_dir, config.data.max_quarters, normalize_key=config.data.normalize_key
+    )
+    train, held_out = split(pieces, config.data.validation_fraction)
+    held_out = held_out or train
+    bach = [top_line_features(highest_line(p.quarters)) for p in held_out]
+    training_lines = [highest_line(p.quarters) for p in train]
+    seeds = [seed + i for i in range(num_pieces)]
+    lengths = [max(MIN_QUARTERS, len(held_out[i % len(held_out)].quarters)) for i in range(num_pieces)]
+    modes = tune_modes(tune_model, seeds, "", None)
+    rows = []
+    for temperature in TUNE_TEMPERATURES:
+        for top_p in TUNE_TOP_PS:
+            tunes = []
+            for piece_seed, mode, length in zip(seeds, modes, lengths):
+                try:
+                    tunes.append(sample_tunes(tune_model, 2 * length, [piece_seed], [mode], temperature, top_p)[0])
+                except TuneError:
+                    continue
+            lines = [tune_quarters(t)[0] for t in tunes]
+            features = [top_line_features(q) for q in lines]
+            areas = {
+                name: overlapping_area([f[name] for f in features], [f[name] for f in bach]) for name in TUNE_FEATURES
+            }
+            endings = [ending(q, TONICS[mode]) for q, mode in zip(lines, modes)]
+            last_pitches = [int(tune_pitches(t)[-1]) for t in tunes]
+            rows.append(
+                {
+                    "temperature": temperature,
+                    "top_p": top_p,
+                    **{f"{name}_mean": float(np.mean([f[name] for f in features])) for name in TUNE_FEATURES},
+                    **{f"{name}_overlap": area for name, area in areas.items()},
+                    "mean_overlap": float(np.mean(list(areas.values()))),
+                    "ends_on_tonic": float(np.mean([p % 12 == TONICS[m] for p, m in zip(last_pitches, modes)])),
+                    "last_note_half_or_longer": float(np.mean([e["final_chord_quarters"] >= 2 for e in endings])),
+                    "longest_copy": max(longest_verbatim_runs(lines, training_lines)),
+                }
+            )
+    bach_means = {f"{name}_mean": float(np.mean([f[name] for f in bach])) for name in TUNE_FEATURES}
+    held_out_tunes, held_out_modes, _ = corpus_tunes(held_out, config.data.midi_dir)
+    bach_last = [int(tune_pitches(t)[-1]) for t in held_out_tunes]
+    bach_means["ends_on_tonic"] = float(np.mean([p % 12 == TONICS[m] for p, m in zip(bach_last, held_out_modes)]))
+    bach_means["last_note_half_or_longer"] = float(
+        np.mean([ending(tune_quarters(t)[0], 0)["final_chord_quarters"] >= 2 for t in held_out_tunes])
+    )
+    return {"model": config.models.tune, "pieces": num_pieces, "seed": seed, "bach": bach_means, "rows": rows}
+
+
+def print_tunes(results: dict) -> None:
+    bach = results["bach"]
+    print(
+        f"{results['pieces']} tunes per row, at held-out lengths, seed {results['seed']}; held-out top lines:"
+        + ", ".join(f" {name} {bach[name + '_mean']:.2f}" for name in TUNE_FEATURES)
+        + f"; end on the tonic {bach['ends_on_tonic']:.2f}, last note a half or longer"
+        f" {bach['last_note_half_or_longer']:.2f}"
+    )
+    print(
+        "| temperature | top-p | leap | range | steps | phrase | mean overlap | ends on tonic | last >= half | copy |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in results["rows"]:
+        print(
+            f"| {row['temperature']:g} | {row['top_p']:g} | {row['leap_mean']:.2f} | {row['range_mean']:.1f}"
+            f" | {row['steps_mean']:.2f} | {row['phrase_quarters_mean']:.1f} | {row['mean_overlap']:.3f}"
+            f" | {row['ends_on_tonic']:.2f} | {row['last_note_half_or_longer']:.2f} | {row['longest_copy']} |"
+        )
 
 
 def targets(results: dict) -> dict:
@@ -271,6 +421,11 @@ def targets(results: dict) -> dict:
 
     def reconstruction_within(name, fraction):
         return abs(reconstruction[name] - reference[name]) <= fraction * reference[name]
+
+    lines = results["top_line_and_endings"]
+
+    def line_within(name, fraction):
+        return abs(lines["generated"][name] - lines["bach"][name]) <= fraction * lines["bach"][name]
 
     overlap_target = 0.75 if music["sampling"]["quarters"] == "held-out lengths" else 0.70
 
@@ -304,6 +459,10 @@ def targets(results: dict) -> dict:
         f"no_verbatim_run_of_{COPY_LIMIT}_quarters": music["longest_verbatim_run"]["max"] < COPY_LIMIT,
         "silent_quarters_within_held_out_range": in_range("silent_quarters"),
         "repetition_within_held_out_range": in_range("repetition"),
+        "top_line_leap_within_10%": line_within("leap", 0.1),
+        "top_line_range_within_10%": line_within("range", 0.1),
+        "final_chord_held_a_half_note_in_every_piece": lines["generated"]["final_chord_held_half"] == 1.0,
+        "bass_on_the_tonic_at_the_end_at_least_0.70": lines["generated"]["bass_on_tonic"] >= 0.70,
     }
 
 
@@ -438,6 +597,21 @@ def print_table(results: dict) -> None:
         )
     copies = music["longest_verbatim_run"]
     print(f"longest verbatim run from the training files: max {copies['max']}, mean {copies['mean']:.2f} quarters")
+    print(f"\nfree music written {'tune first' if sampling.get('tune_first') else 'the old way (no tune)'}")
+    if "tune" in results:
+        tune = results["tune"]
+        print(
+            f"tune model (held out): {tune['bits_per_token']:.3f} bits per token; baselines unigram"
+            f" {tune['unigram_bits']:.3f}, bigram {tune['bigram_bits']:.3f}; sampled at temperature"
+            f" {tune['temperature']:g}, top-p {tune['top_p']:g}; longest run of a tune copied from the"
+            f" training top lines: {tune['longest_verbatim_run_of_tunes']} quarters"
+        )
+    lines = results["top_line_and_endings"]
+    print("| top line and ending | generated | VQ-VAE reconstruction | Bach |")
+    print("|---|---|---|---|")
+    for name in lines["bach"]:
+        values = " | ".join(f"{lines[column][name]:.3f}" for column in ("generated", "reconstruction", "bach"))
+        print(f"| {name} | {values} |")
     print("\ntargets:")
     for name, met in results["targets"].items():
         print(f"  {'met    ' if met else 'MISSED '} {name}")
@@ -451,6 +625,7 @@ def main():
     parser.add_argument("--quarters", type=int, help="quarters per piece (default: piece i as long as held-out file i)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-tune", action="store_true", help="free music the old way: codes with no melody")
     parser.add_argument("--json", help="also write all results to this JSON file")
     parser.add_argument(
         "--png", help="also draw each feature, generated against Bach (with --harmonize: one chorale), into this PNG"
@@ -458,6 +633,7 @@ def main():
     parser.add_argument(
         "--harmonize", action="store_true", help="harmonize the held-out chorales' Soprano tracks instead"
     )
+    parser.add_argument("--tunes", action="store_true", help="the tune model alone, over temperature and top-p")
     parser.add_argument("--files", type=int, help="with --harmonize: only the first N held-out chorales")
     parser.add_argument("--systems", help="with --harmonize: the rows to compute, comma-separated (default: all)")
     args = parser.parse_args()
@@ -465,7 +641,12 @@ def main():
         parser.error("--num, --quarters and --files must be at least 1")
     config = load_config(args.config, args.set)
     set_sampling_threads(config.generate.threads)
-    if args.harmonize:
+    if args.no_tune:
+        config.generate.tune_first = False
+    if args.tunes:
+        results = evaluate_tunes(config, args.num, args.seed, resolve_device(args.device))
+        print_tunes(results)
+    elif args.harmonize:
         systems = tuple(args.systems.split(",")) if args.systems else SYSTEMS
         unknown = set(systems) - set(SYSTEMS)
         if unknown:

@@ -46,11 +46,12 @@ class GPTConfig:
     codes_per_quarter: int = 16  # the VQ-VAE's codes of one quarter; windows start on quarter boundaries
     melody_quarters: int = 0  # 0: no melody condition; n: quarter q's codes hear the melody of quarters q ... q + n - 1
     melody_dropout: float = 0.0  # training: share of windows that hear no melody, so the model also composes freely
+    countdown: int = 0  # tune models (bachsformer/tune.py): tokens to the end heard exactly up to this many; 0: none
 
     def __post_init__(self):
         """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""
         check_at_least(self, 1, "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "codes_per_quarter")
-        check_at_least(self, 0, "melody_quarters")
+        check_at_least(self, 0, "melody_quarters", "countdown")
         if not 0 <= self.melody_dropout <= 1:
             raise ValueError(f"melody_dropout: must lie in [0, 1], got {self.melody_dropout}")
         if self.n_embd % self.n_head:
@@ -269,6 +270,10 @@ class GPT(nn.Module):
             self.melody_projection = nn.Linear(
                 config.melody_quarters * SLOTS_PER_QUARTER * slot_width, config.n_embd, bias=config.bias
             )
+        if config.countdown:  # where the tune ends: tokens to go, their phase in a 4/4 bar, the mode
+            self.countdown_embedding = nn.Embedding(config.countdown + 1, config.n_embd)
+            self.phase_embedding = nn.Embedding(4 * config.codes_per_quarter, config.n_embd)
+            self.mode_embedding = nn.Embedding(2, config.n_embd)
         # Where generation starts without a primer: the distribution of the first code of a
         # quarter in the training data, set by train_transformer.py.
         self.register_buffer("first_code_probs", torch.full((config.vocab_size,), 1 / config.vocab_size))
@@ -308,6 +313,16 @@ class GPT(nn.Module):
         heard = slots.unfold(1, lookahead, 1).transpose(2, 3).flatten(2)  # [B, num_quarters, lookahead * slots * width]
         return self.melody_projection(heard)
 
+    def end_vectors(self, remaining: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
+        """What a tune model hears of its end: remaining [B, T] tokens from the one each position
+        predicts to the end token (0: the end itself), mode [B] (0 major, 1 minor) -> [B, T, n_embd].
+
+        Counted exactly up to `countdown` tokens, beyond it only as its phase in a 4/4 bar.
+        """
+        phase = remaining % (4 * self.config.codes_per_quarter)
+        near = self.countdown_embedding(remaining.clamp(0, self.config.countdown))
+        return near + self.phase_embedding(phase) + self.mode_embedding(mode)[:, None]
+
     def forward(
         self,
         idx: torch.Tensor,
@@ -315,6 +330,8 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
         melody: torch.Tensor | None = None,
         prefix: Prefix | None = None,
+        remaining: torch.Tensor | None = None,
+        mode: torch.Tensor | None = None,
     ):
         """idx [B, T] -> (logits [B, T, vocab], mean cross-entropy in nats or None).
 
@@ -322,7 +339,8 @@ class GPT(nn.Module):
         melody: slot tokens [B, Qm, slots] (or [1, Qm, slots] for every row) of the window's
         quarters, counted from position 0 (see the module doc); None: no melody. prefix: positions
         of G groups that the rows follow, row b after group b // (B / G) (`attention_after_prefix`);
-        position numbers then start after it.
+        position numbers then start after it. remaining [B, T] and mode [B]: a tune
+        model's end condition (`end_vectors`), which it needs.
         """
         if cache is not None and prefix is not None:
             raise ValueError("a forward pass continues a cache or a prefix, not both")
@@ -336,6 +354,10 @@ class GPT(nn.Module):
         heard = self.melody_vectors(melody, len(idx), (start + t) // per_quarter + 1)  # [B, quarters, C]
         if heard is not None:
             x = x + heard[:, torch.div(positions + 1, per_quarter, rounding_mode="floor")]
+        if self.config.countdown:
+            if remaining is None or mode is None:
+                raise ValueError("a tune model hears where its tune ends: give remaining and mode")
+            x = x + self.end_vectors(remaining, mode)
         x = self.drop(x)
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer, prefix)

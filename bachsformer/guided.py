@@ -41,7 +41,7 @@ from bachsformer.gpt import GPT
 from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters
 from bachsformer.melody import melody_tokens, window_melody
 from bachsformer.metrics import highest_line
-from bachsformer.midi import NUM_KEYS, drop_short_notes, read_midi, read_midi_tracks
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, drop_short_notes, read_midi, read_midi_tracks
 from bachsformer.rules import count_rules, lines
 from bachsformer.voicing import VOICE_RANGES, grid_steps, voice
 from bachsformer.vqvae import VQVAE
@@ -54,6 +54,7 @@ RULE_WEIGHTS = {"parallel_fifths": 2.0, "parallel_octaves": 2.0, "hidden_fifths"
 OUTER_WEIGHT = 2.0  # again for the parallels and hidden octaves of Soprano and Bass, the voices heard most
 BASS_RANGE_WEIGHT = 0.5  # per semitone a Bass note lies outside the Bass's range
 BASS_LEAP_WEIGHT = 0.2  # per semitone the Bass leaps between notes
+CADENCE_WEIGHT = 4.0  # a candidate closing a phrase with a cadence is e^4 times likelier (docs/design.md, Endings)
 
 
 class GuideError(BachsformerError):
@@ -224,6 +225,9 @@ def harmonize(
     normalize_key: bool = True,
     hear_melody: bool = True,
     progress=None,
+    phrase_ends: list[int] | None = None,
+    primer: np.ndarray | None = None,
+    tonic: int | None = None,
 ) -> Composition:
     """The melody quarters [Q, 88, 32] (one line of notes) with voices below it written by the models.
 
@@ -232,12 +236,24 @@ def harmonize(
     with classifier-free guidance options.guidance; hear_melody False draws its candidates
     without it, as an unconditioned transformer does (the ablation of `evaluate --harmonize`).
     progress: called with 1 after each quarter is written (a progress bar's update), or None.
+    phrase_ends: onset steps of the notes that end the tune's phrases (its fermatas), which get a
+    cadence; None: the notes followed by the next only after a half note or more (`ending_notes`).
+    primer: quarters [P, 88, 32] the music starts with, in the melody's key and under its first P
+    quarters: kept as they are, and harmonizing starts after them. tonic: the pitch class the
+    cadences close on, in the melody as harmonized (default: its estimated key's).
+    The harmony ends with the tune: the chord under its last note is held to the note's end, and
+    nothing sounds after it (a rest at the tune's end is not harmonized).
     """
     melody = np.asarray(melody, dtype=bool)
     key = estimate_key(melody)
     shift = normalizing_shift(melody, key) if normalize_key else 0
     tune = transpose_quarters(melody, shift)  # [Q, 88, 32] in C major / A minor
     steps = tune.shape[2]
+    if tonic is None:
+        tonic = estimate_key(tune).tonic if normalize_key else key.tonic
+    ends = ending_notes(tune) if phrase_ends is None else sorted(phrase_ends)
+    last_onset, tune_end = last_note(tune)
+    ends = [e for e in ends if e < last_onset]
     ceiling = melody_ceiling(piece_roll(tune))  # [Q * 32]
     per_quarter = vq_vae.codes_per_quarter
     context_quarters = (transformer.config.block_size + 1) // per_quarter - 1  # room for one more quarter
@@ -248,7 +264,11 @@ def harmonize(
     tokens = torch.from_numpy(melody_tokens(tune)) if heard_ahead else None  # [Q, slots]
     shared = None  # the context run so far
     grid = grid_steps(options.grid, steps)
-    for i in range(len(tune)):
+    kept = 0 if primer is None else len(primer)
+    if kept:
+        written[:kept] = transpose_quarters(np.asarray(primer, dtype=bool), shift)
+        codes[:kept] = vq_vae.encode(torch.from_numpy(written[:kept]).to(codes.device))
+    for i in range(kept, (tune_end - 1) // steps + 1):
         # the last context_quarters quarters: a window that slides by a quarter once full
         first = max(0, i - context_quarters)
         context = codes[first:i].flatten()
@@ -276,15 +296,82 @@ def harmonize(
             tune_around = np.concatenate([tune[i - 1 : i] if i else silence, tune[i : i + 1]])
             penalties = rule_penalties(before, imposed[:, None], tune_around, shift, grid)
             scores -= options.rules * torch.from_numpy(penalties).float()
+        for end in [e for e in ends if e // steps == i] + ([last_onset] if last_onset // steps == i else []):
+            scores += CADENCE_WEIGHT * torch.from_numpy(
+                cadences(imposed, tune[i], end % steps, tonic, end == last_onset)
+            )
         chosen = int(copies[choose(scores[copies], generator)])  # each copy drawn as often as it was sampled
         written[i], codes[i] = imposed[chosen], imposed_codes[chosen]
         if progress is not None:
             progress(1)
     if options.min_note_steps > 1:
-        written = drop_short_notes(written, options.min_note_steps)
+        written[kept:] = drop_short_notes(written[kept:], options.min_note_steps)
+    roll = hold_last_chord(piece_roll(written), piece_roll(tune), last_onset, tune_end)
     # once more over the whole piece: the cuts around melody notes that start or end on a boundary
-    music = piece_quarters(impose_melody(piece_roll(written), piece_roll(tune), ceiling), steps)
+    music = piece_quarters(impose_melody(roll, piece_roll(tune), ceiling), steps)
+    if kept:
+        music[:kept] = transpose_quarters(np.asarray(primer, dtype=bool), shift)
     return in_key(transpose_quarters(music, -shift), key, options.key, melody)
+
+
+def last_note(tune: np.ndarray) -> tuple[int, int]:
+    """(onset step, end step) of the last note of a melody, quarters [Q, 88, S]."""
+    roll = piece_roll(tune)
+    sounding = np.flatnonzero(roll.any(axis=0))
+    end = int(sounding[-1]) + 1
+    key = int(np.argmax(roll[:, end - 1]))
+    onset = end - 1
+    while onset > 0 and roll[key, onset - 1]:
+        onset -= 1
+    return onset, end
+
+
+def ending_notes(tune: np.ndarray) -> list[int]:
+    """Onset steps of the notes that end a phrase in a melody without marks, quarters [Q, 88, S]: each
+    note followed by the next only after a half note or more (a long note, or a note and a rest)."""
+    roll = piece_roll(tune)
+    sounding = roll.any(axis=0)
+    before = np.zeros_like(roll)
+    before[:, 1:] = roll[:, :-1]
+    onsets = np.flatnonzero((roll & ~before).any(axis=0) & sounding)
+    half = 2 * tune.shape[2]
+    return [int(a) for a, b in zip(onsets, onsets[1:]) if b - a >= half]
+
+
+def cadences(candidates: np.ndarray, melody: np.ndarray, step: int, tonic: int, final: bool) -> np.ndarray:
+    """1.0 for each candidate quarter [M, 88, S] whose chord at `step` closes a phrase, else 0: float [M].
+
+    The chord's bass (the lowest key sounding at the step) is the tonic, or at a phrase inside the
+    tune also the dominant, and the melody's note there belongs to the triad on that bass. The
+    tune's last note asks for the tonic alone (an authentic close); inside it a half close counts.
+    """
+    keys = np.flatnonzero(melody[:, step])
+    if not len(keys):
+        return np.zeros(len(candidates))
+    melody_class = (int(keys[0]) + LOWEST_PITCH) % 12
+    roots = [tonic] if final else [tonic, (tonic + 7) % 12]
+    scores = np.zeros(len(candidates))
+    for m, candidate in enumerate(candidates):
+        sounding = np.flatnonzero(candidate[:, step])
+        if not len(sounding):
+            continue
+        bass = (int(sounding[0]) + LOWEST_PITCH) % 12
+        triad = {bass, (bass + 3) % 12, (bass + 4) % 12, (bass + 7) % 12}  # either third: minor's V is major
+        scores[m] = float(bass in roots and melody_class in triad)
+    return scores
+
+
+def hold_last_chord(roll: np.ndarray, melody_roll: np.ndarray, onset: int, end: int) -> np.ndarray:
+    """Harmony roll [88, T] ending with the melody [88, T]: the chord under the last melody note (the
+    keys sounding at its onset, or at the first step after it where the harmony sounds) held to its
+    end, no other note struck under it, and nothing sounding from `end` on."""
+    roll = roll.copy()
+    harmony = roll[:, onset:end] & ~melody_roll[:, onset:end]  # [88, note steps]
+    sounding = np.flatnonzero(harmony.any(axis=0))
+    if len(sounding):
+        roll[:, onset:end] = harmony[:, sounding[0]][:, None]
+    roll[:, end:] = False
+    return roll
 
 
 def parse_passage(text: str, num_quarters: int, source: str) -> tuple[int, int]:

@@ -396,3 +396,45 @@ def longest_verbatim_run(piece: np.ndarray, training_pieces: Sequence[np.ndarray
     quarter (0 if nothing matches); silent quarters within it count toward its length.
     """
     return longest_verbatim_runs([piece], training_pieces, max_shift)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# The top line and the ending (docs/design.md, Evaluation)
+# --------------------------------------------------------------------------------------------
+
+
+def top_line_features(quarters: np.ndarray) -> dict:
+    """The tune of a piece [Q, 88, steps], read as its top line: mean leap (semitones), range
+    (semitones), the share of its intervals that are steps (one or two semitones), and the mean
+    phrase length in quarters (a phrase ends on a note followed by the next only after a half note
+    or more, or at the last note)."""
+    quarters = _check_piece(quarters)
+    pitches = top_line(quarters)
+    intervals = np.abs(np.diff(pitches))
+    line = highest_line(quarters).transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # [88, T]
+    before = np.zeros_like(line)
+    before[:, 1:] = line[:, :-1]
+    onsets = np.flatnonzero((line & ~before).any(axis=0))
+    half = 2 * quarters.shape[2]
+    phrases = 1 + sum(int(b - a >= half) for a, b in zip(onsets, onsets[1:]))
+    return {
+        "leap": float(intervals.mean()) if len(intervals) else 0.0,
+        "range": float(pitches.max() - pitches.min()) if len(pitches) else 0.0,
+        "steps": float(np.isin(intervals, (1, 2)).mean()) if len(intervals) else 0.0,
+        "phrase_quarters": len(quarters) / phrases,
+    }
+
+
+def ending(quarters: np.ndarray, tonic: int) -> dict:
+    """How a piece [Q, 88, steps] ends: how long (quarters) its final chord has sounded unchanged
+    (from the last onset among the notes sounding at its last step), and whether its lowest note
+    there is the `tonic` pitch class (0 = C)."""
+    quarters = _check_piece(quarters)
+    notes = quarters_to_notes(quarters)  # [N, 3]: onset, offset, key
+    if not len(notes):
+        return {"final_chord_quarters": 0.0, "bass_on_tonic": False}
+    end = int(notes[:, 1].max())
+    last = notes[notes[:, 1] == end]
+    held = end - int(last[:, 0].max())
+    bass = int(last[:, 2].min())  # a MIDI pitch
+    return {"final_chord_quarters": held / quarters.shape[2], "bass_on_tonic": bass % 12 == tonic % 12}

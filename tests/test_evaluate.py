@@ -94,7 +94,14 @@ def test_a_fixed_length_gives_every_piece_that_length(config):
         "no_verbatim_run_of_8_quarters",
         "silent_quarters_within_held_out_range",
         "repetition_within_held_out_range",
+        "top_line_leap_within_10%",
+        "top_line_range_within_10%",
+        "final_chord_held_a_half_note_in_every_piece",
+        "bass_on_the_tonic_at_the_end_at_least_0.70",
     }
+    lines = results["top_line_and_endings"]
+    assert set(lines) == {"generated", "bach", "reconstruction"}
+    assert 0 <= lines["generated"]["bass_on_tonic"] <= 1 and lines["bach"]["leap"] > 0
 
 
 def test_targets_compare_with_bach_as_the_thresholds_say():
@@ -137,6 +144,10 @@ def test_targets_compare_with_bach_as_the_thresholds_say():
             "grid": {"generated": {"off_grid": 0.0, "shorter_than_grid": 0.01, "max_keys": 4}},
             "before_voicing": {"mean_overlapping_area_of_first_nine": 0.76},
         },
+        "top_line_and_endings": {
+            "bach": {"leap": 2.0, "range": 12.0},
+            "generated": {"leap": 2.21, "range": 13.2, "final_chord_held_half": 31 / 32, "bass_on_tonic": 0.7},
+        },
     }
     assert targets(results) == {
         "no_note_off_the_grid_or_shorter_than_it": False,  # 1 % shorter
@@ -161,6 +172,10 @@ def test_targets_compare_with_bach_as_the_thresholds_say():
         "no_verbatim_run_of_8_quarters": True,
         "silent_quarters_within_held_out_range": True,
         "repetition_within_held_out_range": False,
+        "top_line_leap_within_10%": False,  # 2.21 is 10.5 % above 2
+        "top_line_range_within_10%": True,  # 13.2 is 10 % above 12
+        "final_chord_held_a_half_note_in_every_piece": False,  # one piece of 32 not
+        "bass_on_the_tonic_at_the_end_at_least_0.70": True,
     }
 
 

@@ -228,7 +228,8 @@ def test_the_cli_harmonizes_a_track_and_the_same_seed_gives_the_same_bytes(run, 
     four = voiced(expected, OPTIONS, "Soprano")  # the melody the Soprano, three voices below it
     assert written == tracks_to_midi_bytes(four.tracks, 3, meter=meter)
     assert [name for name, _ in four.tracks] == ["Soprano", "Alto", "Tenor", "Bass"]
-    assert np.array_equal(read_midi(path).quarters, four.quarters)
+    read_back = read_midi(path).quarters  # nothing sounds after the tune: its silent third quarter is trimmed
+    assert np.array_equal(read_back, four.quarters[: len(read_back)]) and not four.quarters[len(read_back) :].any()
     by_number = run(
         "--out", str(tmp_path / "b"), *command[:2], "--melody-track", "0", "--seed", "2", "--candidates", "3"
     )

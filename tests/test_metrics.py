@@ -316,3 +316,20 @@ def test_note_lengths_count_half_notes_and_notes_held_across_a_quarter_boundary(
     features = piece_features(quarters)
     assert (features["long_notes"], features["tied_notes"]) == (0.25, 0.5)
     assert piece_features(np.zeros((2, 88, 32), dtype=bool))["tied_notes"] == 0.0
+
+
+def test_top_line_features_and_endings():
+    from bachsformer.metrics import ending, top_line_features
+
+    roll = np.zeros((88, 8 * 32), dtype=bool)  # C4 D4 E4 (quarters), G4 (half), then a C major chord held a whole note
+    for pitch, onset, length in ((60, 0, 32), (62, 32, 32), (64, 64, 32), (67, 96, 64), (72, 160, 96)):
+        roll[pitch - 21, onset : onset + length] = True
+    for pitch in (48, 64, 67):
+        roll[pitch - 21, 160:256] = True
+    quarters = roll.reshape(88, 8, 32).transpose(1, 0, 2)
+    line = top_line_features(quarters)
+    assert line["leap"] == pytest.approx((2 + 2 + 3 + 5) / 4)
+    assert line["range"] == 12 and line["steps"] == 0.5
+    assert line["phrase_quarters"] == 8 / 2  # the half note ends a phrase, the last note another
+    assert ending(quarters, tonic=0) == {"final_chord_quarters": 3.0, "bass_on_tonic": True}
+    assert ending(quarters, tonic=7)["bass_on_tonic"] is False

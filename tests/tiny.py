@@ -29,6 +29,7 @@ NUM_FILES = 12
 QUARTERS_PER_FILE = 16
 VOICE_RANGES = ((36, 52), (48, 62), (55, 69), (60, 76))  # bass, tenor, alto, soprano (MIDI pitches)
 BLOCK_QUARTERS = 3
+TUNE_BLOCK = 31  # 16 quarters of eighths, less one
 
 
 def tiny_rolls(num_files: int = NUM_FILES, quarters: int = QUARTERS_PER_FILE, seed: int = 0) -> list[np.ndarray]:
@@ -77,7 +78,11 @@ def tiny_config(root: str | Path) -> dict:
             "cache_dir": str(root / "cache"),
             "validation_fraction": 0.2,
         },
-        "models": {"vq_vae": str(root / "vq_vae.pt"), "transformer": str(root / "transformer.pt")},
+        "models": {
+            "vq_vae": str(root / "vq_vae.pt"),
+            "transformer": str(root / "transformer.pt"),
+            "tune": str(root / "tune.pt"),
+        },
         "vq_vae": {"hidden_channels": 8, "embedding_dim": 8, "residual_layers": 1, "residual_channels": 8},
         "gpt": {
             "vocab_size": 16,
@@ -87,10 +92,22 @@ def tiny_config(root: str | Path) -> dict:
             "n_embd": 16,
             "dropout": 0.0,
         },
+        "tune": {
+            "vocab_size": 93,
+            "block_size": TUNE_BLOCK,
+            "n_layer": 1,
+            "n_head": 2,
+            "n_embd": 16,
+            "dropout": 0.0,
+            "codes_per_quarter": 2,
+            "countdown": 16,
+        },
         "train_vq_vae": {**train, "out": str(root / "runs" / "vq_vae")},
         "train_transformer": {**train, "out": str(root / "runs" / "transformer")},
-        # untrained tiny decoders make short notes; the tests compare with compose() as it comes
-        "generate": {"min_note_steps": 0},
+        "train_tune": {**train, "max_transpose": 0, "out": str(root / "runs" / "tune")},
+        # untrained tiny decoders make short notes; the tests compare with compose() as it comes.
+        # Free music the old way (codes alone): tests/test_tune.py turns tune-first on
+        "generate": {"min_note_steps": 0, "tune_first": False},
     }
 
 
@@ -196,3 +213,22 @@ def run_script(script: str, *args: str, monkeypatch, capsys) -> tuple[int, str, 
         torch.set_grad_enabled(grad_enabled)
     captured = capsys.readouterr()
     return status, captured.out, captured.err
+
+
+def write_tune_model(root: str | Path, fingerprints: dict | None = None) -> Path:
+    """Save an untrained tune model of `tiny_config(root)` at its path, recording `fingerprints`
+    (default: those of the pair at the config's paths, as train_tune.py records them)."""
+    from bachsformer.checkpoint import load_checkpoint
+
+    config = tiny_config(root)
+    if fingerprints is None:
+        fingerprints = {
+            f"{kind}_fingerprint": load_checkpoint(config["models"][kind], kind)["fingerprint"]
+            for kind in ("vq_vae", "transformer")
+        }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(**config["tune"])).eval()
+    path = Path(config["models"]["tune"])
+    save_checkpoint(path, "tune", model.config, model, minor_share=0.5, **fingerprints)
+    return path

@@ -1,0 +1,344 @@
+"""Tunes: a chorale's top line as tokens, the corpus of them, and a tune model that writes new ones.
+
+docs/design.md, "The tune model". A tune is read on an eighth-note grid, one token per eighth
+(SLOTS_PER_QUARTER per quarter): `NOTE + key` where a note starts (the first onset inside the
+eighth), HOLD where the note before goes on, REST where the line is silent, and FERMATA in place of
+the first HOLD of a phrase's last note. A sequence is START, the tokens, END.
+
+The tune model is the transformer of gpt.py over these tokens (`GPTConfig.countdown` above 0): each
+position also hears how many tokens are left before END (exactly up to `countdown`, beyond it
+only their phase in a 4/4 bar) and the mode (major or minor; the corpus is moved to C major or A
+minor, so the mode names the tonic). Sampling asks for a length, so a tune of N quarters knows
+where it ends and closes on time; END is forbidden until the last bar and forced at its end.
+
+Phrase ends travel in MIDI files as marker meta events whose text is FERMATA_MARKER, at the onset
+of the phrase's last note (`python -m bachsformer.corpus` writes them for the chorales). A corpus
+without them trains too: its tunes then have no FERMATA tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import symusic
+import torch
+import torch.nn.functional as F
+
+from bachsformer.checkpoint import load_model
+from bachsformer.errors import BachsformerError
+from bachsformer.gpt import GPT, GPTConfig, KVCache
+from bachsformer.metrics import highest_line
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER
+from bachsformer.sampling import filter_logits, gumbel_noise
+
+SLOTS_PER_QUARTER = 2  # eighth notes: a chorale tune's shortest note values but a few passing sixteenths
+SLOT_STEPS = STEPS_PER_QUARTER // SLOTS_PER_QUARTER
+REST, HOLD, FERMATA, END, START, NOTE = range(6)  # NOTE + key for keys 0 ... 87
+VOCAB_SIZE = NOTE + NUM_KEYS
+MAJOR, MINOR = 0, 1
+FERMATA_MARKER = "fermata"
+KIND = "tune"  # the checkpoint kind
+
+
+class TuneError(BachsformerError):
+    """A tune request that cannot be met (a length below one phrase, a tune model that does not fit)."""
+
+
+def tune_tokens(line: np.ndarray, fermatas: list[int] | np.ndarray = ()) -> np.ndarray:
+    """Tokens of one line of notes, quarters [Q, 88, 32] (the highest key where two sound): int64 [Q * 2].
+
+    fermatas: onset steps of the phrases' last notes; the first HOLD after each becomes FERMATA (a
+    phrase ending on an eighth note, which has none, keeps no mark).
+    """
+    roll = np.asarray(line, dtype=bool).transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # [88, T]
+    sounding = roll.any(axis=0)
+    top = NUM_KEYS - 1 - np.argmax(roll[::-1], axis=0)  # [T], meaningless where silent
+    before = np.zeros_like(sounding)
+    before[1:] = sounding[:-1]
+    changed = np.ones_like(sounding)
+    changed[1:] = top[1:] != top[:-1]
+    onset = sounding & (~before | changed)  # a repeated note comes after the codec's one-step gap
+    slot_onsets = onset.reshape(-1, SLOT_STEPS)  # [slots, 8]
+    first_onset = np.argmax(slot_onsets, axis=1)
+    slot_starts = np.arange(len(slot_onsets)) * SLOT_STEPS
+    keys = top[slot_starts + first_onset]
+    tokens = np.where(slot_onsets.any(axis=1), NOTE + keys, np.where(sounding[slot_starts], HOLD, REST))
+    for step in fermatas:
+        slot = int(step) // SLOT_STEPS
+        if 0 <= slot < len(tokens) - 1 and tokens[slot] >= NOTE and tokens[slot + 1] == HOLD:
+            tokens[slot + 1] = FERMATA
+    return tokens.astype(np.int64)
+
+
+def tune_quarters(tokens: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Tokens (up to END, START and END left out) -> (the line as quarters [Q, 88, 32], fermata onset steps).
+
+    A note repeated on its key ends one step early, as the MIDI codec writes repeats.
+    """
+    tokens = [int(t) for t in tokens if t != START]
+    if END in tokens:
+        tokens = tokens[: tokens.index(END)]
+    num_quarters = max(1, -(-len(tokens) // SLOTS_PER_QUARTER))
+    roll = np.zeros((NUM_KEYS, num_quarters * STEPS_PER_QUARTER), dtype=bool)
+    fermatas, key, start = [], None, 0
+    for slot, token in enumerate(tokens + [REST]):
+        step = slot * SLOT_STEPS
+        if token in (HOLD, FERMATA) and key is not None:
+            if token == FERMATA:
+                fermatas.append(start)
+            continue
+        if key is not None:  # the note before ends here
+            repeated = token - NOTE == key
+            roll[key, start : step - 1 if repeated else step] = True
+        key, start = (token - NOTE, step) if token >= NOTE else (None, step)
+    quarters = roll.reshape(NUM_KEYS, num_quarters, STEPS_PER_QUARTER).transpose(1, 0, 2)
+    return np.ascontiguousarray(quarters), fermatas
+
+
+# ---- phrase ends in MIDI files ------------------------------------------------------------
+
+
+def _variable_length(value: int) -> bytes:
+    """A MIDI variable-length quantity."""
+    groups = [value & 0x7F]
+    while value > 0x7F:
+        value >>= 7
+        groups.append(0x80 | (value & 0x7F))
+    return bytes(reversed(groups))
+
+
+def add_markers(midi: bytes, ticks: list[int], text: str = FERMATA_MARKER) -> bytes:
+    """A format-1 Standard MIDI File with one more track holding a marker meta event (FF 06) of
+    `text` at each tick; the other tracks' bytes are left as they were."""
+    if midi[:4] != b"MThd" or struct.unpack(">H", midi[8:10])[0] != 1:
+        raise ValueError("markers are added to format-1 MIDI files only")
+    events, now = b"", 0
+    for tick in sorted(set(int(t) for t in ticks)):
+        data = text.encode()
+        events += _variable_length(tick - now) + b"\xff\x06" + _variable_length(len(data)) + data
+        now = tick
+    events += b"\x00\xff\x2f\x00"  # end of track
+    tracks = struct.unpack(">H", midi[10:12])[0]
+    header = midi[:10] + struct.pack(">H", tracks + 1) + midi[12:]
+    return header + b"MTrk" + struct.pack(">I", len(events)) + events
+
+
+def read_fermatas(path: str | Path, steps_per_quarter: int = STEPS_PER_QUARTER) -> list[int]:
+    """Onset steps of a MIDI file's fermata markers on the grid `midi.read_midi` reads it on (the whole
+    silent quarters before the first note trimmed): [] for a file without them."""
+    score = symusic.Score(str(path))
+    marks = [m.time for m in score.markers if m.text.strip().casefold() == FERMATA_MARKER]
+    onsets = [int(t.notes.numpy()["time"].min()) for t in score.tracks if not t.is_drum and len(t.notes)]
+    if not marks or not onsets:
+        return []
+    ticks = score.ticks_per_quarter
+
+    def step(tick: int) -> int:  # as midi.py rounds onsets: halves up, in integers
+        return (2 * tick * steps_per_quarter + ticks) // (2 * ticks)
+
+    trimmed = step(min(onsets)) // steps_per_quarter * steps_per_quarter
+    return sorted({step(t) - trimmed for t in marks if step(t) >= trimmed})
+
+
+# ---- the corpus of tunes ------------------------------------------------------------------
+
+
+def piece_mode(key: str) -> int:
+    """MINOR for a key name such as 'A minor', else MAJOR."""
+    return MINOR if str(key).endswith("minor") else MAJOR
+
+
+def corpus_tunes(pieces, midi_dir: str | Path, normalized: bool = True) -> tuple[list[np.ndarray], list[int], int]:
+    """(tokens of each piece's top line, its mode, how many files carry fermatas).
+
+    pieces: `data.CorpusPiece`s read from midi_dir; a fermata marker moves with the piece's key
+    shift only in pitch, not in time, so the steps read from the file hold.
+    """
+    tunes, modes, marked = [], [], 0
+    for piece in pieces:
+        fermatas = read_fermatas(Path(midi_dir) / piece.name)
+        marked += bool(fermatas)
+        tunes.append(tune_tokens(highest_line(piece.quarters), fermatas))
+        modes.append(piece_mode(piece.key))
+    return tunes, modes, marked
+
+
+def sequence_of(tokens: np.ndarray) -> torch.Tensor:
+    """START, tokens, END: long [L + 2]."""
+    return torch.from_numpy(np.concatenate([[START], tokens, [END]]).astype(np.int64))
+
+
+class TuneWindowDataset:
+    """Windows of tune sequences for training: `window` tokens from each quarter boundary (a tune
+    shorter than that is one window, padded). `batch(indices, generator)` returns (inputs, targets,
+    remaining, mode): long [B, window - 1] each but mode [B]; padded targets are -1."""
+
+    def __init__(self, tunes: list[np.ndarray], modes: list[int], window: int):
+        self.sequences = [sequence_of(t) for t in tunes]
+        self.modes = modes
+        self.window = window
+        starts = []
+        for number, sequence in enumerate(self.sequences):
+            for start in range(0, max(1, len(sequence) - window + 1), SLOTS_PER_QUARTER):
+                starts.append((number, start))
+        self.starts = torch.tensor(starts, dtype=torch.long).reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
+        size = self.window - 1
+        inputs = torch.full((len(indices), size), END, dtype=torch.long)
+        targets = torch.full((len(indices), size), -1, dtype=torch.long)
+        remaining = torch.zeros((len(indices), size), dtype=torch.long)
+        modes = torch.zeros(len(indices), dtype=torch.long)
+        for row, (number, start) in enumerate(self.starts[indices].tolist()):
+            sequence = self.sequences[number][start : start + self.window]
+            length = len(sequence) - 1
+            inputs[row, :length], targets[row, :length] = sequence[:-1], sequence[1:]
+            # input position t predicts sequence index start + t + 1; END sits at len - 1
+            ends_at = len(self.sequences[number]) - 1
+            remaining[row, :length] = ends_at - (start + 1 + torch.arange(length))
+            modes[row] = self.modes[number]
+        return inputs, targets, remaining, modes
+
+
+def tune_loss(model: GPT, batch) -> torch.Tensor:
+    """Mean cross-entropy (nats) of a `TuneWindowDataset` batch, padding left out."""
+    inputs, targets, remaining, modes = batch
+    logits, _ = model(inputs, remaining=remaining, mode=modes)
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+
+
+@torch.no_grad()
+def bits_per_token(model: GPT, tunes: list[np.ndarray], modes: list[int]) -> float:
+    """Held-out bits per token (every token after START, END included), each tune read in windows
+    of the model's block that overlap by half, every token scored once."""
+    total, count = 0.0, 0
+    window = model.config.block_size + 1
+    for tokens, mode in zip(tunes, modes):
+        sequence = sequence_of(tokens)
+        ends_at = len(sequence) - 1
+        scored_until = 1  # sequence indices below this are scored
+        start = 0
+        while scored_until < len(sequence):
+            part = sequence[start : start + window]
+            positions = start + 1 + torch.arange(len(part) - 1)
+            logits, _ = model(part[None, :-1], remaining=(ends_at - positions)[None], mode=torch.tensor([mode]))
+            losses = F.cross_entropy(logits[0].float(), part[1:], reduction="none")
+            new = positions >= scored_until
+            total += float(losses[new].sum())
+            count += int(new.sum())
+            scored_until = start + len(part)
+            start += window // 2
+    return total / count / math.log(2)
+
+
+def tune_baselines(train: list[np.ndarray], held_out: list[np.ndarray]) -> dict:
+    """Bits per token of held-out tunes under a unigram and a bigram model counted on the training
+    tunes (add-one smoothing), on the targets `bits_per_token` scores."""
+    unigram = np.ones(VOCAB_SIZE)
+    bigram = np.ones((VOCAB_SIZE, VOCAB_SIZE))
+    for tokens in train:
+        sequence = sequence_of(tokens).numpy()
+        unigram += np.bincount(sequence[1:], minlength=VOCAB_SIZE)
+        np.add.at(bigram, (sequence[:-1], sequence[1:]), 1)
+    unigram /= unigram.sum()
+    bigram /= bigram.sum(1, keepdims=True)
+    sequences = [sequence_of(t).numpy() for t in held_out]
+    previous = np.concatenate([s[:-1] for s in sequences])
+    targets = np.concatenate([s[1:] for s in sequences])
+    return {
+        "unigram_bits": float(-np.log2(unigram[targets]).mean()),
+        "bigram_bits": float(-np.log2(bigram[previous, targets]).mean()),
+    }
+
+
+# ---- the tune model -------------------------------------------------------------------------
+
+
+def load_tune_model(path: str | Path, map_location="cpu") -> GPT:
+    """A tune model (checkpoint kind "tune"): the transformer of gpt.py with the end condition."""
+    return load_model(GPT, GPTConfig, KIND, path, map_location)
+
+
+@torch.inference_mode()
+def sample_tunes(
+    model: GPT,
+    num_slots: int,
+    seeds: list[int],
+    modes: list[int],
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    prefix: np.ndarray | None = None,
+    min_context: int | None = None,
+) -> list[np.ndarray]:
+    """One tune per seed, `num_slots` tokens long with its prefix (END closes it within the last bar):
+    a list of int64 token arrays without START and END.
+
+    modes: MAJOR or MINOR per tune. prefix: tokens every tune starts with (a primer's top line).
+    Each tune draws its noise from its own generator seeded with its seed, so tune b is the same
+    alone or in a batch. When the window is full it keeps its last `min_context` tokens (half the
+    window by default) and runs them through the model once more.
+    """
+    block = model.config.block_size
+    min_context = min_context or (block + 1) // 2
+    bar = 4 * SLOTS_PER_QUARTER
+    prefix = np.zeros(0, dtype=np.int64) if prefix is None else np.asarray(prefix, dtype=np.int64)
+    if num_slots <= len(prefix):
+        raise TuneError(f"a tune of {num_slots} eighths leaves nothing to write after its {len(prefix)}")
+    batch = len(seeds)
+    device = model.token_embedding.weight.device
+    sequence = torch.full((batch, num_slots + 2), END, dtype=torch.long, device=device)
+    sequence[:, 0] = START
+    sequence[:, 1 : 1 + len(prefix)] = torch.from_numpy(prefix)
+    mode = torch.tensor(modes, dtype=torch.long, device=device)
+    first_new = 1 + len(prefix)
+    noise = gumbel_noise(seeds, num_slots + 1 - len(prefix), VOCAB_SIZE).to(device)  # [B, new + END, V]
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    cache = KVCache(model.config, batch, device, next(model.parameters()).dtype)
+    weights = model.decode_weights()
+    window_start, logits = 0, None
+    for n in range(first_new, num_slots + 2):  # n: sequence index of the token to draw
+        if n - window_start > block:
+            window_start, logits = n - min_context, None
+        if logits is None:  # (re)fill the cache with the window so far
+            cache.reset()
+            positions = torch.arange(window_start, n, device=device)
+            logits = model(
+                sequence[:, window_start:n],
+                cache=cache,
+                remaining=(num_slots + 1 - 1 - positions).expand(batch, -1),
+                mode=mode,
+            )[0][:, -1]
+        remaining = num_slots + 1 - n  # tokens from this one to END
+        logits = filter_logits(logits, temperature, 0, top_p)
+        logits[:, START] = -math.inf
+        if remaining > bar:
+            logits[:, END] = -math.inf
+        previous = sequence[:, n - 1]
+        silent = (previous == REST) | (previous == START)
+        logits[silent, HOLD] = logits[silent, FERMATA] = -math.inf  # nothing to hold
+        token = (logits + noise[:, n - first_new]).argmax(-1) if remaining else torch.full_like(previous, END)
+        token = torch.where(finished, END, token)
+        sequence[:, n] = token
+        finished |= token == END
+        if bool(finished.all()):
+            break
+        if n + 1 - window_start <= block and n + 1 < sequence.shape[1]:
+            heard = model.end_vectors(torch.full((batch, 1), remaining - 1, device=device), mode)[:, 0]
+            logits = model.decode_step(token, cache, weights, heard)
+    tunes = []
+    for row in sequence[:, 1:].cpu().numpy():
+        ends = np.flatnonzero(row == END)
+        tunes.append(row[: ends[0] if len(ends) else len(row)])
+    return tunes
+
+
+def tune_pitches(tokens: np.ndarray) -> np.ndarray:
+    """MIDI pitches of a tune's notes in order: int [N]."""
+    tokens = np.asarray(tokens)
+    return tokens[tokens >= NOTE] - NOTE + LOWEST_PITCH

@@ -1,0 +1,232 @@
+"""The tune model and tune-first generation: tokens, fermatas, training, sampling, endings, model sets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tiny
+import torch
+
+from bachsformer.checkpoint import CheckpointError, load_checkpoint
+from bachsformer.compose import load_models
+from bachsformer.config import GenerateConfig
+from bachsformer.guided import harmonize
+from bachsformer.midi import (
+    LOWEST_PITCH,
+    NUM_KEYS,
+    STEPS_PER_QUARTER,
+    quarters_to_midi_bytes,
+    read_midi,
+    read_midi_bytes,
+    read_midi_tracks,
+)
+from bachsformer.tune import (
+    END,
+    FERMATA,
+    HOLD,
+    MAJOR,
+    MINOR,
+    NOTE,
+    REST,
+    SLOTS_PER_QUARTER,
+    add_markers,
+    load_tune_model,
+    read_fermatas,
+    sample_tunes,
+    tune_quarters,
+    tune_tokens,
+)
+from bachsformer.tunefirst import load_tune_for
+
+OPTIONS = GenerateConfig(min_note_steps=0, candidates=4)
+TUNE_FIRST = ("--set", "generate.tune_first=true")  # as config.yaml has it (the tiny config writes the old way)
+
+
+def line(notes: list[tuple[int, int, int]], num_quarters: int) -> np.ndarray:
+    """One line of (MIDI pitch, onset step, length in steps) notes as quarters [Q, 88, 32]."""
+    roll = np.zeros((NUM_KEYS, num_quarters * STEPS_PER_QUARTER), dtype=bool)
+    for pitch, onset, length in notes:
+        roll[pitch - LOWEST_PITCH, onset : onset + length] = True
+    return np.ascontiguousarray(roll.reshape(NUM_KEYS, num_quarters, STEPS_PER_QUARTER).transpose(1, 0, 2))
+
+
+# a tune with a quarter, two eighths, a repeated note, a half note with a fermata and a rest
+TUNE_NOTES = [(67, 0, 32), (69, 32, 16), (71, 48, 15), (71, 64, 32), (72, 96, 64)]
+FERMATA_STEP = 96
+
+
+def test_tune_tokens_round_trip_on_the_eighth_grid():
+    melody = line(TUNE_NOTES, 6)
+    tokens = tune_tokens(melody, [FERMATA_STEP])
+    expected = [NOTE + 67 - 21, HOLD, NOTE + 48, NOTE + 50, NOTE + 50, HOLD, NOTE + 51, FERMATA, HOLD, HOLD]
+    assert tokens.tolist() == expected + [REST, REST]
+    quarters, fermatas = tune_quarters(tokens)
+    assert fermatas == [FERMATA_STEP]
+    assert np.array_equal(quarters[:5], melody[:5])  # the trailing rest quarter is no note
+    assert not quarters[5:].any()
+
+
+def test_fermata_markers_round_trip_through_a_midi_file(tmp_path):
+    # one silent quarter first: reading trims it, and the fermata moves with the music
+    melody = np.concatenate([np.zeros((1, NUM_KEYS, STEPS_PER_QUARTER), bool), line(TUNE_NOTES, 6)])
+    data = quarters_to_midi_bytes(melody)
+    ticks = 480  # midi.py writes 480 ticks per quarter
+    marked = add_markers(data, [ticks * (1 + FERMATA_STEP // STEPS_PER_QUARTER)])
+    path = tmp_path / "marked.mid"
+    path.write_bytes(marked)
+    assert read_fermatas(path) == [FERMATA_STEP]
+    assert np.array_equal(read_midi(path).quarters, read_midi_bytes(data).quarters)  # the notes read alike
+    assert [t.name for t in read_midi_tracks(path)] == [t.name for t in read_midi_tracks_of(data, tmp_path)]
+    assert FERMATA in tune_tokens(read_midi(path).quarters, read_fermatas(path)).tolist()
+    unmarked = tmp_path / "plain.mid"
+    unmarked.write_bytes(data)
+    assert read_fermatas(unmarked) == []
+
+
+def read_midi_tracks_of(data: bytes, folder):
+    path = folder / "tracks.mid"
+    path.write_bytes(data)
+    return read_midi_tracks(path)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A tiny config, its model pair and a tune model trained beside it."""
+    root = tmp_path_factory.mktemp("tune")
+    tiny.write_config(root)
+    tiny.write_model_pair(root)
+    tiny.write_tune_model(root)
+    return root
+
+
+def test_sampled_tunes_end_within_the_last_bar_and_repeat_with_their_seed(root):
+    model = load_tune_model(root / "tune.pt")
+    num_slots = 12 * SLOTS_PER_QUARTER
+    tunes = sample_tunes(model, num_slots, [0, 1, 2], [MAJOR, MINOR, MAJOR], top_p=0.95)
+    bar = 4 * SLOTS_PER_QUARTER
+    for tune in tunes:
+        assert num_slots - bar <= len(tune) <= num_slots
+        assert END not in tune.tolist()
+    alone = sample_tunes(model, num_slots, [1], [MINOR], top_p=0.95)[0]
+    assert np.array_equal(alone, tunes[1])
+
+
+def test_a_long_tune_slides_its_window(root):
+    model = load_tune_model(root / "tune.pt")
+    num_slots = 3 * (tiny.TUNE_BLOCK + 1)  # three windows
+    tune = sample_tunes(model, num_slots, [5], [MAJOR])[0]
+    assert num_slots - 4 * SLOTS_PER_QUARTER <= len(tune) <= num_slots
+
+
+def test_harmonizing_a_tune_with_a_trailing_rest_ends_on_its_last_note(root):
+    vq_vae, transformer = load_models(root / "vq_vae.pt", root / "transformer.pt")
+    melody = line([(72, 0, 32), (74, 32, 32), (71, 64, 32), (72, 96, 48)], 6)  # then a rest of 1.5 quarters
+    piece = harmonize(vq_vae, transformer, melody, OPTIONS, seed=3)
+    roll = piece.quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1)
+    last_onset, end = 96, 144
+    assert not roll[:, end:].any()  # nothing sounds after the tune's last note
+    assert roll[:, end - 1].sum() > 1  # a chord under it
+    # held: nothing struck or released under the last note (the step after its onset on: the key of
+    # the melody's note before may not sound on at the onset, which keeps that note's length)
+    under = roll[:, last_onset + 1 : end]
+    assert (under == under[:, :1]).all()
+    melody_roll = melody.transpose(1, 0, 2).reshape(NUM_KEYS, -1)
+    assert np.array_equal(highest_keys(roll[:, :end]), highest_keys(melody_roll[:, :end]))
+
+
+def highest_keys(roll: np.ndarray) -> np.ndarray:
+    return np.where(roll.any(axis=0), NUM_KEYS - 1 - np.argmax(roll[::-1], axis=0), -1)
+
+
+def test_a_three_model_set_with_a_wrong_fingerprint_is_refused(tmp_path, monkeypatch, capsys):
+    tiny.write_config(tmp_path)
+    tiny.write_model_pair(tmp_path)
+    tiny.write_tune_model(tmp_path, {"transformer_fingerprint": "0" * 16})
+    vq_vae, transformer = load_models(tmp_path / "vq_vae.pt", tmp_path / "transformer.pt")
+    with pytest.raises(CheckpointError, match="trained beside transformer 0000000000000000"):
+        load_tune_for(tmp_path / "tune.pt", vq_vae, transformer, tmp_path / "transformer.pt")
+    config = str(tmp_path / "config.yaml")
+    status, out, err = tiny.run_script(
+        "generate.py", "--config", config, *TUNE_FIRST, "--quarters", "8", "--out", str(tmp_path / "out"),
+        monkeypatch=monkeypatch, capsys=capsys,
+    )  # fmt: skip
+    assert status == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "trained beside transformer" in err
+
+
+def test_generate_writes_tune_first(root, monkeypatch, capsys):
+    assert GenerateConfig().tune_first  # the default
+    out = root / "out"
+    args = ["--config", str(root / "config.yaml"), *TUNE_FIRST, "--out", str(out), "--quarters", "12", "--num", "2"]
+    status, stdout, err = tiny.run_script("generate.py", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 0, err
+    paths = [line for line in stdout.splitlines() if line.endswith(".mid")]
+    assert len(paths) == 2 and all("tune-" in p for p in paths)
+    for path in paths:
+        melody = read_midi_tracks(path)[0]
+        sounding = np.flatnonzero(melody.quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1).any(axis=0))
+        tune_end = (sounding[-1] + 1) / STEPS_PER_QUARTER
+        assert 12 - 4 <= tune_end <= 12  # within the last bar of the length asked for
+        assert read_midi(path).quarters.shape[0] <= 12  # nothing after the tune
+    status, stdout, err = tiny.run_script(
+        "generate.py", *args, "--no-tune", monkeypatch=monkeypatch, capsys=capsys
+    )  # the old way, one option away
+    assert status == 0 and "tune-" not in stdout
+
+
+def test_a_piece_shorter_than_a_phrase_is_refused(root, monkeypatch, capsys):
+    args = ["--config", str(root / "config.yaml"), *TUNE_FIRST, "--out", str(root / "short"), "--quarters", "4"]
+    status, _, err = tiny.run_script("generate.py", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "--quarters 4: a tune needs at least one phrase" in err
+
+
+def test_without_a_tune_model_generate_warns_and_writes_the_old_way(tmp_path, monkeypatch, capsys):
+    tiny.write_config(tmp_path)
+    tiny.write_model_pair(tmp_path)  # no tune.pt: an old pair alone
+    args = ["--config", str(tmp_path / "config.yaml"), *TUNE_FIRST, "--out", str(tmp_path / "out"), "--quarters", "4"]
+    status, stdout, err = tiny.run_script("generate.py", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 0
+    assert err.startswith("warning: ") and "no tune model" in err and len(err.strip().splitlines()) == 1
+    assert read_midi(stdout.splitlines()[0]).quarters.shape[0] == 4
+
+
+def test_a_pair_saved_before_the_end_condition_loads(tmp_path):
+    tiny.write_config(tmp_path)
+    _, transformer_path = tiny.write_model_pair(tmp_path)
+    checkpoint = load_checkpoint(transformer_path, "transformer")
+    del checkpoint["config"]["countdown"]  # as every checkpoint written before the tune model
+    torch.save(checkpoint, transformer_path)
+    _, transformer = load_models(tmp_path / "vq_vae.pt", transformer_path)
+    assert transformer.config.countdown == 0 and not hasattr(transformer, "countdown_embedding")
+
+
+def test_a_tiny_tune_model_trains_on_a_corpus_without_fermatas(tmp_path, monkeypatch, capsys):
+    tiny.write_corpus(tmp_path / "midi")
+    config = tiny.write_config(tmp_path)
+    status, out, err = tiny.run_script("train_tune.py", "--config", str(config), monkeypatch=monkeypatch, capsys=capsys)
+    assert status == 0, err
+    assert "note: no file of" in out and "fermata" in out
+    model = load_tune_model(tmp_path / "runs" / "tune" / "best.pt")
+    first = sample_tunes(model, 16, [7], [MAJOR])[0]
+    assert np.array_equal(first, sample_tunes(model, 16, [7], [MAJOR])[0])
+    assert load_checkpoint(tmp_path / "runs" / "tune" / "best.pt", "tune")["minor_share"] >= 0
+
+
+def test_the_corpus_export_writes_a_scores_fermatas_as_markers(tmp_path):
+    music21 = pytest.importorskip("music21")
+    from bachsformer.corpus import export
+
+    part = music21.stream.Part()
+    for number, name in enumerate(["G4", "A4", "B4", "C5"]):
+        note = music21.note.Note(name, quarterLength=2 if number == 1 else 1)
+        if number == 1:  # the A is a phrase's last note, on quarter 1
+            note.expressions.append(music21.expressions.Fermata())
+        part.append(note)
+    score = music21.stream.Score([part])
+    source = tmp_path / "phrase.musicxml"
+    score.write("musicxml", fp=str(source))
+    export(source, tmp_path / "phrase.mid")
+    assert read_fermatas(tmp_path / "phrase.mid") == [STEPS_PER_QUARTER]
+    tokens = tune_tokens(read_midi(tmp_path / "phrase.mid").quarters, read_fermatas(tmp_path / "phrase.mid"))
+    assert tokens.tolist()[2:6] == [NOTE + 69 - LOWEST_PITCH, FERMATA, HOLD, HOLD]
