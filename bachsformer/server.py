@@ -60,10 +60,11 @@ MAX_CANDIDATES = 64
 MAX_GUIDANCE = 10.0
 HIGHEST_PITCH = LOWEST_PITCH + NUM_KEYS - 1
 SCORE_OPTIONS = {  # verovio: one tall page that the page scales to its width
-    "pageWidth": 2200,
+    "pageWidth": 1800,
     "pageHeight": 60000,
     "adjustPageHeight": True,
-    "scale": 40,
+    "scale": 50,
+    "minLastJustification": 0,  # the last system is justified too, however short
     "header": "none",
     "footer": "none",
     "svgViewBox": True,
@@ -354,26 +355,28 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > self.limit + 10_000:  # room for the form's other fields
             return await too_large(scope, receive, send)
         received = 0
-        started = False
+        over = False
 
         async def counted_receive():
-            nonlocal received
+            nonlocal received, over
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit + 10_000:
+                over = True
                 raise UploadTooLarge
             return message
 
         async def watched_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+            # the app may answer the interrupted read itself (FastAPI: 400, "error parsing the body"): 413 instead
+            if not over:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await too_large(scope, receive, send)
 
         try:
             await self.app(scope, counted_receive, watched_send)
         except UploadTooLarge:
-            if not started:
-                await too_large(scope, receive, send)
+            await too_large(scope, receive, send)
 
 
 def create_app(config: Config) -> FastAPI:
