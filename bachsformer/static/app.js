@@ -428,7 +428,7 @@ function showPiece(answer) {
   const seconds = secondsAt(answer.meter, answer.quarters);
   const facts = [
     answer.key,
-    `${answer.bars.length} bars`,
+    answer.bars.length === 1 ? "1 bar" : `${answer.bars.length} bars`,
     `${Math.floor(seconds / 60)}:${String(Math.round(seconds % 60)).padStart(2, "0")}`,
     `written in ${answer.seconds.toFixed(1)} s`,
   ];
