@@ -549,14 +549,16 @@ function play(notes, meter, quarters, onFrame) {
   const compressor = audio.createDynamicsCompressor();
   master.connect(compressor).connect(audio.destination);
   const balance = Number($("balance").value) / 100; // the tune's share of the loudness
-  const melodyVoices = 1;
-  const harmonyVoices = Math.max(1, notes.filter((note) => !note[3]).length / Math.max(1, notes.filter((note) => note[3]).length));
+  const tuneNotes = notes.filter((note) => note[3]).length;
+  // harmony notes sounding per tune note; with no tune (a chorale) the slider does not apply
+  const harmonyVoices = tuneNotes ? Math.max(1, (notes.length - tuneNotes) / tuneNotes) : 4;
+  const harmonyShare = tuneNotes ? 1 - balance : 0.5;
   const start = audio.currentTime + 0.08;
   const sources = [];
   for (const [onset, offset, pitch, isMelody] of notes) {
     const begin = start + secondsAt(meter, onset / STEPS);
     const end = start + secondsAt(meter, offset / STEPS);
-    const peak = isMelody ? 0.32 * balance * 2 / melodyVoices : (0.26 * (1 - balance) * 2) / Math.sqrt(Math.min(harmonyVoices, 6));
+    const peak = isMelody ? 0.64 * balance : (0.52 * harmonyShare) / Math.sqrt(Math.min(harmonyVoices, 6));
     const oscillator = audio.createOscillator();
     oscillator.setPeriodicWave(wave);
     oscillator.frequency.value = 440 * 2 ** ((pitch - 69) / 12);
