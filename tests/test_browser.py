@@ -180,3 +180,15 @@ def test_a_server_error_is_shown_in_one_line(page):
     page.wait_for_selector("#message:not([hidden])")
     page.wait_for_function("document.querySelector('#message').textContent.startsWith('guidance')")
     assert page.inner_text("#message").startswith("guidance: Input should be less than or equal to 10")
+
+
+def test_a_request_over_half_a_second_shows_its_progress(page):
+    held = []
+    page.route("**/api/harmonization", lambda route: held.append(route))  # held until the test lets it through
+    page.mouse.click(*cell_centre(page, 0, 67))
+    page.click("#harmonize")
+    page.wait_for_selector("#progress:not([hidden])", timeout=5_000)
+    assert page.inner_text("#progress-text") == "Harmonizing…" and page.is_disabled("#harmonize")
+    held[0].continue_()
+    page.wait_for_selector("#score svg")
+    assert page.is_hidden("#progress") and page.is_enabled("#harmonize")
