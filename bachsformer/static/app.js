@@ -4,8 +4,10 @@
 
 const STEPS = 32;
 const CELL_STEPS = 8; // a sixteenth
-const LOW = 55; // G3, the editor's lowest row
-const HIGH = 84; // C6, its highest
+const LOWEST = 21; // A0 ... C8: the 88 keys the models know
+const HIGHEST = 108;
+let lowestRow = 55; // the editor's lowest row: G3, or lower for an opened tune that goes lower
+let highestRow = 84; // its highest: C6, or higher
 const ROW = 15; // pixels per row
 const COLUMN = 17; // pixels per sixteenth
 const GUTTER = 38; // pitch names, left of the grid
@@ -122,10 +124,13 @@ function element(name, attributes, parent) {
 
 function drawEditor() {
   const grid = $("grid");
+  const pitches = tune.notes.map((note) => note.pitch);
+  lowestRow = Math.max(LOWEST, Math.min(55, ...pitches)); // a note inside G3-C6 never moves the rows
+  highestRow = Math.min(HIGHEST, Math.max(84, ...pitches));
   const quarters = editorQuarters();
   const columns = Math.round((quarters * STEPS) / CELL_STEPS);
   const width = GUTTER + columns * COLUMN + 1;
-  const height = HEADER + (HIGH - LOW + 1) * ROW + 1;
+  const height = HEADER + (highestRow - lowestRow + 1) * ROW + 1;
   grid.replaceChildren();
   Object.entries({
     width,
@@ -135,13 +140,13 @@ function drawEditor() {
     "data-header": HEADER,
     "data-column": COLUMN,
     "data-row": ROW,
-    "data-high": HIGH,
+    "data-high": highestRow,
     "data-cell-steps": CELL_STEPS,
   }).forEach(([key, value]) => grid.setAttribute(key, value));
-  const y = (pitch) => HEADER + (HIGH - pitch) * ROW;
+  const y = (pitch) => HEADER + (highestRow - pitch) * ROW;
   const x = (step) => GUTTER + (step / CELL_STEPS) * COLUMN;
   element("rect", { class: "gutter", x: 0, y: 0, width: GUTTER, height }, grid);
-  for (let pitch = LOW; pitch <= HIGH; pitch++) {
+  for (let pitch = lowestRow; pitch <= highestRow; pitch++) {
     const black = [1, 3, 6, 8, 10].includes(pitch % 12);
     element("rect", { class: black ? "row-black" : "row-white", x: GUTTER, y: y(pitch), width: width - GUTTER, height: ROW }, grid);
     if (pitch % 12 === 0 || pitch % 12 === 7 || pitch === tune.cursor.pitch) {
@@ -167,7 +172,6 @@ function drawEditor() {
     label.textContent = n + 1;
   });
   for (const note of tune.notes) {
-    if (note.pitch < LOW || note.pitch > HIGH) continue;
     element("rect", {
       class: "note",
       x: x(note.start) + 1,
@@ -189,8 +193,8 @@ function drawEditor() {
 function cellAt(event) {
   const box = $("grid").getBoundingClientRect();
   const column = Math.floor((event.clientX - box.left - GUTTER) / COLUMN);
-  const pitch = HIGH - Math.floor((event.clientY - box.top - HEADER) / ROW);
-  if (column < 0 || pitch < LOW || pitch > HIGH) return null;
+  const pitch = highestRow - Math.floor((event.clientY - box.top - HEADER) / ROW);
+  if (column < 0 || pitch < lowestRow || pitch > highestRow) return null;
   return { step: column * CELL_STEPS, pitch };
 }
 
@@ -236,8 +240,8 @@ function onEditorKey(event) {
   const key = event.key;
   const last = editorQuarters() * STEPS;
   let handled = true;
-  if (key === "ArrowUp") cursor.pitch = Math.min(HIGH, cursor.pitch + (event.shiftKey ? 12 : 1));
-  else if (key === "ArrowDown") cursor.pitch = Math.max(LOW, cursor.pitch - (event.shiftKey ? 12 : 1));
+  if (key === "ArrowUp") cursor.pitch = Math.min(highestRow, cursor.pitch + (event.shiftKey ? 12 : 1));
+  else if (key === "ArrowDown") cursor.pitch = Math.max(lowestRow, cursor.pitch - (event.shiftKey ? 12 : 1));
   else if (key === "ArrowRight") cursor.step = Math.min(last - CELL_STEPS, cursor.step + CELL_STEPS);
   else if (key === "ArrowLeft") cursor.step = Math.max(0, cursor.step - CELL_STEPS);
   else if (key === "Enter" || key === " ") writeAtCursor(cursor.pitch);
@@ -246,7 +250,7 @@ function onEditorKey(event) {
     const pitchClass = (LETTERS[key.toLowerCase()] + (event.shiftKey ? 1 : 0)) % 12;
     let pitch = cursor.pitch - ((cursor.pitch - pitchClass + 120) % 12);
     if (cursor.pitch - pitch > 6) pitch += 12;
-    writeAtCursor(Math.max(LOW, Math.min(HIGH, pitch)));
+    writeAtCursor(Math.max(lowestRow, Math.min(highestRow, pitch)));
   } else if (key === "Backspace" || key === "Delete") {
     const here = tune.notes.find((note) => note.start <= cursor.step && cursor.step < note.end);
     const before = [...tune.notes].reverse().find((note) => note.start < cursor.step);
@@ -404,13 +408,10 @@ async function openFile(file) {
     if ([...$("metre").options].some((option) => option.value === metre)) $("metre").value = metre;
     $("tempo").value = Math.round(answer.meter.tempos[0][1]);
     tune.bars = barsOf(tune.meter, answer.quarters).length;
-    const pitches = tune.notes.map((note) => note.pitch);
-    const outside = pitches.filter((pitch) => pitch < LOW || pitch > HIGH).length;
-    tune.cursor = { step: 0, pitch: pitches[0] || 67 };
+    tune.cursor = { step: 0, pitch: tune.notes.length ? tune.notes[0].pitch : 67 };
     drawEditor();
-    const notes = [...answer.warnings];
-    if (outside) notes.push(`${outside} notes lie outside the grid (G3–C6): they are kept, though not drawn.`);
-    showMessage(notes.length ? notes.join(" ") : `${file.name}: ${tune.notes.length} notes.`, "note");
+    const notes = answer.warnings.length ? answer.warnings : [`${answer.name}: ${tune.notes.length} notes.`];
+    showMessage(notes.join(" "), "note");
   } catch (error) {
     showMessage(error.message);
   } finally {
