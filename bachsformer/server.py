@@ -232,7 +232,10 @@ class Harmonizer:
             raise RequestError(str(error)) from None
 
     def harmonize(self, tune: Tune, options: GenerateConfig, source: str) -> Composition:
-        refuse_mode_change(tune.melody, options.key, source)
+        try:
+            refuse_mode_change(tune.melody, options.key, source)
+        except BachsformerError as error:  # worded for generate.py's --key; here the field is `key`
+            raise RequestError(str(error).replace("--key", "key")) from None
         with self.lock:
             return harmonize(
                 self.vq_vae, self.transformer, tune.melody, options, options.seed, self.config.data.normalize_key

@@ -95,7 +95,7 @@ BAD_UPLOADS = [
     (LONG, {}, 400, f"{MAX_QUARTERS + 4} quarters long, over the limit of {MAX_QUARTERS}"),
     (b"MThd" + bytes(MAX_UPLOAD_BYTES), {}, 413, "over the upload limit of 1000 kB"),
     (make_midi(TUNE), {"key": "H"}, 400, "key: 'H' is not a key"),
-    (make_midi(TUNE), {"key": "E minor"}, 400, "is in G major"),
+    (make_midi(TUNE), {"key": "E minor"}, 400, "key E minor: tune.mid is in G major"),
     (make_midi(TUNE), {"seed": -1}, 422, "seed: Input should be greater than or equal to 0"),
     (make_midi(TUNE), {"seed": "seven"}, 422, "seed: "),
     (make_midi(TUNE), {"candidates": 0}, 422, "candidates: "),
