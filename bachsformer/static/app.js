@@ -426,6 +426,8 @@ function showPiece(answer) {
   $("result-panel").hidden = false;
   const harmonized = answer.notes.some((note) => note[3]);
   $("result-title").textContent = harmonized ? "The harmonization" : "The chorale";
+  document.querySelectorAll(".with-tune").forEach((item) => (item.hidden = !harmonized));
+  $("harmony-name").textContent = harmonized ? "the harmony" : "the voices";
   const seconds = secondsAt(answer.meter, answer.quarters);
   const facts = [
     answer.key,
