@@ -115,6 +115,10 @@ def test_a_tune_clicked_in_is_harmonized_played_and_downloaded_with_the_tune_on_
     midi = open(download.value.path(), "rb").read()
     top = quarters_to_notes(highest_line(read_midi_bytes(midi).quarters)).tolist()
     assert top == tune
+    with page.expect_download() as download:
+        page.click("#download-musicxml")
+    assert download.value.suggested_filename == "harmonization.musicxml"
+    assert "<score-partwise" in open(download.value.path(), encoding="utf-8").read()
     page.click("#play")
     assert page.get_attribute("#play", "data-state") == "stopped"
 
