@@ -562,16 +562,20 @@ def read_meter(path: str | Path, steps_per_quarter: int = STEPS_PER_QUARTER) -> 
     drawn with (a numerator of 0, a denominator over MAX_DENOMINATOR) and tempos of 0 are left out.
     Raises MidiError as `read_midi` does.
     """
-    data = _file_bytes(path)
+    return read_meter_bytes(_file_bytes(path), path, steps_per_quarter)
+
+
+def read_meter_bytes(data: bytes, source: str | Path = "<bytes>", steps_per_quarter: int = STEPS_PER_QUARTER) -> Meter:
+    """Like `read_meter`, for a file's bytes; `source` names it in errors."""
     if not data:
-        raise MidiError(path, "empty file")
+        raise MidiError(source, "empty file")
     try:
         score, tracks = _parse_score(data)
         grid = _on_grid(_all_notes(tracks), score.ticks_per_quarter, steps_per_quarter)
         if len(grid.key) == 0:
             raise ValueError("no notes")
     except ValueError as error:
-        raise MidiError(path, str(error)) from None
+        raise MidiError(source, str(error)) from None
     ticks_per_beat = score.ticks_per_quarter
 
     def quarter(tick: int) -> float:  # rounded to the grid as note onsets are

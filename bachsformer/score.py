@@ -25,6 +25,7 @@ How a roll becomes notation, so that nothing is left for a notation program to g
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,26 @@ def write_musicxml(
     melody: np.ndarray | None = None,
     title: str = "",
 ) -> Path:
-    """Write quarters [Q, 88, steps] as a MusicXML score at `path` (never overwritten); see the module doc.
+    """Write quarters [Q, 88, steps] as a MusicXML score at `path` (never overwritten); see `musicxml_bytes`."""
+    return _write_new(path, musicxml_bytes(quarters, key, meter, melody, title))
+
+
+def _write_new(path: str | Path, data: bytes) -> Path:
+    """data written at a new file `path` (an existing one is never overwritten)."""
+    path = Path(path)
+    with open(path, "xb") as file:
+        file.write(data)
+    return path
+
+
+def musicxml_bytes(
+    quarters: np.ndarray,
+    key: Key,
+    meter: Meter | None = None,
+    melody: np.ndarray | None = None,
+    title: str = "",
+) -> bytes:
+    """Quarters [Q, 88, steps] as a MusicXML score (see the module doc).
 
     key: the piece's key (key signature and spelling); meter: its time signatures and tempos (None:
     4/4 at 120); melody: quarters [Q, 88, steps] inside `quarters`, written as a voice of its own.
@@ -162,7 +182,7 @@ def write_musicxml(
         "treble": ([quarters_to_notes(melody)] if has_melody else []) + [rest[rest[:, 2] >= MIDDLE_C]],
         "bass": [rest[rest[:, 2] < MIDDLE_C]],
     }
-    return _write_score(staves, len(quarters), quarters.shape[2], path, key, meter, title)
+    return _score_bytes(staves, len(quarters), quarters.shape[2], key, meter, title)
 
 
 def write_voices_musicxml(
@@ -176,24 +196,30 @@ def write_voices_musicxml(
     """Write four voices as a chorale is printed, at `path` (never overwritten): Soprano and Alto on a treble
     staff, stems up and down, Tenor and Bass on a bass staff, each staff named after its voices (`names`:
     S, A, T, B). Every voice is one line, so each note is written with its own ties."""
+    return _write_new(path, voices_musicxml_bytes(voices, key, meter, names, title))
+
+
+def voices_musicxml_bytes(
+    voices: Voices, key: Key, meter: Meter | None = None, names: tuple[str, ...] = VOICE_NAMES, title: str = ""
+) -> bytes:
+    """Four voices as MusicXML bytes, printed as `write_voices_musicxml` describes."""
     staves = {"treble": list(voices.notes[:2]), "bass": list(voices.notes[2:])}
     part_names = {"treble": f"{names[0]}, {names[1]}", "bass": f"{names[2]}, {names[3]}"}
     steps = voices.steps_per_quarter
-    return _write_score(staves, voices.num_quarters, steps, path, key, meter, title, part_names, STEMS)
+    return _score_bytes(staves, voices.num_quarters, steps, key, meter, title, part_names, STEMS)
 
 
-def _write_score(
+def _score_bytes(
     staves: dict[str, list[np.ndarray]],
     num_quarters: int,
     steps: int,
-    path: str | Path,
     key: Key,
     meter: Meter | None,
     title: str,
     part_names: dict[str, str] | None = None,
     stems: tuple[str, ...] | None = None,
 ) -> Path:
-    """A grand staff of staves {"treble", "bass"} -> their voices' notes [N, 3], written at `path`.
+    """A grand staff of staves {"treble", "bass"} -> their voices' notes [N, 3], as MusicXML bytes.
 
     part_names: each staff's name; stems: the stem direction of each staff's voices, every voice then
     written in every bar (else one voice of chords alone is written without voices, and a voice under
@@ -250,11 +276,7 @@ def _write_score(
         parts.append(part)
         score.insert(0, part)
     score.insert(0, music21.layout.StaffGroup(parts, symbol="brace", barTogether=True))
-    data = music21.musicxml.m21ToXml.GeneralObjectExporter(score).parse()
-    path = Path(path)
-    with open(path, "xb") as file:  # "x": never overwrite
-        file.write(data)
-    return path
+    return music21.musicxml.m21ToXml.GeneralObjectExporter(score).parse()
 
 
 def render_svg(musicxml_path: str | Path, svg_path: str | Path, width: int = 2100) -> Path:
@@ -274,6 +296,33 @@ def render_svg(musicxml_path: str | Path, svg_path: str | Path, width: int = 210
     with open(path, "x") as file:  # "x": never overwrite
         file.write(toolkit.renderToSVG(1))
     return path
+
+
+def musicxml_to_midi_bytes(data: bytes, source: str) -> bytes:
+    """A MusicXML score (its text, or a compressed .mxl) as the bytes of a MIDI file, read by music21.
+
+    The MIDI file then goes through the codec like any other, so a score and a MIDI file of the same
+    music give the same quarters. Raises BachsformerError, naming `source`, for anything music21
+    cannot read.
+    """
+    try:
+        import music21
+        import music21.midi.translate
+    except ImportError:
+        raise BachsformerError(f"{source}: reading MusicXML needs music21: pip install music21") from None
+    compressed = data[:2] == b"PK"  # .mxl is a zip archive
+    try:
+        if compressed:
+            with tempfile.TemporaryDirectory() as folder:  # music21 opens .mxl archives from a path only
+                path = Path(folder) / "score.mxl"
+                path.write_bytes(data)
+                score = music21.converter.parse(path, format="musicxml")
+        else:
+            score = music21.converter.parseData(data.decode("utf-8", errors="replace"), format="musicxml")
+        return music21.midi.translate.streamToMidiFile(score).writestr()
+    except Exception as error:  # music21 raises many kinds for a bad score; each is the file's fault
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BachsformerError(f"{source}: not a MusicXML score music21 can read ({reason[:200]})") from None
 
 
 def main():

@@ -1,0 +1,501 @@
+"""The page: a local web app where a musician enters a tune, hears it harmonized, reads the score and
+takes the files home (docs/design.md, The page).
+
+`create_app(config)` builds the FastAPI app around one model pair, loaded once; `serve.py` runs it
+with uvicorn. The server keeps no state between requests: a piece travels to the page as JSON (its
+notes, meter, MIDI, MusicXML and score) and comes back as JSON to have a bar regenerated, so
+requests that arrive together share nothing but the models, and model calls take turns (a lock).
+Everything a request reads or writes stays in memory; music21 alone may spool a compressed score
+through a temporary folder. Only the files of bachsformer/static/ are served.
+
+Every input runs through the codec as a file would: a tune entered on the page is written as MIDI
+bytes and read back, an uploaded MusicXML score is turned into MIDI bytes by music21. Bad input is
+a 4xx answer whose JSON `detail` is one line naming what is wrong; nothing a user sends ends in a 5xx.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, NamedTuple
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from bachsformer.compose import Composition, compose, load_models, refuse_mode_change, voiced
+from bachsformer.config import Config, GenerateConfig
+from bachsformer.errors import BachsformerError
+from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll, regenerate
+from bachsformer.keys import estimate_key
+from bachsformer.metrics import highest_line
+from bachsformer.midi import (
+    LOWEST_PITCH,
+    MAX_TEMPO_BPM,
+    MIN_TEMPO_BPM,
+    NUM_KEYS,
+    STEPS_PER_QUARTER,
+    Meter,
+    Tempo,
+    TimeSignature,
+    quarters_to_midi_bytes,
+    quarters_to_notes,
+    read_meter_bytes,
+    read_midi_bytes,
+    tracks_to_midi_bytes,
+)
+from bachsformer.score import musicxml_bytes, musicxml_to_midi_bytes, voices_musicxml_bytes
+from bachsformer.tunefirst import compose_tune_first, load_tune_for
+
+STATIC = Path(__file__).parent / "static"
+MAX_UPLOAD_BYTES = 1_000_000  # a tune of a thousand bars is some 20 kB
+MAX_QUARTERS = 256  # the longest tune harmonized or piece composed: 64 bars of 4/4
+MAX_SEED = 2**31 - 1  # a number the page's JavaScript holds exactly
+MAX_CANDIDATES = 64
+MAX_GUIDANCE = 10.0
+HIGHEST_PITCH = LOWEST_PITCH + NUM_KEYS - 1
+SCORE_OPTIONS = {  # verovio: one tall page that the page scales to its width
+    "pageWidth": 1800,
+    "pageHeight": 60000,
+    "adjustPageHeight": True,
+    "scale": 50,
+    "minLastJustification": 0,  # the last system is justified too, however short
+    "header": "none",
+    "footer": "none",
+    "svgViewBox": True,
+}
+
+
+class RequestError(BachsformerError):
+    """A request the server cannot use; `status` is its HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class Tune(NamedTuple):
+    """A tune read from a file or the page: its top line as quarters [Q, 88, 32], its meter, what was warned."""
+
+    melody: np.ndarray
+    meter: Meter
+    warnings: list[str]
+
+
+def read_tune(data: bytes, source: str) -> Tune:
+    """The tune of a MIDI file or MusicXML score: its highest line, in the file's meter.
+
+    A file with chords is harmonized by its top line, with a warning; notes outside the 88 keys, a
+    file with no notes, or one longer than MAX_QUARTERS are refused (RequestError or MidiError).
+    """
+    if not data:
+        raise RequestError(f"{source}: empty file")
+    if data[:2] == b"PK" or data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<":  # .mxl archive, or XML text
+        data = musicxml_to_midi_bytes(data, source)
+    piece = read_midi_bytes(data, source, max_quarters=MAX_QUARTERS)
+    if piece.dropped_notes:
+        raise RequestError(f"{source}: {piece.dropped_notes} notes lie outside the 88 keys (MIDI 21-108)")
+    warnings = []
+    most = int(piece_roll(piece.quarters).sum(axis=0).max())
+    if most > 1:
+        warnings.append(f"{source}: has chords (up to {most} notes at once); its top line is the tune")
+    return Tune(highest_line(piece.quarters), read_meter_bytes(data, source), warnings)
+
+
+class MeterIn(BaseModel):
+    """Time signatures [(quarter, numerator, denominator)] and tempos [(quarter, beats per minute)]."""
+
+    time_signatures: list[tuple[float, int, int]] = Field(default=[(0.0, 4, 4)], min_length=1, max_length=512)
+    tempos: list[tuple[float, float]] = Field(default=[(0.0, 90.0)], min_length=1, max_length=512)
+
+    def meter(self) -> Meter:
+        for _, numerator, denominator in self.time_signatures:
+            if not 1 <= numerator <= 64 or denominator not in (1, 2, 4, 8, 16, 32):
+                raise RequestError(f"meter: time signature {numerator}/{denominator} is not one a bar can have")
+        for _, bpm in self.tempos:
+            if not MIN_TEMPO_BPM <= bpm <= MAX_TEMPO_BPM:
+                raise RequestError(f"meter: tempo {bpm:g} lies outside {MIN_TEMPO_BPM} ... {MAX_TEMPO_BPM}")
+        try:
+            return Meter(
+                tuple(TimeSignature(*ts) for ts in self.time_signatures), tuple(Tempo(*t) for t in self.tempos)
+            )
+        except ValueError:
+            raise RequestError("meter: time signatures and tempos must be in order, the first at quarter 0") from None
+
+
+class Options(BaseModel):
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    key: str = Field("", max_length=40)
+    guidance: float | None = Field(None, ge=0, le=MAX_GUIDANCE)
+    candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
+
+
+class TuneIn(Options):
+    """A tune entered on the page: notes (onset step, offset step, MIDI pitch), 32 steps to a quarter."""
+
+    notes: list[tuple[int, int, int]] = Field(max_length=MAX_QUARTERS * STEPS_PER_QUARTER)
+    meter: MeterIn = MeterIn()
+
+
+class PieceIn(BaseModel):
+    """A piece the server wrote, sent back to have one bar (counted from 0) written anew."""
+
+    notes: list[tuple[int, int, int, bool]] = Field(max_length=MAX_QUARTERS * STEPS_PER_QUARTER * 8)
+    quarters: int = Field(ge=1, le=MAX_QUARTERS)
+    meter: MeterIn
+    bar: int = Field(ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
+
+
+class CompositionIn(BaseModel):
+    quarters: int = Field(32, ge=1, le=MAX_QUARTERS)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    key: str = Field("", max_length=40)
+    tempo: float = Field(90.0, ge=MIN_TEMPO_BPM, le=MAX_TEMPO_BPM)
+
+
+def notes_roll(notes: list[tuple], num_quarters: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Quarters [Q, 88, 32] of notes (onset, offset, pitch[, melody]), and those of the melody notes alone."""
+    roll = np.zeros((NUM_KEYS, num_quarters * STEPS_PER_QUARTER), dtype=bool)  # [88, Q * 32]
+    melody_roll = np.zeros_like(roll)
+    for onset, offset, pitch, *marked in notes:
+        if not LOWEST_PITCH <= pitch <= HIGHEST_PITCH:
+            raise RequestError(f"{what}: pitch {pitch} lies outside the 88 keys (MIDI 21-108)")
+        if not 0 <= onset < offset <= num_quarters * STEPS_PER_QUARTER:
+            raise RequestError(
+                f"{what}: a note from step {onset} to {offset} lies outside 0 ... {num_quarters * STEPS_PER_QUARTER}"
+                f" ({num_quarters} quarters of {STEPS_PER_QUARTER} steps; at most {MAX_QUARTERS} quarters)"
+            )
+        roll[pitch - LOWEST_PITCH, onset:offset] = True
+        if marked and marked[0]:
+            melody_roll[pitch - LOWEST_PITCH, onset:offset] = True
+    return piece_quarters(roll, STEPS_PER_QUARTER), piece_quarters(melody_roll, STEPS_PER_QUARTER)
+
+
+def passage_of_bar(meter: Meter, num_quarters: int, bar: int) -> tuple[int, int]:
+    """Quarters A ... B (from 1, inclusive) that hold bar `bar` (from 0) of the piece."""
+    bars = meter.bars(num_quarters)
+    if not 0 <= bar < len(bars):
+        raise RequestError(f"bar: the piece has bars 0 ... {len(bars) - 1}, got {bar}")
+    start, end, _ = bars[bar]
+    return math.floor(start) + 1, min(math.ceil(end), num_quarters)
+
+
+def score_svg(musicxml: bytes) -> str | None:
+    """The score as one SVG drawn by verovio, or None without verovio."""
+    try:
+        import verovio
+    except ImportError:
+        return None
+    # one toolkit per call (it holds the document it renders); its resources named, since verovio
+    # finds them by itself only on the thread that imported it
+    toolkit = verovio.toolkit(False)
+    toolkit.setResourcePath(str(Path(verovio.__file__).parent / "data"))
+    toolkit.setOptions(SCORE_OPTIONS)
+    if not toolkit.loadData(musicxml.decode("utf-8")):
+        return None
+    return toolkit.renderToSVG(1)
+
+
+def score_available() -> str:
+    """ "" when the page can show a score, else what to install."""
+    missing = []
+    for module in ("music21", "verovio"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    return f"the score needs {' and '.join(missing)}: pip install {' '.join(missing)}" if missing else ""
+
+
+class Harmonizer:
+    """The model pair and the generation defaults, with a lock so that one request uses the models at a time."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.vq_vae, self.transformer = load_models(config.models.vq_vae, config.models.transformer, "cpu")
+        self.tune_model = None  # free chorales tune first when the tune model is there (as generate.py writes them)
+        if config.generate.tune_first and Path(config.models.tune).is_file():
+            self.tune_model = load_tune_for(
+                config.models.tune, self.vq_vae, self.transformer, config.models.transformer
+            )
+        self.lock = threading.Lock()
+
+    def options(self, seed: int, key: str = "", guidance=None, candidates=None, **more) -> GenerateConfig:
+        asked = {"seed": seed, "key": key, "guidance": guidance, "candidates": candidates, **more}
+        try:
+            return dataclasses.replace(
+                self.config.generate, device="cpu", **{k: v for k, v in asked.items() if v is not None}
+            )
+        except ValueError as error:  # GenerateConfig names the field: "key: ..."
+            raise RequestError(str(error)) from None
+
+    def harmonize(self, tune: Tune, options: GenerateConfig, source: str) -> Composition:
+        try:
+            refuse_mode_change(tune.melody, options.key, source)
+        except BachsformerError as error:  # worded for generate.py's --key; here the field is `key`
+            raise RequestError(str(error).replace("--key", "key")) from None
+        with self.lock:
+            piece = harmonize(
+                self.vq_vae, self.transformer, tune.melody, options, options.seed, self.config.data.normalize_key
+            )
+        return voiced(piece, options)  # four voices, the tune the Soprano
+
+    def regenerate(self, piece: PieceIn) -> tuple[Composition, tuple[int, int]]:
+        meter = piece.meter.meter()
+        quarters, melody = notes_roll(piece.notes, piece.quarters, "notes")
+        first, last = passage_of_bar(meter, piece.quarters, piece.bar)
+        options = self.options(piece.seed, candidates=piece.candidates)
+        with self.lock:
+            written = regenerate(
+                self.vq_vae,
+                self.transformer,
+                quarters,
+                first,
+                last,
+                options,
+                piece.seed,
+                self.config.data.normalize_key,
+            )
+        music = quarters.copy()
+        music[first - 1 : last] = written.quarters[first - 1 : last]  # every other quarter exactly as it came
+        if melody.any():  # a harmonization keeps its tune: made the passage's exact top voice again
+            tune = piece_roll(melody)
+            music = piece_quarters(impose_melody(piece_roll(music), tune, melody_ceiling(tune)), STEPS_PER_QUARTER)
+            music[: first - 1], music[last:] = quarters[: first - 1], quarters[last:]
+        return Composition(music, estimate_key(music), melody if melody.any() else None), (first, last)
+
+    def compose(self, request: CompositionIn) -> Composition:
+        options = self.options(request.seed, request.key, quarters=request.quarters, tempo=request.tempo)
+        models = (
+            (self.vq_vae, self.transformer)
+            if self.tune_model is None
+            else (self.vq_vae, self.transformer, self.tune_model)
+        )
+        write = compose if self.tune_model is None else compose_tune_first
+        with self.lock:
+            piece = write(*models, options, [request.seed], None, False, self.config.data.normalize_key)[0]
+        return voiced(piece, options)
+
+    def midi(self, piece: Composition, meter: Meter, melody_name: str = "Melody") -> bytes:
+        if piece.tracks is not None:  # four voices
+            return tracks_to_midi_bytes(
+                piece.tracks, len(piece.quarters), STEPS_PER_QUARTER, program=self.config.generate.program, meter=meter
+            )
+        return quarters_to_midi_bytes(
+            piece.quarters,
+            program=self.config.generate.program,
+            meter=meter,
+            melody=piece.melody,
+            melody_name=melody_name,
+        )
+
+
+def piece_json(harmonizer: Harmonizer, piece: Composition, meter: Meter, title: str, **more) -> dict:
+    """What the page shows of a piece: its notes, bars, key, MIDI (base64), MusicXML and score."""
+    melody = piece.melody if piece.melody is not None else np.zeros_like(piece.quarters)
+    notes = [[*map(int, note), True] for note in quarters_to_notes(melody)]
+    notes += [[*map(int, note), False] for note in quarters_to_notes(piece.quarters & ~melody)]
+    notes.sort(key=lambda note: (note[0], note[2]))
+    musicxml, svg, score_note = None, None, score_available()
+    if not score_note:
+        if piece.voices is not None:  # the chorale as printed: two staves, four named voices
+            musicxml = voices_musicxml_bytes(piece.voices, piece.key, meter, title=title)
+        else:
+            musicxml = musicxml_bytes(piece.quarters, piece.key, meter, piece.melody, title=title)
+        svg = score_svg(musicxml)
+    return {
+        "title": title,
+        "quarters": len(piece.quarters),
+        "steps_per_quarter": STEPS_PER_QUARTER,
+        "notes": notes,
+        "meter": {
+            "time_signatures": [list(ts) for ts in meter.until(len(piece.quarters)).time_signatures],
+            "tempos": [list(t) for t in meter.until(len(piece.quarters)).tempos],
+        },
+        "bars": [[start, end] for start, end, _ in meter.bars(len(piece.quarters))],
+        "key": str(piece.key),
+        "midi": base64.b64encode(harmonizer.midi(piece, meter)).decode("ascii"),
+        "musicxml": musicxml.decode("utf-8") if musicxml else None,
+        "svg": svg,
+        "score_note": score_note,
+        **more,
+    }
+
+
+def tune_json(tune: Tune, name: str) -> dict:
+    return {
+        "name": name,
+        "quarters": len(tune.melody),
+        "notes": [[int(onset), int(offset), int(pitch)] for onset, offset, pitch in quarters_to_notes(tune.melody)],
+        "meter": {
+            "time_signatures": [list(ts) for ts in tune.meter.time_signatures],
+            "tempos": [list(t) for t in tune.meter.tempos],
+        },
+        "warnings": tune.warnings,
+    }
+
+
+def upload_name(file: UploadFile) -> str:
+    """The uploaded file's name as errors show it: its last part, printable, at most 80 characters."""
+    name = Path((file.filename or "upload").replace("\\", "/")).name or "upload"
+    return "".join(c if c.isprintable() else "?" for c in name)[:80]
+
+
+def read_upload(file: UploadFile) -> tuple[bytes, str]:
+    data = file.file.read(MAX_UPLOAD_BYTES + 1)
+    name = upload_name(file)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise RequestError(f"{name}: over the upload limit of {MAX_UPLOAD_BYTES // 1000} kB", 413)
+    return data, name
+
+
+class UploadTooLarge(Exception):
+    """Raised inside the body-limit middleware when a request's body passes MAX_UPLOAD_BYTES."""
+
+
+class BodyLimit:
+    """ASGI middleware: a request whose body is over the limit gets a 413 before it is read whole."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = JSONResponse(
+            {"detail": f"the request is over the upload limit of {self.limit // 1000} kB"}, status_code=413
+        )
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit + 10_000:  # room for the form's other fields
+            return await too_large(scope, receive, send)
+        received = 0
+        over = False
+
+        async def counted_receive():
+            nonlocal received, over
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit + 10_000:
+                over = True
+                raise UploadTooLarge
+            return message
+
+        async def watched_send(message):
+            # the app may answer the interrupted read itself (FastAPI: 400, "error parsing the body"): 413 instead
+            if not over:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await too_large(scope, receive, send)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except UploadTooLarge:
+            await too_large(scope, receive, send)
+
+
+def create_app(config: Config) -> FastAPI:
+    """The app, with the model pair of `config.models` loaded once and `config.generate` as defaults."""
+    harmonizer = Harmonizer(config)
+    app = FastAPI(title="bachsformer", description="Harmonize a tune, compose a chorale, regenerate a bar.")
+    app.add_middleware(BodyLimit, limit=MAX_UPLOAD_BYTES)
+
+    @app.exception_handler(BachsformerError)
+    async def user_error(request: Request, error: BachsformerError):
+        status = error.status if isinstance(error, RequestError) else 400
+        return JSONResponse({"detail": str(error).splitlines()[0]}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "form"))
+        return JSONResponse({"detail": f"{where or 'request'}: {first.get('msg', 'invalid')}"}, status_code=422)
+
+    @app.get("/", include_in_schema=False)
+    def page():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/info")
+    def info():
+        """Limits and defaults the page starts with."""
+        defaults = config.generate
+        return {
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
+            "max_quarters": MAX_QUARTERS,
+            "max_candidates": MAX_CANDIDATES,
+            "max_guidance": MAX_GUIDANCE,
+            "defaults": {"seed": defaults.seed, "guidance": defaults.guidance, "candidates": defaults.candidates},
+            "score_note": score_available(),
+        }
+
+    @app.post("/api/harmonize", response_class=Response, responses={200: {"content": {"audio/midi": {}}}})
+    def harmonize_file(
+        file: Annotated[UploadFile, File(description="a MIDI file or MusicXML score: its top line is the tune")],
+        seed: Annotated[int, Form(ge=0, le=MAX_SEED)] = 0,
+        key: Annotated[str, Form(max_length=40)] = "",
+        guidance: Annotated[float | None, Form(ge=0, le=MAX_GUIDANCE)] = None,
+        candidates: Annotated[int | None, Form(ge=1, le=MAX_CANDIDATES)] = None,
+    ):
+        """The tune of an uploaded file harmonized below it: a MIDI file of two tracks (the tune, the harmony)."""
+        data, name = read_upload(file)
+        tune = read_tune(data, name)
+        options = harmonizer.options(seed, key, guidance, candidates)
+        piece = harmonizer.harmonize(tune, options, name)
+        headers = {"Content-Disposition": f'attachment; filename="{Path(name).stem or "tune"}-harmonized.mid"'}
+        if tune.warnings:
+            headers["X-Bachsformer-Warning"] = " | ".join(tune.warnings).encode("ascii", "replace").decode()
+        headers["Content-Disposition"] = headers["Content-Disposition"].encode("ascii", "replace").decode()
+        return Response(harmonizer.midi(piece, tune.meter), media_type="audio/midi", headers=headers)
+
+    @app.post("/api/tune")
+    def tune_of_file(file: Annotated[UploadFile, File(description="a MIDI file or MusicXML score")]):
+        """The tune of an uploaded file, as notes for the page's editor."""
+        data, name = read_upload(file)
+        return tune_json(read_tune(data, name), name)
+
+    @app.post("/api/harmonization")
+    def harmonize_notes(request: TuneIn):
+        """A tune entered on the page, harmonized: the piece as JSON."""
+        started = time.perf_counter()
+        meter = request.meter.meter()
+        if not request.notes:
+            raise RequestError("notes: the tune has no notes")
+        num_quarters = -(-max(offset for _, offset, _ in request.notes) // STEPS_PER_QUARTER)
+        if num_quarters > MAX_QUARTERS:
+            raise RequestError(f"notes: the tune is {num_quarters} quarters long, over the limit of {MAX_QUARTERS}")
+        quarters, _ = notes_roll(request.notes, max(num_quarters, 1), "notes")
+        # through the codec as a file: the same trimming, meter and checks as an upload
+        tune = read_tune(quarters_to_midi_bytes(quarters, meter=meter), "the tune")
+        options = harmonizer.options(request.seed, request.key, request.guidance, request.candidates)
+        piece = harmonizer.harmonize(tune, options, "the tune")
+        seconds = time.perf_counter() - started
+        return piece_json(harmonizer, piece, tune.meter, "Harmonization", warnings=tune.warnings, seconds=seconds)
+
+    @app.post("/api/regeneration")
+    def regenerate_bar(request: PieceIn):
+        """A piece with one bar written anew to fit the music around it (a harmonization keeps its tune)."""
+        started = time.perf_counter()
+        piece, passage = harmonizer.regenerate(request)
+        seconds = time.perf_counter() - started
+        title = "Harmonization" if piece.melody is not None else "Chorale"
+        return piece_json(harmonizer, piece, request.meter.meter(), title, passage=passage, seconds=seconds)
+
+    @app.post("/api/composition")
+    def compose_chorale(request: CompositionIn):
+        """A chorale written from nothing, in 4/4 at the tempo asked."""
+        started = time.perf_counter()
+        piece = harmonizer.compose(request)
+        seconds = time.perf_counter() - started
+        return piece_json(harmonizer, piece, Meter.free(request.tempo), "Chorale", seconds=seconds)
+
+    return app

@@ -1,0 +1,198 @@
+"""The page in a real browser: headless Chromium driven by Playwright, against the server on tiny models.
+
+Chromium comes from the operating system's packages (Debian `chromium`), found on the PATH or at
+BACHSFORMER_CHROMIUM; without it, or without Playwright, these tests skip and say why. Run them
+alone with `python -m pytest -m browser`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+import tiny
+from midi_files import make_midi
+
+from bachsformer.config import load_config
+from bachsformer.metrics import highest_line
+from bachsformer.midi import quarters_to_notes, read_midi_bytes
+from bachsformer.server import create_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("BACHSFORMER_CHROMIUM") or next(
+    (path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None
+)
+FOUR_NOTES = [(0, 67), (4, 69), (8, 71), (12, 72)]  # (sixteenth, MIDI pitch): G A B C, a quarter each
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on tiny models, served by uvicorn on a free local port in a thread: its URL."""
+    uvicorn = pytest.importorskip("uvicorn")
+    root = tmp_path_factory.mktemp("page")
+    tiny.write_model_pair(root, melody_quarters=2, decoder_context=True)
+    app = create_app(load_config(tiny.write_config(root), ["generate.candidates=4", "generate.min_note_steps=4"]))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no Chromium: apt-get install chromium (or set BACHSFORMER_CHROMIUM to its path)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="no Playwright: pip install playwright")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(server)
+    yield page
+    context.close()
+    assert errors == []
+
+
+def cell_centre(page, sixteenth: int, pitch: int) -> tuple[float, float]:
+    """Where on the screen the editor's cell of a sixteenth and a pitch lies."""
+    grid = page.locator("#grid")
+    box = grid.bounding_box()
+    size = {name: float(grid.get_attribute(f"data-{name}")) for name in ("gutter", "header", "column", "row", "high")}
+    x = box["x"] + size["gutter"] + (sixteenth + 0.5) * size["column"]
+    y = box["y"] + size["header"] + (size["high"] - pitch + 0.5) * size["row"]
+    return x, y
+
+
+def editor_notes(page) -> list[tuple[int, int, int]]:
+    """The tune in the editor: (onset step, offset step, pitch) of each note drawn."""
+    return page.eval_on_selector_all(
+        "#grid rect.note", "rects => rects.map(r => [+r.dataset.start, +r.dataset.end, +r.dataset.pitch])"
+    )
+
+
+def harmonize(page):
+    page.click("#harmonize")
+    page.wait_for_selector("#score svg", timeout=60_000)
+
+
+def test_a_tune_clicked_in_is_harmonized_played_and_downloaded_with_the_tune_on_top(page):
+    for sixteenth, pitch in FOUR_NOTES:
+        page.mouse.click(*cell_centre(page, sixteenth, pitch))
+    tune = [[sixteenth * 8, sixteenth * 8 + 32, pitch] for sixteenth, pitch in FOUR_NOTES]
+    assert editor_notes(page) == tune
+    harmonize(page)
+    assert page.is_visible("#roll") and page.inner_text("#result-facts").startswith("G major · 1 bar ·")
+    roll_inked = page.eval_on_selector(
+        "#roll", "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 == 3 && v)"
+    )
+    assert roll_inked
+    page.click("#play")
+    page.wait_for_selector("#play[data-audio='running']", timeout=10_000)
+    assert page.inner_text("#play") == "■ Stop"
+    with page.expect_download() as download:
+        page.click("#download-midi")
+    midi = open(download.value.path(), "rb").read()
+    top = quarters_to_notes(highest_line(read_midi_bytes(midi).quarters)).tolist()
+    assert top == tune
+    with page.expect_download() as download:
+        page.click("#download-musicxml")
+    assert download.value.suggested_filename == "harmonization.musicxml"
+    assert "<score-partwise" in open(download.value.path(), encoding="utf-8").read()
+    page.click("#play")
+    assert page.get_attribute("#play", "data-state") == "stopped"
+
+
+def test_the_editor_lengthens_by_dragging_deletes_by_clicking_and_writes_from_the_keyboard(page):
+    page.mouse.move(*cell_centre(page, 0, 60))
+    page.mouse.down()
+    page.mouse.move(*cell_centre(page, 5, 60), steps=4)
+    page.mouse.up()
+    assert editor_notes(page) == [[0, 48, 60]]  # dragged to the end of the sixth sixteenth
+    page.mouse.click(*cell_centre(page, 8, 64))
+    page.mouse.click(*cell_centre(page, 9, 64))  # a click on a note removes it
+    assert editor_notes(page) == [[0, 48, 60]]
+    page.focus("#grid")
+    page.keyboard.press("2")  # eighths
+    for _ in range(3):  # from the cell last clicked, the tenth sixteenth, to the seventh
+        page.keyboard.press("ArrowLeft")
+    page.keyboard.type("ed")
+    assert editor_notes(page) == [[0, 48, 60], [48, 64, 64], [64, 80, 62]]
+    page.keyboard.press("Backspace")
+    assert editor_notes(page) == [[0, 48, 60], [48, 64, 64]]
+
+
+def test_an_uploaded_midi_file_fills_the_editor_with_its_top_line(page, tmp_path):
+    path = tmp_path / "two voices.mid"
+    tune = [(67, 0, 1), (71, 1, 1), (74, 2, 2), (72, 4, 1), (71, 5, 1), (67, 6, 2)]
+    path.write_bytes(make_midi(tune + [(pitch - 7, start, length) for pitch, start, length in tune]))
+    page.set_input_files("#upload", str(path))
+    page.wait_for_function("document.querySelectorAll('#grid rect.note').length == 6")
+    assert [pitch for _, _, pitch in editor_notes(page)] == [pitch for pitch, _, _ in tune]
+    assert "has chords" in page.inner_text("#message")
+    harmonize(page)
+    assert "G major" in page.inner_text("#result-facts")
+
+
+def test_a_bar_chosen_in_the_roll_is_regenerated_and_a_chorale_composed(page):
+    for sixteenth, pitch in FOUR_NOTES + [(16, 74), (24, 72), (32, 71), (40, 67)]:
+        page.mouse.click(*cell_centre(page, sixteenth, pitch))
+    harmonize(page)
+    assert page.is_disabled("#regenerate")
+    width = page.locator("#roll").bounding_box()["width"]
+    page.locator("#roll").click(position={"x": width * 0.6, "y": 30})  # in bar 2 of 3 (11 quarters shown)
+    assert page.inner_text("#regenerate") == "Regenerate bar 2"
+    assert page.eval_on_selector_all("#score g.measure.chosen", "m => m.length") == 1
+    before = page.eval_on_selector("#download-midi", "a => a.href")
+    page.click("#regenerate")
+    page.wait_for_function("document.querySelector('#result-facts').textContent.includes('rewritten')")
+    assert "quarters 5–8 rewritten" in page.inner_text("#result-facts")
+    assert page.eval_on_selector("#download-midi", "a => a.href") != before
+    page.fill("#compose-quarters", "8")
+    page.click("#compose")
+    page.wait_for_function("document.querySelector('#result-title').textContent == 'The chorale'")
+    assert "2 bars" in page.inner_text("#result-facts")
+
+
+def test_a_server_error_is_shown_in_one_line(page):
+    page.click("#harmonize")  # no tune yet
+    assert page.inner_text("#message") == "Write a tune first: click the grid to place its notes."
+    page.mouse.click(*cell_centre(page, 0, 67))
+    page.click("details.more summary")
+    page.fill("#guidance", "50")
+    page.click("#harmonize")
+    page.wait_for_selector("#message:not([hidden])")
+    page.wait_for_function("document.querySelector('#message').textContent.startsWith('guidance')")
+    assert page.inner_text("#message").startswith("guidance: Input should be less than or equal to 10")
+
+
+def test_a_request_over_half_a_second_shows_its_progress(page):
+    held = []
+    page.route("**/api/harmonization", lambda route: held.append(route))  # held until the test lets it through
+    page.mouse.click(*cell_centre(page, 0, 67))
+    page.click("#harmonize")
+    page.wait_for_selector("#progress:not([hidden])", timeout=5_000)
+    assert page.inner_text("#progress-text") == "Harmonizing…" and page.is_disabled("#harmonize")
+    held[0].continue_()
+    page.wait_for_selector("#score svg")
+    assert page.is_hidden("#progress") and page.is_enabled("#harmonize")

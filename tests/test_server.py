@@ -1,0 +1,269 @@
+"""The page's API, through FastAPI's test client, on tiny untrained models.
+
+What is tested holds whatever the models write: the tune is the exact top line of every answer, a
+regenerated bar leaves the rest as it was, bad input is a 4xx with one line and the server goes on
+serving, requests that arrive together get the answers they would get alone, and the page's files
+name no outside host.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tiny
+from fastapi.testclient import TestClient
+from midi_files import make_midi
+
+from bachsformer.config import load_config
+from bachsformer.keys import Key
+from bachsformer.metrics import highest_line
+from bachsformer.midi import Meter, quarters_to_notes, read_midi_bytes
+from bachsformer.score import musicxml_bytes
+from bachsformer.server import MAX_QUARTERS, MAX_UPLOAD_BYTES, STATIC, create_app
+
+# a tune in G major, in beats: (pitch, start, duration)
+TUNE = [(67, 0, 1), (71, 1, 1.5), (74, 2.5, 0.5), (72, 3, 1), (71, 4, 1), (69, 5, 1), (67, 6, 2)]
+CHORDS = TUNE + [(pitch - 5, start, duration) for pitch, start, duration in TUNE]  # a lower line under it
+
+
+@pytest.fixture(scope="module")
+def app_config(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    path = tiny.write_config(root)
+    tiny.write_model_pair(root, melody_quarters=2, decoder_context=True)
+    # rules 0: an untrained model's candidates all break the four-part rules, and the penalty would pick silence
+    return load_config(path, ["generate.candidates=4", "generate.min_note_steps=4", "generate.rules=0"])
+
+
+@pytest.fixture(scope="module")
+def client(app_config):
+    with TestClient(create_app(app_config)) as client:
+        yield client
+
+
+def upload(client, data: bytes, name: str = "tune.mid", **fields):
+    return client.post("/api/harmonize", files={"file": (name, data)}, data={k: str(v) for k, v in fields.items()})
+
+
+def top_line(midi: bytes) -> np.ndarray:
+    return highest_line(read_midi_bytes(midi).quarters)
+
+
+def test_harmonize_answers_a_midi_file_whose_top_line_is_the_tune(client):
+    tune = make_midi(TUNE)
+    answer = upload(client, tune, seed=3)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "audio/midi"
+    assert "tune-harmonized.mid" in answer.headers["content-disposition"]
+    music = read_midi_bytes(answer.content).quarters
+    assert (highest_line(music) == read_midi_bytes(tune).quarters).all()
+    assert music.sum() > highest_line(music).sum()  # voices below it
+    assert upload(client, tune, seed=3).content == answer.content  # same seed, same bytes
+    assert upload(client, tune, seed=4).content != answer.content
+
+
+def test_a_musicxml_score_is_harmonized_as_the_same_tune_in_midi(client):
+    quarters = read_midi_bytes(make_midi(TUNE)).quarters
+    score = musicxml_bytes(quarters, Key(7, "major"), Meter.free(120), quarters)
+    from_score = upload(client, score, "tune.musicxml", seed=1)
+    assert from_score.status_code == 200
+    assert (top_line(from_score.content) == quarters).all()
+    assert from_score.content == upload(client, make_midi(TUNE), seed=1).content
+
+
+def test_a_piece_with_chords_is_harmonized_by_its_top_line_with_a_warning(client):
+    answer = upload(client, make_midi(CHORDS), "chords.mid")
+    assert answer.status_code == 200
+    assert "chords.mid: has chords (up to 2 notes at once)" in answer.headers["x-bachsformer-warning"]
+    assert (top_line(answer.content) == read_midi_bytes(make_midi(TUNE)).quarters).all()
+    tune = client.post("/api/tune", files={"file": ("chords.mid", make_midi(CHORDS))}).json()
+    assert [pitch for _, _, pitch in tune["notes"]] == [pitch for pitch, _, _ in TUNE]
+    assert tune["warnings"] and tune["meter"]["time_signatures"] == [[0.0, 4, 4]]
+
+
+LONG = make_midi([(60 + n % 12, n, 1) for n in range(MAX_QUARTERS + 4)])
+BAD_UPLOADS = [
+    (b"", {}, 400, "tune.mid: empty file"),
+    (b"hello, world", {}, 400, "tune.mid: not a MIDI file"),
+    (make_midi([])[:30], {}, 400, "tune.mid: "),
+    (make_midi([]), {}, 400, "tune.mid: no notes"),
+    (make_midi([(10, 0, 1), (67, 1, 1)]), {}, 400, "outside the 88 keys"),
+    (LONG, {}, 400, f"{MAX_QUARTERS + 4} quarters long, over the limit of {MAX_QUARTERS}"),
+    (b"MThd" + bytes(MAX_UPLOAD_BYTES), {}, 413, "over the upload limit of 1000 kB"),
+    (make_midi(TUNE), {"key": "H"}, 400, "key: 'H' is not a key"),
+    (make_midi(TUNE), {"key": "E minor"}, 400, "key E minor: tune.mid is in G major"),
+    (make_midi(TUNE), {"seed": -1}, 422, "seed: Input should be greater than or equal to 0"),
+    (make_midi(TUNE), {"seed": "seven"}, 422, "seed: "),
+    (make_midi(TUNE), {"candidates": 0}, 422, "candidates: "),
+    (make_midi(TUNE), {"candidates": 1000}, 422, "candidates: "),
+    (make_midi(TUNE), {"guidance": 11}, 422, "guidance: "),
+    (b"<?xml version='1.0'?><score-partwise><part", {}, 400, "tune.mid: not a MusicXML score"),
+]
+
+
+@pytest.mark.parametrize("data, fields, status, message", BAD_UPLOADS)
+def test_bad_uploads_get_a_4xx_with_one_line_and_the_server_goes_on(client, data, fields, status, message):
+    answer = upload(client, data, **fields)
+    assert answer.status_code == status
+    detail = answer.json()["detail"]
+    assert message in detail and "\n" not in detail and "Traceback" not in detail
+    assert upload(client, make_midi(TUNE)).status_code == 200
+
+
+def test_an_upload_without_a_file_or_over_the_limit_in_chunks_is_refused(client):
+    assert client.post("/api/harmonize", data={"seed": "1"}).json()["detail"] == "file: Field required"
+    head = b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.mid"\r\n\r\n'
+    chunks = (head if n == 0 else bytes(100_000) for n in range(13))  # no Content-Length: counted as it arrives
+    answer = client.post("/api/tune", content=chunks, headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert answer.status_code == 413 and "upload limit" in answer.json()["detail"]
+
+
+def entered(notes=TUNE, **more) -> dict:
+    """A tune as the page sends it: notes in steps of 32 to a quarter."""
+    steps = [[round(start * 32), round((start + length) * 32), pitch] for pitch, start, length in notes]
+    return {"notes": steps, "meter": {"time_signatures": [[0, 3, 4]], "tempos": [[0, 72]]}, **more}
+
+
+def test_a_tune_entered_on_the_page_comes_back_harmonized_with_its_score(client):
+    piece = client.post("/api/harmonization", json=entered(seed=2)).json()
+    melody = [note[:3] for note in piece["notes"] if note[3]]
+    assert melody == entered()["notes"]
+    assert piece["quarters"] == 8 and piece["bars"] == [[0.0, 3.0], [3.0, 6.0], [6.0, 9.0]]
+    assert piece["meter"]["time_signatures"] == [[0.0, 3, 4]]
+    assert piece["meter"]["tempos"] == [[0.0, pytest.approx(72.0, abs=1e-3)]]  # as the MIDI tempo holds it
+    midi = base64.b64decode(piece["midi"])
+    assert [n[:3] for n in quarters_to_notes(top_line(midi)).tolist()] == entered()["notes"]
+    assert piece["musicxml"].startswith("<?xml") and "<svg" in piece["svg"] and piece["key"] == "G major"
+    moved = client.post("/api/harmonization", json=entered(seed=2, key="A")).json()
+    assert [note[2] for note in moved["notes"] if note[3]] == [pitch + 2 for pitch, _, _ in TUNE]
+
+
+@pytest.mark.parametrize(
+    "request_json, status, message",
+    [
+        (entered([]), 400, "notes: the tune has no notes"),
+        (entered([(120, 0, 1)]), 400, "notes: pitch 120 lies outside the 88 keys"),
+        (entered([(60, MAX_QUARTERS, 1)]), 400, f"over the limit of {MAX_QUARTERS}"),
+        ({**entered(), "meter": {"time_signatures": [[0, 0, 4]], "tempos": [[0, 90]]}}, 400, "time signature 0/4"),
+        ({**entered(), "meter": {"time_signatures": [[0, 4, 4]], "tempos": [[0, 0]]}}, 400, "tempo 0 lies outside"),
+        ({**entered(), "meter": {"time_signatures": [[2, 4, 4]], "tempos": [[0, 90]]}}, 400, "the first at quarter 0"),
+        (entered(seed=2**40), 422, "seed: "),
+        (entered(key="Q minor"), 400, "key: 'Q minor' is not a key"),
+        ({"notes": "C D E"}, 422, "notes: "),
+    ],
+)
+def test_bad_tunes_from_the_page_get_a_4xx_with_one_line(client, request_json, status, message):
+    answer = client.post("/api/harmonization", json=request_json)
+    assert answer.status_code == status
+    assert message in answer.json()["detail"] and "\n" not in answer.json()["detail"]
+
+
+def notes_by_quarter(notes, first, last):
+    """The notes [onset, offset, pitch, melody] that lie outside quarters first ... last (from 1)."""
+    return sorted(note for note in notes if note[1] <= (first - 1) * 32 or note[0] >= last * 32)
+
+
+def sounding(notes, num_quarters):
+    """The keys sounding at each step of notes [onset, offset, pitch, melody]: bool [88, quarters * 32]."""
+    roll = np.zeros((88, num_quarters * 32), dtype=bool)
+    for onset, offset, pitch, _ in notes:
+        roll[pitch - 21, onset:offset] = True
+    return roll
+
+
+def test_regenerating_a_bar_keeps_the_tune_and_every_other_bar(client):
+    piece = client.post("/api/harmonization", json=entered(seed=5)).json()
+    request = {key: piece[key] for key in ("notes", "quarters", "meter")}
+    again = client.post("/api/regeneration", json={**request, "bar": 1, "seed": 9}).json()
+    assert again["passage"] == [4, 6]
+    assert [n for n in again["notes"] if n[3]] == [n for n in piece["notes"] if n[3]]  # the tune, exactly
+    assert notes_by_quarter(again["notes"], 4, 6) == notes_by_quarter(piece["notes"], 4, 6)
+    assert again["notes"] != piece["notes"]
+    out_of_range = client.post("/api/regeneration", json={**request, "bar": 3})
+    assert out_of_range.status_code == 400 and out_of_range.json()["detail"] == "bar: the piece has bars 0 ... 2, got 3"
+
+
+def test_composing_writes_a_chorale_of_the_length_asked(client):
+    piece = client.post("/api/composition", json={"quarters": 8, "seed": 7, "tempo": 100}).json()
+    assert piece["quarters"] == 8 and piece["notes"] and not any(note[3] for note in piece["notes"])
+    assert piece["meter"]["tempos"] == [[0.0, 100.0]]
+    same = client.post("/api/composition", json={"quarters": 8, "seed": 7, "tempo": 100}).json()
+    assert same["midi"] == piece["midi"]
+    regenerated = client.post(
+        "/api/regeneration", json={**{k: piece[k] for k in ("notes", "quarters", "meter")}, "bar": 0, "seed": 1}
+    ).json()
+    # every quarter after the passage sounds as it did (a note held into it from the passage is struck there now)
+    assert (sounding(regenerated["notes"], 8)[:, 4 * 32 :] == sounding(piece["notes"], 8)[:, 4 * 32 :]).all()
+    for bad, message in (({"quarters": 0}, "quarters: "), ({"quarters": 8, "tempo": 2000}, "tempo: ")):
+        answer = client.post("/api/composition", json=bad)
+        assert answer.status_code == 422 and answer.json()["detail"].startswith(message)
+
+
+def test_four_requests_that_arrive_together_get_what_each_gets_alone(client):
+    tune = make_midi(TUNE)
+    alone = [upload(client, tune, seed=seed).content for seed in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda seed: upload(client, tune, seed=seed), range(4)))
+    assert [answer.status_code for answer in together] == [200] * 4
+    assert [answer.content for answer in together] == alone
+    assert len(set(alone)) == 4
+
+
+def test_the_server_writes_no_file(client, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    upload(client, make_midi(TUNE))
+    client.post("/api/harmonization", json=entered())
+    client.post("/api/composition", json={"quarters": 4})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_page_is_served_and_nothing_outside_its_folder(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="grid"' in page.text
+    for name in ("app.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+    for path in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/..%2fserver.py", "/server.py"):
+        assert client.get(path).status_code == 404
+    assert client.get("/api/info").json()["max_quarters"] == MAX_QUARTERS
+
+
+def test_the_page_names_no_outside_host_and_loads_under_a_megabyte():
+    files = [path for path in STATIC.rglob("*") if path.is_file()]
+    assert {path.name for path in files} >= {"index.html", "app.js", "style.css"}
+    assert sum(path.stat().st_size for path in files) < 1_000_000
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.IGNORECASE), path.name
+        assert "@import" not in text and "url(" not in text.replace('url("data:', ""), path.name
+
+
+def test_serve_warns_when_it_listens_beyond_this_machine(app_config, tmp_path, monkeypatch, capsys):
+    started = []
+    monkeypatch.setattr("uvicorn.run", lambda app, host, port, **options: started.append((host, port)))
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps(app_config.to_dict()))
+    status, out, err = tiny.run_script("serve.py", "--config", str(config), monkeypatch=monkeypatch, capsys=capsys)
+    assert (status, started[-1], err) == (0, ("127.0.0.1", 8000), "")
+    assert "http://127.0.0.1:8000/" in out
+    status, _, err = tiny.run_script(
+        "serve.py",
+        "--config",
+        str(config),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        monkeypatch=monkeypatch,
+        capsys=capsys,
+    )
+    assert (status, started[-1]) == (0, ("0.0.0.0", 8080))
+    assert err == "warning: listening on 0.0.0.0: anyone on the network can use this page\n"
+    status, _, err = tiny.run_script(
+        "serve.py", "--config", str(config), "--set", "models.vq_vae=nowhere.pt", monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert status == 2 and err.startswith("error: nowhere.pt: model not found")
