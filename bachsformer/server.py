@@ -275,14 +275,15 @@ class Harmonizer:
 
     def compose(self, request: CompositionIn) -> Composition:
         options = self.options(request.seed, request.key, quarters=request.quarters, tempo=request.tempo)
-        models = (
-            (self.vq_vae, self.transformer)
-            if self.tune_model is None
-            else (self.vq_vae, self.transformer, self.tune_model)
-        )
-        write = compose if self.tune_model is None else compose_tune_first
-        with self.lock:
-            piece = write(*models, options, [request.seed], None, False, self.config.data.normalize_key)[0]
+        normalized = self.config.data.normalize_key
+        with self.lock:  # as generate.py writes free music: tune first when the tune model is there
+            if self.tune_model is not None:
+                pieces = compose_tune_first(
+                    self.vq_vae, self.transformer, self.tune_model, options, [request.seed], normalize_key=normalized
+                )
+            else:
+                pieces = compose(self.vq_vae, self.transformer, options, [request.seed], normalize_key=normalized)
+        piece = pieces[0]
         return voiced(piece, options)
 
     def midi(self, piece: Composition, meter: Meter, melody_name: str = "Melody") -> bytes:

@@ -267,3 +267,17 @@ def test_serve_warns_when_it_listens_beyond_this_machine(app_config, tmp_path, m
         "serve.py", "--config", str(config), "--set", "models.vq_vae=nowhere.pt", monkeypatch=monkeypatch, capsys=capsys
     )
     assert status == 2 and err.startswith("error: nowhere.pt: model not found")
+
+
+def test_composing_with_a_tune_model_writes_its_tune_as_the_marked_soprano(tmp_path):
+    """As generate.py does: with the tune model there, a chorale from nothing is a tune, harmonized."""
+    path = tiny.write_config(tmp_path)
+    tiny.write_model_pair(tmp_path, melody_quarters=2, decoder_context=True)
+    tiny.write_tune_model(tmp_path)
+    config = load_config(path, ["generate.candidates=2", "generate.min_note_steps=4", "generate.tune_first=true"])
+    with TestClient(create_app(config)) as client:
+        piece = client.post("/api/composition", json={"quarters": 8, "seed": 7, "tempo": 100}).json()
+    tune = [note for note in piece["notes"] if note[3]]
+    assert tune  # the tune is marked as the melody, and it is the top line wherever it sounds
+    for onset, offset, pitch, _ in tune:
+        assert not any(n[2] > pitch and n[0] < offset and n[1] > onset for n in piece["notes"])
