@@ -68,7 +68,6 @@ from bachsformer.midi import (
     MIN_TEMPO_BPM,
     Meter,
     read_meter,
-    read_midi,
     tracks_to_midi_bytes,
     write_bytes,
     write_midi,
@@ -78,6 +77,7 @@ from bachsformer.sampling import check_sampling_options, set_sampling_threads
 from bachsformer.score import require_music21, write_musicxml, write_voices_musicxml
 from bachsformer.training import resolve_device
 from bachsformer.tunefirst import compose_tune_first, load_tune_for
+from bachsformer.voices import read_voices
 
 MAX_PIECES = 1024  # one batch; more pieces: run again with another --seed
 LONG_MELODY_QUARTERS = 256  # harmonizing more shows its progress (docs/speed.md: 64 quarters take seconds)
@@ -245,15 +245,15 @@ def main():
             bar.close()
         settings = f"{sampling}_m{options.candidates}_harmony-{safe_name(Path(args.melody).stem)}"
     elif args.regenerate:
-        piece, meter = read_midi(args.file).quarters, read_meter(args.file)
-        passage = parse_passage(args.regenerate, len(piece), args.file)
+        piece, meter = read_voices(args.file)[0], read_meter(args.file)
+        passage = parse_passage(args.regenerate, piece.num_quarters, args.file)
         pieces = [regenerate(vq_vae, transformer, piece, *passage, options, seed, normalized) for seed in seeds]
-        length = len(piece)
+        length = piece.num_quarters
         settings = (
             f"{sampling}_m{options.candidates}_regenerate{passage[0]}-{passage[1]}-{safe_name(Path(args.file).stem)}"
         )
     else:
-        primer = read_midi(args.file).quarters if args.file else None
+        primer = read_voices(args.file)[0] if args.file else None  # its parts, or split by the voicing rule
         if tune_model is not None:
             pieces = compose_tune_first(
                 vq_vae, transformer, tune_model, options, seeds, primer, args.continuation_only, normalized
@@ -263,11 +263,11 @@ def main():
             pieces = compose(vq_vae, transformer, options, seeds, primer, args.continuation_only, normalized)
         settings, length = f"{sampling}_q{options.quarters}", options.quarters
         if args.file:
-            meter = read_meter(args.file).until(len(primer))  # the primer's meter goes on in its continuation
+            meter = read_meter(args.file).until(primer.num_quarters)  # the primer's meter goes on in its continuation
             if args.continuation_only:
-                meter = meter.after(len(primer))
+                meter = meter.after(primer.num_quarters)
             else:
-                primer_quarters = len(primer)
+                primer_quarters = primer.num_quarters
             settings += f"_primer-{safe_name(Path(args.file).stem)}" + (
                 "_continuation" if args.continuation_only else ""
             )

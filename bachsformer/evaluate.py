@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows, untransposed
-from bachsformer.compose import compose, decode_quarters, load_models
+from bachsformer.compose import compose, decode_quarters, decode_voices, load_models
 from bachsformer.config import load_config
-from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split, transpose
+from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split, transpose_lines
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.gpt import GPT
 from bachsformer.harmonization import SYSTEMS, evaluate_harmonization, print_harmonization
@@ -62,7 +62,8 @@ from bachsformer.metrics import (
     piece_features,
     top_line_features,
 )
-from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, key_range, quarters_to_notes
+from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, quarters_to_notes
+from bachsformer.rules import voice_figures
 from bachsformer.sampling import set_sampling_threads
 from bachsformer.training import resolve_device
 from bachsformer.tune import (
@@ -76,7 +77,8 @@ from bachsformer.tune import (
     tune_quarters,
 )
 from bachsformer.tunefirst import MIN_QUARTERS, TONICS, compose_tune_first, load_tune_for, tune_modes
-from bachsformer.voicing import grid_steps, voice
+from bachsformer.voices import SILENCE, VOICE_NAMES
+from bachsformer.voicing import grid_steps
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
 COPY_LIMIT = 8  # a verbatim run of this many quarters counts as replaying the training data
@@ -96,22 +98,22 @@ def codes_kept_under_transposition(
     shift // 8 rows lower (rows without a counterpart are left out). Silent quarters, and quarters
     the shift would push past the top key, are left out. Returns {shift: fraction}, keys as text.
     """
-    quarters = np.concatenate([piece.quarters for piece in pieces])  # [N, 88, 32]
-    _, highest = key_range(quarters)
+    lines = [piece.voices.lines() for piece in pieces]
+    keys = torch.from_numpy(np.concatenate([k for k, _ in lines]))  # [N, V, 32]
+    onsets = torch.from_numpy(np.concatenate([o for _, o in lines]))
+    highest = torch.where(keys == SILENCE, -1, keys).flatten(1).max(1).values  # [N]
     sounding = highest >= 0
-    rolls = torch.from_numpy(quarters[sounding]).float()
-    highest = highest[sounding]
+    keys, onsets, highest = keys[sounding], onsets[sounding], highest[sounding]
     rows = LATENT_SHAPE[0]
 
-    def encode(batch: torch.Tensor) -> torch.Tensor:  # [n, 88, 32] -> [n, 8, 2] on the CPU
-        codes = [vq_vae.encode(part.to(device)).cpu() for part in batch.split(batch_size)]
-        return torch.cat(codes).view(-1, *LATENT_SHAPE)
+    def encode(batch_keys: torch.Tensor, batch_onsets: torch.Tensor) -> torch.Tensor:  # -> [n, 8, 2] on the CPU
+        return vq_vae.encode(batch_keys.to(device), batch_onsets.to(device), batch_size).cpu().view(-1, *LATENT_SHAPE)
 
-    original = encode(rolls)  # once: each shift compares with a subset of these
+    original = encode(keys, onsets)  # once: each shift compares with a subset of these
     kept = {}
     for shift in shifts:
-        usable = torch.from_numpy(highest + shift < NUM_KEYS)
-        moved = encode(transpose(rolls[usable], torch.full((int(usable.sum()),), shift)))
+        usable = highest + shift < NUM_KEYS
+        moved = encode(transpose_lines(keys[usable], torch.full((int(usable.sum()),), shift)), onsets[usable])
         rows_up = shift // SEMITONES_PER_ROW
         same = moved[:, rows_up:] == original[usable][:, : rows - rows_up]
         kept[str(shift)] = float(same.float().mean())
@@ -209,7 +211,7 @@ def evaluate(
     held_out = held_out or train
     results = {"models": {"vq_vae": config.models.vq_vae, "transformer": config.models.transformer}}
     results["data"] = {"files": len(pieces), "train": len(train), "held_out": len(held_out)}
-    results["vq_vae"] = reconstruction_scores(vq_vae, [p.quarters for p in held_out])
+    results["vq_vae"] = reconstruction_scores(vq_vae, [p.voices.lines() for p in held_out])
     results["vq_vae"]["num_embeddings"] = vq_vae.num_embeddings
     kept = codes_kept_under_transposition(vq_vae, held_out, device=device)
     results["vq_vae"]["codes_kept_under_transposition"] = kept
@@ -238,10 +240,10 @@ def evaluate(
     if tune_first:  # each piece a tune of its length, harmonized; in the key the models write
         tune_model = load_tune_for(config.models.tune, vq_vae, transformer, config.models.transformer, device)
         plain = dataclasses.replace(options, key="")
-        generated = []
+        pieces_written = []
         for piece_seed, length in zip(seeds, lengths):
             piece = compose_tune_first(vq_vae, transformer, tune_model, replace_length(plain, length), [piece_seed])[0]
-            generated.append(piece.quarters)
+            pieces_written.append(piece.voices)
             tunes.append(piece.melody)
         train_tunes, _, _ = corpus_tunes(train, config.data.midi_dir)
         held_out_tunes, held_out_modes, _ = corpus_tunes(held_out, config.data.midi_dir)
@@ -258,33 +260,29 @@ def evaluate(
     else:
         # one batch at the longest length, each piece cut to its own: piece i depends on its seed alone
         # in the key the model writes, as the held-out files are read (key-normalized or not)
-        generated = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
-        generated = [piece.quarters[:length] for piece, length in zip(generated, lengths)]
+        written = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
+        pieces_written = [piece.voices.sliced(0, length) for piece, length in zip(written, lengths)]
+    generated = [voices.quarters() for voices in pieces_written]  # the union of the decoder's voices
     reference = [p.quarters for p in held_out]
     grid = grid_steps(options.grid, STEPS_PER_QUARTER)
-    raw = generated
-    if options.voicing:  # four voices, as generate.py writes them (the raw roll: --set generate.voicing=false)
-        generated = [voice(quarters, grid).quarters() for quarters in raw]
     music = compare(generated, reference)
     music["grid"] = {
         "note_value": options.grid,
         "generated": grid_shares(generated, grid),
         "Bach": grid_shares(reference, grid),
     }
-    if options.voicing:  # what voicing changed
-        before = compare(raw, reference)
-        music["grid"]["before_voicing"] = grid_shares(raw, grid)
-        music["before_voicing"] = {
-            name: before[name] for name in ("mean_overlapping_area", "mean_overlapping_area_of_first_nine")
-        }
-        music["before_voicing"]["generated_mean"] = before["generated_mean"]
-        music["before_voicing"]["overlapping_area"] = before["overlapping_area"]
     # what the codes allow: the held-out files through the VQ-VAE, decoded as generation decodes
-    reconstructed = [
-        decode_quarters(vq_vae, untransposed(piece), min_note_steps=options.min_note_steps) for piece in held_out_codes
+    reconstructed_voices = [
+        decode_voices(vq_vae, untransposed(piece), min_note_steps=options.min_note_steps) for piece in held_out_codes
     ]
+    reconstructed = [voices.quarters() for voices in reconstructed_voices]
     music["reconstruction_mean"] = {
         name: float(np.mean([piece_features(q)[name] for q in reconstructed])) for name in FEATURE_NAMES
+    }
+    results["four_part"] = {
+        "generated": voice_figures(pieces_written),
+        "reconstruction": voice_figures(reconstructed_voices),
+        "bach": voice_figures([p.voices for p in held_out]),
     }
     copies = longest_verbatim_runs(generated, [p.quarters for p in train])
     reference_features = [piece_features(q) for q in reference]
@@ -437,15 +435,32 @@ def targets(results: dict) -> dict:
         "max_polyphony_within_10%": within("max_polyphony", 0.1),
         "polyphony_within_10%": within("polyphony", 0.1),
     }
-    if "before_voicing" in music:
-        before = music["before_voicing"]["mean_overlapping_area_of_first_nine"]
-        voiced["first_nine_overlap_not_lower_than_before_voicing"] = first_nine >= before
+    four_part, bach = results["four_part"], results["four_part"]["bach"]
+    generated_parts, reconstruction_parts = four_part["generated"], four_part["reconstruction"]
+
+    def leap_within(name, fraction):
+        return abs(generated_parts["leaps"][name] - bach["leaps"][name]) <= fraction * bach["leaps"][name]
+
+    voices = {  # the voices issue's (docs/design.md, Voices)
+        "vq_vae_each_voice_matches_bach_on_0.95_of_sixteenths": min(
+            vq[f"voice_{n}_sixteenths"] for n in range(len(VOICE_NAMES))
+        )
+        >= 0.95,
+        "reconstruction_parallels_at_most_0.45_per_100_quarters": reconstruction_parts["parallels"] <= 0.45,
+        "reconstruction_inner_rests_at_most_0.005": reconstruction_parts["inner_rests"] <= 0.005,
+        "parallels_at_most_0.7_per_100_quarters": generated_parts["parallels"] <= 0.7,
+        "inner_rests_at_most_0.01": generated_parts["inner_rests"] <= 0.01,
+        "alto_leap_within_15%": leap_within("Alto", 0.15),
+        "tenor_leap_within_15%": leap_within("Tenor", 0.15),
+        "notes_per_quarter_at_least_90%_of_bach": generated_parts["notes_per_quarter"]
+        >= 0.9 * bach["notes_per_quarter"],
+    }
     return {
         **voiced,
+        **voices,
         "vq_vae_held_notes_kept_held_at_least_0.90": vq["held_kept"] >= 0.90,
         "vq_vae_restruck_notes_kept_restruck_at_least_0.95": vq["restruck_kept"] >= 0.95,
         "vq_vae_onset_f1_at_least_0.95": vq["onset_f1"] >= 0.95,
-        "vq_vae_frame_f1_at_least_0.985": vq["frame_f1"] >= 0.985,
         "vq_vae_all_codes_used": vq["codes_used"] == vq["num_embeddings"],
         "reconstruction_long_notes_within_20%": reconstruction_within("long_notes", 0.2),
         "reconstruction_repetition_within_30%": reconstruction_within("repetition", 0.3),
@@ -537,8 +552,11 @@ def write_feature_png(
 def print_table(results: dict) -> None:
     vq, lm, music = results["vq_vae"], results["transformer"], results["music"]
     print(f"data: {results['data']['files']} files, {results['data']['held_out']} held out")
+    agreement = ", ".join(
+        f"{name} {vq[f'voice_{n}']:.3f} ({vq[f'voice_{n}_sixteenths']:.3f})" for n, name in enumerate(VOICE_NAMES)
+    )
     print(
-        f"VQ-VAE (held out): frame F1 {vq['frame_f1']:.4f}, onset F1 {vq['onset_f1']:.4f},"
+        f"VQ-VAE (held out): each voice's steps (sixteenths) as Bach's: {agreement}; onset F1 {vq['onset_f1']:.4f},"
         f" perplexity {vq['perplexity']:.2f}, {vq['codes_used']} of {vq['num_embeddings']} codes used"
     )
     print(
@@ -580,21 +598,14 @@ def print_table(results: dict) -> None:
     )
     print(f"pitch-class histogram distance (total variation): {music['pitch_class_distance']:.3f}")
     grid = music["grid"]
-    rows = [(name, grid[name]) for name in ("before_voicing", "generated", "Bach") if name in grid]
+    rows = [(name, grid[name]) for name in ("generated", "Bach")]
     print(f"on the grid of 1/{grid['note_value']} notes:")
     for name, row in rows:
         print(
             f"  {name.replace('_', ' ')}: {row['off_grid']:.3f} of {row['notes']} notes off it,"
             f" {row['shorter_than_grid']:.3f} shorter, at most {row['max_keys']} keys at once"
         )
-    if "before_voicing" in music:
-        before = music["before_voicing"]
-        print(
-            f"before voicing: mean overlapping area {before['mean_overlapping_area']:.3f}, of the first nine"
-            f" {before['mean_overlapping_area_of_first_nine']:.3f}; polyphony"
-            f" {before['generated_mean']['polyphony']:.3f}, max polyphony"
-            f" {before['generated_mean']['max_polyphony']:.3f}"
-        )
+    print_four_part(results["four_part"])
     copies = music["longest_verbatim_run"]
     print(f"longest verbatim run from the training files: max {copies['max']}, mean {copies['mean']:.2f} quarters")
     print(f"\nfree music written {'tune first' if sampling.get('tune_first') else 'the old way (no tune)'}")
@@ -615,6 +626,19 @@ def print_table(results: dict) -> None:
     print("\ntargets:")
     for name, met in results["targets"].items():
         print(f"  {'met    ' if met else 'MISSED '} {name}")
+
+
+def print_four_part(four_part: dict) -> None:
+    """The four-part figures (`rules.voice_figures`) of each column of `four_part`, one row per figure."""
+    columns = list(four_part)
+    print(f"| four parts | {' | '.join(columns)} |")
+    print(f"|---|{'---|' * len(columns)}")
+    names = ("parallels", "parallel_fifths", "parallel_octaves", "crossings", "inner_rests", "unisons")
+    for name in (*names, "notes_per_quarter"):
+        print(f"| {name} | {' | '.join(f'{four_part[c][name]:.3f}' for c in columns)} |")
+    for voice in VOICE_NAMES:
+        leaps = " | ".join(f"{four_part[column]['leaps'][voice]:.3f}" for column in columns)
+        print(f"| {voice} leap | {leaps} |")
 
 
 def main():

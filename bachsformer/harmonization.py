@@ -34,15 +34,16 @@ import time
 import numpy as np
 import torch
 
-from bachsformer.compose import decode_quarters, load_models
+from bachsformer.compose import decode_voices, load_models
 from bachsformer.data import load_corpus, midi_files, split
-from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll
-from bachsformer.keys import Key, estimate_key, normalizing_shift, transpose_quarters
+from bachsformer.guided import harmonize, piece_roll, with_tune
+from bachsformer.keys import Key, estimate_key, normalizing_shift
 from bachsformer.metrics import grid_shares, scale_consistency, top_line
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, MidiError, quarters_to_notes, read_midi_tracks
 from bachsformer.render import write_rolls_png
-from bachsformer.rules import RULE_NAMES, four_part_scores
-from bachsformer.voicing import VOICE_NAMES, grid_steps, voice
+from bachsformer.rules import RULE_NAMES, four_part_scores, voice_figures
+from bachsformer.voices import VOICE_NAMES, Voices, read_voices, restore_repeats
+from bachsformer.voicing import grid_steps
 
 MELODY_TRACK = "Soprano"
 LOWER_TRACKS = ("Alto", "Tenor", "Bass")
@@ -85,17 +86,17 @@ def chorale_parts(path) -> list[np.ndarray]:
     return [next((t.quarters for t in tracks if t.name == name and t.quarters.any()), silent) for name in VOICE_NAMES]
 
 
-def triad_harmonization(melody: np.ndarray, key: Key) -> np.ndarray:
-    """Melody quarters [Q, 88, S] with the diatonic triad on each melody note below it, in three parts.
+def triad_harmonization(melody: np.ndarray, key: Key) -> Voices:
+    """Melody quarters [Q, 88, S] as the Soprano of four voices, the diatonic triad on each melody note below it.
 
     The triad is built in thirds of the key's scale (harmonic minor in minor) on the melody note's
     degree; a note outside the scale gets the major triad on it. Alto and tenor take the nearest
-    chord tones below the melody and below the alto; the bass the chord's root in E2 ... C4. The
-    melody is then imposed as the models' harmonizations have it (`guided.impose_melody`).
+    chord tones below the melody and below the alto; the bass the chord's root in E2 ... C4.
     """
     scale = np.array(MAJOR_SCALE if key.mode == "major" else MINOR_SCALE)
-    roll = piece_roll(melody).copy()
-    for onset, offset, pitch in quarters_to_notes(melody):
+    soprano = restore_repeats(quarters_to_notes(melody))
+    lower: list[list[list[int]]] = [[], [], []]
+    for onset, offset, pitch in soprano.tolist():
         degree = (pitch - key.tonic) % 12
         if degree in scale:
             index = int(np.nonzero(scale == degree)[0][0])
@@ -105,15 +106,11 @@ def triad_harmonization(melody: np.ndarray, key: Key) -> np.ndarray:
         alto = next(p for p in range(pitch - 1, pitch - 13, -1) if p % 12 in chord)
         tenor = next(p for p in range(alto - 1, alto - 13, -1) if p % 12 in chord)
         bass = next(p for p in range(min(tenor - 1, BASS_RANGE[1]), BASS_RANGE[0] - 13, -1) if p % 12 == pitch % 12)
-        for part in (alto, tenor, bass):
+        for notes, part in zip(lower, (alto, tenor, bass)):
             if 0 <= part - LOWEST_PITCH < NUM_KEYS:
-                row = roll[part - LOWEST_PITCH]
-                if onset > 0 and row[onset - 1]:
-                    row[onset - 1] = False  # a repeated note: the earlier one loses its last step, as the codec writes
-                row[onset:offset] = True
-    melody_roll = piece_roll(melody)
-    roll = impose_melody(roll, melody_roll, melody_ceiling(melody_roll))  # a voice meeting the melody's key
-    return piece_quarters(roll, melody.shape[2])
+                notes.append([onset, offset, part])
+    parts = tuple(np.array(notes, dtype=np.int64).reshape(-1, 3) for notes in lower)
+    return Voices((soprano, *parts), len(melody), melody.shape[2])
 
 
 def melody_kept(music: np.ndarray, melody: np.ndarray) -> bool:
@@ -225,17 +222,15 @@ def summarize(scores: list[dict]) -> dict:
     }
 
 
-def through_the_codes(vq_vae, melody: np.ndarray, music: np.ndarray, options, normalize_key: bool = True) -> np.ndarray:
-    """Music [Q, 88, S] through the VQ-VAE as harmonizing writes it: in the normalized key, encoded,
-    decoded (short notes dropped), the melody imposed, and moved back."""
+def through_the_codes(vq_vae, melody: np.ndarray, voices: Voices, options, normalize_key: bool = True) -> Voices:
+    """Bach's voices through the VQ-VAE as harmonizing writes them: in the normalized key, encoded, decoded
+    (short notes dropped), the melody made the Soprano (`guided.with_tune`), and moved back."""
     key = estimate_key(melody)
     shift = normalizing_shift(melody, key) if normalize_key else 0
     device = next(vq_vae.parameters()).device
-    codes = vq_vae.encode(torch.from_numpy(transpose_quarters(music, shift)).to(device))
-    decoded = decode_quarters(vq_vae, codes.flatten(), min_note_steps=options.min_note_steps)
-    decoded = transpose_quarters(decoded, -shift)
-    melody_roll = piece_roll(melody)
-    return piece_quarters(impose_melody(piece_roll(decoded), melody_roll, melody_ceiling(melody_roll)), melody.shape[2])
+    keys, onsets = (torch.from_numpy(lines).to(device) for lines in voices.transposed(shift).lines())
+    decoded = decode_voices(vq_vae, vq_vae.encode(keys, onsets).flatten(), min_note_steps=options.min_note_steps)
+    return with_tune(decoded.transposed(-shift), melody)
 
 
 def harmonization_targets(table: dict) -> dict:
@@ -280,6 +275,7 @@ def evaluate_harmonization(
     seconds = dict.fromkeys(systems, 0.0)
     skipped = []
     outputs: dict[str, list] = {}
+    voice_lists: dict[str, list] = {}
     folder = config.data.midi_dir
     for path in midi_files(folder):
         name = path.relative_to(folder).as_posix()
@@ -294,22 +290,22 @@ def evaluate_harmonization(
             skipped.append(f"{name}: no {MELODY_TRACK} track with notes and no {'/'.join(LOWER_TRACKS)} tracks")
             continue
         melody, bach_lower = voices
+        bach_voices, _ = read_voices(path, grid)
         for system in systems:
             started = time.perf_counter()
             if system == "triad rule":
-                music = triad_harmonization(melody, estimate_key(melody))
+                voices = triad_harmonization(melody, estimate_key(melody))
             elif system == "VQ-VAE oracle":
-                music = through_the_codes(vq_vae, melody, melody | bach_lower, options, config.data.normalize_key)
+                voices = through_the_codes(vq_vae, melody, bach_voices, options, config.data.normalize_key)
             else:
                 several, hears = MODEL_SYSTEMS[system]
                 system_options = options if several else single
-                music = harmonize(
+                voices = harmonize(
                     vq_vae, transformer, melody, system_options, seed, config.data.normalize_key, hear_melody=hears
-                ).quarters
-            voices = voice(music, grid, melody)  # four voices, as generate.py writes them
-            if options.voicing:
-                music = voices.quarters()
+                ).voices
+            music = voices.quarters()
             seconds[system] += time.perf_counter() - started
+            voice_lists.setdefault(system, []).append(voices)
             rolls = [voices.voice_quarters(number) for number in range(4)]  # the rules read the voices
             scores[system].append({**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls)})
             outputs.setdefault(system, []).append(music)
@@ -318,7 +314,10 @@ def evaluate_harmonization(
                 write_rolls_png(panels, png, melody=melody, overwrite=True)
         bach_scores = harmony_scores(melody | bach_lower, melody, bach_lower)
         scores["Bach"].append({**bach_scores, **four_part_scores(chorale_parts(path))})
+        voice_lists.setdefault("Bach", []).append(bach_voices)
     table = {system: summarize(rows) for system, rows in scores.items() if rows}
+    for system, pieces in voice_lists.items():  # parallels over all pairs per 100 quarters, inner rests, leaps
+        table[system]["four_part"] = voice_figures(pieces)
     for system, pieces in outputs.items():  # on the grid of the voicing, at most four keys at once
         table[system]["grid"] = grid_shares(pieces, grid)
     for system in systems:

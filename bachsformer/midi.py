@@ -395,14 +395,23 @@ def read_midi_tracks(
     without notes (a conductor track) are not listed; a track of notes outside the 88 keys comes
     silent. Raises MidiError as `read_midi` does, for the same files.
     """
-    data = _file_bytes(path)
+    return read_midi_tracks_bytes(_file_bytes(path), path, steps_per_quarter, max_quarters)
+
+
+def read_midi_tracks_bytes(
+    data: bytes,
+    source: str | Path = "<bytes>",
+    steps_per_quarter: int = STEPS_PER_QUARTER,
+    max_quarters: int = DEFAULT_MAX_QUARTERS,
+) -> list[Track]:
+    """Like `read_midi_tracks`, for a file's bytes; `source` names it in errors."""
     if not data:
-        raise MidiError(path, "empty file")
+        raise MidiError(source, "empty file")
     try:
         ticks_per_beat, tracks = _parse(data)
         whole = notes_to_quarters(_all_notes(tracks), ticks_per_beat, steps_per_quarter, max_quarters)
     except ValueError as error:
-        raise MidiError(path, str(error)) from None
+        raise MidiError(source, str(error)) from None
     grids = [_on_grid(notes, ticks_per_beat, steps_per_quarter) for _, notes in tracks]
     first_onset = min(int(grid.onset.min()) for grid in grids if len(grid.onset))
     start = first_onset // steps_per_quarter * steps_per_quarter  # the whole file's leading silence

@@ -30,11 +30,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from bachsformer.compose import Composition, compose, load_models, refuse_mode_change, voiced
+from bachsformer.compose import Composition, as_voices, compose, load_models, refuse_mode_change, voiced
 from bachsformer.config import Config, GenerateConfig
 from bachsformer.errors import BachsformerError
-from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll, regenerate
-from bachsformer.keys import estimate_key
+from bachsformer.guided import harmonize, piece_quarters, piece_roll, regenerate, with_tune
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (
     LOWEST_PITCH,
@@ -53,6 +52,8 @@ from bachsformer.midi import (
 )
 from bachsformer.score import musicxml_bytes, musicxml_to_midi_bytes, voices_musicxml_bytes
 from bachsformer.tunefirst import compose_tune_first, load_tune_for
+from bachsformer.voices import concatenate
+from bachsformer.voicing import grid_steps
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 1_000_000  # a tune of a thousand bars is some 20 kB
@@ -265,13 +266,13 @@ class Harmonizer:
                 piece.seed,
                 self.config.data.normalize_key,
             )
-        music = quarters.copy()
-        music[first - 1 : last] = written.quarters[first - 1 : last]  # every other quarter exactly as it came
-        if melody.any():  # a harmonization keeps its tune: made the passage's exact top voice again
-            tune = piece_roll(melody)
-            music = piece_quarters(impose_melody(piece_roll(music), tune, melody_ceiling(tune)), STEPS_PER_QUARTER)
-            music[: first - 1], music[last:] = quarters[: first - 1], quarters[last:]
-        return Composition(music, estimate_key(music), melody if melody.any() else None), (first, last)
+        passage = written.voices.sliced(first - 1, last)
+        if melody.any():  # a harmonization keeps its tune: made the passage's exact Soprano again
+            passage = with_tune(passage, melody[first - 1 : last])
+        original = as_voices(quarters, grid_steps(options.grid, STEPS_PER_QUARTER))
+        parts = [original.sliced(0, first - 1), passage, original.sliced(last, original.num_quarters)]
+        voices = concatenate([part for part in parts if part.num_quarters])
+        return Composition(voices, written.key, melody if melody.any() else None), (first, last)
 
     def compose(self, request: CompositionIn) -> Composition:
         options = self.options(request.seed, request.key, quarters=request.quarters, tempo=request.tempo)

@@ -126,7 +126,7 @@ def ddp_worker(rank: int, world_size: int, port: int, config_path: str, out_dir:
     """
     from bachsformer.checkpoint import plain_state_dict
     from bachsformer.config import load_config
-    from bachsformer.data import QuarterDataset, load_corpus, split
+    from bachsformer.data import VoiceQuarterDataset, load_corpus, split
     from bachsformer.training import Trainer, setup_distributed
     from bachsformer.vqvae import VQVAE
 
@@ -147,8 +147,8 @@ def ddp_worker(rank: int, world_size: int, port: int, config_path: str, out_dir:
             "vq_vae",
             config,
             config.train_vq_vae,
-            QuarterDataset(train_pieces, config.train_vq_vae.max_transpose, config.vq_vae.onset_channel),
-            lambda model, rolls: (model(rolls).loss, {}),
+            VoiceQuarterDataset(train_pieces, config.train_vq_vae.max_transpose, config.vq_vae.decoder_context),
+            lambda model, batch: (model(*batch).loss, {}),
             evaluate=lambda model: {"loss": 0.0},
             best_metric="loss",
             maximize=False,
@@ -168,9 +168,9 @@ def write_model_pair(
 ) -> tuple[Path, Path]:
     """Save untrained models of `tiny_config(root)` at its model paths, as a matching pair; returns the paths.
 
-    Untrained, the decoder sounds almost every key whatever its codes. So the codebook is spread out
-    and the decoder's output bias lowered until about one cell in ten sounds, a different tenth for
-    different codes; `silent=True` lowers it until every code decodes to silence. melody_quarters:
+    Untrained, the decoder's voices change key at every step whatever its codes. So the codebook is
+    spread out (different codes decode differently); `silent=True` raises the silence logit until
+    every code decodes to silence. melody_quarters:
     the transformer hears a melody that many quarters ahead (0: no melody condition); decoder_context:
     the VQ-VAE's decoder hears the quarter before.
     """
@@ -182,11 +182,8 @@ def write_model_pair(
         vq_vae, transformer = VQVAE(vq_config).eval(), GPT(gpt_config).eval()
     with torch.no_grad():
         vq_vae.quantizer.embedding.mul_(30)
-        codes = torch.randint(
-            vq_config.num_embeddings, (64, vq_vae.codes_per_quarter), generator=torch.Generator().manual_seed(0)
-        )
-        logits = torch.logit(vq_vae.decode_channels(codes).double())  # [64, 2, 88, 32]
-        vq_vae.decoder[-1].bias -= 100.0 if silent else torch.quantile(logits, 0.9).float()
+        if silent:
+            vq_vae.silence.bias += 1000.0
     vq_path, transformer_path = Path(config["models"]["vq_vae"]), Path(config["models"]["transformer"])
     saved = save_checkpoint(vq_path, "vq_vae", vq_config, vq_vae)
     save_checkpoint(transformer_path, "transformer", gpt_config, transformer, vq_vae_fingerprint=saved["fingerprint"])
