@@ -51,7 +51,8 @@ from bachsformer.midi import (
     read_midi_bytes,
     tracks_to_midi_bytes,
 )
-from bachsformer.score import musicxml_bytes, musicxml_to_midi_bytes, voices_musicxml_bytes
+from bachsformer.musicxml import is_musicxml, musicxml_to_midi_bytes
+from bachsformer.score import musicxml_bytes, voices_musicxml_bytes
 from bachsformer.tunefirst import compose_tune_first, load_tune_for
 
 STATIC = Path(__file__).parent / "static"
@@ -97,7 +98,7 @@ def read_tune(data: bytes, source: str) -> Tune:
     """
     if not data:
         raise RequestError(f"{source}: empty file")
-    if data[:2] == b"PK" or data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<":  # .mxl archive, or XML text
+    if is_musicxml(data):  # .mxl archive, or XML text: bounded, and read by music21 in a child process
         data = musicxml_to_midi_bytes(data, source)
     piece = read_midi_bytes(data, source, max_quarters=MAX_QUARTERS)
     if piece.dropped_notes:
@@ -411,7 +412,7 @@ def create_app(config: Config) -> FastAPI:
 
     @app.exception_handler(BachsformerError)
     async def user_error(request: Request, error: BachsformerError):
-        status = error.status if isinstance(error, RequestError) else 400
+        status = getattr(error, "status", 400)  # RequestError and ScoreError name theirs
         return JSONResponse({"detail": str(error).splitlines()[0]}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
