@@ -8,7 +8,7 @@ page:
   MAX_XML_BYTES in all, it is refused (`ScoreTooLarge`);
 - the XML is scanned by expat, streaming, before music21 sees it: elements nested deeper than
   MAX_DEPTH, or entity declarations (the "billion laughs"), refuse it;
-- music21 then reads it in a child process (`python -m bachsformer.musicxml`) that holds at most
+- music21 then reads it in a child process (two at a time) (`python -m bachsformer.musicxml`) that holds at most
   MAX_MEMORY_BYTES of memory and PARSE_SECONDS of CPU time, is killed at PARSE_SECONDS of wall time,
   and ends itself when its parent goes. Nothing is written to disk: the archive is unpacked in memory.
 
@@ -34,13 +34,18 @@ MAX_XML_BYTES = 20_000_000  # a MusicXML score of some 50,000 notes; an .mxl's m
 MAX_DEPTH = 64  # MusicXML nests about ten deep (score-partwise, part, measure, note, notations, ...)
 MAX_MEMORY_BYTES = 1_500_000_000  # the child's address space: music21 reading the largest score allowed
 PARSE_SECONDS = 30.0  # the child's CPU time and wall time
+READERS = threading.BoundedSemaphore(2)  # children reading at once; another score waits its turn
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ScoreError(BachsformerError):
     """A score that cannot be read: the message is one line naming it. `status` is the HTTP status to answer."""
 
-    status = 422
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status or self.status
 
 
 class ScoreTooLarge(ScoreError):
@@ -66,7 +71,7 @@ def unpacked_xml(data: bytes, source: str) -> bytes:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
     except (zipfile.BadZipFile, ValueError, OSError) as error:
-        raise ScoreError(f"{source}: not a readable .mxl archive ({error})") from None
+        raise ScoreError(f"{source}: not a MusicXML score (not a readable .mxl archive: {error})") from None
     unpacked = sum(member.file_size for member in members)
     if unpacked > MAX_XML_BYTES:
         raise ScoreTooLarge(
@@ -114,14 +119,14 @@ def check_xml(xml: bytes, source: str) -> None:
         nonlocal depth
         depth += 1
         if depth > MAX_DEPTH:
-            raise ScoreError(f"{source}: elements nested over {MAX_DEPTH} deep; not a MusicXML score")
+            raise ScoreError(f"{source}: not a MusicXML score (elements nested over {MAX_DEPTH} deep)")
 
     def end(tag):
         nonlocal depth
         depth -= 1
 
     def entity(*args):
-        raise ScoreError(f"{source}: declares XML entities, which a MusicXML score does not need")
+        raise ScoreError(f"{source}: not a MusicXML score (it declares XML entities, which a score does not need)")
 
     parser = expat.ParserCreate()
     parser.StartElementHandler, parser.EndElementHandler = start, end
@@ -130,7 +135,7 @@ def check_xml(xml: bytes, source: str) -> None:
         parser.Parse(xml, True)
     except expat.ExpatError as error:
         reason = f"{expat.ErrorString(error.code)}, line {error.lineno}"
-        raise ScoreError(f"{source}: not well-formed XML ({reason})") from None
+        raise ScoreError(f"{source}: not a MusicXML score (not well-formed XML: {reason})") from None
 
 
 def midi_of_xml(xml: bytes, source: str) -> bytes:
@@ -158,6 +163,8 @@ def musicxml_to_midi_bytes(data: bytes, source: str) -> bytes:
     xml = unpacked_xml(data, source)
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
+    if not READERS.acquire(timeout=PARSE_SECONDS):
+        raise ScoreError(f"{source}: other scores are being read; try again in a minute", 429) from None
     try:
         child = subprocess.run(
             [sys.executable, "-m", "bachsformer.musicxml", source],
@@ -168,6 +175,8 @@ def musicxml_to_midi_bytes(data: bytes, source: str) -> bytes:
         )
     except subprocess.TimeoutExpired:  # the child is killed
         raise ScoreError(f"{source}: took over {PARSE_SECONDS:g} s to read; not a score this reads") from None
+    finally:
+        READERS.release()
     if child.returncode == 0:
         return child.stdout
     lines = child.stderr.decode("utf-8", errors="replace").strip().splitlines()
