@@ -213,7 +213,7 @@ def main():
     tune_model = None
     if options.tune_first and not (melody is not None or args.regenerate):
         if Path(paths.tune).is_file():
-            tune_model = load_tune_for(paths.tune, vq_vae, transformer, paths.transformer, device)
+            tune_model = load_tune_for(paths.tune, config.data.normalize_key, device)
         else:
             print(
                 f"warning: {paths.tune}: no tune model; writing the old way, codes with no melody"

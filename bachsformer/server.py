@@ -225,9 +225,7 @@ class Harmonizer:
         self.vq_vae, self.transformer = load_models(config.models.vq_vae, config.models.transformer, "cpu")
         self.tune_model = None  # free chorales tune first when the tune model is there (as generate.py writes them)
         if config.generate.tune_first and Path(config.models.tune).is_file():
-            self.tune_model = load_tune_for(
-                config.models.tune, self.vq_vae, self.transformer, config.models.transformer
-            )
+            self.tune_model = load_tune_for(config.models.tune, config.data.normalize_key)
         self.lock = threading.Lock()
 
     def options(self, seed: int, key: str = "", guidance=None, candidates=None, **more) -> GenerateConfig:
