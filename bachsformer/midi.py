@@ -590,8 +590,9 @@ def playable_tempos(meter: Meter, source: str | Path) -> tuple[Meter, list[str]]
     for tempo in meter.tempos:
         bpm = min(max(tempo.bpm, MIN_TEMPO_BPM), MAX_TEMPO_BPM)
         if bpm != tempo.bpm:
+            shown = f"{tempo.bpm:.3g}" if tempo.bpm < 1000 else f"{tempo.bpm:,.0f}"
             warnings.append(
-                f"{source}: a tempo of {tempo.bpm:.3g} beats per minute (quarter {tempo.quarter:g}) lies outside"
+                f"{source}: a tempo of {shown} beats per minute (quarter {tempo.quarter:g}) lies outside"
                 f" {MIN_TEMPO_BPM} ... {MAX_TEMPO_BPM}; written at {bpm:g}"
             )
         tempos.append(tempo._replace(bpm=float(bpm)))
