@@ -216,3 +216,11 @@ def test_the_share_of_a_tune_with_harmony_under_it():
     )
     music[1:3, 40, :] = True
     assert harmony_under_tune(music, melody) == 0.75 and thin_harmony_warning(music, melody, "t.mid", "x") == ""
+
+
+def test_an_upload_s_name_comes_back_whole_in_the_download_s_name(client):
+    answer = client.post("/api/harmonize", files={"file": ("Chorał für Anna.mid", tune_file())})
+    assert answer.headers["content-disposition"] == (
+        'attachment; filename="Chora_ f_r Anna-harmonized.mid";'
+        " filename*=UTF-8''Chora%C5%82%20f%C3%BCr%20Anna-harmonized.mid"
+    )
