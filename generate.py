@@ -30,8 +30,12 @@ harmonized from its top line, with a warning; a long one shows its progress.
 
 What the files keep: music is written as four voices, tracks "Soprano", "Alto", "Tenor" and "Bass",
 each one line on a grid of `generate.grid` (16: sixteenth notes; bachsformer/voicing.py); `--raw`
-writes the decoded roll as one track instead. A harmonization's Soprano is the melody, named as its
-track (or "Melody"). Music made from a file (`--file`, `--regenerate`) keeps the file's tracks and
+writes the decoded roll as one track instead. A harmonization's Soprano is the melody, its track named
+as the file's one track of notes (or "Soprano"), and a marker names that track, so that `--regenerate`
+on a harmonization keeps its tune whole, as the page does. A file (`--melody`, `--file`) may be MIDI,
+MusicXML or .mxl (read as the page reads it, bachsformer/musicxml.py); a tempo no piece is written
+at is moved within 4 ... 1000 with a warning, and a harmonization leaving most of its tune bare is
+warned about. Music made from a file (`--file`, `--regenerate`) keeps the file's tracks and
 every note outside what was written anew (unless `--key` moves it all); the new music's voices join
 the tracks of their names or follow them. It keeps the file's time signatures (a pickup with its
 rests) and tempos, on the output's grid; music from nothing is in 4/4 at `--tempo`
@@ -120,10 +124,10 @@ def main():
     parser.add_argument("--temperature", type=float, help="above 1: bolder, below 1: safer")
     parser.add_argument("--top-k", type=int, help="sample among the k likeliest codes (0: all)")
     parser.add_argument("--top-p", type=float, help="sample among the likeliest codes holding this mass")
-    parser.add_argument("--file", help="a MIDI file to continue (primer)")
+    parser.add_argument("--file", help="a MIDI file (or MusicXML, .mxl) to continue (primer)")
     parser.add_argument("--continuation-only", action="store_true", help="with --file: leave the primer out")
     parser.add_argument("--key", help="move each piece to this key: D, F#, Bb, 'G minor' (default: as written)")
-    parser.add_argument("--melody", help="a MIDI file whose highest line (or --melody-track) to harmonize")
+    parser.add_argument("--melody", help="a MIDI file (or MusicXML, .mxl): its highest line (or --melody-track)")
     parser.add_argument("--melody-track", metavar="N|NAME", help="the melody is this track (number or name)")
     parser.add_argument("--regenerate", metavar="A-B", help="with --file: rewrite quarters A ... B (from 1)")
     parser.add_argument("--candidates", type=int, help="harmonizing, regenerating: samples to choose from (16)")

@@ -5,7 +5,8 @@
     python serve.py --host 0.0.0.0         # anyone on the network can use it (a warning says so)
     python serve.py --set models.transformer=runs/my_gpt/best.pt
 
-The page (bachsformer/static/) needs no outside host: it works offline. The API it calls is listed,
+Ctrl-C or SIGTERM stops it within a second, whatever it is doing. The page (bachsformer/static/)
+needs no outside host: it works offline. The API it calls is listed,
 with a form to try each call, at /docs. The score on the page needs music21 and verovio
 (pip install music21 verovio); without them the page says so and shows the rest.
 """

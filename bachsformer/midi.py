@@ -16,7 +16,8 @@ Its notes are paired first in, first out per channel and pitch, and a note never
 out, as pretty_midi and miditoolkit do too. What stays here is what the library does not promise:
 the header and chunk lengths are checked before parsing, so a truncated file is refused, not read
 in part; a refused file's reason is named by `_fault`, a scan of its events that reads no music;
-and a file's length is checked against `max_quarters` before its roll is allocated.
+and a file's length is checked against `max_quarters` before its roll is allocated. A file read
+from a path may be a MusicXML score (text or .mxl): bachsformer/musicxml.py turns it into MIDI bytes.
 """
 
 from __future__ import annotations

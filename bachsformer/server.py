@@ -5,11 +5,12 @@ takes the files home (docs/design.md, The page).
 with uvicorn. The server keeps no state between requests: a piece travels to the page as JSON (its
 notes, meter, MIDI, MusicXML and score) and comes back as JSON to have a bar regenerated, so
 requests that arrive together share nothing but the models, and model calls take turns (a lock).
-Everything a request reads or writes stays in memory; music21 alone may spool a compressed score
-through a temporary folder. Only the files of bachsformer/static/ are served.
+Everything a request reads or writes stays in memory; a MusicXML score is read by music21 in a child
+process within bounds (bachsformer/musicxml.py). Only the files of bachsformer/static/ are served.
 
 Every input runs through the codec as a file would: a tune entered on the page is written as MIDI
-bytes and read back, an uploaded MusicXML score is turned into MIDI bytes by music21. Bad input is
+bytes and read back, an uploaded MusicXML score is turned into MIDI bytes by music21; every piece's
+file is the one generate.py writes (`compose.piece_midi_bytes`). Bad input is
 a 4xx answer whose JSON `detail` is one line naming what is wrong; nothing a user sends ends in a 5xx.
 """
 
