@@ -171,9 +171,8 @@ def voiced(
             continue  # the tune is the passage's top voice, and its track keeps it whole
         notes = notes + np.array([start, start, 0])  # [N, 3] on the piece's steps
         match = next((n for n, (track, _) in enumerate(tracks) if track == name), None)
-        if match is None:  # a track of its own, before the kept voices below it (a file's empty Alto left out)
-            below = [n for n, (track, _) in enumerate(tracks) if track in names[number + 1 :]]
-            tracks.insert(below[0] if below else len(tracks), (name, notes))
+        if match is None:
+            tracks.append((name, notes))
         else:
             joined = np.concatenate([tracks[match][1], notes])
             tracks[match] = (name, joined[np.argsort(joined[:, 0], kind="stable")])

@@ -153,7 +153,8 @@ def test_regenerating_a_passage_of_a_harmonization_keeps_the_tune_and_its_track(
     before = read_midi_tracks_bytes(open(harmonization, "rb").read())  # the tracks holding notes
     (rewritten,) = written(run("--file", harmonization, "--regenerate", "2-4", "--seed", "9", "--out", str(tmp_path)))
     after = read_midi_tracks_bytes(open(rewritten, "rb").read())
-    assert track_names(open(rewritten, "rb").read()) == ["Flute", "Alto", "Tenor", "Bass"]  # no second tune
+    names = track_names(open(rewritten, "rb").read())  # voices the tiny models left empty follow the others
+    assert names[0] == "Flute" and sorted(names) == ["Alto", "Bass", "Flute", "Tenor"]  # no second tune
     assert after[0].name == before[0].name == "Flute"
     assert np.array_equal(after[0].quarters, before[0].quarters)  # the tune, note for note
     assert np.array_equal(highest_line(read_midi_bytes(open(rewritten, "rb").read()).quarters), before[0].quarters)
