@@ -25,7 +25,7 @@ from bachsformer.midi import (
     LOWEST_PITCH,
     NUM_KEYS,
     STEPS_PER_QUARTER,
-    MidiError,
+    file_bytes,
     notes_to_roll,
     quarters_to_notes,
     read_midi_bytes,
@@ -213,12 +213,9 @@ def voices_from_parts(parts: list[tuple[str, np.ndarray]], num_voices: int = 4) 
 
 
 def read_voices(path: str | Path, grid: int = 8, max_quarters: int = DEFAULT_MAX_QUARTERS) -> tuple[Voices, str]:
-    """`read_voices_bytes` of the file at `path`; MidiError names it when it cannot be read."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise MidiError(path, f"cannot read file ({error.strerror or error})") from None
-    return read_voices_bytes(data, path, grid, max_quarters)
+    """`read_voices_bytes` of the file at `path` (MIDI, or MusicXML read as midi.py reads it); MidiError names it
+    when it cannot be read."""
+    return read_voices_bytes(file_bytes(path), path, grid, max_quarters)
 
 
 def read_voices_bytes(
