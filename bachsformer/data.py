@@ -1,8 +1,9 @@
-"""The corpus (a folder of MIDI files read as quarters, cached), its split, and both datasets.
+"""The corpus (a folder of MIDI files read as four voices, cached), its split, and both datasets.
 
     python -m bachsformer.data scan DIR [--json]
 
-prints one line per file (name, quarters, notes, pitch range, estimated key, or `skipped: <reason>`) and last
+prints one line per file (name, quarters, notes, pitch range, estimated key, where its four voices come from:
+its parts or the voicing rule; or `skipped: <reason>`) and last
 `N files, K read, M skipped`; exit status 0 when at least one file was read, 1 otherwise.
 """
 
@@ -44,6 +45,7 @@ from bachsformer.voices import (
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
 CODEC_VERSION = 5  # bump when files are read differently, so old caches are ignored (5: four voices)
+SPLIT_NOTE = "no four single-line parts (named Soprano, Alto, Tenor, Bass, or four in all): split by the voicing rule"
 DEFAULT_GRID = 8  # steps of the voicing rule's cells for files without four parts: sixteenth notes
 
 
@@ -166,17 +168,20 @@ def load_corpus(
     on_skip: Callable[[MidiError], None] | None = None,
     normalize_key: bool = False,
     grid: int = DEFAULT_GRID,
+    on_split: Callable[[str], None] | None = None,
 ) -> list[CorpusPiece]:
     """Read every MIDI file under `folder` as four voices (voices.py), skipping unreadable ones.
 
     normalize_key: move each piece to C major or A minor by the smallest shift that keeps it inside
     the 88 keys (`keys.normalizing_shift`; docs/design.md, Keys). grid: steps of the voicing rule's
-    cells, for files without four parts. Each skipped file is passed to `on_skip` (default: one line
-    on stderr). Raises CorpusError when no file is readable.
+    cells, for files without four parts. Each skipped file is passed to `on_skip`, and the name of each
+    file split by the voicing rule to `on_split` (default for both: one line on stderr). Raises
+    CorpusError when no file is readable.
     """
     folder = Path(folder)
     cache_dir = Path(cache_dir) if cache_dir is not None else None
     on_skip = on_skip or (lambda error: print(f"skipped {error}", file=sys.stderr))
+    on_split = on_split or (lambda name: print(f"note: {name}: {SPLIT_NOTE}", file=sys.stderr))
     pieces = []
     files = midi_files(folder)
     cache = _VoiceCache(cache_dir, folder, max_quarters, grid)
@@ -191,6 +196,8 @@ def load_corpus(
         except OSError as error:
             on_skip(MidiError(path, f"cannot read file ({error.strerror or error})"))
             continue
+        if read_as == READ_BY_RULE:
+            on_split(name)
         quarters = voices.quarters()
         key = estimate_key(quarters)
         shift = normalizing_shift(quarters, key) if normalize_key else 0
@@ -374,10 +381,11 @@ def scan(folder: str | Path, as_json: bool = False, max_quarters: int = DEFAULT_
     read = 0
     for path in files:
         name = path.relative_to(folder).as_posix()
-        record = {"file": name, "quarters": None, "notes": None, "dropped_notes": None, "key": None}
+        record = {"file": name, "quarters": None, "notes": None, "dropped_notes": None, "key": None, "voices": None}
         try:
             data = path.read_bytes()
             piece = read_midi_bytes(data, name, STEPS_PER_QUARTER, max_quarters)
+            _, read_as = read_voices_bytes(data, name, DEFAULT_GRID, max_quarters)
         except OSError as error:
             record["error"] = f"cannot read file ({error.strerror or error})"
         except MidiError as error:
@@ -389,6 +397,7 @@ def scan(folder: str | Path, as_json: bool = False, max_quarters: int = DEFAULT_
                 quarters=len(piece.quarters),
                 notes=piece.notes,
                 dropped_notes=piece.dropped_notes,
+                voices=read_as,
                 error=None,
             )
             record["key"] = str(estimate_key(piece.quarters))
@@ -398,7 +407,8 @@ def scan(folder: str | Path, as_json: bool = False, max_quarters: int = DEFAULT_
         elif record["error"] is None:
             dropped = f", {piece.dropped_notes} dropped" if piece.dropped_notes else ""
             print(
-                f"{name}: {len(piece.quarters)} quarters, {piece.notes} notes{dropped}, {low}-{high}, {record['key']}"
+                f"{name}: {len(piece.quarters)} quarters, {piece.notes} notes{dropped}, {low}-{high}, {record['key']},"
+                f" voices {'from its parts' if read_as == READ_FROM_PARTS else 'split by the voicing rule'}"
             )
         else:
             print(f"{name}: skipped: {record['error']}")
