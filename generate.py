@@ -28,9 +28,9 @@ it lean on the melody harder (classifier-free guidance). A melody keeps its note
 may move it to another tonic, not change its mode. A melody with chords (a piano piece) is
 harmonized from its top line, with a warning; a long one shows its progress.
 
-What the files keep: music is written as four voices, tracks "Soprano", "Alto", "Tenor" and "Bass",
-each one line on a grid of `generate.grid` (16: sixteenth notes; bachsformer/voicing.py); `--raw`
-writes the decoded roll as one track instead. A harmonization's Soprano is the melody, its track named
+What the files keep: music is written as the four voices the VQ-VAE decodes, tracks "Soprano",
+"Alto", "Tenor" and "Bass", each one line; `--raw` writes their union as one track instead. A primer
+or a file to rewrite enters as its voices: its parts, or split by the voicing rule (voicing.py). A harmonization's Soprano is the melody, its track named
 as the file's one track of notes (or "Soprano"), and a marker names that track, so that `--regenerate`
 on a harmonization keeps its tune whole, as the page does. A file (`--melody`, `--file`) may be MIDI,
 MusicXML or .mxl (read as the page reads it, bachsformer/musicxml.py); a tempo no piece is written
