@@ -7,20 +7,21 @@ music). The constraint is then made exact in what is written, and the written mu
 context holds from then on.
 
 - Harmonize: a candidate is one quarter, drawn after the quarters written so far (their keys and
-  values run once per quarter written, and shared; docs/design.md, How a quarter is computed).
-  Each is made exact first: the melody imposed (`impose_melody`: nothing sounds
-  above it, every melody note keeps its pitch, onset and length) and the result encoded after the
-  quarter before it. Its score adds two things: the share of the melody's cells the candidate
-  already sounded less what it sounded above the melody, times
-  HARMONY_SHARPNESS, so that the texture whose top voice was the tune wins; and the log-likelihood
-  the transformer gives the exact quarter after the context, so that lower voices that clash with
-  the imposed melody lose. It loses `generate.rules` times its faults against the four-part rules
-  (`rule_penalties`: parallels, the Bass's range and leaps) where it follows the quarter before.
+  values run once per quarter written, and shared; docs/design.md, How a quarter is computed),
+  and decoded into four voices. Each is made exact first (`impose_melody`: its Soprano becomes the
+  melody's line, and a lower voice above the melody moves down by octaves) and encoded again. All
+  candidates are judged at once on their lines. The score adds the share of the melody's steps the
+  candidate's own Soprano already sang, less the steps a lower voice sounded above it, times
+  HARMONY_SHARPNESS, so that the candidate whose Soprano was the tune wins; and the
+  log-likelihood the transformer gives the exact quarter after the context, so that lower voices
+  that clash with the imposed melody lose. It loses `generate.rules` times its faults against the
+  four-part rules (`rule_penalties`: parallels, the Bass's range and leaps) where it follows the
+  quarter before.
 - Regenerate: a candidate is the whole passage, sampled after the music before it. Its score is
   the log-likelihood the transformer gives the quarters after the passage (up to
   FOLLOWING_QUARTERS), so choosing by exp(score) is sampling-importance-resampling from
   p(passage | music before, music after), less `generate.rules` times its rule faults between the
-  quarters around it. Every quarter outside the passage is kept as it was read.
+  quarters around it. Every quarter outside the passage keeps its voices as they were read.
 
 Both read and write the music key-normalized, as the models learned it, and move the result back
 to the melody's or the file's key (or to `generate.key`).

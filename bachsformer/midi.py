@@ -676,7 +676,7 @@ def quarters_to_midi_bytes(
     out); None: 4/4 at `tempo_bpm`. melody: quarters [Q, 88, steps] inside `quarters`, written as a
     track of its own named `melody_name`, followed by a track "Harmony" holding the rest; None: one
     track, "bachsformer". Reading the file back gives `quarters` when no melody note touches a note
-    of its key in the rest (as `guided.impose_melody` makes sure).
+    of its key in the rest.
     """
     quarters = np.asarray(quarters, dtype=bool)
     if melody is None:
