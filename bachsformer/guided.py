@@ -434,8 +434,8 @@ def cadences(keys: np.ndarray, melody_keys: np.ndarray, step: int, tonic: int, f
 
 def hold_last_chord(lower: Voices, onset: int, end: int) -> Voices:
     """Lower voices ending with the melody's last note, sounding in steps [onset, end): each voice's key at the
-    note's onset (or at the first step after it where any lower voice sounds) held to its end as one note, and
-    nothing sounding from `end` on."""
+    note's onset (or at the first step after it where any lower voice sounds) held to its end as one note (a
+    note of that key sounding into the onset goes on, a tie), and nothing sounding from `end` on."""
     keys = np.full((lower.num_voices, lower.num_quarters * lower.steps_per_quarter), SILENCE)
     for voice, notes in enumerate(lower.notes):
         for start, stop, pitch in notes.tolist():
@@ -444,15 +444,15 @@ def hold_last_chord(lower: Voices, onset: int, end: int) -> Voices:
     held = keys[:, onset + sounding[0]] if len(sounding) else np.full(lower.num_voices, SILENCE)
     parts = []
     for voice, notes in enumerate(lower.notes):
-        before = notes[notes[:, 0] < onset].copy()
-        before[:, 1] = np.minimum(before[:, 1], onset)
+        earlier = notes[notes[:, 0] < onset]
+        kept = earlier.copy()
+        kept[:, 1] = np.minimum(kept[:, 1], onset)
         if held[voice] != SILENCE:
-            last = np.array([[onset, end, held[voice] + LOWEST_PITCH]])
-            if len(before) and before[-1, 1] == onset and before[-1, 2] == last[0, 2] and onset + sounding[0] > onset:
-                before = before[:-1]  # the note sounding into the chord goes on as its note
-                last[0, 0] = notes[notes[:, 0] < onset][-1, 0]
-            before = np.concatenate([before, last])
-        parts.append(before.reshape(-1, 3))
+            pitch = held[voice] + LOWEST_PITCH
+            tied = len(earlier) and earlier[-1, 1] > onset and earlier[-1, 2] == pitch
+            start = int(earlier[-1, 0]) if tied else onset
+            kept = np.concatenate([kept[:-1] if tied else kept, [[start, end, pitch]]])
+        parts.append(kept.reshape(-1, 3))
     return Voices(tuple(parts), lower.num_quarters, lower.steps_per_quarter)
 
 
