@@ -330,7 +330,7 @@ def main():
             print(wav_path)
         if args.musicxml:
             xml_path = unique_path(out_dir, midi_path.stem, ".musicxml")
-            if piece.voices is not None:  # the chorale as printed: S and A on a treble staff, T and B on a bass staff
+            if piece.tracks is not None:  # the chorale as printed: S and A on a treble staff, T and B on a bass staff
                 names = [name for name, _ in piece.tracks]
                 write_voices_musicxml(piece.voices, xml_path, piece.key, meter, names, title=midi_path.stem)
             else:
