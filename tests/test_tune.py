@@ -37,6 +37,7 @@ from bachsformer.tune import (
     tune_tokens,
 )
 from bachsformer.tunefirst import load_tune_for
+from bachsformer.voices import SILENCE
 
 OPTIONS = GenerateConfig(min_note_steps=0, candidates=4)
 TUNE_FIRST = ("--set", "generate.tune_first=true")  # as config.yaml has it (the tiny config writes the old way)
@@ -122,16 +123,21 @@ def test_harmonizing_a_tune_with_a_trailing_rest_ends_on_its_last_note(root):
     vq_vae, transformer = load_models(root / "vq_vae.pt", root / "transformer.pt")
     melody = line([(72, 0, 32), (74, 32, 32), (71, 64, 32), (72, 96, 48)], 6)  # then a rest of 1.5 quarters
     piece = harmonize(vq_vae, transformer, melody, OPTIONS, seed=3)
-    roll = piece.quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1)
     last_onset, end = 96, 144
-    assert not roll[:, end:].any()  # nothing sounds after the tune's last note
-    assert roll[:, end - 1].sum() > 1  # a chord under it
-    # held: nothing struck or released under the last note (the step after its onset on: the key of
-    # the melody's note before may not sound on at the onset, which keeps that note's length)
-    under = roll[:, last_onset + 1 : end]
-    assert (under == under[:, :1]).all()
-    melody_roll = melody.transpose(1, 0, 2).reshape(NUM_KEYS, -1)
-    assert np.array_equal(highest_keys(roll[:, :end]), highest_keys(melody_roll[:, :end]))
+    assert piece.voices.notes[0].tolist() == [[0, 32, 72], [32, 64, 74], [64, 96, 71], [96, 144, 72]]  # the tune
+    keys, onsets = piece.voices.lines()
+    lower = keys[:, 1:].transpose(1, 0, 2).reshape(3, -1)  # [3, T]
+    struck = onsets[:, 1:].transpose(1, 0, 2).reshape(3, -1)
+    assert (lower[:, end:] == SILENCE).all()  # nothing sounds after the tune's last note
+    assert (lower[:, end - 1] != SILENCE).sum() >= 1  # harmony under it
+    # held: nothing struck or released under the last note (the step after its onset on: a voice's note
+    # sounding into the chord on its key goes on as a tie)
+    under = lower[:, last_onset + 1 : end]
+    assert (under == under[:, :1]).all() and not struck[:, last_onset + 1 : end].any()
+    tune_keys = keys[:, 0].reshape(-1)
+    assert ((lower[:, :end] == SILENCE) | (lower[:, :end] <= tune_keys[:end])).all()  # nothing above the tune
+    roll = piece.quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # and the file's union of the voices
+    assert not roll[:, end:].any() and (highest_keys(roll[:, :end]) <= tune_keys[:end]).all()
 
 
 def highest_keys(roll: np.ndarray) -> np.ndarray:
