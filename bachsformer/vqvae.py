@@ -464,8 +464,10 @@ def reconstruction_scores(model: VQVAE, pieces: list[tuple[np.ndarray, np.ndarra
         restruck += int(is_restruck.sum())
         restruck_kept += int((is_restruck & kept_key & kept_before & got_starts[:, boundaries]).sum())
     probs = counts / counts.sum()
-    result = {f"voice_{n}": same[n] / max(steps_total, 1) for n in range(num_voices)}
-    result.update({f"voice_{n}_sixteenths": same_sixteenths[n] / max(sixteenths_total, 1) for n in range(num_voices)})
+    result = {f"voice_{n}": float(same[n] / max(steps_total, 1)) for n in range(num_voices)}
+    result.update(
+        {f"voice_{n}_sixteenths": float(same_sixteenths[n] / max(sixteenths_total, 1)) for n in range(num_voices)}
+    )
     result.update(
         {
             "voice_agreement": float(same.sum() / max(steps_total * num_voices, 1)),

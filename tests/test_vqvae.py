@@ -299,6 +299,7 @@ def test_reconstruction_scores_are_exact_on_known_input():
     assert scores["onset_f1"] == pytest.approx(2 * matched / (true_starts + predicted_starts))
     assert (scores["held_kept"], scores["restruck_kept"]) == (1 / 2, 1.0)  # Soprano restruck, Bass held; Alto
     assert scores["codes_used"] >= 1 and scores["perplexity"] >= 1.0
+    assert all(type(value) in (float, int) for value in scores.values())  # JSON-ready: no numpy scalars
 
     perfect = VQVAE(TINY).eval()
     perfect.decode = lambda codes, batch_size: (keys, onsets)
