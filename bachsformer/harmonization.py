@@ -10,7 +10,8 @@ harmonization of the same tune (the file's Alto, Tenor and Bass tracks):
 - bass_leap: mean absolute interval between successive notes of the bass line (the lowest
   sounding key, note by note, as `metrics.top_line` follows the highest).
 - melody_kept: files whose output holds every melody note at its pitch, onset and length with
-  nothing sounding above it (it must be all of them).
+  nothing sounding above it (it must be all of them); of four voices, read on the voices
+  (`soprano_kept`): the Soprano is the melody and no voice sounds above it.
 - parallels: parallel fifths and octaves between the melody and the bass (the lowest sounding key
   below it), per 100 eighth notes where both sound: at successive eighth notes both voices move
   the same way and the interval is a fifth both times, or an octave (unison) both times.
@@ -122,6 +123,21 @@ def melody_kept(music: np.ndarray, melody: np.ndarray) -> bool:
     steps = np.nonzero(melody_roll.any(axis=0))[0]
     highest = NUM_KEYS - 1 - np.argmax(music_roll[::-1, steps], axis=0)
     return bool(np.array_equal(highest, np.argmax(melody_roll[:, steps], axis=0)))
+
+
+def soprano_kept(voices: Voices, melody: np.ndarray) -> bool:
+    """The Soprano of `voices` is melody [Q, 88, S] note for note (its repeats whole) and no voice sounds above it.
+
+    Read on the voices, not their union: a lower voice striking the melody's key while the melody holds it
+    (a unison) leaves the melody whole in its track, where the union sounds the key struck again.
+    """
+    if voices.notes[0].tolist() != restore_repeats(quarters_to_notes(melody)).tolist():
+        return False
+    music_roll, melody_roll = piece_roll(voices.quarters()), piece_roll(melody)
+    steps = np.nonzero(melody_roll.any(axis=0))[0]
+    sounding = music_roll[:, steps].any(axis=0)  # not at the step the union strikes the melody's key again
+    highest = np.where(sounding, NUM_KEYS - 1 - np.argmax(music_roll[::-1, steps], axis=0), -1)
+    return bool((highest <= np.argmax(melody_roll[:, steps], axis=0)).all())
 
 
 def pitch_classes_per_quarter(quarters: np.ndarray) -> np.ndarray:
@@ -307,7 +323,8 @@ def evaluate_harmonization(
             seconds[system] += time.perf_counter() - started
             voice_lists.setdefault(system, []).append(voices)
             rolls = [voices.voice_quarters(number) for number in range(4)]  # the rules read the voices
-            scores[system].append({**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls)})
+            kept = {"melody_kept": soprano_kept(voices, melody)}  # the union may strike a held melody key again
+            scores[system].append({**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls), **kept})
             outputs.setdefault(system, []).append(music)
             if png is not None and system == "model" and len(scores["model"]) == 1:
                 panels = [(music, f"{name}: its Soprano harmonized by bachsformer"), (melody | bach_lower, "Bach")]
