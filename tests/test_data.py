@@ -389,10 +389,10 @@ def scan_dir(tmp_path: Path) -> Path:
 def test_scan_prints_a_line_per_file_and_a_summary(scan_dir: Path, capsys):
     assert main(["scan", str(scan_dir)]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "a.mid: 2 quarters, 3 notes, C4-G4, C major, voices from its voicing rule",
+        "a.mid: 2 quarters, 3 notes, C4-G4, C major, voices split by the voicing rule",
         "bad.mid: skipped: not a MIDI file (no MThd header)",
         "empty.mid: skipped: empty file",
-        "sub/b.mid: 1 quarters, 2 notes, 1 dropped, A3-D4, D major, voices from its voicing rule",
+        "sub/b.mid: 1 quarters, 2 notes, 1 dropped, A3-D4, D major, voices split by the voicing rule",
         "4 files, 2 read, 2 skipped",
     ]
 
