@@ -36,7 +36,8 @@ every note outside what was written anew (unless `--key` moves it all); the new 
 the tracks of their names or follow them. It keeps the file's time signatures (a pickup with its
 rests) and tempos, on the output's grid; music from nothing is in 4/4 at `--tempo`
 (`generate.tempo`), all played by `--program`. `--musicxml` writes a score beside the MIDI (Soprano
-and Alto on a treble staff, Tenor and Bass on a bass staff, spelled in the piece's key; needs
+and Alto on a treble staff, Tenor and Bass on a bass staff, spelled in the piece's key, the Roman numerals of
+`bachsformer.analyze` under the bass; needs
 music21), `--png` a piano roll with the bar lines and the melody, primer or regenerated passage
 marked (needs matplotlib).
 
@@ -75,6 +76,7 @@ from bachsformer.midi import (
 )
 from bachsformer.render import require_matplotlib, write_png, write_wav
 from bachsformer.sampling import check_sampling_options, set_sampling_threads
+from bachsformer.analyze import analyze_voices
 from bachsformer.score import require_music21, write_musicxml, write_voices_musicxml
 from bachsformer.training import resolve_device
 from bachsformer.tunefirst import compose_tune_first, load_tune_for
@@ -311,7 +313,8 @@ def main():
             xml_path = unique_path(out_dir, midi_path.stem, ".musicxml")
             if piece.voices is not None:  # the chorale as printed: S and A on a treble staff, T and B on a bass staff
                 names = [name for name, _ in piece.tracks]
-                write_voices_musicxml(piece.voices, xml_path, piece.key, meter, names, title=midi_path.stem)
+                analysis = analyze_voices(piece.voices, names)  # the numerals under the bass
+                write_voices_musicxml(piece.voices, xml_path, piece.key, meter, names, midi_path.stem, analysis)
             else:
                 write_musicxml(quarters, xml_path, piece.key, meter, piece.melody, title=midi_path.stem)
             print(xml_path)

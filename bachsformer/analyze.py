@@ -716,6 +716,15 @@ def music_from_voices(voice_notes, steps_per_quarter: int, names=VOICE_NAMES, fe
     return Music(notes, voices.astype(np.int64), tuple(names[: len(arrays)]), tuple(fermatas), tuple(bar_starts))
 
 
+def analyze_voices(voices, names=VOICE_NAMES, fermatas=()) -> Analysis | None:
+    """The analysis of `voicing.Voices` (four voices' notes on a grid), or None for music with no harmony."""
+    music = music_from_voices(voices.notes, voices.steps_per_quarter, names, fermatas)
+    try:
+        return analyze(music)
+    except NoHarmonyError:
+        return None
+
+
 def music_from_quarters(quarters: np.ndarray) -> Music:
     """Music from a roll [Q, 88, steps] (no voices known)."""
     from bachsformer.midi import quarters_to_notes
