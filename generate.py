@@ -59,6 +59,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bachsformer.analyze import analyze_voices
 from bachsformer.compose import compose, file_tracks, load_models, refuse_mode_change, voiced
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
@@ -76,7 +77,6 @@ from bachsformer.midi import (
 )
 from bachsformer.render import require_matplotlib, write_png, write_wav
 from bachsformer.sampling import check_sampling_options, set_sampling_threads
-from bachsformer.analyze import analyze_voices
 from bachsformer.score import require_music21, write_musicxml, write_voices_musicxml
 from bachsformer.training import resolve_device
 from bachsformer.tunefirst import compose_tune_first, load_tune_for

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
-from bachsformer.keys import MODES, TONIC_NAMES, Key, key_correlations
+from bachsformer.keys import MODES, TONIC_NAMES, key_correlations
 from bachsformer.voicing import VOICE_NAMES, VOICE_RANGES
 
 # key profiles of Temperley (2007), from the Kostka-Payne textbook's excerpts, from the tonic up by semitones
@@ -815,6 +815,126 @@ def music_from_score(score, source="the score") -> Music:
     if len(score.parts):
         bar_starts = tuple(float(m.offset) - start for m in score.parts[0].getElementsByClass(music21.stream.Measure))
     return Music(notes, np.array(voices, dtype=np.int64), tuple(names), tuple(sorted(fermatas)), bar_starts)
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+
+INVERSIONS = {"": "root", "7": "root", "6": "first", "6/5": "first", "6/4": "second", "4/3": "second", "4/2": "third"}
+TOP_PROGRESSIONS = 10
+
+
+def as_music(piece) -> Music:
+    """Music from what the evaluation holds: Music, `voicing.Voices`, a roll [Q, 88, steps] or a file's path."""
+    if isinstance(piece, Music):
+        return piece
+    if hasattr(piece, "steps_per_quarter"):  # voicing.Voices
+        return music_from_voices(piece.notes, piece.steps_per_quarter)
+    if isinstance(piece, (str, Path)):
+        return read_music(piece)
+    return music_from_quarters(piece)
+
+
+def split_figure(figure: str) -> tuple[str, str]:
+    """'V6/5/V' -> ('V/V', '6/5'); 'viio7' -> ('viio', '7'); 'I6/4' -> ('I', '6/4')."""
+    head, _, target = figure.partition("/") if not figure[:1].isdigit() else (figure, "", "")
+    numeral = head.rstrip("0123456789")
+    inversion = head[len(numeral) :]
+    if target and target[0].isdigit():  # 'V6/5' or 'V6/5/V': the first slash is the inversion's
+        digits, _, target = target.partition("/")
+        inversion = f"{inversion}/{digits}"
+    return numeral + (f"/{target}" if target else ""), inversion
+
+
+def harmony_statistics(pieces: list) -> dict:
+    """What the analyses of `pieces` (four-voice scores or MIDI files, Voices, rolls, Music) hold, as shares.
+
+    cadences: per position (inner phrase ends, the final one) the share of each cadence kind (none where no
+    cadence is found); degrees: the share of beats on each numeral (inversion left out, secondary functions
+    kept: "V/V"); inversions: root, first, second, third; changes_per_bar: chord changes (root, kind or bass)
+    per bar (of the music's bars when known, else of 4 quarters); progressions: the most common pairs of
+    successive different numerals, as shares of all such pairs. Music with no harmony is counted in `skipped`.
+    """
+    cadences = {"inner": {}, "final": {}}
+    degrees, inversions, progressions = {}, {}, {}
+    changes, bars, beats, skipped, analysed = 0, 0.0, 0, 0, 0
+    for piece in pieces:
+        music = as_music(piece)
+        try:
+            analysis = analyze(music)
+        except NoHarmonyError:
+            skipped += 1
+            continue
+        analysed += 1
+        cadence_at = {c["offset"]: c["cadence"] for c in analysis.cadences}
+        ends = phrase_ends(music)
+        for n, end in enumerate(ends):
+            position = cadences["final" if n == len(ends) - 1 else "inner"]
+            kind = cadence_at.get(end, "none")
+            position[kind] = position.get(kind, 0) + 1
+        previous = None
+        for chord in analysis.chords:
+            numeral, inversion = split_figure(chord.figure)
+            degrees[numeral] = degrees.get(numeral, 0) + 1
+            place = INVERSIONS.get(inversion, "root")
+            inversions[place] = inversions.get(place, 0) + 1
+            now = (chord.root, chord.pitch_classes, chord.bass)
+            if previous is not None and now != previous[0]:
+                changes += 1
+                if numeral != previous[1]:
+                    pair = f"{previous[1]} → {numeral}"
+                    progressions[pair] = progressions.get(pair, 0) + 1
+            previous = (now, numeral)
+        beats += len(analysis.chords)
+        bar_starts = [b for b in music.bar_starts if b < music.length]
+        bars += len(bar_starts) if len(bar_starts) > 1 else len(analysis.chords) / 4
+
+    def shares(counts: dict, limit: int | None = None) -> dict:
+        total = sum(counts.values()) or 1
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        return {name: count / total for name, count in ordered}
+
+    return {
+        "pieces": analysed,
+        "skipped": skipped,
+        "beats": beats,
+        "cadences": {position: shares(counts) for position, counts in cadences.items()},
+        "degrees": shares(degrees),
+        "inversions": shares(inversions),
+        "changes_per_bar": changes / bars if bars else 0.0,
+        "progressions": shares(progressions, TOP_PROGRESSIONS),
+    }
+
+
+def print_harmony(sets: dict) -> None:
+    """The harmony statistics of several sets {name: harmony_statistics(...)}, side by side."""
+    names = list(sets)
+    print("\nharmony (bachsformer.analyze), " + ", ".join(f"{n}: {sets[n]['pieces']} pieces" for n in names))
+    print("| | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    print("| chord changes per bar | " + " | ".join(f"{sets[n]['changes_per_bar']:.2f}" for n in names) + " |")
+    for position in ("inner", "final"):
+        kinds = sorted({k for n in names for k in sets[n]["cadences"][position]}, key=lambda k: (k == "none", k))
+        for kind in kinds:
+            row = " | ".join(f"{sets[n]['cadences'][position].get(kind, 0):.2f}" for n in names)
+            print(f"| {position} cadences: {kind} | {row} |")
+    for place in ("root", "first", "second", "third"):
+        print(
+            f"| {place} inversion | " + " | ".join(f"{sets[n]['inversions'].get(place, 0):.2f}" for n in names) + " |"
+        )
+    common = sorted(
+        {d for n in names for d in list(sets[n]["degrees"])[:8]}, key=lambda d: -sets[names[-1]]["degrees"].get(d, 0)
+    )
+    for degree in common:
+        print(f"| beats on {degree} | " + " | ".join(f"{sets[n]['degrees'].get(degree, 0):.3f}" for n in names) + " |")
+    print(f"top {TOP_PROGRESSIONS} progressions (share of chord changes):")
+    print("| rank | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for rank in range(TOP_PROGRESSIONS):
+        cells = []
+        for n in names:
+            items = list(sets[n]["progressions"].items())
+            cells.append(f"{items[rank][0]} ({items[rank][1]:.2f})" if rank < len(items) else "")
+        print(f"| {rank + 1} | " + " | ".join(cells) + " |")
 
 
 # ------------------------------------------------------------------------------------------------ output

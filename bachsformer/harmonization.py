@@ -34,6 +34,7 @@ import time
 import numpy as np
 import torch
 
+from bachsformer.analyze import harmony_statistics, print_harmony
 from bachsformer.compose import decode_quarters, load_models
 from bachsformer.data import load_corpus, midi_files, split
 from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll
@@ -280,6 +281,8 @@ def evaluate_harmonization(
     seconds = dict.fromkeys(systems, 0.0)
     skipped = []
     outputs: dict[str, list] = {}
+    voiced: dict[str, list] = {}  # each system's four voices, for the harmony statistics
+    bach_files = []
     folder = config.data.midi_dir
     for path in midi_files(folder):
         name = path.relative_to(folder).as_posix()
@@ -313,9 +316,11 @@ def evaluate_harmonization(
             rolls = [voices.voice_quarters(number) for number in range(4)]  # the rules read the voices
             scores[system].append({**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls)})
             outputs.setdefault(system, []).append(music)
+            voiced.setdefault(system, []).append(voices)
             if png is not None and system == "model" and len(scores["model"]) == 1:
                 panels = [(music, f"{name}: its Soprano harmonized by bachsformer"), (melody | bach_lower, "Bach")]
                 write_rolls_png(panels, png, melody=melody, overwrite=True)
+        bach_files.append(path)
         bach_scores = harmony_scores(melody | bach_lower, melody, bach_lower)
         scores["Bach"].append({**bach_scores, **four_part_scores(chorale_parts(path))})
     table = {system: summarize(rows) for system, rows in scores.items() if rows}
@@ -332,6 +337,10 @@ def evaluate_harmonization(
         "seed": seed,
         "skipped": skipped,
         "table": table,
+        "harmony": {
+            **{system: harmony_statistics(pieces) for system, pieces in voiced.items()},
+            "Bach": harmony_statistics(bach_files),
+        },
     }
 
 
@@ -380,6 +389,8 @@ def print_harmonization(results: dict) -> None:
         for baseline in (s for s in SYSTEMS[1:] if s in table):
             gain = table["model"]["lower_voice_overlap"] - table[baseline]["lower_voice_overlap"]
             print(f"model against {baseline}: {gain:+.3f} lower-voice overlap")
+    if "harmony" in results:
+        print_harmony(results["harmony"])
     if results["targets"]:
         print("\ntargets:")
         for name, met in results["targets"].items():

@@ -254,7 +254,8 @@ def main():
                 totals[method][measure] += counts[method][measure]
         share = {m: {k: v / counts["beats"] for k, v in counts[m].items()} for m in totals}
         print(
-            f"| {Path(analysis_path).stem} ({score_name.split('/')[-1]}{shift_note(counts['shift'])}) | {counts['beats']}"
+            f"| {Path(analysis_path).stem} ({score_name.split('/')[-1]}{shift_note(counts['shift'])})"
+            f" | {counts['beats']}"
             f" | {share['ours']['key']:.2f} | {share['ours']['root']:.2f} | {share['ours']['root_quality']:.2f}"
             f" | {share['ours']['figure']:.2f} | {share['naive']['key']:.2f} | {share['naive']['figure']:.2f} |"
         )
