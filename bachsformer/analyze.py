@@ -85,7 +85,7 @@ DIATONIC = {
     "minor": {
         (0, "minor"), (1, "diminished"), (2, "major"), (3, "minor"), (4, "major"), (5, "major"), (6, "major"),
         (4, "minor"), (1, "halfdiminished7"), (3, "minor7"), (4, "dominant7"), (5, "major7"), (6, "dominant7"),
-        (0, "minor7"), (2, "major7"),
+        (0, "minor7"), (2, "major7"), (6, "diminished"), (6, "diminished7"),
     },
 }  # fmt: skip
 # chord-tone weights when missing: the root and third matter, the fifth little
@@ -389,7 +389,9 @@ def key_prior(tonic: int, mode: str) -> np.ndarray:
     """float [C]: the bonus (or cost) of each chord in a key: its own chords, secondary dominants, the rest."""
     prior = np.full(len(CHORDS), -CHROMATIC_COST)
     scale = SCALES[mode]
-    own = {((tonic + scale[degree] + (1 if mode == "minor" and degree == 6 and kind != "major" else 0)) % 12, kind)
+    # the minor key's leading-tone chords stand on the raised seventh
+    raised = ("diminished", "diminished7")
+    own = {((tonic + scale[degree] + (mode == "minor" and degree == 6 and kind in raised)) % 12, kind)
            for degree, kind in DIATONIC[mode]}  # fmt: skip
     # secondary dominants: V, V7, viio, viio7 of the key's major and minor triads other than I and vii
     targets = [(tonic + scale[d]) % 12 for d in range(1, 6)]
@@ -442,7 +444,8 @@ def figure_of(root: int, kind: str, bass: int, tonic: int, mode: str) -> str:
     place = places.index(bass) if bass in places else 0
     inversion = (["", "6", "6/4"] if len(intervals) == 3 else ["7", "6/5", "4/3", "4/2"])[place]
     numeral = _numeral(root, kind, tonic, mode)
-    if numeral is not None:
+    own = KEY_PRIORS[(MODES.index(mode), tonic)][CHORDS.index((root, kind))] >= DIATONIC_BONUS
+    if numeral is not None and (own or len(intervals) == 3):
         return _with_inversion(numeral, inversion)
     for target_degree in (4, 3, 1, 5, 2, 6):  # a secondary function: V, V7, viio, viio7 of a key's chord
         target = (tonic + SCALES[mode][target_degree]) % 12
@@ -454,6 +457,8 @@ def figure_of(root: int, kind: str, bass: int, tonic: int, mode: str) -> str:
         if root == (target + 11) % 12 and kind in ("diminished", "diminished7", "halfdiminished7"):
             base = {"diminished": "viio", "diminished7": "viio", "halfdiminished7": "viiø"}[kind]
             return _with_inversion(base, inversion) + "/" + target_numeral.rstrip("o")
+    if numeral is not None:  # a seventh chord off the key's own: the numeral, its seventh as the scale has it
+        return _with_inversion(numeral, inversion)
     return _with_inversion(_chromatic_numeral(root, kind, tonic, mode), inversion)
 
 
@@ -474,26 +479,31 @@ def _case(numeral: str, kind: str) -> str:
 
 
 def _numeral(root: int, kind: str, tonic: int, mode: str) -> str | None:
-    """The numeral of a chord whose root is a degree of the key (the minor key's 7th raised or not), or None."""
+    """The numeral of a chord whose root is a degree of the key (the minor key's 6th and 7th natural or raised),
+    or None. In minor, as music21 reads RomanText, a lower-case vi or vii is on the raised degree and an
+    upper-case VI or VII on the natural one; the other cases take a sharp or a flat."""
     interval = (root - tonic) % 12
+    lower = TRIAD_QUALITY[kind] in ("minor", "diminished")
+    if mode == "minor" and interval in (8, 10, 9, 11):
+        numeral = _case("VI" if interval in (8, 9) else "VII", kind)
+        raised = interval in (9, 11)
+        return numeral if raised == lower else ("b" if lower else "#") + numeral
     if interval in SCALES[mode]:
         return _case(NUMERALS[SCALES[mode].index(interval)], kind)
-    if mode == "minor" and interval == 11:
-        return _case("VII", kind)
-    if mode == "minor" and interval == 9:  # the raised sixth: #vi in RomanText
-        return "#" + _case("VI", kind)
     return None
 
 
+# the roots off the scale (semitones above the tonic) as RomanText alters a degree (0 ... 6) of the key's scale
+ALTERED_DEGREES = {
+    "major": {1: ("b", 1), 3: ("b", 2), 6: ("#", 3), 8: ("b", 5), 10: ("b", 6)},
+    "minor": {1: ("b", 1), 4: ("#", 2), 6: ("#", 3)},
+}
+
+
 def _chromatic_numeral(root: int, kind: str, tonic: int, mode: str) -> str:
-    """The numeral of a root off the scale: lowered (bII, bVI, bVII, bIII) or raised (#iv) degrees."""
-    interval = (root - tonic) % 12
-    major_scale = SCALES["major"]
-    if (interval + 1) % 12 in major_scale and (mode == "major" or interval in (1, 6)):
-        degree = major_scale.index((interval + 1) % 12)
-        return "b" + _case(NUMERALS[degree], kind)
-    degree = major_scale.index((interval - 1) % 12) if (interval - 1) % 12 in major_scale else 0
-    return "#" + _case(NUMERALS[degree], kind)
+    """The numeral of a root off the scale: a lowered (bII, bVI, bVII, bIII) or raised (#iv, #III) degree."""
+    sign, degree = ALTERED_DEGREES[mode][(root - tonic) % 12]
+    return sign + _case(NUMERALS[degree], kind)
 
 
 def _with_inversion(numeral: str, inversion: str) -> str:
