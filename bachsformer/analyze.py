@@ -759,8 +759,14 @@ def read_music(path: str | Path) -> Music:
 
 
 def _read_midi(path: Path) -> Music:
-    from bachsformer.midi import STEPS_PER_QUARTER, MidiError, quarters_to_notes, read_meter, read_midi_tracks
-    from bachsformer.tune import read_fermatas
+    from bachsformer.midi import (
+        STEPS_PER_QUARTER,
+        MidiError,
+        quarters_to_notes,
+        read_fermatas,
+        read_meter,
+        read_midi_tracks,
+    )
     from bachsformer.voicing import restore_repeats
 
     try:
