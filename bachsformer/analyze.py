@@ -664,7 +664,8 @@ def find_faults(music: Music) -> list[dict]:
     The voices are compared at every moment a note starts: a parallel is two voices moving the same way
     from a fifth (octave, unison) to a fifth (octave, unison); crossing is a lower voice above the one
     above it; spacing is Soprano-Alto or Alto-Tenor more than an octave apart. Each fault is named once
-    per stretch: at the moment it starts."""
+    per stretch: at the moment it starts. Each fault: {"offset", "fault", "voices", "pitches" (the voices'
+    MIDI pitches there)}."""
     notes = music.notes
     voices = sorted(set(music.voices.tolist()) - {-1})[:4]
     names = [music.voice_names[v] for v in voices]
@@ -682,7 +683,8 @@ def find_faults(music: Music) -> list[dict]:
         if key not in seen:
             seen.add(key)
             offset = float(moments[moment])
-            faults.append({"offset": offset, "fault": rule, "voices": [names[v] for v in who]})
+            sounding = [int(pitches[v, moment]) for v in who]
+            faults.append({"offset": offset, "fault": rule, "voices": [names[v] for v in who], "pitches": sounding})
 
     for upper in range(4):
         for lower in range(upper + 1, 4):
@@ -710,7 +712,8 @@ def find_faults(music: Music) -> list[dict]:
         low, high = VOICE_RANGES[row]
         for onset, _, pitch in notes[music.voices == voice]:
             if pitch < low or pitch > high:
-                faults.append({"offset": float(onset), "fault": "range", "voices": [names[row]]})
+                fault = {"offset": float(onset), "fault": "range", "voices": [names[row]], "pitches": [int(pitch)]}
+                faults.append(fault)
     return sorted(faults, key=lambda f: (f["offset"], RULES.index(f["fault"])))
 
 
