@@ -757,7 +757,7 @@ def read_music(path: str | Path) -> Music:
     if data[:4] == b"MThd":
         return _read_midi(path)
     if data[:2] == b"PK" or data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<":
-        return music_from_score(_parse_musicxml(path), path)
+        return music_from_score(_parse_musicxml(path))
     raise AnalysisInputError(f"{path}: neither a MIDI file nor a MusicXML score")
 
 
@@ -799,40 +799,47 @@ def _parse_musicxml(path: Path):
         raise AnalysisInputError(f"{path}: not a MusicXML score music21 can read ({reason[:200]})") from None
 
 
-def music_from_score(score, source="the score") -> Music:
-    """Music from a music21 score: each part a voice, or each voice of a part where a part has several."""
+def music_from_score(score) -> Music:
+    """Music from a music21 score: each part a voice, or each voice of a part where a part has several. Tied
+    notes are one note (a suspension tied over a bar line is held, not struck again)."""
     import music21
 
     rows, voices, names, fermatas = [], [], [], set()
     for part in score.parts:
-        stripped = part.stripTies(inPlace=False)
         by_voice: dict[str, list] = {}
-        for element in stripped.recurse().notes:
-            holder = element.getContextByClass(music21.stream.Voice)
-            voice_id = str(holder.id) if holder is not None and holder in element.containerHierarchy() else ""
-            by_voice.setdefault(voice_id, []).append(element)
+        for element in part.recurse().notes:
+            site = element.activeSite
+            by_voice.setdefault(str(site.id) if isinstance(site, music21.stream.Voice) else "", []).append(element)
         part_name = part.partName or f"part {len(names) + 1}"
         for voice_id, elements in sorted(by_voice.items()):
             voice_index = len(names)
             names.append(part_name if len(by_voice) == 1 else f"{part_name} {voice_id}")
+            tied: dict[int, int] = {}  # MIDI pitch -> its row, while a tie goes on
             for element in elements:
-                onset = float(element.getOffsetInHierarchy(stripped))
+                onset = float(element.getOffsetInHierarchy(part))
                 offset = onset + float(element.duration.quarterLength)
                 if offset <= onset:  # grace notes
                     continue
                 if any(isinstance(e, music21.expressions.Fermata) for e in element.expressions):
                     fermatas.add(onset)
-                for pitch in element.pitches:
-                    rows.append((onset, offset, pitch.midi))
-                    voices.append(voice_index)
+                for note in element.notes if element.isChord else [element]:
+                    pitch, tie = note.pitch.midi, note.tie.type if note.tie is not None else None
+                    row = tied.pop(pitch, None)
+                    if row is not None and tie in ("stop", "continue") and abs(rows[row][1] - onset) < 1e-6:
+                        rows[row][1] = offset
+                    else:
+                        row = len(rows)
+                        rows.append([onset, offset, pitch])
+                        voices.append(voice_index)
+                    if tie in ("start", "continue"):
+                        tied[pitch] = row
     notes = np.array(rows, dtype=np.float64).reshape(-1, 3)
-    start = float(score.parts[0].getElementsByClass(music21.stream.Measure)[0].offset) if len(score.parts) else 0.0
+    measures = score.parts[0].getElementsByClass(music21.stream.Measure) if len(score.parts) else []
+    start = float(measures[0].offset) if len(measures) else 0.0
     notes[:, :2] -= start
     if len(names) == 4:
         names = list(VOICE_NAMES)
-    bar_starts = ()
-    if len(score.parts):
-        bar_starts = tuple(float(m.offset) - start for m in score.parts[0].getElementsByClass(music21.stream.Measure))
+    bar_starts = tuple(float(m.offset) - start for m in measures)
     return Music(notes, np.array(voices, dtype=np.int64), tuple(names), tuple(sorted(fermatas)), bar_starts)
 
 
