@@ -132,6 +132,7 @@ class Music:
     voice_names: tuple[str, ...] = ()
     fermatas: tuple[float, ...] = ()
     bar_starts: tuple[float, ...] = ()
+    unpitched: bool = False  # drums: the notes' numbers are instruments, not pitches
 
     @property
     def length(self) -> float:
@@ -533,7 +534,9 @@ def analyze(music: Music) -> Analysis:
         if bass_class not in pitch_classes:
             bass_class = _lowest_chord_tone(music, beat, pitch_classes, root)
         silent = weights[beat].sum() == 0
-        uncertain = bool(silent or unexplained[beat] > UNCERTAIN_CHORD or key_fit[beat] < UNCERTAIN_KEY)
+        uncertain = bool(
+            music.unpitched or silent or unexplained[beat] > UNCERTAIN_CHORD or key_fit[beat] < UNCERTAIN_KEY
+        )
         figure = figure_of(root, kind, bass_class, tonic, mode)
         chords.append(
             Chord(
@@ -548,6 +551,10 @@ def analyze(music: Music) -> Analysis:
             )
         )
     analysis = Analysis(chords)
+    if music.unpitched:
+        analysis.notes.append(
+            "the notes are drums, whose numbers name instruments, not pitches: every numeral is uncertain"
+        )
     analysis.cadences = find_cadences(music, chords)
     if four_voices(music):
         analysis.faults = find_faults(music)
@@ -652,7 +659,7 @@ def four_voices(music: Music) -> bool:
 
 def describe_voices(music: Music) -> str:
     if len(music.voice_names) and len(music.voice_names) != 4:
-        return f"{len(music.voice_names)} voices"
+        return "one voice" if len(music.voice_names) == 1 else f"{len(music.voice_names)} voices"
     if len(music.voice_names) == 4:
         return "four parts, not every one a single line"
     return "no voices marked"
@@ -776,7 +783,10 @@ def _read_midi(path: Path) -> Music:
         tracks = read_midi_tracks(path)
         meter = read_meter(path)
     except MidiError as error:
-        raise AnalysisInputError(str(error)) from None
+        drums = _drum_music(path)  # a file of drums alone: read, and every numeral uncertain
+        if drums is None:
+            raise AnalysisInputError(str(error)) from None
+        return drums
     tracks = [t for t in tracks if t.quarters.any()]
     notes = [restore_repeats(quarters_to_notes(t.quarters)) for t in tracks]
     names = tuple(t.name or f"track {n + 1}" for n, t in enumerate(tracks))
@@ -785,6 +795,28 @@ def _read_midi(path: Path) -> Music:
     length = max((len(t.quarters) for t in tracks), default=0)
     fermatas = [step / STEPS_PER_QUARTER for step in read_fermatas(path)]
     return music_from_voices(notes, STEPS_PER_QUARTER, names, fermatas, meter.bar_lines(length))
+
+
+def _drum_music(path: Path) -> Music | None:
+    """The notes of a MIDI file's drum tracks (their key numbers read as pitches), or None without any."""
+    import symusic
+
+    try:
+        score = symusic.Score(str(path))
+    except Exception:  # symusic raises several kinds for a damaged file; read_midi_tracks has named it
+        return None
+    ticks = score.ticks_per_quarter
+    voices = []
+    for track in score.tracks:
+        if track.is_drum and len(track.notes):
+            found = track.notes.numpy()
+            voices.append(np.stack([found["time"], found["time"] + found["duration"], found["pitch"]], axis=1))
+    if not voices:
+        return None
+    first = min(int(v[:, 0].min()) for v in voices) // ticks * ticks  # whole silent quarters left out
+    music = music_from_voices([v - [first, first, 0] for v in voices], ticks, [f"drums {n + 1}" for n in range(9)])
+    music.unpitched = True
+    return music
 
 
 def _parse_musicxml(path: Path):

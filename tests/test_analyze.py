@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from midi_files import make_midi
 
 from bachsformer.analyze import (
     CHORD_KINDS,
@@ -190,3 +191,29 @@ def test_bad_files_get_one_line(tmp_path):
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 2
         assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_drums_alone_are_analysed_with_every_numeral_uncertain(tmp_path):
+    path = tmp_path / "drums.mid"
+    kicks, hats = [(36, beat, 0.5) for beat in range(8)], [(42, beat / 2, 0.5) for beat in range(16)]
+    path.write_bytes(make_midi([], drum_notes=kicks + hats))
+    analysis = analyze(read_music(path))
+    assert len(analysis.chords) == 8 and all(chord.uncertain for chord in analysis.chords)
+    assert "drums" in analysis.notes[0]
+
+
+def test_a_written_chorale_reads_back_as_four_voices_with_its_numerals_under_the_bass(tmp_path):
+    pytest.importorskip("music21")
+    from bachsformer.keys import Key
+    from bachsformer.score import voices_musicxml_bytes
+
+    music = chorale([C, F, G7, C_END])
+    voices = Voices(tuple((music.notes[music.voices == v] * [8, 8, 1]).astype(np.int64) for v in range(4)), 4, 8)
+    analysis = analyze(music)
+    path = tmp_path / "cadence.musicxml"
+    path.write_bytes(voices_musicxml_bytes(voices, Key(0, "major"), analysis=analysis))
+    read = read_music(path)
+    assert len(read.voice_names) == 4 and sorted(map(tuple, read.notes)) == sorted(map(tuple, music.notes))
+    assert figures(analyze(read)) == figures(analysis)
+    text = path.read_text()
+    assert "<words>C: I</words>" in text and "<words>authentic cadence</words>" in text
