@@ -9,17 +9,19 @@ The music is read as notes (onset and offset in quarters from the first beat, th
 MIDI pitch; the voice when the file has one line per part or track) and analysed on its quarter-note
 beats:
 - Local keys: every beat's pitch-class profile (the time each pitch class sounds, the bass counted
-  twice) is smoothed over the beats around it, correlated with the 24 Krumhansl-Kessler key profiles
-  (`keys.key_correlations`), and one path of keys through the whole piece is chosen (Viterbi) that
-  fits those correlations best less a cost for each change of key, larger for keys far apart on the
-  circle of fifths. A phrase that moves to the dominant is then read in the dominant.
+  twice) is smoothed over the beats around it and correlated with the 24 key profiles of Temperley
+  (2007); a key's fit at a beat is that correlation, plus how well the key's own chords explain the
+  beat, plus at a phrase end a reward when the chord there is the key's tonic (or, less, its
+  dominant). One path of keys through the piece (Viterbi) maximizes the summed fit less a cost for
+  each change of key, larger for keys far apart on the circle of fifths: a phrase that cadences in the
+  dominant is read in the dominant, a single secondary dominant is not a modulation.
 - Chords: each beat's notes are weighed (longer, and sounding at the beat, weighs more; the bass
   more than the upper voices), non-chord tones are weighed down where the voices show them (a short
   note between two steps: passing or neighbour tones; a note held over the beat that falls a step
   inside it: a suspension), and the chord (root and one of nine kinds of triad and seventh chord)
   that best explains the weight is chosen, chords that belong to the key (diatonic, or a secondary
   dominant) preferred. The cadential six-four (the tonic over the dominant in the bass, then the
-  dominant) is read as V. The inversion is the lowest chord tone sounding at the beat. Figures are
+  dominant) is read as V. The inversion is the bass's place in the chord. Figures are
   written as RomanText writes them ("V6", "viio7/V", "ii6/5"), keys as "G" (major) or "e" (minor).
 - Cadences, at each phrase end (a fermata, else the last beat): authentic (V to I), half (ending on V),
   plagal (IV to I), deceptive (V to vi) and Phrygian (iv6 to V in minor).
@@ -28,7 +30,7 @@ beats:
   named with its voices and beat. Music of more than four voices is analysed without them.
 
 Music with one line or none has no harmony: `NoHarmonyError`, one line. Beats that no chord explains
-well, or in music with no clear key (atonal, or drums), are marked uncertain.
+well, or whose key fits poorly (atonal music), and every beat of drums, are marked uncertain.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
-from bachsformer.keys import MODES, TONIC_NAMES, key_correlations
+from bachsformer.keys import MODES, TONIC_NAMES
 from bachsformer.voicing import VOICE_NAMES, VOICE_RANGES
 
 # key profiles of Temperley (2007), from the Kostka-Payne textbook's excerpts, from the tonic up by semitones
@@ -60,7 +62,6 @@ CHORD_KINDS = {
     "diminished7": (0, 3, 6, 9),
     "major7": (0, 4, 7, 11),
 }
-KIND_NAMES = tuple(CHORD_KINDS)
 TRIAD_QUALITY = {  # the quality of each kind's triad
     "major": "major",
     "minor": "minor",
@@ -91,9 +92,9 @@ DIATONIC = {
 # chord-tone weights when missing: the root and third matter, the fifth little
 MISSING_COST = {0: 0.5, 1: 0.35, 2: 0.08, 3: 0.5}  # by the tone's place in the chord: root, third, fifth, seventh
 OUTSIDE_COST = 1.0  # per unit of weight of a note that is not in the chord
-SEVENTH_COST = 0.04
+SEVENTH_COST = 0.04  # a seventh chord must explain more than its triad
 SEVENTH_PRESENT = 0.1  # the share of a beat's weight a seventh needs to make a seventh chord
-SEVENTH_MISSING_COST = 0.5  # a seventh chord must explain more than its triad
+SEVENTH_MISSING_COST = 0.5  # the cost of a seventh weighing less than that (a passing tone)
 DIATONIC_BONUS, SECONDARY_BONUS, CHROMATIC_COST = 0.12, 0.04, 0.08
 AT_BEAT_WEIGHT = 0.5  # a note sounding as the beat starts weighs this much more than its length
 BASS_WEIGHT = 1.5  # the lowest note at the beat
@@ -102,14 +103,12 @@ NON_CHORD_FACTOR = 0.25  # the weight left to a passing or neighbour tone, or a 
 KEY_SMOOTHING_BEATS = 2.0  # standard deviation of the Gaussian that smooths the beats' profiles
 KEY_CHANGE_COST = 3.0  # a change of key, in correlation units summed over beats
 KEY_DISTANCE_COST = 0.5  # more per step apart on the circle of fifths (relative keys count as one step)
-PROFILE_WEIGHT = 6.0
-CHORD_FIT_WEIGHT = 1.0
-CADENCE_TONIC_REWARD = 2.0
-CADENCE_DOMINANT_REWARD = 0.5
-HOME_KEY_BONUS = 0.0
+PROFILE_WEIGHT = 6.0  # a key's fit at a beat: its profile's correlation times this ...
+CHORD_FIT_WEIGHT = 1.0  # ... plus how well its best chord explains the beat times this ...
+CADENCE_TONIC_REWARD = 2.0  # ... plus, at a phrase end, this when the chord there is its tonic ...
+CADENCE_DOMINANT_REWARD = 0.5  # ... or this when it is its dominant
 UNCERTAIN_KEY = 0.5  # a local key correlating less than this is uncertain
 UNCERTAIN_CHORD = 0.35  # a chord leaving more than this share of the beat's weight unexplained is uncertain
-CADENCES = ("authentic", "half", "plagal", "deceptive", "Phrygian")
 RULES = ("parallel fifths", "parallel octaves", "crossing", "spacing", "range")
 
 
@@ -164,7 +163,7 @@ class Chord:
 class Analysis:
     chords: list[Chord]
     cadences: list[dict] = field(default_factory=list)  # {"offset", "key", "cadence"}
-    faults: list[dict] = field(default_factory=list)  # {"offset", "fault", "voices"}
+    faults: list[dict] = field(default_factory=list)  # {"offset", "fault", "voices", "pitches"}
     notes: list[str] = field(default_factory=list)  # what was left out, and why
 
     def as_json(self) -> list[dict]:
@@ -248,13 +247,6 @@ def profile_correlations(profiles: np.ndarray) -> np.ndarray:
     return (centred / np.where(norms > 0, norms, 1.0)) @ KEY_TEMPLATES.T
 
 
-def home_key(profiles: np.ndarray, final_root: int) -> tuple[int, int]:
-    """The piece's key (mode index, tonic): the tonic of its last chord, in the mode whose profile fits the
-    whole piece better (a minor piece may end on a major chord)."""
-    correlations = key_correlations(profiles.sum(axis=0))  # [2, 12]
-    return int(np.argmax(correlations[:, final_root])), final_root
-
-
 def local_keys(
     profiles: np.ndarray, chord_scores: np.ndarray, ends: list[int]
 ) -> tuple[list[tuple[int, int]], np.ndarray]:
@@ -274,7 +266,6 @@ def local_keys(
     for state, key in enumerate(KEY_STATES):
         fits[:, state] += CHORD_FIT_WEIGHT * (chord_scores + KEY_PRIORS[key]).max(axis=1)
     best = np.argmax(chord_scores, axis=1)
-    fits[:, KEY_STATES.index(home_key(profiles, CHORDS[best[-1]][0]))] += HOME_KEY_BONUS
     for end in ends:
         root, kind = CHORDS[best[end]]
         if kind in ("major", "minor"):
