@@ -100,10 +100,10 @@ AT_BEAT_WEIGHT = 0.5  # a note sounding as the beat starts weighs this much more
 BASS_WEIGHT = 1.5  # the lowest note at the beat
 NON_CHORD_FACTOR = 0.25  # the weight left to a passing or neighbour tone, or a suspension
 # keys
-KEY_SMOOTHING_BEATS = 2.0  # standard deviation of the Gaussian that smooths the beats' profiles
-KEY_CHANGE_COST = 3.0  # a change of key, in correlation units summed over beats
+KEY_SMOOTHING_BEATS = 1.5  # standard deviation of the Gaussian that smooths the beats' profiles
+KEY_CHANGE_COST = 2.0  # a change of key, in correlation units summed over beats
 KEY_DISTANCE_COST = 0.5  # more per step apart on the circle of fifths (relative keys count as one step)
-PROFILE_WEIGHT = 6.0  # a key's fit at a beat: its profile's correlation times this ...
+PROFILE_WEIGHT = 8.0  # a key's fit at a beat: its profile's correlation times this ...
 CHORD_FIT_WEIGHT = 1.0  # ... plus how well its best chord explains the beat times this ...
 CADENCE_TONIC_REWARD = 2.0  # ... plus, at a phrase end, this when the chord there is its tonic ...
 CADENCE_DOMINANT_REWARD = 0.5  # ... or this when it is its dominant
@@ -897,11 +897,12 @@ def split_figure(figure: str) -> tuple[str, str]:
 def harmony_statistics(pieces: list) -> dict:
     """What the analyses of `pieces` (four-voice scores or MIDI files, Voices, rolls, Music) hold, as shares.
 
-    cadences: per position (inner phrase ends, the final one) the share of each cadence kind (none where no
-    cadence is found); degrees: the share of beats on each numeral (inversion left out, secondary functions
-    kept: "V/V"); inversions: root, first, second, third; changes_per_bar: chord changes (root, kind or bass)
-    per bar (of the music's bars when known, else of 4 quarters); progressions: the most common pairs of
-    successive different numerals, as shares of all such pairs. Music with no harmony is counted in `skipped`.
+    cadences: per position (inner phrase ends, the fermatas; the final one, the last beat) the share of each cadence
+    kind (none where no cadence is found), with the number of phrase ends in `phrase_ends`; degrees: the share of
+    beats on each numeral (inversion left out, secondary functions kept: "V/V"); inversions: root, first, second,
+    third; changes_per_bar: chord changes (root, kind or bass) per bar (of the music's bars when known, else of 4
+    quarters); progressions: the most common pairs of successive different numerals, as shares of all such pairs.
+    Music with no harmony is counted in `skipped`.
     """
     cadences = {"inner": {}, "final": {}}
     degrees, inversions, progressions = {}, {}, {}
@@ -947,6 +948,7 @@ def harmony_statistics(pieces: list) -> dict:
         "skipped": skipped,
         "beats": beats,
         "cadences": {position: shares(counts) for position, counts in cadences.items()},
+        "phrase_ends": {position: sum(counts.values()) for position, counts in cadences.items()},
         "degrees": shares(degrees),
         "inversions": shares(inversions),
         "changes_per_bar": changes / bars if bars else 0.0,
@@ -962,9 +964,13 @@ def print_harmony(sets: dict) -> None:
     print("|---|" + "---|" * len(names))
     print("| chord changes per bar | " + " | ".join(f"{sets[n]['changes_per_bar']:.2f}" for n in names) + " |")
     for position in ("inner", "final"):
+        row = " | ".join(str(sets[n]["phrase_ends"][position]) for n in names)
+        print(f"| {position} phrase ends ({'fermatas' if position == 'inner' else 'the last beat'}) | {row} |")
         kinds = sorted({k for n in names for k in sets[n]["cadences"][position]}, key=lambda k: (k == "none", k))
         for kind in kinds:
-            row = " | ".join(f"{sets[n]['cadences'][position].get(kind, 0):.2f}" for n in names)
+            counted = [n for n in names if sets[n]["phrase_ends"][position]]  # "-": no such phrase ends
+            cells = [sets[n]["cadences"][position].get(kind, 0) if n in counted else None for n in names]
+            row = " | ".join("-" if cell is None else f"{cell:.2f}" for cell in cells)
             print(f"| {position} cadences: {kind} | {row} |")
     for place in ("root", "first", "second", "third"):
         print(
