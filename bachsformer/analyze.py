@@ -201,12 +201,16 @@ def key_distance(a: tuple[int, int], b: tuple[int, int]) -> int:
 
 
 KEY_STATES = [(mode, tonic) for mode in range(2) for tonic in range(12)]
-KEY_TRANSITIONS = np.array(
-    [
-        [0.0 if a == b else KEY_CHANGE_COST + KEY_DISTANCE_COST * key_distance(a, b) for b in KEY_STATES]
-        for a in KEY_STATES
-    ]
-)  # [24, 24], from a to b
+
+
+def key_transitions(change_cost: float, distance_cost: float) -> np.ndarray:
+    """float [24, 24]: the cost of going from key a to key b (0 to stay)."""
+    return np.array(
+        [[0.0 if a == b else change_cost + distance_cost * key_distance(a, b) for b in KEY_STATES] for a in KEY_STATES]
+    )
+
+
+KEY_TRANSITIONS = key_transitions(KEY_CHANGE_COST, KEY_DISTANCE_COST)
 
 
 def beat_profiles(music: Music, num_beats: int) -> np.ndarray:

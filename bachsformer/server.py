@@ -7,8 +7,8 @@ notes, meter, MIDI, MusicXML and score) and comes back as JSON to have a bar reg
 requests that arrive together share nothing but the models, and model calls take turns (a lock).
 Every piece comes with its analysis (bachsformer/analyze.py): keys, numerals, cadences and four-part
 faults, the numerals also written under the bass of its MusicXML. Everything a request reads or writes
-stays in memory; music21 alone may spool a compressed score
-through a temporary folder. Only the files of bachsformer/static/ are served.
+stays in memory; music21 alone may spool a compressed score through a temporary folder. Only the files
+of bachsformer/static/ are served.
 
 Every input runs through the codec as a file would: a tune entered on the page is written as MIDI
 bytes and read back, an uploaded MusicXML score is turned into MIDI bytes by music21. Bad input is

@@ -2,6 +2,7 @@
 
     python -m benchmarks.analysis            # the 20 Riemenschneider chorales with analyses in music21's corpus
     python -m benchmarks.analysis --files 5  # the first five
+    python -m benchmarks.analysis --halves   # the key constants chosen on each half, scored on the other
 
 music21's corpus holds 20 Roman-numeral analyses (`bach/choraleAnalyses/riemenschneider001.rntxt` ...
 `020`, RomanText by Tymoczko and others); each names its chorale's BWV number, found in the corpus as
@@ -14,6 +15,11 @@ the human label in force is compared with:
 Scores, as the share of beats right: key (tonic and mode); root (pitch class); root and quality (the
 triad's quality: major, minor, diminished, augmented); full figure (the key, and the chord's root, bass
 and pitch classes: inversion and seventh included, whatever the spelling: V7/V and II#7 are one chord).
+
+--halves checks that the key constants generalize: the chorales are split into two halves (every
+other one), the 27 combinations of smoothing (1, 1.5, 2 beats), change cost (2, 3, 4) and profile
+weight (4, 6, 8) are scored on each half, and the best on one half is scored on the other, beside the
+shipped constants.
 
 Speed: the longest chorale of the corpus with four parts cut or repeated to 50 bars of 4/4, written to
 a MusicXML file, analysed end to end by `python -m bachsformer.analyze` in a fresh process on one thread
@@ -33,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+import bachsformer.analyze as analyzer
 from bachsformer.analyze import analyze, music_from_score, parse_key_name
 
 MEASURES = ("key", "root", "root_quality", "figure")
@@ -188,6 +195,76 @@ def transposed(numeral, interval):
     return roman.RomanNumeral(numeral.figure, key)
 
 
+def labelled_chorales() -> list[tuple]:
+    """(name, Music, the human labels at each beat) of every usable chorale, parsed once."""
+    import music21
+    from music21 import converter, corpus, roman
+
+    chorales = []
+    for analysis_path, score_name in chorale_pairs():
+        truth_stream = converter.parse(analysis_path, format="romanText")
+        score = corpus.parse(score_name)
+        if abs(float(score.highestTime) - float(truth_stream.highestTime)) > 1:
+            continue
+        numerals = [
+            (float(r.getOffsetInHierarchy(truth_stream)), r)
+            for r in truth_stream.recurse().getElementsByClass(roman.RomanNumeral)
+        ]
+        truth = at_beats(numerals, int(np.ceil(float(score.highestTime))))
+        shift = transposition(score, truth)
+        if shift:
+            interval = music21.interval.Interval(shift if shift <= 6 else shift - 12)
+            moved = {}
+            truth = [moved.setdefault(id(t), transposed(t, interval)) if t is not None else None for t in truth]
+        labels_at = [labels(t) if t is not None else None for t in truth]
+        chorales.append((Path(analysis_path).stem, music_from_score(score), labels_at))
+    return chorales
+
+
+def key_and_figure(chorales: list[tuple]) -> tuple[float, float]:
+    """The shares of beats whose key, and whose full figure, the analyzer names right."""
+    right_key = right_figure = beats = 0
+    for _, music, truth in chorales:
+        chords = analyze(music).chords
+        for beat, true in enumerate(truth):
+            if true is None or beat >= len(chords):
+                continue
+            found = right(ours_labels(chords[beat]), true)
+            beats += 1
+            right_key += found["key"]
+            right_figure += found["figure"]
+    return right_key / beats, right_figure / beats
+
+
+def set_key_constants(smoothing: float, change_cost: float, profile_weight: float) -> None:
+    analyzer.KEY_SMOOTHING_BEATS, analyzer.PROFILE_WEIGHT = smoothing, profile_weight
+    analyzer.KEY_TRANSITIONS = analyzer.key_transitions(change_cost, analyzer.KEY_DISTANCE_COST)
+
+
+def halves() -> None:
+    chorales = labelled_chorales()
+    parts = (chorales[0::2], chorales[1::2])
+    shipped = (analyzer.KEY_SMOOTHING_BEATS, analyzer.KEY_CHANGE_COST, analyzer.PROFILE_WEIGHT)
+    grid = [(s, c, w) for s in (1.0, 1.5, 2.0) for c in (2.0, 3.0, 4.0) for w in (4.0, 6.0, 8.0)]
+    scores = {}
+    for constants in grid:
+        set_key_constants(*constants)
+        scores[constants] = [key_and_figure(part) for part in parts]
+    set_key_constants(*shipped)
+    print("| chosen on | smoothing, change cost, profile weight | key there | key, figure on the other half |")
+    print("|---|---|---|---|")
+    for half in (0, 1):
+        best = max(grid, key=lambda constants: scores[constants][half][0])
+        other = scores[best][1 - half]
+        print(
+            f"| half {half + 1} ({len(parts[half])} chorales) | {best} | {scores[best][half][0]:.3f}"
+            f" | {other[0]:.3f}, {other[1]:.3f} |"
+        )
+    for half in (0, 1):
+        key, figure = scores[shipped][half] if shipped in scores else (float("nan"), float("nan"))
+        print(f"shipped {shipped} on half {half + 1}: key {key:.3f}, figure {figure:.3f}")
+
+
 def fifty_bar_file(folder: Path) -> Path:
     """A four-part chorale 50 bars of 4/4 long, as MusicXML: bwv267 repeated and cut."""
     from music21 import corpus, stream
@@ -238,7 +315,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, help="only the first N chorales")
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--halves", action="store_true", help="the key constants chosen on each half, on the other")
     args = parser.parse_args()
+    if args.halves:
+        halves()
+        return
     totals = {method: dict.fromkeys(MEASURES, 0) for method in ("ours", "naive", "naive_true_key")}
     beats, skipped = 0, []
     print("| chorale | beats | ours: key | root | root+quality | figure | naive: key | figure |")
