@@ -34,13 +34,21 @@ import time
 import numpy as np
 import torch
 
-from bachsformer.analyze import harmony_statistics, print_harmony
+from bachsformer.analyze import harmony_statistics, music_from_voices, print_harmony
 from bachsformer.compose import decode_quarters, load_models
 from bachsformer.data import load_corpus, midi_files, split
 from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll
 from bachsformer.keys import Key, estimate_key, normalizing_shift, transpose_quarters
 from bachsformer.metrics import grid_shares, scale_consistency, top_line
-from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, MidiError, quarters_to_notes, read_midi_tracks
+from bachsformer.midi import (
+    LOWEST_PITCH,
+    NUM_KEYS,
+    STEPS_PER_QUARTER,
+    MidiError,
+    quarters_to_notes,
+    read_fermatas,
+    read_midi_tracks,
+)
 from bachsformer.render import write_rolls_png
 from bachsformer.rules import RULE_NAMES, four_part_scores
 from bachsformer.voicing import VOICE_NAMES, grid_steps, voice
@@ -316,7 +324,11 @@ def evaluate_harmonization(
             rolls = [voices.voice_quarters(number) for number in range(4)]  # the rules read the voices
             scores[system].append({**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls)})
             outputs.setdefault(system, []).append(music)
-            voiced.setdefault(system, []).append(voices)
+            # analysed with the chorale's phrase ends: the tune's fermatas are where Bach's are
+            fermatas = [step / STEPS_PER_QUARTER for step in read_fermatas(path)]
+            voiced.setdefault(system, []).append(
+                music_from_voices(voices.notes, voices.steps_per_quarter, fermatas=fermatas)
+            )
             if png is not None and system == "model" and len(scores["model"]) == 1:
                 panels = [(music, f"{name}: its Soprano harmonized by bachsformer"), (melody | bach_lower, "Bach")]
                 write_rolls_png(panels, png, melody=melody, overwrite=True)
