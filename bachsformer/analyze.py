@@ -602,9 +602,11 @@ def cadential_six_fours(chosen: np.ndarray, bass: np.ndarray, keys: list[tuple[i
 
 
 def phrase_ends(music: Music) -> list[float]:
-    """The phrase ends in quarters: the fermatas, and the last beat."""
-    last = float(math.ceil(music.length - 1e-6) - 1)
-    ends = sorted({float(math.floor(f + 1e-6)) for f in music.fermatas if f < music.length} | {last})
+    """The beats that end phrases: the fermatas' (the beat a fermata's note starts in), and the last beat
+    unless no note starts after the last fermata (the final chord is then the fermata's)."""
+    ends = sorted({float(math.floor(f + 1e-6)) for f in music.fermatas if 0 <= f < music.length})
+    if not ends or np.any(music.notes[:, 0] >= ends[-1] + 1):
+        ends.append(float(math.ceil(music.length - 1e-6) - 1))
     return ends
 
 
