@@ -903,7 +903,7 @@ def split_figure(figure: str) -> tuple[str, str]:
 def harmony_statistics(pieces: list) -> dict:
     """What the analyses of `pieces` (four-voice scores or MIDI files, Voices, rolls, Music) hold, as shares.
 
-    cadences: per position (inner phrase ends, the fermatas; the final one, the last beat) the share of each cadence
+    cadences: per position (inner phrase ends: fermatas before the final one; `phrase_ends`) the share of each cadence
     kind (none where no cadence is found), with the number of phrase ends in `phrase_ends`; degrees: the share of
     beats on each numeral (inversion left out, secondary functions kept: "V/V"); inversions: root, first, second,
     third; changes_per_bar: chord changes (root, kind or bass) per bar (of the music's bars when known, else of 4
@@ -971,7 +971,7 @@ def print_harmony(sets: dict) -> None:
     print("| chord changes per bar | " + " | ".join(f"{sets[n]['changes_per_bar']:.2f}" for n in names) + " |")
     for position in ("inner", "final"):
         row = " | ".join(str(sets[n]["phrase_ends"][position]) for n in names)
-        print(f"| {position} phrase ends ({'fermatas' if position == 'inner' else 'the last beat'}) | {row} |")
+        print(f"| {position} phrase ends | {row} |")
         kinds = sorted({k for n in names for k in sets[n]["cadences"][position]}, key=lambda k: (k == "none", k))
         for kind in kinds:
             counted = [n for n in names if sets[n]["phrase_ends"][position]]  # "-": no such phrase ends
