@@ -521,6 +521,8 @@ def analyze(music: Music) -> Analysis:
     chosen = cadential_six_fours(chosen, bass, keys)
     chords = []
     for beat in range(num_beats):
+        if weights[beat].sum() == 0:  # nothing sounds: no chord (a pickup's rests, a general pause)
+            continue
         mode_index, tonic = keys[beat]
         mode = MODES[mode_index]
         root, kind = CHORDS[chosen[beat]]
@@ -528,10 +530,7 @@ def analyze(music: Music) -> Analysis:
         bass_class = int(bass[beat]) % 12 if bass[beat] >= 0 else root
         if bass_class not in pitch_classes:
             bass_class = _lowest_chord_tone(music, beat, pitch_classes, root)
-        silent = weights[beat].sum() == 0
-        uncertain = bool(
-            music.unpitched or silent or unexplained[beat] > UNCERTAIN_CHORD or key_fit[beat] < UNCERTAIN_KEY
-        )
+        uncertain = bool(music.unpitched or unexplained[beat] > UNCERTAIN_CHORD or key_fit[beat] < UNCERTAIN_KEY)
         figure = figure_of(root, kind, bass_class, tonic, mode)
         chords.append(
             Chord(
@@ -619,7 +618,7 @@ def find_cadences(music: Music, chords: list[Chord]) -> list[dict]:
         if final is None:
             continue
         beat = int(end) - 1
-        while beat >= 0 and by_beat[beat].root == final.root and by_beat[beat].quality == final.quality:
+        while beat in by_beat and by_beat[beat].root == final.root and by_beat[beat].quality == final.quality:
             beat -= 1
         before = by_beat.get(beat)
         kind = cadence_kind(before, final)
@@ -791,7 +790,28 @@ def _read_midi(path: Path) -> Music:
         names = VOICE_NAMES
     length = max((len(t.quarters) for t in tracks), default=0)
     fermatas = [step / STEPS_PER_QUARTER for step in read_fermatas(path)]
-    return music_from_voices(notes, STEPS_PER_QUARTER, names, fermatas, meter.bar_lines(length))
+    music = music_from_voices(notes, STEPS_PER_QUARTER, names, fermatas, meter.bar_lines(length))
+    # the codec starts at the first quarter that sounds; offsets count from the file's start, as a score's
+    # count from its first bar (a pickup written after rests keeps them)
+    lead = _leading_quarters(path)
+    music.notes[:, :2] += lead
+    music.fermatas = tuple(f + lead for f in music.fermatas)
+    music.bar_starts = tuple(b + lead for b in music.bar_starts)
+    return music
+
+
+def _leading_quarters(path: Path) -> int:
+    """The whole silent quarters before a MIDI file's first note, as the codec rounds onsets to its grid."""
+    import symusic
+
+    from bachsformer.midi import STEPS_PER_QUARTER
+
+    score = symusic.Score(str(path))
+    onsets = [int(t.notes.numpy()["time"].min()) for t in score.tracks if not t.is_drum and len(t.notes)]
+    if not onsets:
+        return 0
+    ticks = score.ticks_per_quarter
+    return (2 * min(onsets) * STEPS_PER_QUARTER + ticks) // (2 * ticks) // STEPS_PER_QUARTER
 
 
 def _drum_music(path: Path) -> Music | None:

@@ -333,11 +333,7 @@ def annotated_musicxml(path: str | Path, analysis) -> bytes:
     if not score.parts:
         raise BachsformerError(f"{path}: music21 finds no parts in it to write numerals under")
     first = score.parts[0].getElementsByClass(music21.stream.Measure)
-    start = float(first[0].offset) if len(first) else 0.0
-    if Path(path).read_bytes()[:4] == b"MThd":  # the codec reads a MIDI file from its first sounding quarter
-        onsets = [float(n.getOffsetInHierarchy(score)) for n in score.recurse().notes]
-        start = float(np.floor(min(onsets))) if onsets else start
-    add_numerals(score, analysis, start)
+    add_numerals(score, analysis, float(first[0].offset) if len(first) else 0.0)  # offsets from the first bar
     return music21.musicxml.m21ToXml.GeneralObjectExporter(score).parse()
 
 

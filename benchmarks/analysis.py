@@ -148,7 +148,7 @@ def score_chorale(analysis_path: str, score_name: str) -> dict:
         interval = music21.interval.Interval(shift if shift <= 6 else shift - 12)
         moved = {}
         truth = [moved.setdefault(id(t), transposed(t, interval)) if t is not None else None for t in truth]
-    ours = analyze(music_from_score(score)).chords
+    ours = {int(chord.offset): chord for chord in analyze(music_from_score(score)).chords}
     simple, in_true_key = naive(score, num_beats, [t.key if t is not None else None for t in truth])
     counts = {method: dict.fromkeys(MEASURES, 0) for method in ("ours", "naive", "naive_true_key")}
     beats = 0
@@ -158,7 +158,7 @@ def score_chorale(analysis_path: str, score_name: str) -> dict:
         beats += 1
         facts = labels(true)
         for method, label in (
-            ("ours", ours_labels(ours[beat]) if beat < len(ours) else None),
+            ("ours", ours_labels(ours[beat]) if beat in ours else None),
             ("naive", simple[beat]),
             ("naive_true_key", in_true_key[beat]),
         ):
@@ -225,11 +225,11 @@ def key_and_figure(chorales: list[tuple]) -> tuple[float, float]:
     """The shares of beats whose key, and whose full figure, the analyzer names right."""
     right_key = right_figure = beats = 0
     for _, music, truth in chorales:
-        chords = analyze(music).chords
+        chords = {int(chord.offset): chord for chord in analyze(music).chords}
         for beat, true in enumerate(truth):
-            if true is None or beat >= len(chords):
+            if true is None:
                 continue
-            found = right(ours_labels(chords[beat]), true)
+            found = right(ours_labels(chords[beat]), true) if beat in chords else dict.fromkeys(MEASURES, False)
             beats += 1
             right_key += found["key"]
             right_figure += found["figure"]

@@ -217,3 +217,15 @@ def test_a_written_chorale_reads_back_as_four_voices_with_its_numerals_under_the
     assert figures(analyze(read)) == figures(analysis)
     text = path.read_text()
     assert "<words>C: I</words>" in text and "<words>authentic cadence</words>" in text
+
+
+def test_offsets_of_a_midi_file_count_from_its_start_silent_beats_have_no_chord(tmp_path):
+    music = chorale([C, F, G7, C_END])
+    late = [(name, (music.notes[music.voices == v] * [8, 8, 1] + [16, 16, 0]).astype(np.int64)) for v, name in
+            enumerate(("Soprano", "Alto", "Tenor", "Bass"))]  # fmt: skip
+    path = tmp_path / "after two rests.mid"
+    path.write_bytes(tracks_to_midi_bytes(late, 6, 8))
+    analysis = analyze(read_music(path))
+    assert figures(analysis) == [("C", "I"), ("C", "IV"), ("C", "V7"), ("C", "I")]
+    assert [chord.offset for chord in analysis.chords] == [2.0, 3.0, 4.0, 5.0]
+    assert analysis.cadences == [{"offset": 5.0, "key": "C", "cadence": "authentic"}]
