@@ -30,8 +30,12 @@ harmonized from its top line, with a warning; a long one shows its progress.
 
 What the files keep: music is written as four voices, tracks "Soprano", "Alto", "Tenor" and "Bass",
 each one line on a grid of `generate.grid` (16: sixteenth notes; bachsformer/voicing.py); `--raw`
-writes the decoded roll as one track instead. A harmonization's Soprano is the melody, named as its
-track (or "Melody"). Music made from a file (`--file`, `--regenerate`) keeps the file's tracks and
+writes the decoded roll as one track instead. A harmonization's Soprano is the melody, its track named
+as the file's one track of notes (or "Soprano"), and a marker names that track, so that `--regenerate`
+on a harmonization keeps its tune whole, as the page does. A file (`--melody`, `--file`) may be MIDI,
+MusicXML or .mxl (read as the page reads it, bachsformer/musicxml.py); a tempo no piece is written
+at is moved within 4 ... 1000 with a warning, and a harmonization leaving most of its tune bare is
+warned about. Music made from a file (`--file`, `--regenerate`) keeps the file's tracks and
 every note outside what was written anew (unless `--key` moves it all); the new music's voices join
 the tracks of their names or follow them. It keeps the file's time signatures (a pickup with its
 rests) and tempos, on the output's grid; music from nothing is in 4/4 at `--tempo`
@@ -60,20 +64,22 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bachsformer.analyze import analyze_voices
-from bachsformer.compose import compose, file_tracks, load_models, refuse_mode_change, voiced
+from bachsformer.compose import compose, file_tracks, load_models, piece_midi_bytes, refuse_mode_change, voiced
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
-from bachsformer.guided import harmonize, parse_passage, read_melody, regenerate
+from bachsformer.guided import harmonize, keep_tune, parse_passage, read_melody, regenerate, thin_harmony_warning
+from bachsformer.metrics import highest_line
 from bachsformer.midi import (
     DEFAULT_MAX_QUARTERS,
     MAX_TEMPO_BPM,
     MIN_TEMPO_BPM,
     Meter,
+    playable_tempos,
     read_meter,
     read_midi,
-    tracks_to_midi_bytes,
+    read_midi_tracks,
+    read_tune_track,
     write_bytes,
-    write_midi,
 )
 from bachsformer.render import require_matplotlib, write_png, write_wav
 from bachsformer.sampling import check_sampling_options, set_sampling_threads
@@ -102,6 +108,14 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "primer"
 
 
+def file_meter(path: str) -> Meter:
+    """The meter of a file, its tempos within what a piece is written at (a warning for each one moved)."""
+    meter, warnings = playable_tempos(read_meter(path), path)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return meter
+
+
 def main():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="config.yaml", help="config file (default: config.yaml)")
@@ -112,10 +126,10 @@ def main():
     parser.add_argument("--temperature", type=float, help="above 1: bolder, below 1: safer")
     parser.add_argument("--top-k", type=int, help="sample among the k likeliest codes (0: all)")
     parser.add_argument("--top-p", type=float, help="sample among the likeliest codes holding this mass")
-    parser.add_argument("--file", help="a MIDI file to continue (primer)")
+    parser.add_argument("--file", help="a MIDI file (or MusicXML, .mxl) to continue (primer)")
     parser.add_argument("--continuation-only", action="store_true", help="with --file: leave the primer out")
     parser.add_argument("--key", help="move each piece to this key: D, F#, Bb, 'G minor' (default: as written)")
-    parser.add_argument("--melody", help="a MIDI file whose highest line (or --melody-track) to harmonize")
+    parser.add_argument("--melody", help="a MIDI file (or MusicXML, .mxl): its highest line (or --melody-track)")
     parser.add_argument("--melody-track", metavar="N|NAME", help="the melody is this track (number or name)")
     parser.add_argument("--regenerate", metavar="A-B", help="with --file: rewrite quarters A ... B (from 1)")
     parser.add_argument("--candidates", type=int, help="harmonizing, regenerating: samples to choose from (16)")
@@ -215,7 +229,7 @@ def main():
     tune_model = None
     if options.tune_first and not (melody is not None or args.regenerate):
         if Path(paths.tune).is_file():
-            tune_model = load_tune_for(paths.tune, vq_vae, transformer, paths.transformer, device)
+            tune_model = load_tune_for(paths.tune, config.data.normalize_key, device)
         else:
             print(
                 f"warning: {paths.tune}: no tune model; writing the old way, codes with no melody"
@@ -231,9 +245,10 @@ def main():
     normalized = config.data.normalize_key  # as the models learned the music
     sampling = f"t{options.temperature:g}_k{options.top_k}_p{options.top_p:g}"
     meter, primer_quarters, passage = Meter.free(options.tempo), 0, None  # what the files keep and mark
+    tune_track = None  # the track of the tune a harmonization's passage is rewritten under
     started = time.perf_counter()
     if melody is not None:
-        meter = read_meter(args.melody)
+        meter = file_meter(args.melody)
         length = len(melody.quarters)
         bar = None
         if length * options.num > LONG_MELODY_QUARTERS:  # minutes on a CPU: say so, and show how far it is
@@ -247,9 +262,18 @@ def main():
             bar.close()
         settings = f"{sampling}_m{options.candidates}_harmony-{safe_name(Path(args.melody).stem)}"
     elif args.regenerate:
-        piece, meter = read_midi(args.file).quarters, read_meter(args.file)
+        piece, meter = read_midi(args.file).quarters, file_meter(args.file)
         passage = parse_passage(args.regenerate, len(piece), args.file)
         pieces = [regenerate(vq_vae, transformer, piece, *passage, options, seed, normalized) for seed in seeds]
+        # a harmonization (its tune's track named by a marker) keeps its tune, as the page does
+        tune_track = None if options.key else read_tune_track(args.file)
+        tune = next((t.quarters for t in read_midi_tracks(args.file) if t.name == tune_track), None)
+        if tune is not None:
+            tune = highest_line(tune)
+            pieces = [
+                dataclasses.replace(written, quarters=keep_tune(piece, written.quarters, tune, *passage), melody=tune)
+                for written in pieces
+            ]
         length = len(piece)
         settings = (
             f"{sampling}_m{options.candidates}_regenerate{passage[0]}-{passage[1]}-{safe_name(Path(args.file).stem)}"
@@ -265,7 +289,7 @@ def main():
             pieces = compose(vq_vae, transformer, options, seeds, primer, args.continuation_only, normalized)
         settings, length = f"{sampling}_q{options.quarters}", options.quarters
         if args.file:
-            meter = read_meter(args.file).until(len(primer))  # the primer's meter goes on in its continuation
+            meter = file_meter(args.file).until(len(primer))  # the primer's meter goes on in its continuation
             if args.continuation_only:
                 meter = meter.after(len(primer))
             else:
@@ -273,13 +297,17 @@ def main():
             settings += f"_primer-{safe_name(Path(args.file).stem)}" + (
                 "_continuation" if args.continuation_only else ""
             )
-    # four voices; music made from a file keeps the file's tracks outside what was written anew
+    # four voices; music made from a file keeps the file's tracks outside what was written anew, a tune its name
+    tune_name = melody.name if melody is not None else tune_track or "Soprano"
     kept = file_tracks(args.file) if args.file and not options.key and not args.continuation_only else None
     if melody is not None:
         pieces = [voiced(piece, options, melody.name) for piece in pieces]
     elif kept is not None:
         span = (passage[0] - 1, passage[1]) if passage else (primer_quarters, primer_quarters + options.quarters)
-        pieces = [voiced(piece, options, kept=kept, span=span) for piece in pieces]
+        tune_kept = tune_track is not None
+        pieces = [
+            voiced(piece, options, tune_name, kept=kept, span=span, keep_tune_track=tune_kept) for piece in pieces
+        ]
     else:
         pieces = [voiced(piece, options) for piece in pieces]
     seconds = time.perf_counter() - started
@@ -288,23 +316,16 @@ def main():
     for seed, piece in zip(seeds, pieces):
         quarters = piece.quarters
         stem = f"bachsformer_seed{seed}_{settings}_{safe_name(str(piece.key).replace(' ', '-'))}"
-        if piece.tracks is not None:
-            data = tracks_to_midi_bytes(
-                piece.tracks, len(quarters), quarters.shape[2], program=options.program, meter=meter
-            )
-            midi_path = write_bytes(data, unique_path(out_dir, stem, ".mid"))
-        else:
-            midi_path = write_midi(
-                quarters,
-                unique_path(out_dir, stem, ".mid"),
-                program=options.program,
-                meter=meter,
-                melody=piece.melody,
-                melody_name=melody.name if melody is not None else "Melody",
-            )
+        data = piece_midi_bytes(piece, meter, options.program, tune_name)  # the same file the page and the API write
+        midi_path = write_bytes(data, unique_path(out_dir, stem, ".mid"))
         print(midi_path)
         if not quarters.any():
             print(f"warning: {midi_path}: the models wrote no notes (a model pair that collapsed?)", file=sys.stderr)
+        elif melody is not None or tune_track is not None:  # the user's tune: is it harmonized, or left bare?
+            remedy = "another --seed, more --candidates or a higher --guidance"
+            warning = thin_harmony_warning(quarters, piece.melody, str(midi_path), remedy)
+            if warning:
+                print(f"warning: {warning}", file=sys.stderr)
         if args.wav:
             wav_path = unique_path(out_dir, midi_path.stem, ".wav")
             wav_notes.add(write_wav(midi_path, wav_path).note)

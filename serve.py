@@ -5,12 +5,14 @@
     python serve.py --host 0.0.0.0         # anyone on the network can use it (a warning says so)
     python serve.py --set models.transformer=runs/my_gpt/best.pt
 
-The page (bachsformer/static/) needs no outside host: it works offline. The API it calls is listed,
+Ctrl-C or SIGTERM stops it within a second, whatever it is doing. The page (bachsformer/static/)
+needs no outside host: it works offline. The API it calls is listed,
 with a form to try each call, at /docs. The score on the page needs music21 and verovio
 (pip install music21 verovio); without them the page says so and shows the rest.
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from bachsformer.sampling import set_sampling_threads
 from bachsformer.server import create_app
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+GRACE_SECONDS = 1
 
 
 def main():
@@ -44,8 +47,13 @@ def main():
     if args.host not in LOCAL_HOSTS:
         print(f"warning: listening on {args.host}: anyone on the network can use this page", file=sys.stderr)
     app = create_app(config)
-    print(f"bachsformer: open http://{args.host}:{args.port}/ (Ctrl-C stops it)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    print(f"bachsformer: open http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    # Ctrl-C or SIGTERM: requests in flight get a second to finish, then the server stops at once, without
+    # waiting for a model call or a score's reading still running in a worker thread (it keeps no state)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=GRACE_SECONDS)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

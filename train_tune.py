@@ -10,16 +10,16 @@ phrase ends (fermata markers, written by `python -m bachsformer.corpus`; a corpu
 trains, and says so), on the split the other stages use. Training windows hold `tune.block_size`
 + 1 tokens from each quarter boundary; every token hears how far the tune's end is and its mode.
 Each epoch reports held-out bits per token beside a unigram and a bigram model; `best` is kept by
-held-out bits. The checkpoint records the fingerprints of the pair in `models` it was trained
-beside, and generate.py refuses a tune model beside another pair.
+held-out bits. A tune model reads no codes: it goes with any model pair trained with the same
+`data.normalize_key` (tunes in C major and A minor, or in their own keys), which is all
+generate.py checks.
 """
 
 import argparse
-from pathlib import Path
 
 import torch
 
-from bachsformer.checkpoint import export_run, load_checkpoint
+from bachsformer.checkpoint import export_run
 from bachsformer.config import ConfigError, load_config
 from bachsformer.data import load_corpus
 from bachsformer.errors import ArgumentParser, exit_on_user_error
@@ -75,11 +75,7 @@ def main():
     held_out_tunes, held_out_modes, _ = corpus_tunes(validation_pieces or train_pieces, config.data.midi_dir)
     train_set = TuneWindowDataset(train_tunes, train_modes, model_config.block_size + 1)
     baseline_bits = tune_baselines(train_tunes, held_out_tunes)
-    # the pair the tune model is shipped beside: generate.py refuses it beside another
-    pair = {"minor_share": sum(train_modes) / len(train_modes)}  # free tunes are minor this often
-    for kind, path in (("vq_vae", config.models.vq_vae), ("transformer", config.models.transformer)):
-        if Path(path).is_file():
-            pair[f"{kind}_fingerprint"] = load_checkpoint(path, kind)["fingerprint"]
+    minor_share = sum(train_modes) / len(train_modes)  # free tunes are minor this often
     if ranks.is_main:
         print(
             f"{len(pieces)} files: {len(train_pieces)} train ({len(train_set)} windows of"
@@ -118,7 +114,7 @@ def main():
         optimizer=optimizer,
         ranks=ranks,
         device=device,
-        checkpoint_extra=lambda: dict(pair),
+        checkpoint_extra=lambda: {"minor_share": minor_share},
     )
     if args.resume:
         trainer.resume()

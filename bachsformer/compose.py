@@ -21,7 +21,14 @@ from bachsformer.keys import (
     parse_key,
     transpose_quarters,
 )
-from bachsformer.midi import drop_short_notes, notes_to_roll, quarters_to_notes, read_midi_tracks
+from bachsformer.midi import (
+    Meter,
+    drop_short_notes,
+    notes_to_roll,
+    quarters_to_notes,
+    read_midi_tracks,
+    tracks_to_midi_bytes,
+)
 from bachsformer.voicing import VOICE_NAMES, Voices, grid_steps, restore_repeats, voice
 from bachsformer.vqvae import VQVAE
 
@@ -130,6 +137,7 @@ def voiced(
     melody_name: str = VOICE_NAMES[0],
     kept: list[tuple[str, np.ndarray]] | None = None,
     span: tuple[int, int] | None = None,
+    keep_tune_track: bool = False,
 ) -> Composition:
     """The piece as four voices S, A, T, B on the grid of `options.grid` (voicing.py); as it is when
     `options.voicing` is off.
@@ -137,7 +145,9 @@ def voiced(
     A melody is the Soprano, its track named `melody_name`. kept: the tracks of the file the piece was
     made from (`file_tracks`), whose notes outside quarters span = (first, last), 0-based and last
     excluded, stay exactly as they were; only the music of that span is voiced, and its voices join
-    the kept tracks of their names (a chorale's) or come after them as tracks of their own.
+    the kept tracks of their names (a chorale's) or come after them as tracks of their own. keep_tune_track: the
+    piece's melody is the kept track `melody_name` (a harmonization's passage rewritten), which stays
+    whole: the passage is voiced below it.
     """
     if not options.voicing:
         return piece
@@ -151,9 +161,14 @@ def voiced(
         )
     first, last = span
     start, end = first * steps, last * steps
-    tracks = [(name, notes_outside(notes, start, end)) for name, notes in kept]
-    passage = voice(piece.quarters[first:last], grid)
-    for name, notes in zip(names, passage.notes):
+    tune = keep_tune_track and piece.melody is not None and any(name == melody_name for name, _ in kept)
+    tracks = [
+        (name, notes if tune and name == melody_name else notes_outside(notes, start, end)) for name, notes in kept
+    ]
+    passage = voice(piece.quarters[first:last], grid, piece.melody[first:last] if tune else None)
+    for number, (name, notes) in enumerate(zip(names, passage.notes)):
+        if tune and number == 0:
+            continue  # the tune is the passage's top voice, and its track keeps it whole
         notes = notes + np.array([start, start, 0])  # [N, 3] on the piece's steps
         match = next((n for n, (track, _) in enumerate(tracks) if track == name), None)
         if match is None:
@@ -240,3 +255,32 @@ def compose(
             quarters, key = move_to_key(quarters, request, key)
         pieces.append(Composition(quarters, key or estimate_key(quarters)))
     return pieces
+
+
+def piece_midi_bytes(piece: Composition, meter: Meter, program: int, tune_name: str = VOICE_NAMES[0]) -> bytes:
+    """The MIDI file of a piece, the same from every route (generate.py, the API, the page's download).
+
+    Its tracks: the four voices once voiced (a harmonized tune's voice named as its track, or
+    "Soprano"; a file's own tracks where the piece was made from one), else the raw roll: the tune
+    and "Harmony", or one track. Its meter (time signatures, tempos, a pickup's rests), the key
+    signature of `piece.key`, and for a harmonization a marker naming the tune's track, so that
+    regenerating a passage of the file keeps the tune (generate.py --regenerate).
+    """
+    if piece.tracks is not None:
+        tracks = list(piece.tracks)
+        if tune_name not in [name for name, _ in tracks]:  # the tune is the first voice
+            tune_name = tracks[0][0]
+    elif piece.melody is not None:
+        tune = np.asarray(piece.melody, dtype=bool)
+        tracks = [(tune_name, quarters_to_notes(tune)), ("Harmony", quarters_to_notes(piece.quarters & ~tune))]
+    else:
+        tracks = [("bachsformer", quarters_to_notes(piece.quarters))]
+    return tracks_to_midi_bytes(
+        tracks,
+        len(piece.quarters),
+        piece.quarters.shape[2],
+        program=program,
+        meter=meter,
+        key_signature=piece.key.signature,
+        tune_track=tune_name if piece.melody is not None else None,
+    )

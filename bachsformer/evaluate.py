@@ -239,7 +239,7 @@ def evaluate(
     tune_first = options.tune_first
     tunes = []
     if tune_first:  # each piece a tune of its length, harmonized; in the key the models write
-        tune_model = load_tune_for(config.models.tune, vq_vae, transformer, config.models.transformer, device)
+        tune_model = load_tune_for(config.models.tune, config.data.normalize_key, device)
         plain = dataclasses.replace(options, key="")
         generated = []
         for piece_seed, length in zip(seeds, lengths):

@@ -43,7 +43,7 @@ from bachsformer.melody import melody_tokens, window_melody
 from bachsformer.metrics import highest_line
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, drop_short_notes, read_midi, read_midi_tracks
 from bachsformer.rules import count_rules, lines
-from bachsformer.voicing import VOICE_RANGES, grid_steps, voice
+from bachsformer.voicing import VOICE_NAMES, VOICE_RANGES, grid_steps, voice
 from bachsformer.vqvae import VQVAE
 
 HARMONY_SHARPNESS = 20.0  # exp(20 * score): a candidate sounding 10 % more of the melody is e^2 times likelier
@@ -54,6 +54,7 @@ RULE_WEIGHTS = {"parallel_fifths": 2.0, "parallel_octaves": 2.0, "hidden_fifths"
 OUTER_WEIGHT = 2.0  # again for the parallels and hidden octaves of Soprano and Bass, the voices heard most
 BASS_RANGE_WEIGHT = 0.5  # per semitone a Bass note lies outside the Bass's range
 BASS_LEAP_WEIGHT = 0.2  # per semitone the Bass leaps between notes
+THIN_HARMONY = 0.5  # a harmonization with harmony under less of its tune than this is warned about
 CADENCE_WEIGHT = 4.0  # a candidate closing a phrase with a cadence is e^4 times likelier (docs/design.md, Endings)
 
 
@@ -88,8 +89,8 @@ def chords_warning(melody: np.ndarray, source: str) -> str:
 
 
 class Melody(NamedTuple):
-    """A melody read from a file: the name of its track ("Melody" for the file's highest line), its quarters,
-    and a warning when it had chords (its top line is the melody)."""
+    """A melody read from a file: the name its track keeps (`tune_name`), its quarters, and a warning when it
+    had chords (its top line is the melody)."""
 
     name: str
     quarters: np.ndarray  # bool [Q, 88, 32], one line of notes
@@ -112,7 +113,7 @@ def read_melody(path: str | Path, track: str | None = None) -> Melody:
         # one track of chords (a piano piece) is warned about; the highest line of several tracks is the tune
         parts = sum(track.quarters.any() for track in read_midi_tracks(path))
         warning = chords_warning(piece.quarters, str(path)) if parts == 1 else ""
-        return Melody("Melody", highest_line(piece.quarters), warning)
+        return Melody(tune_name(read_midi_tracks(path)), highest_line(piece.quarters), warning)
     tracks = read_midi_tracks(path)
     names = [t.name for t in tracks]
     named = [n for n, name in enumerate(names) if name == track] or [
@@ -130,7 +131,48 @@ def read_melody(path: str | Path, track: str | None = None) -> Melody:
     if dropped:
         raise GuideError(f"{source}: {dropped} notes lie outside the 88 keys (MIDI 21-108)")
     warning = chords_warning(quarters, source)
-    return Melody(name or "Melody", highest_line(quarters), warning)
+    return Melody(name.strip() or VOICE_NAMES[0], highest_line(quarters), warning)
+
+
+def tune_name(tracks) -> str:
+    """The name a harmonized tune's track keeps: that of the file's one track of notes when it is a single
+    line, else "Soprano" (the highest line of several tracks, or the top of chords)."""
+    sounding = [track for track in tracks if track.quarters.any()]
+    if len(sounding) == 1 and sounding[0].name.strip() and piece_roll(sounding[0].quarters).sum(axis=0).max() <= 1:
+        return sounding[0].name.strip()
+    return VOICE_NAMES[0]
+
+
+def harmony_under_tune(quarters: np.ndarray, melody: np.ndarray) -> float:
+    """The share of the tune's sounding steps with another note sounding below it: float in [0, 1]."""
+    tune, music = piece_roll(melody), piece_roll(quarters)
+    sounding = tune.any(axis=0)
+    harmony = (music & ~tune).any(axis=0)
+    return float((harmony & sounding).sum() / max(int(sounding.sum()), 1))
+
+
+def thin_harmony_warning(quarters: np.ndarray, melody: np.ndarray, source: str, remedy: str) -> str:
+    """One line when harmony sounds under less than THIN_HARMONY of the tune (the tune left bare), else ""."""
+    share = harmony_under_tune(quarters, melody)
+    if share >= THIN_HARMONY:
+        return ""
+    return f"{source}: harmony sounds under only {share:.0%} of the tune, which is left mostly bare (try {remedy})"
+
+
+def keep_tune(quarters: np.ndarray, written: np.ndarray, melody: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Quarters [Q, 88, S] with quarters first ... last (from 1) written anew, and the rest exactly as they were.
+
+    melody: the tune inside `quarters` (a harmonization's), made the passage's exact top voice again;
+    all silent: the passage as written.
+    """
+    music = quarters.copy()
+    music[first - 1 : last] = written[first - 1 : last]
+    if melody.any():
+        tune = piece_roll(melody)
+        steps = quarters.shape[2]
+        music = piece_quarters(impose_melody(piece_roll(music), tune, melody_ceiling(tune)), steps)
+        music[: first - 1], music[last:] = quarters[: first - 1], quarters[last:]
+    return music
 
 
 def melody_ceiling(melody_roll: np.ndarray) -> np.ndarray:

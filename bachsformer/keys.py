@@ -30,6 +30,10 @@ MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 
 MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 MODES = ("major", "minor")
 # the spelling musicians use for each tonic, by mode
+SIGNATURE_FIFTHS = {  # sharps (+) or flats (-) of each tonic's key, spelled as TONIC_NAMES spells it
+    "major": (0, -5, 2, -3, 4, -1, 6, 1, -4, 3, -2, 5),
+    "minor": (-3, 4, -1, -6, 1, -4, 3, -2, 5, 0, -5, 2),
+}
 TONIC_NAMES = {
     "major": ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"),
     "minor": ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B"),
@@ -52,6 +56,12 @@ class Key:
 
     def __str__(self) -> str:
         return f"{TONIC_NAMES[self.mode][self.tonic]} {self.mode}"
+
+    @property
+    def signature(self) -> tuple[int, bool]:
+        """The key signature as a MIDI file holds it: (sharps, or flats as a negative number; minor), as
+        TONIC_NAMES spells the tonic."""
+        return SIGNATURE_FIFTHS[self.mode][self.tonic], self.mode == "minor"
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,13 @@ Its notes are paired first in, first out per channel and pitch, and a note never
 out, as pretty_midi and miditoolkit do too. What stays here is what the library does not promise:
 the header and chunk lengths are checked before parsing, so a truncated file is refused, not read
 in part; a refused file's reason is named by `_fault`, a scan of its events that reads no music;
-and a file's length is checked against `max_quarters` before its roll is allocated.
+and a file's length is checked against `max_quarters` before its roll is allocated. A file read
+from a path may be a MusicXML score (text or .mxl): bachsformer/musicxml.py turns it into MIDI bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ DEFAULT_MAX_QUARTERS = 20_000  # about three hours at 100 beats per minute
 DEFAULT_PROGRAM = 19  # General MIDI church organ: sustained like the voices of a chorale
 WRITE_TICKS_PER_BEAT = 480  # divisible by 32, so every step is a whole number of ticks
 WRITE_VELOCITY = 80
+TUNE_MARKER = "bachsformer tune: "  # a marker naming a harmonization's tune track (`tracks_to_midi_bytes`)
 # What symusic's C++ core raises for a file it cannot parse, as its Python binding translates it.
 LIBRARY_ERRORS = (RuntimeError, ValueError, IndexError, OverflowError)
 
@@ -343,10 +346,27 @@ def notes_to_quarters(
 
 
 def _file_bytes(path: str | Path) -> bytes:
+    """A file's bytes as MIDI: a MusicXML score (text or .mxl) is read by music21, within the bounds of
+    bachsformer/musicxml.py, as the page reads an upload (the last few are kept: a file is read several ways)."""
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as error:
         raise MidiError(path, f"cannot read file ({error.strerror or error})") from None
+    if data[:4] == b"MThd" or not data:
+        return data
+    from bachsformer.musicxml import is_musicxml, musicxml_to_midi_bytes  # music21, in a child, only for a score
+
+    if not is_musicxml(data):
+        return data
+    digest = hashlib.sha256(data).digest()
+    if digest not in _SCORES:
+        if len(_SCORES) >= 4:
+            _SCORES.pop(next(iter(_SCORES)))
+        _SCORES[digest] = musicxml_to_midi_bytes(data, str(path))
+    return _SCORES[digest]
+
+
+_SCORES: dict[bytes, bytes] = {}  # MIDI bytes of the scores read last, by the hash of their bytes
 
 
 def read_midi(
@@ -395,7 +415,16 @@ def read_midi_tracks(
     without notes (a conductor track) are not listed; a track of notes outside the 88 keys comes
     silent. Raises MidiError as `read_midi` does, for the same files.
     """
-    data = _file_bytes(path)
+    return read_midi_tracks_bytes(_file_bytes(path), path, steps_per_quarter, max_quarters)
+
+
+def read_midi_tracks_bytes(
+    data: bytes,
+    path: str | Path = "<bytes>",
+    steps_per_quarter: int = STEPS_PER_QUARTER,
+    max_quarters: int = DEFAULT_MAX_QUARTERS,
+) -> list[Track]:
+    """Like `read_midi_tracks`, for a file's bytes; `path` names it in errors."""
     if not data:
         raise MidiError(path, "empty file")
     try:
@@ -554,6 +583,23 @@ def _in_order(events: list) -> tuple:
     return tuple(kept.values())
 
 
+def playable_tempos(meter: Meter, source: str | Path) -> tuple[Meter, list[str]]:
+    """The meter with every tempo outside MIN_TEMPO_BPM ... MAX_TEMPO_BPM moved to the nearer bound, and a
+    warning (one line naming `source`) for each moved. A MIDI file holds tempos of 3.58 to 60 million
+    beats per minute; a piece is written, played and engraved within the bounds."""
+    tempos, warnings = [], []
+    for tempo in meter.tempos:
+        bpm = min(max(tempo.bpm, MIN_TEMPO_BPM), MAX_TEMPO_BPM)
+        if bpm != tempo.bpm:
+            shown = f"{tempo.bpm:.3g}" if tempo.bpm < 1000 else f"{tempo.bpm:,.0f}"
+            warnings.append(
+                f"{source}: a tempo of {shown} beats per minute (quarter {tempo.quarter:g}) lies outside"
+                f" {MIN_TEMPO_BPM} ... {MAX_TEMPO_BPM}; written at {bpm:g}"
+            )
+        tempos.append(tempo._replace(bpm=float(bpm)))
+    return Meter(meter.time_signatures, tuple(tempos), meter.lead), warnings
+
+
 def read_meter(path: str | Path, steps_per_quarter: int = STEPS_PER_QUARTER) -> Meter:
     """The time signatures and tempos of a MIDI file, on the grid and from the first quarter of `read_midi`.
 
@@ -652,11 +698,15 @@ def tracks_to_midi_bytes(
     program: int = DEFAULT_PROGRAM,
     *,
     meter: Meter | None = None,
+    key_signature: tuple[int, bool] | None = None,
+    tune_track: str | None = None,
 ) -> bytes:
     """Write named tracks of notes [N, 3] (onset step, offset step, MIDI pitch) as a MIDI file playing `program`.
 
     Each note is written as it is given (two tracks may share a key; a repeated note keeps its full
     length). meter: as `quarters_to_midi_bytes` has it, for music of `num_quarters` quarters.
+    key_signature: (sharps, or flats as a negative number; minor) at the start. tune_track: the name
+    of the track holding a harmonized tune, written as a marker (TUNE_MARKER) that `read_tune_track` reads.
     """
     if not 0 <= program <= 127:
         raise ValueError(f"program must be a General MIDI program 0 ... 127, got {program}")
@@ -676,6 +726,10 @@ def tracks_to_midi_bytes(
     for number, ts in enumerate(meter.time_signatures):
         tick = round(ts.quarter * WRITE_TICKS_PER_BEAT) + lead * (number > 0)
         score.time_signatures.append(symusic.TimeSignature(tick, ts.numerator, ts.denominator))
+    if key_signature is not None:
+        score.key_signatures.append(symusic.KeySignature(0, key_signature[0], int(key_signature[1])))
+    if tune_track is not None:
+        score.markers.append(symusic.TextMeta(0, f"{TUNE_MARKER}{tune_track}"))
     ticks_per_step = WRITE_TICKS_PER_BEAT // steps_per_quarter
     for name, notes in tracks:
         notes = np.asarray(notes, dtype=np.int64).reshape(-1, 3)
@@ -688,6 +742,16 @@ def tracks_to_midi_bytes(
         )
         score.tracks.append(track)
     return bytes(score.dumps_midi())
+
+
+def read_tune_track(path: str | Path) -> str | None:
+    """The name of the track holding a harmonized tune, as a harmonization's marker names it; None without one."""
+    try:
+        score = _parse_score(_file_bytes(path))[0]
+    except ValueError as error:
+        raise MidiError(path, str(error)) from None
+    names = [marker.text[len(TUNE_MARKER) :] for marker in score.markers if marker.text.startswith(TUNE_MARKER)]
+    return names[0] if names else None
 
 
 def write_midi(

@@ -25,7 +25,6 @@ How a roll becomes notation, so that nothing is left for a notation program to g
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -354,33 +353,6 @@ def render_svg(musicxml_path: str | Path, svg_path: str | Path, width: int = 210
     with open(path, "x") as file:  # "x": never overwrite
         file.write(toolkit.renderToSVG(1))
     return path
-
-
-def musicxml_to_midi_bytes(data: bytes, source: str) -> bytes:
-    """A MusicXML score (its text, or a compressed .mxl) as the bytes of a MIDI file, read by music21.
-
-    The MIDI file then goes through the codec like any other, so a score and a MIDI file of the same
-    music give the same quarters. Raises BachsformerError, naming `source`, for anything music21
-    cannot read.
-    """
-    try:
-        import music21
-        import music21.midi.translate
-    except ImportError:
-        raise BachsformerError(f"{source}: reading MusicXML needs music21: pip install music21") from None
-    compressed = data[:2] == b"PK"  # .mxl is a zip archive
-    try:
-        if compressed:
-            with tempfile.TemporaryDirectory() as folder:  # music21 opens .mxl archives from a path only
-                path = Path(folder) / "score.mxl"
-                path.write_bytes(data)
-                score = music21.converter.parse(path, format="musicxml")
-        else:
-            score = music21.converter.parseData(data.decode("utf-8", errors="replace"), format="musicxml")
-        return music21.midi.translate.streamToMidiFile(score).writestr()
-    except Exception as error:  # music21 raises many kinds for a bad score; each is the file's fault
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise BachsformerError(f"{source}: not a MusicXML score music21 can read ({reason[:200]})") from None
 
 
 def main():

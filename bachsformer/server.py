@@ -7,11 +7,12 @@ notes, meter, MIDI, MusicXML and score) and comes back as JSON to have a bar reg
 requests that arrive together share nothing but the models, and model calls take turns (a lock).
 Every piece comes with its analysis (bachsformer/analyze.py): keys, numerals, cadences and four-part
 faults, the numerals also written under the bass of its MusicXML. Everything a request reads or writes
-stays in memory; music21 alone may spool a compressed score through a temporary folder. Only the files
-of bachsformer/static/ are served.
+stays in memory; a MusicXML score is read by music21 in a child process within bounds
+(bachsformer/musicxml.py). Only the files of bachsformer/static/ are served.
 
 Every input runs through the codec as a file would: a tune entered on the page is written as MIDI
-bytes and read back, an uploaded MusicXML score is turned into MIDI bytes by music21. Bad input is
+bytes and read back, an uploaded MusicXML score is turned into MIDI bytes by music21; every piece's
+file is the one generate.py writes (`compose.piece_midi_bytes`). Bad input is
 a 4xx answer whose JSON `detail` is one line naming what is wrong; nothing a user sends ends in a 5xx.
 """
 
@@ -24,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Annotated, NamedTuple
+from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
@@ -33,10 +35,18 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from bachsformer.analyze import Analysis, NoHarmonyError, analyze, as_music
-from bachsformer.compose import Composition, compose, load_models, refuse_mode_change, voiced
+from bachsformer.compose import Composition, compose, load_models, piece_midi_bytes, refuse_mode_change, voiced
 from bachsformer.config import Config, GenerateConfig
 from bachsformer.errors import BachsformerError
-from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll, regenerate
+from bachsformer.guided import (
+    harmonize,
+    keep_tune,
+    piece_quarters,
+    piece_roll,
+    regenerate,
+    thin_harmony_warning,
+    tune_name,
+)
 from bachsformer.keys import estimate_key
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (
@@ -48,14 +58,17 @@ from bachsformer.midi import (
     Meter,
     Tempo,
     TimeSignature,
+    playable_tempos,
     quarters_to_midi_bytes,
     quarters_to_notes,
     read_meter_bytes,
     read_midi_bytes,
-    tracks_to_midi_bytes,
+    read_midi_tracks_bytes,
 )
-from bachsformer.score import musicxml_bytes, musicxml_to_midi_bytes, voices_musicxml_bytes
+from bachsformer.musicxml import is_musicxml, musicxml_to_midi_bytes
+from bachsformer.score import musicxml_bytes, voices_musicxml_bytes
 from bachsformer.tunefirst import compose_tune_first, load_tune_for
+from bachsformer.voicing import VOICE_NAMES
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 1_000_000  # a tune of a thousand bars is some 20 kB
@@ -85,11 +98,13 @@ class RequestError(BachsformerError):
 
 
 class Tune(NamedTuple):
-    """A tune read from a file or the page: its top line as quarters [Q, 88, 32], its meter, what was warned."""
+    """A tune read from a file or the page: its top line as quarters [Q, 88, 32], its meter, what was warned,
+    and the name its track keeps in the harmonization (`guided.tune_name`)."""
 
     melody: np.ndarray
     meter: Meter
     warnings: list[str]
+    name: str = VOICE_NAMES[0]
 
 
 def read_tune(data: bytes, source: str) -> Tune:
@@ -100,16 +115,17 @@ def read_tune(data: bytes, source: str) -> Tune:
     """
     if not data:
         raise RequestError(f"{source}: empty file")
-    if data[:2] == b"PK" or data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<":  # .mxl archive, or XML text
+    if is_musicxml(data):  # .mxl archive, or XML text: bounded, and read by music21 in a child process
         data = musicxml_to_midi_bytes(data, source)
     piece = read_midi_bytes(data, source, max_quarters=MAX_QUARTERS)
     if piece.dropped_notes:
         raise RequestError(f"{source}: {piece.dropped_notes} notes lie outside the 88 keys (MIDI 21-108)")
-    warnings = []
+    meter, warnings = playable_tempos(read_meter_bytes(data, source), source)
     most = int(piece_roll(piece.quarters).sum(axis=0).max())
     if most > 1:
         warnings.append(f"{source}: has chords (up to {most} notes at once); its top line is the tune")
-    return Tune(highest_line(piece.quarters), read_meter_bytes(data, source), warnings)
+    name = tune_name(read_midi_tracks_bytes(data, source, max_quarters=MAX_QUARTERS))
+    return Tune(highest_line(piece.quarters), meter, warnings, name)
 
 
 class MeterIn(BaseModel):
@@ -117,6 +133,7 @@ class MeterIn(BaseModel):
 
     time_signatures: list[tuple[float, int, int]] = Field(default=[(0.0, 4, 4)], min_length=1, max_length=512)
     tempos: list[tuple[float, float]] = Field(default=[(0.0, 90.0)], min_length=1, max_length=512)
+    lead: float = Field(0.0, ge=0, le=64)  # quarters of rests before the music in its first bar (a pickup)
 
     def meter(self) -> Meter:
         for _, numerator, denominator in self.time_signatures:
@@ -126,11 +143,17 @@ class MeterIn(BaseModel):
             if not MIN_TEMPO_BPM <= bpm <= MAX_TEMPO_BPM:
                 raise RequestError(f"meter: tempo {bpm:g} lies outside {MIN_TEMPO_BPM} ... {MAX_TEMPO_BPM}")
         try:
-            return Meter(
-                tuple(TimeSignature(*ts) for ts in self.time_signatures), tuple(Tempo(*t) for t in self.tempos)
+            signatures, tempos = (
+                tuple(TimeSignature(*ts) for ts in self.time_signatures),
+                tuple(Tempo(*t) for t in self.tempos),
             )
+            Meter(signatures, tempos)
         except ValueError:
             raise RequestError("meter: time signatures and tempos must be in order, the first at quarter 0") from None
+        try:
+            return Meter(signatures, tempos, self.lead)
+        except ValueError:
+            raise RequestError(f"meter: lead {self.lead:g} is not whole quarters inside the first bar") from None
 
 
 class Options(BaseModel):
@@ -145,6 +168,7 @@ class TuneIn(Options):
 
     notes: list[tuple[int, int, int]] = Field(max_length=MAX_QUARTERS * STEPS_PER_QUARTER)
     meter: MeterIn = MeterIn()
+    tune_name: str = Field(VOICE_NAMES[0], min_length=1, max_length=80)  # the tune's track in the MIDI file
 
 
 class PieceIn(BaseModel):
@@ -156,6 +180,7 @@ class PieceIn(BaseModel):
     bar: int = Field(ge=0)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
+    tune_name: str = Field(VOICE_NAMES[0], min_length=1, max_length=80)
 
 
 class CompositionIn(BaseModel):
@@ -189,7 +214,7 @@ def passage_of_bar(meter: Meter, num_quarters: int, bar: int) -> tuple[int, int]
     if not 0 <= bar < len(bars):
         raise RequestError(f"bar: the piece has bars 0 ... {len(bars) - 1}, got {bar}")
     start, end, _ = bars[bar]
-    return math.floor(start) + 1, min(math.ceil(end), num_quarters)
+    return max(math.floor(start), 0) + 1, min(math.ceil(end), num_quarters)  # a pickup's bar starts before 0
 
 
 def score_svg(musicxml: bytes) -> str | None:
@@ -227,9 +252,7 @@ class Harmonizer:
         self.vq_vae, self.transformer = load_models(config.models.vq_vae, config.models.transformer, "cpu")
         self.tune_model = None  # free chorales tune first when the tune model is there (as generate.py writes them)
         if config.generate.tune_first and Path(config.models.tune).is_file():
-            self.tune_model = load_tune_for(
-                config.models.tune, self.vq_vae, self.transformer, config.models.transformer
-            )
+            self.tune_model = load_tune_for(config.models.tune, config.data.normalize_key)
         self.lock = threading.Lock()
 
     def options(self, seed: int, key: str = "", guidance=None, candidates=None, **more) -> GenerateConfig:
@@ -250,7 +273,7 @@ class Harmonizer:
             piece = harmonize(
                 self.vq_vae, self.transformer, tune.melody, options, options.seed, self.config.data.normalize_key
             )
-        return voiced(piece, options)  # four voices, the tune the Soprano
+        return voiced(piece, options, tune.name)  # four voices, the tune the Soprano, its track named as the tune's
 
     def regenerate(self, piece: PieceIn) -> tuple[Composition, tuple[int, int]]:
         meter = piece.meter.meter()
@@ -268,13 +291,10 @@ class Harmonizer:
                 piece.seed,
                 self.config.data.normalize_key,
             )
-        music = quarters.copy()
-        music[first - 1 : last] = written.quarters[first - 1 : last]  # every other quarter exactly as it came
-        if melody.any():  # a harmonization keeps its tune: made the passage's exact top voice again
-            tune = piece_roll(melody)
-            music = piece_quarters(impose_melody(piece_roll(music), tune, melody_ceiling(tune)), STEPS_PER_QUARTER)
-            music[: first - 1], music[last:] = quarters[: first - 1], quarters[last:]
-        return Composition(music, estimate_key(music), melody if melody.any() else None), (first, last)
+        # every other quarter exactly as it came; a harmonization keeps its tune, the passage's exact top voice
+        music = keep_tune(quarters, written.quarters, melody, first, last)
+        composition = Composition(music, estimate_key(music), melody if melody.any() else None)
+        return voiced(composition, options, piece.tune_name), (first, last)
 
     def compose(self, request: CompositionIn) -> Composition:
         options = self.options(request.seed, request.key, quarters=request.quarters, tempo=request.tempo)
@@ -289,21 +309,30 @@ class Harmonizer:
         piece = pieces[0]
         return voiced(piece, options)
 
-    def midi(self, piece: Composition, meter: Meter, melody_name: str = "Melody") -> bytes:
-        if piece.tracks is not None:  # four voices
-            return tracks_to_midi_bytes(
-                piece.tracks, len(piece.quarters), STEPS_PER_QUARTER, program=self.config.generate.program, meter=meter
-            )
-        return quarters_to_midi_bytes(
-            piece.quarters,
-            program=self.config.generate.program,
-            meter=meter,
-            melody=piece.melody,
-            melody_name=melody_name,
-        )
+    def midi(self, piece: Composition, meter: Meter, tune_name: str = VOICE_NAMES[0]) -> bytes:
+        """The piece's MIDI file: the one generate.py writes (`compose.piece_midi_bytes`)."""
+        return piece_midi_bytes(piece, meter, self.config.generate.program, tune_name)
 
 
-def piece_json(harmonizer: Harmonizer, piece: Composition, meter: Meter, title: str, **more) -> dict:
+def harmony_warnings(piece: Composition, source: str) -> list[str]:
+    """A harmonization that leaves most of its tune bare says so (`guided.thin_harmony_warning`)."""
+    if piece.melody is None:
+        return []
+    warning = thin_harmony_warning(piece.quarters, piece.melody, source, "another seed or more candidates")
+    return [warning] if warning else []
+
+
+def meter_json(meter: Meter) -> dict:
+    return {
+        "time_signatures": [list(ts) for ts in meter.time_signatures],
+        "tempos": [list(t) for t in meter.tempos],
+        "lead": meter.lead,
+    }
+
+
+def piece_json(
+    harmonizer: Harmonizer, piece: Composition, meter: Meter, title: str, tune_name: str = VOICE_NAMES[0], **more
+) -> dict:
     """What the page shows of a piece: its notes, bars, key, MIDI (base64), MusicXML and score."""
     melody = piece.melody if piece.melody is not None else np.zeros_like(piece.quarters)
     notes = [[*map(int, note), True] for note in quarters_to_notes(melody)]
@@ -322,13 +351,11 @@ def piece_json(harmonizer: Harmonizer, piece: Composition, meter: Meter, title: 
         "quarters": len(piece.quarters),
         "steps_per_quarter": STEPS_PER_QUARTER,
         "notes": notes,
-        "meter": {
-            "time_signatures": [list(ts) for ts in meter.until(len(piece.quarters)).time_signatures],
-            "tempos": [list(t) for t in meter.until(len(piece.quarters)).tempos],
-        },
+        "meter": meter_json(meter.until(len(piece.quarters))),
         "bars": [[start, end] for start, end, _ in meter.bars(len(piece.quarters))],
         "key": str(piece.key),
-        "midi": base64.b64encode(harmonizer.midi(piece, meter)).decode("ascii"),
+        "tune_name": tune_name,
+        "midi": base64.b64encode(harmonizer.midi(piece, meter, tune_name)).decode("ascii"),
         "musicxml": musicxml.decode("utf-8") if musicxml else None,
         "svg": svg,
         "score_note": score_note,
@@ -355,16 +382,31 @@ def analysis_json(analysis: Analysis | None) -> dict | None:
 
 
 def tune_json(tune: Tune, name: str) -> dict:
+    """The tune for the page's editor, a pickup's rests written out: the notes start `lead` quarters in, the
+    meter's changes move with them, and the editor's bar lines fall where the file's do."""
+    lead = tune.meter.lead
+    shift = round(lead * STEPS_PER_QUARTER)
+    notes = quarters_to_notes(tune.melody)
     return {
         "name": name,
-        "quarters": len(tune.melody),
-        "notes": [[int(onset), int(offset), int(pitch)] for onset, offset, pitch in quarters_to_notes(tune.melody)],
+        "tune_name": tune.name,
+        "quarters": len(tune.melody) + lead,
+        "notes": [[int(onset) + shift, int(offset) + shift, int(pitch)] for onset, offset, pitch in notes],
         "meter": {
-            "time_signatures": [list(ts) for ts in tune.meter.time_signatures],
-            "tempos": [list(t) for t in tune.meter.tempos],
+            "time_signatures": [
+                [ts.quarter + lead * (n > 0), *ts[1:]] for n, ts in enumerate(tune.meter.time_signatures)
+            ],
+            "tempos": [[t.quarter + lead * (n > 0), t.bpm] for n, t in enumerate(tune.meter.tempos)],
+            "lead": 0.0,
         },
         "warnings": tune.warnings,
     }
+
+
+def content_disposition(filename: str) -> str:
+    """An attachment's header: an ASCII name for old clients, and the name itself (RFC 6266: filename*)."""
+    fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def upload_name(file: UploadFile) -> str:
@@ -433,7 +475,7 @@ def create_app(config: Config) -> FastAPI:
 
     @app.exception_handler(BachsformerError)
     async def user_error(request: Request, error: BachsformerError):
-        status = error.status if isinstance(error, RequestError) else 400
+        status = getattr(error, "status", 400)  # RequestError and ScoreError name theirs
         return JSONResponse({"detail": str(error).splitlines()[0]}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
@@ -469,16 +511,18 @@ def create_app(config: Config) -> FastAPI:
         guidance: Annotated[float | None, Form(ge=0, le=MAX_GUIDANCE)] = None,
         candidates: Annotated[int | None, Form(ge=1, le=MAX_CANDIDATES)] = None,
     ):
-        """The tune of an uploaded file harmonized below it: a MIDI file of two tracks (the tune, the harmony)."""
+        """The tune of an uploaded file harmonized below it: the MIDI file generate.py writes (four voices, the
+        tune's track named as in the file or "Soprano", the file's meter and pickup, the key signature)."""
         data, name = read_upload(file)
         tune = read_tune(data, name)
         options = harmonizer.options(seed, key, guidance, candidates)
         piece = harmonizer.harmonize(tune, options, name)
-        headers = {"Content-Disposition": f'attachment; filename="{Path(name).stem or "tune"}-harmonized.mid"'}
-        if tune.warnings:
-            headers["X-Bachsformer-Warning"] = " | ".join(tune.warnings).encode("ascii", "replace").decode()
-        headers["Content-Disposition"] = headers["Content-Disposition"].encode("ascii", "replace").decode()
-        return Response(harmonizer.midi(piece, tune.meter), media_type="audio/midi", headers=headers)
+        warnings = tune.warnings + harmony_warnings(piece, name)
+        download = f"{Path(name).stem or 'tune'}-harmonized.mid"
+        headers = {"Content-Disposition": content_disposition(download)}
+        if warnings:
+            headers["X-Bachsformer-Warning"] = " | ".join(warnings).encode("ascii", "replace").decode()
+        return Response(harmonizer.midi(piece, tune.meter, tune.name), media_type="audio/midi", headers=headers)
 
     @app.post("/api/tune")
     def tune_of_file(file: Annotated[UploadFile, File(description="a MIDI file or MusicXML score")]):
@@ -499,10 +543,12 @@ def create_app(config: Config) -> FastAPI:
         quarters, _ = notes_roll(request.notes, max(num_quarters, 1), "notes")
         # through the codec as a file: the same trimming, meter and checks as an upload
         tune = read_tune(quarters_to_midi_bytes(quarters, meter=meter), "the tune")
+        tune = tune._replace(name=request.tune_name)
         options = harmonizer.options(request.seed, request.key, request.guidance, request.candidates)
         piece = harmonizer.harmonize(tune, options, "the tune")
         seconds = time.perf_counter() - started
-        return piece_json(harmonizer, piece, tune.meter, "Harmonization", warnings=tune.warnings, seconds=seconds)
+        warnings = tune.warnings + harmony_warnings(piece, "the tune")
+        return piece_json(harmonizer, piece, tune.meter, "Harmonization", tune.name, warnings=warnings, seconds=seconds)
 
     @app.post("/api/regeneration")
     def regenerate_bar(request: PieceIn):
@@ -511,7 +557,8 @@ def create_app(config: Config) -> FastAPI:
         piece, passage = harmonizer.regenerate(request)
         seconds = time.perf_counter() - started
         title = "Harmonization" if piece.melody is not None else "Chorale"
-        return piece_json(harmonizer, piece, request.meter.meter(), title, passage=passage, seconds=seconds)
+        meter = request.meter.meter()
+        return piece_json(harmonizer, piece, meter, title, request.tune_name, passage=passage, seconds=seconds)
 
     @app.post("/api/composition")
     def compose_chorale(request: CompositionIn):

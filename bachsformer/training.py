@@ -223,6 +223,9 @@ class Trainer:
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.step = int(checkpoint["step"])
         self.best = checkpoint.get("best_metric")
+        if self.ranks.is_main:
+            epoch = self.step // self.steps_per_epoch + 1
+            print(f"resuming {path} at step {self.step} of {self.total_steps} (epoch {epoch})", flush=True)
 
     # ---- the loop ----------------------------------------------------------------------------
 
@@ -325,8 +328,8 @@ class Trainer:
     def fit(self) -> None:
         """Train to total_steps from self.step; a run already there says so in one line and returns.
 
-        Ctrl-C is honoured between steps, never inside one: `last` is saved, then KeyboardInterrupt
-        is raised (a second Ctrl-C interrupts at once).
+        Ctrl-C and SIGTERM are honoured between steps, never inside one: `last` is saved, then
+        KeyboardInterrupt is raised (a second one interrupts at once).
         """
         if self.step >= self.total_steps:
             if self.ranks.is_main:
@@ -353,7 +356,10 @@ class Trainer:
             interrupted.append(signum)
 
         in_main_thread = threading.current_thread() is threading.main_thread()
-        previous_handler = signal.signal(signal.SIGINT, on_interrupt) if in_main_thread else None
+        # Ctrl-C and SIGTERM (a scheduler, `kill`, a closing terminal session) both save `last` first
+        previous_handlers = (
+            {sig: signal.signal(sig, on_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main_thread else {}
+        )
         running_loss = None
         epoch_loss, epoch_batches = self.logged_loss()
         try:
@@ -370,11 +376,12 @@ class Trainer:
                 elif self.step % self.cfg.checkpoint_every == 0:
                     self.save("last")
         finally:
-            if in_main_thread:
-                signal.signal(signal.SIGINT, previous_handler)
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
             bar.close()
         if interrupted:
             self.save("last")
             if self.ranks.is_main:
-                print(f"\ninterrupted: saved {self.run_dir / 'last.pt'} at step {self.step}; continue with --resume")
+                how = "interrupted" if interrupted[0] == signal.SIGINT else "terminated (SIGTERM)"
+                print(f"\n{how}: saved {self.run_dir / 'last.pt'} at step {self.step}; continue with --resume")
             raise KeyboardInterrupt

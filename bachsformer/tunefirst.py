@@ -26,6 +26,7 @@ from bachsformer.tune import (
     MAJOR,
     MINOR,
     SLOTS_PER_QUARTER,
+    VOCAB_SIZE,
     TuneError,
     load_tune_model,
     piece_mode,
@@ -39,23 +40,34 @@ MIN_QUARTERS = 8  # one phrase of a chorale: two bars of 4/4
 TONICS = {MAJOR: 0, MINOR: 9}  # C major, A minor: where the tunes are written
 
 
-def load_tune_for(path: str | Path, vq_vae: VQVAE, transformer: GPT, transformer_path, device="cpu") -> GPT:
-    """The tune model at `path`, refused in one line unless it was trained beside this pair."""
+def load_tune_for(path: str | Path, normalize_key: bool, device="cpu") -> GPT:
+    """The tune model at `path`, refused in one line unless it writes what tune first needs.
+
+    A tune model reads no codes, so any tune model goes with any pair; it is checked only for its
+    tokens (the tune vocabulary, the countdown to the tune's end, no melody heard) and for the key
+    its tunes are written in: moved to C major / A minor when `normalize_key` (`data.normalize_key`),
+    the setting the pair learned the music with, or in their own keys when not.
+    """
     model = load_tune_model(path, map_location=device)
-    if not model.config.countdown:
-        raise CheckpointError(f"{path}: a tune model hears where its tune ends (countdown), and this one does not")
-    recorded = model.checkpoint_info.get("transformer_fingerprint")
-    if recorded is not None and recorded != transformer.fingerprint:
+    config = model.config
+    retrain = "train one with python train_tune.py --out runs/my_tune and pass --set models.tune=runs/my_tune/best.pt"
+    if config.vocab_size != VOCAB_SIZE or config.codes_per_quarter != SLOTS_PER_QUARTER or config.melody_quarters:
         raise CheckpointError(
-            f"{path}: was trained beside transformer {recorded}, but {transformer_path} is"
-            f" {transformer.fingerprint}; use the three models shipped together, or retrain the tune model"
-            " (python train_tune.py)"
+            f"{path}: not a tune model of the tune tokens ({config.vocab_size} tokens, {config.codes_per_quarter} per"
+            f" quarter, where a tune has {VOCAB_SIZE} and {SLOTS_PER_QUARTER}); {retrain}"
         )
-    recorded = model.checkpoint_info.get("vq_vae_fingerprint")
-    if recorded is not None and recorded != vq_vae.fingerprint:
+    if not config.countdown:
         raise CheckpointError(
-            f"{path}: was trained beside VQ-VAE {recorded}, but the pair's is {vq_vae.fingerprint};"
-            " use the three models shipped together, or retrain the tune model (python train_tune.py)"
+            f"{path}: a tune model hears where its tune ends (countdown), and this one does not; {retrain}"
+        )
+    data = (model.checkpoint_info.get("train_config") or {}).get("data") or {}
+    learned = data.get("normalize_key", True)
+    if bool(learned) != bool(normalize_key):
+        written = "in C major and A minor" if learned else "in their own keys"
+        raise CheckpointError(
+            f"{path}: writes tunes {written} (data.normalize_key={str(learned).lower()}), but the pair's setting"
+            f" is data.normalize_key={str(normalize_key).lower()}; give the setting the models were trained with"
+            f" (--set data.normalize_key=...), or {retrain}"
         )
     return model
 

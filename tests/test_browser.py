@@ -19,7 +19,15 @@ from midi_files import make_midi
 
 from bachsformer.config import load_config
 from bachsformer.metrics import highest_line
-from bachsformer.midi import quarters_to_notes, read_midi_bytes
+from bachsformer.midi import (
+    Meter,
+    Tempo,
+    TimeSignature,
+    quarters_to_midi_bytes,
+    quarters_to_notes,
+    read_meter_bytes,
+    read_midi_bytes,
+)
 from bachsformer.server import create_app
 
 pytestmark = pytest.mark.browser
@@ -36,7 +44,9 @@ def server(tmp_path_factory):
     uvicorn = pytest.importorskip("uvicorn")
     root = tmp_path_factory.mktemp("page")
     tiny.write_model_pair(root, melody_quarters=2, decoder_context=True)
-    app = create_app(load_config(tiny.write_config(root), ["generate.candidates=4", "generate.min_note_steps=4"]))
+    tiny.write_tune_model(root)  # Compose writes tune first, as generate.py does
+    settings = ["generate.candidates=4", "generate.min_note_steps=4", "generate.tune_first=true"]
+    app = create_app(load_config(tiny.write_config(root), settings))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -233,3 +243,26 @@ def test_a_request_over_half_a_second_shows_its_progress(page):
     held[0].continue_()
     page.wait_for_selector("#score svg")
     assert page.is_hidden("#progress") and page.is_enabled("#harmonize")
+
+
+def test_a_letter_typed_after_a_click_follows_the_note_clicked_in(page):
+    page.mouse.click(*cell_centre(page, 0, 67))
+    page.keyboard.type("ab")
+    assert editor_notes(page) == [[0, 32, 67], [32, 64, 69], [64, 96, 71]]
+
+
+def test_an_opened_pickup_keeps_its_rests_and_the_download_its_file_s_name(page, tmp_path):
+    path = tmp_path / "Chorał für Anna.mid"  # a pickup: the tune starts on the third beat of 3/4
+    tune = [(67, 2, 1), (71, 3, 1), (74, 4, 1), (72, 5, 1), (71, 6, 2)]
+    meter = Meter((TimeSignature(0.0, 3, 4),), (Tempo(0.0, 60.0),), lead=2.0)
+    path.write_bytes(quarters_to_midi_bytes(read_midi_bytes(make_midi(tune)).quarters, meter=meter))
+    page.set_input_files("#upload", str(path))
+    page.wait_for_function("document.querySelectorAll('#grid rect.note').length == 5")
+    assert editor_notes(page)[0] == [64, 96, 67]  # after two quarters of rests, as in the file
+    harmonize(page)
+    with page.expect_download() as download:
+        page.click("#download-midi")
+    assert download.value.suggested_filename == "Chorał für Anna-harmonized.mid"
+    midi = open(download.value.path(), "rb").read()
+    assert read_meter_bytes(midi) == meter
+    assert quarters_to_notes(highest_line(read_midi_bytes(midi).quarters))[0].tolist() == [0, 32, 67]

@@ -19,7 +19,7 @@ import tiny
 import torch
 from midi_files import midi_bytes, roll
 
-from bachsformer.compose import decode_quarters, load_models, voiced
+from bachsformer.compose import decode_quarters, load_models, piece_midi_bytes, voiced
 from bachsformer.config import GenerateConfig
 from bachsformer.data import is_validation
 from bachsformer.errors import exit_on_user_error
@@ -37,6 +37,7 @@ from bachsformer.harmonization import bass_leap, harmony_scores, melody_kept, tr
 from bachsformer.keys import Key, normalizing_shift, transpose_quarters
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (
+    DEFAULT_PROGRAM,
     LOWEST_PITCH,
     Meter,
     Tempo,
@@ -44,7 +45,6 @@ from bachsformer.midi import (
     quarters_to_notes,
     read_midi,
     read_midi_tracks,
-    tracks_to_midi_bytes,
     write_midi,
 )
 from bachsformer.sampling import draw, gumbel
@@ -226,7 +226,7 @@ def test_the_cli_harmonizes_a_track_and_the_same_seed_gives_the_same_bytes(run, 
     # the file's own meter (none: 4/4 at 120), the melody as a track named as its source
     meter = Meter((TimeSignature(0.0, 4, 4),), (Tempo(0.0, 120.0),))
     four = voiced(expected, OPTIONS, "Soprano")  # the melody the Soprano, three voices below it
-    assert written == tracks_to_midi_bytes(four.tracks, 3, meter=meter)
+    assert written == piece_midi_bytes(four, meter, DEFAULT_PROGRAM)  # with its key signature, the tune marked
     assert [name for name, _ in four.tracks] == ["Soprano", "Alto", "Tenor", "Bass"]
     read_back = read_midi(path).quarters  # nothing sounds after the tune: its silent third quarter is trimmed
     assert np.array_equal(read_back, four.quarters[: len(read_back)]) and not four.quarters[len(read_back) :].any()

@@ -284,13 +284,15 @@ def test_out_inside_models_is_refused_without_write_models(config, monkeypatch, 
     assert (sorted(models.iterdir()) if models.exists() else None) == before
 
 
-def test_ctrl_c_saves_last_without_a_traceback_and_resume_continues(root, config, tmp_path):
-    out = root / "runs" / "interrupted"
+@pytest.mark.parametrize("sig, said", [(signal.SIGINT, "interrupted"), (signal.SIGTERM, "terminated (SIGTERM)")])
+def test_ctrl_c_and_sigterm_save_last_without_a_traceback_and_resume_continues(root, config, tmp_path, sig, said):
+    out = root / "runs" / f"interrupted-{sig.name}"
     log = tmp_path / "log.txt"
     process = start("train_vq_vae.py", config, out, "train_vq_vae.epochs=1000", log=log)
     try:
         wait_for((out / "last.pt").exists, process=process)
-        process.send_signal(signal.SIGINT)
+        written = (out / "last.pt").stat().st_mtime_ns
+        process.send_signal(sig)
         status = process.wait(timeout=TIMEOUT)
     finally:
         process.kill()
@@ -298,9 +300,11 @@ def test_ctrl_c_saves_last_without_a_traceback_and_resume_continues(root, config
     assert status == 130, output[-3000:]
     assert "Traceback" not in output
     stopped = step_of(out / "last.pt")
-    assert f"saved {out / 'last.pt'} at step {stopped}" in output
+    assert f"{said}: saved {out / 'last.pt'} at step {stopped}" in output
+    assert (out / "last.pt").stat().st_mtime_ns != written  # saved on the signal, not only at the last interval
 
     resumed = run("train_vq_vae.py", config, out, f"train_vq_vae.max_steps={stopped + 3}", resume=True)
+    assert f"resuming {out / 'last.pt'} at step {stopped} of {stopped + 3} (epoch " in resumed.stdout
     assert progress_shown(resumed.stderr, stopped, stopped + 3)
     assert step_of(out / "last.pt") == stopped + 3
 

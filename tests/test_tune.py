@@ -138,20 +138,21 @@ def highest_keys(roll: np.ndarray) -> np.ndarray:
     return np.where(roll.any(axis=0), NUM_KEYS - 1 - np.argmax(roll[::-1], axis=0), -1)
 
 
-def test_a_three_model_set_with_a_wrong_fingerprint_is_refused(tmp_path, monkeypatch, capsys):
+def test_a_tune_model_goes_with_any_pair_and_is_refused_only_for_another_key_setting(tmp_path, monkeypatch, capsys):
     tiny.write_config(tmp_path)
     tiny.write_model_pair(tmp_path)
-    tiny.write_tune_model(tmp_path, {"transformer_fingerprint": "0" * 16})
-    vq_vae, transformer = load_models(tmp_path / "vq_vae.pt", tmp_path / "transformer.pt")
-    with pytest.raises(CheckpointError, match="trained beside transformer 0000000000000000"):
-        load_tune_for(tmp_path / "tune.pt", vq_vae, transformer, tmp_path / "transformer.pt")
+    tiny.write_tune_model(tmp_path, {"transformer_fingerprint": "0" * 16, "vq_vae_fingerprint": "1" * 16})
+    assert load_tune_for(tmp_path / "tune.pt", normalize_key=True).config.vocab_size == 93  # beside another pair
+    with pytest.raises(CheckpointError, match="data.normalize_key=false; give the setting"):
+        load_tune_for(tmp_path / "tune.pt", normalize_key=False)
     config = str(tmp_path / "config.yaml")
     status, out, err = tiny.run_script(
         "generate.py", "--config", config, *TUNE_FIRST, "--quarters", "8", "--out", str(tmp_path / "out"),
-        monkeypatch=monkeypatch, capsys=capsys,
+        "--set", "data.normalize_key=false", monkeypatch=monkeypatch, capsys=capsys,
     )  # fmt: skip
     assert status == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
-    assert "trained beside transformer" in err
+    assert "writes tunes in C major and A minor (data.normalize_key=true)" in err
+    assert "python train_tune.py --out runs/my_tune and pass --set models.tune=runs/my_tune/best.pt" in err
 
 
 def test_generate_writes_tune_first(root, monkeypatch, capsys):

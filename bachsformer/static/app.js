@@ -22,6 +22,8 @@ const tune = {
   meter: { time_signatures: [[0, 4, 4]], tempos: [[0, 90]] },
   bars: 4,
   cursor: { step: 0, pitch: 67 },
+  file: "", // the name of the file opened, which the downloads are named after
+  trackName: "Soprano", // the name the tune's track keeps in the MIDI file (its own, from the file opened)
 };
 let piece = null; // the last result from the server
 let chosenBar = null;
@@ -229,6 +231,10 @@ function setUpEditor() {
     if (drag && !drag.created && !drag.moved) {
       tune.notes = tune.notes.filter((note) => note !== drag.note); // a click on a note removes it
       drawEditor();
+    } else if (drag) {
+      // a note placed or lengthened: the cursor moves past it, so the next letter typed follows it
+      tune.cursor = { step: drag.note.end, pitch: drag.note.pitch };
+      drawEditor();
     }
     drag = null;
   });
@@ -352,9 +358,10 @@ async function harmonizeTune() {
       seed: numberOf("seed"),
       candidates: numberOf("candidates"),
       guidance: numberOf("guidance"),
+      tune_name: tune.trackName,
     }, "Harmonizing…");
     chosenBar = null;
-    showPiece(answer);
+    showPiece(answer, tune.file ? `${stemOf(tune.file)}-harmonized` : "harmonization");
     if (answer.warnings.length) showMessage(answer.warnings.join(" "), "note");
   } catch (error) {
     showMessage(error.message);
@@ -371,7 +378,7 @@ async function composeChorale() {
       tempo: numberOf("tempo"),
     }, "Composing…");
     chosenBar = null;
-    showPiece(answer);
+    showPiece(answer, "chorale");
   } catch (error) {
     showMessage(error.message);
   }
@@ -389,8 +396,9 @@ async function regenerateBar() {
       bar: chosenBar,
       seed,
       candidates: numberOf("candidates"),
+      tune_name: piece.tune_name,
     }, `Rewriting bar ${chosenBar + 1}…`);
-    showPiece(answer);
+    showPiece(answer, piece.fileName, piece.title); // still the harmonization, or the chorale, it was
   } catch (error) {
     showMessage(error.message);
   }
@@ -401,8 +409,10 @@ async function openFile(file) {
   form.append("file", file);
   try {
     const answer = await call("/api/tune", form, `Reading ${file.name}…`);
-    tune.notes = answer.notes.map(([start, end, pitch]) => ({ start, end, pitch }));
+    tune.notes = answer.notes.map(([start, end, pitch]) => ({ start, end, pitch })); // a pickup's rests included
     tune.meter = answer.meter;
+    tune.file = file.name;
+    tune.trackName = answer.tune_name;
     const first = answer.meter.time_signatures[answer.meter.time_signatures.length - 1];
     const metre = `${first[1]}/${first[2]}`;
     if ([...$("metre").options].some((option) => option.value === metre)) $("metre").value = metre;
@@ -421,11 +431,17 @@ async function openFile(file) {
 
 // ---------------------------------------------------------------- the result: roll, score, files
 
-function showPiece(answer) {
-  piece = answer;
+// the name a file name has without its extension
+function stemOf(name) {
+  return name.replace(/\.[^.]*$/, "") || name;
+}
+
+// the result; fileName: what its downloads are called (no extension); title: "Harmonization" or "Chorale"
+function showPiece(answer, fileName, title = answer.title) {
+  piece = { ...answer, fileName, title };
   $("result-panel").hidden = false;
-  const harmonized = answer.notes.some((note) => note[3]);
-  $("result-title").textContent = harmonized ? "The harmonization" : "The chorale";
+  const harmonized = answer.notes.some((note) => note[3]); // a tune on top: a harmonization, or a chorale's tune
+  $("result-title").textContent = title === "Chorale" ? "The chorale" : "The harmonization";
   document.querySelectorAll(".with-tune").forEach((item) => (item.hidden = !harmonized));
   $("harmony-name").textContent = harmonized ? "the harmony" : "the voices";
   const seconds = secondsAt(answer.meter, answer.quarters);
@@ -437,7 +453,7 @@ function showPiece(answer) {
   ];
   if (answer.passage) facts.push(`quarters ${answer.passage[0]}–${answer.passage[1]} rewritten`);
   $("result-facts").textContent = facts.join(" · ");
-  const name = harmonized ? "harmonization" : "chorale";
+  const name = fileName;
   const midi = Uint8Array.from(atob(answer.midi), (c) => c.charCodeAt(0));
   setDownload($("download-midi"), new Blob([midi], { type: "audio/midi" }), `${name}.mid`);
   if (answer.musicxml) {
@@ -587,7 +603,7 @@ function drawRoll(playQuarter = null) {
     context.fillStyle = "#8d8170";
     context.fillRect(Math.round(start * g.perQuarter), 0, 1, height);
     context.font = "10px system-ui, sans-serif";
-    context.fillText(String(n + 1), start * g.perQuarter + 3, 11);
+    context.fillText(String(n + 1), Math.max(0, start) * g.perQuarter + 3, 11); // a pickup's bar starts before 0
   });
   for (const melody of [false, true]) {
     context.fillStyle = style.getPropertyValue(melody ? "--tune" : "--harmony").trim();
@@ -753,6 +769,8 @@ function start() {
   $("clear").addEventListener("click", () => {
     tune.notes = [];
     tune.cursor.step = 0;
+    tune.file = "";
+    tune.trackName = "Soprano";
     drawEditor();
   });
   $("upload").addEventListener("change", (event) => event.target.files[0] && openFile(event.target.files[0]));
