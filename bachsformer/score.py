@@ -283,8 +283,8 @@ def _score_bytes(
         parts.append(part)
         score.insert(0, part)
     score.insert(0, music21.layout.StaffGroup(parts, symbol="brace", barTogether=True))
-    if analysis is not None:
-        add_numerals(score, analysis)
+    if analysis is not None:  # its offsets count from the music's first quarter, after a pickup's rests
+        add_numerals(score, analysis, -bars[0][0])
     return music21.musicxml.m21ToXml.GeneralObjectExporter(score).parse()
 
 
