@@ -229,3 +229,20 @@ def test_offsets_of_a_midi_file_count_from_its_start_silent_beats_have_no_chord(
     assert figures(analysis) == [("C", "I"), ("C", "IV"), ("C", "V7"), ("C", "I")]
     assert [chord.offset for chord in analysis.chords] == [2.0, 3.0, 4.0, 5.0]
     assert analysis.cadences == [{"offset": 5.0, "key": "C", "cadence": "authentic"}]
+
+
+def test_numerals_in_a_score_with_a_pickup_stand_under_their_chords(tmp_path):
+    music21 = pytest.importorskip("music21")
+    from bachsformer.keys import Key
+    from bachsformer.midi import Meter, Tempo, TimeSignature
+    from bachsformer.score import voices_musicxml_bytes
+
+    music = chorale([C, F, G7, C_END])
+    voices = Voices(tuple((music.notes[music.voices == v] * [8, 8, 1]).astype(np.int64) for v in range(4)), 4, 8)
+    pickup = Meter((TimeSignature(0.0, 3, 4),), (Tempo(0.0, 90.0),), lead=2.0)  # the music starts on beat 3
+    data = voices_musicxml_bytes(voices, Key(0, "major"), pickup, analysis=analyze(music))
+    score = music21.converter.parseData(data.decode(), format="musicxml")
+    bass = score.parts[-1]
+    found = bass.recurse().getElementsByClass("TextExpression")
+    marks = [(float(mark.getOffsetInHierarchy(bass)), mark.content) for mark in found]
+    assert marks == [(2.0, "C: I"), (3.0, "IV"), (4.0, "V7"), (5.0, "I")]
