@@ -40,7 +40,8 @@ every note outside what was written anew (unless `--key` moves it all); the new 
 the tracks of their names or follow them. It keeps the file's time signatures (a pickup with its
 rests) and tempos, on the output's grid; music from nothing is in 4/4 at `--tempo`
 (`generate.tempo`), all played by `--program`. `--musicxml` writes a score beside the MIDI (Soprano
-and Alto on a treble staff, Tenor and Bass on a bass staff, spelled in the piece's key; needs
+and Alto on a treble staff, Tenor and Bass on a bass staff, spelled in the piece's key, the Roman numerals of
+`bachsformer.analyze` under the bass; needs
 music21), `--png` a piano roll with the bar lines and the melody, primer or regenerated passage
 marked (needs matplotlib).
 
@@ -62,6 +63,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bachsformer.analyze import analyze_voices
 from bachsformer.compose import compose, file_tracks, load_models, piece_midi_bytes, refuse_mode_change, voiced
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
@@ -332,7 +334,8 @@ def main():
             xml_path = unique_path(out_dir, midi_path.stem, ".musicxml")
             if piece.tracks is not None:  # the chorale as printed: S and A on a treble staff, T and B on a bass staff
                 names = [name for name, _ in piece.tracks]
-                write_voices_musicxml(piece.voices, xml_path, piece.key, meter, names, title=midi_path.stem)
+                analysis = analyze_voices(piece.voices, names)  # the numerals under the bass
+                write_voices_musicxml(piece.voices, xml_path, piece.key, meter, names, midi_path.stem, analysis)
             else:
                 write_musicxml(quarters, xml_path, piece.key, meter, piece.melody, title=midi_path.stem)
             print(xml_path)

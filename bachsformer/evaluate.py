@@ -23,7 +23,9 @@ unigram and bigram baselines), the top line of each set (mean leap, range, share
 length), how pieces end (the final chord's length, the bass on the tonic), and the longest run of
 the generated tunes copied from the training files' top lines. A diagnostic separates local
 harmony from drift: quarters sampled one at a time after the true music of a held-out file, and
-how many of their notes stay in the local key.
+how many of their notes stay in the local key. The harmony of both sets, read by `bachsformer.analyze`:
+cadence kinds at inner and final phrase ends, the shares of numerals and inversions, chord changes per
+bar and the ten most common progressions, side by side (with --harmonize: each system's and Bach's).
 
 By default piece i is as long as held-out file i (cycling through them): pitch range grows with
 length and scale consistency falls with it (a piece that modulates covers more keys), so pieces
@@ -41,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bachsformer.analyze import harmony_statistics, print_harmony
 from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows, untransposed
 from bachsformer.compose import compose, decode_quarters, decode_voices, load_models
 from bachsformer.config import load_config
@@ -295,6 +298,10 @@ def evaluate(
         "generated": line_and_endings(generated),
         "bach": line_and_endings(reference),
         "reconstruction": line_and_endings(reconstructed),
+    }
+    results["harmony"] = {  # keys, numerals and cadences of both sets (bachsformer/analyze.py)
+        "generated": harmony_statistics(pieces_written),
+        "Bach": harmony_statistics([Path(config.data.midi_dir) / p.name for p in held_out]),
     }
     music["sampling"] = {
         "pieces": num_pieces,
@@ -623,6 +630,8 @@ def print_table(results: dict) -> None:
     for name in lines["bach"]:
         values = " | ".join(f"{lines[column][name]:.3f}" for column in ("generated", "reconstruction", "bach"))
         print(f"| {name} | {values} |")
+    if "harmony" in results:
+        print_harmony(results["harmony"])
     print("\ntargets:")
     for name, met in results["targets"].items():
         print(f"  {'met    ' if met else 'MISSED '} {name}")

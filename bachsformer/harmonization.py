@@ -35,12 +35,21 @@ import time
 import numpy as np
 import torch
 
+from bachsformer.analyze import harmony_statistics, music_from_voices, print_harmony
 from bachsformer.compose import decode_voices, load_models
 from bachsformer.data import load_corpus, midi_files, split
 from bachsformer.guided import harmonize, piece_roll, with_tune
 from bachsformer.keys import Key, estimate_key, normalizing_shift
 from bachsformer.metrics import grid_shares, scale_consistency, top_line
-from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, MidiError, quarters_to_notes, read_midi_tracks
+from bachsformer.midi import (
+    LOWEST_PITCH,
+    NUM_KEYS,
+    STEPS_PER_QUARTER,
+    MidiError,
+    quarters_to_notes,
+    read_fermatas,
+    read_midi_tracks,
+)
 from bachsformer.render import write_rolls_png
 from bachsformer.rules import RULE_NAMES, four_part_scores, voice_figures
 from bachsformer.voices import VOICE_NAMES, Voices, read_voices, restore_repeats
@@ -291,7 +300,9 @@ def evaluate_harmonization(
     seconds = dict.fromkeys(systems, 0.0)
     skipped = []
     outputs: dict[str, list] = {}
-    voice_lists: dict[str, list] = {}
+    voice_lists: dict[str, list] = {}  # each system's four voices: the four-part figures
+    voiced: dict[str, list] = {}  # the same, with the chorale's fermatas, for the harmony statistics
+    bach_files = []
     folder = config.data.midi_dir
     for path in midi_files(folder):
         name = path.relative_to(folder).as_posix()
@@ -326,9 +337,15 @@ def evaluate_harmonization(
             kept = {"melody_kept": soprano_kept(voices, melody)}  # the union may strike a held melody key again
             scores[system].append({**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls), **kept})
             outputs.setdefault(system, []).append(music)
+            # analysed with the chorale's phrase ends: the tune's fermatas are where Bach's are
+            fermatas = [step / STEPS_PER_QUARTER for step in read_fermatas(path)]
+            voiced.setdefault(system, []).append(
+                music_from_voices(voices.notes, voices.steps_per_quarter, fermatas=fermatas)
+            )
             if png is not None and system == "model" and len(scores["model"]) == 1:
                 panels = [(music, f"{name}: its Soprano harmonized by bachsformer"), (melody | bach_lower, "Bach")]
                 write_rolls_png(panels, png, melody=melody, overwrite=True)
+        bach_files.append(path)
         bach_scores = harmony_scores(melody | bach_lower, melody, bach_lower)
         scores["Bach"].append({**bach_scores, **four_part_scores(chorale_parts(path))})
         voice_lists.setdefault("Bach", []).append(bach_voices)
@@ -348,6 +365,10 @@ def evaluate_harmonization(
         "seed": seed,
         "skipped": skipped,
         "table": table,
+        "harmony": {
+            **{system: harmony_statistics(pieces) for system, pieces in voiced.items()},
+            "Bach": harmony_statistics(bach_files),
+        },
     }
 
 
@@ -396,6 +417,8 @@ def print_harmonization(results: dict) -> None:
         for baseline in (s for s in SYSTEMS[1:] if s in table):
             gain = table["model"]["lower_voice_overlap"] - table[baseline]["lower_voice_overlap"]
             print(f"model against {baseline}: {gain:+.3f} lower-voice overlap")
+    if "harmony" in results:
+        print_harmony(results["harmony"])
     if results["targets"]:
         print("\ntargets:")
         for name, met in results["targets"].items():

@@ -804,3 +804,26 @@ def drop_short_notes(quarters: np.ndarray, min_steps: int) -> np.ndarray:
         keys = np.repeat(short[:, 2] - LOWEST_PITCH, lengths)
         quarters[steps // steps_per_quarter, keys, steps % steps_per_quarter] = False
     return quarters
+
+
+# --------------------------------------------------------------------------------------------
+# Phrase ends: fermata markers (bachsformer/corpus.py writes them, bachsformer/tune.py reads them)
+
+FERMATA_MARKER = "fermata"
+
+
+def read_fermatas(path: str | Path, steps_per_quarter: int = STEPS_PER_QUARTER) -> list[int]:
+    """Onset steps of a MIDI file's fermata markers on the grid `midi.read_midi` reads it on (the whole
+    silent quarters before the first note trimmed): [] for a file without them."""
+    score = symusic.Score(str(path))
+    marks = [m.time for m in score.markers if m.text.strip().casefold() == FERMATA_MARKER]
+    onsets = [int(t.notes.numpy()["time"].min()) for t in score.tracks if not t.is_drum and len(t.notes)]
+    if not marks or not onsets:
+        return []
+    ticks = score.ticks_per_quarter
+
+    def step(tick: int) -> int:  # as midi.py rounds onsets: halves up, in integers
+        return (2 * tick * steps_per_quarter + ticks) // (2 * ticks)
+
+    trimmed = step(min(onsets)) // steps_per_quarter * steps_per_quarter
+    return sorted({step(t) - trimmed for t in marks if step(t) >= trimmed})

@@ -191,21 +191,28 @@ def write_voices_musicxml(
     meter: Meter | None = None,
     names: tuple[str, ...] = VOICE_NAMES,
     title: str = "",
+    analysis=None,
 ) -> Path:
     """Write four voices as a chorale is printed, at `path` (never overwritten): Soprano and Alto on a treble
     staff, stems up and down, Tenor and Bass on a bass staff, each staff named after its voices (`names`:
-    S, A, T, B). Every voice is one line, so each note is written with its own ties."""
-    return _write_new(path, voices_musicxml_bytes(voices, key, meter, names, title))
+    S, A, T, B). Every voice is one line, so each note is written with its own ties. analysis: an
+    `analyze.Analysis` of the voices, whose numerals are written under the bass staff (`add_numerals`)."""
+    return _write_new(path, voices_musicxml_bytes(voices, key, meter, names, title, analysis))
 
 
 def voices_musicxml_bytes(
-    voices: Voices, key: Key, meter: Meter | None = None, names: tuple[str, ...] = VOICE_NAMES, title: str = ""
+    voices: Voices,
+    key: Key,
+    meter: Meter | None = None,
+    names: tuple[str, ...] = VOICE_NAMES,
+    title: str = "",
+    analysis=None,
 ) -> bytes:
     """Four voices as MusicXML bytes, printed as `write_voices_musicxml` describes."""
     staves = {"treble": list(voices.notes[:2]), "bass": list(voices.notes[2:])}
     part_names = {"treble": f"{names[0]}, {names[1]}", "bass": f"{names[2]}, {names[3]}"}
     steps = voices.steps_per_quarter
-    return _score_bytes(staves, voices.num_quarters, steps, key, meter, title, part_names, STEMS)
+    return _score_bytes(staves, voices.num_quarters, steps, key, meter, title, part_names, STEMS, analysis)
 
 
 def _score_bytes(
@@ -217,6 +224,7 @@ def _score_bytes(
     title: str,
     part_names: dict[str, str] | None = None,
     stems: tuple[str, ...] | None = None,
+    analysis=None,
 ) -> Path:
     """A grand staff of staves {"treble", "bass"} -> their voices' notes [N, 3], as MusicXML bytes.
 
@@ -275,6 +283,56 @@ def _score_bytes(
         parts.append(part)
         score.insert(0, part)
     score.insert(0, music21.layout.StaffGroup(parts, symbol="brace", barTogether=True))
+    if analysis is not None:  # its offsets count from the music's first quarter, after a pickup's rests
+        add_numerals(score, analysis, -bars[0][0])
+    return music21.musicxml.m21ToXml.GeneralObjectExporter(score).parse()
+
+
+def numeral_labels(analysis) -> list[tuple[float, str]]:
+    """(offset, text) of the numerals as a score prints them: at each beat whose chord or key differs from the
+    beat before, the key named ("D: V") where it changes, an uncertain numeral with a "?"."""
+    labels, before = [], None
+    for chord in analysis.chords:
+        now = (chord.key, chord.figure, chord.uncertain)
+        if now != before:
+            text = chord.figure + ("?" if chord.uncertain else "")
+            if before is None or chord.key != before[0]:
+                text = f"{chord.key}: {text}"
+            labels.append((chord.offset, text))
+        before = now
+    return labels
+
+
+def add_numerals(score, analysis, start: float = 0.0) -> None:
+    """Write an analysis into a music21 score with measures: the numerals (`numeral_labels`) under the lowest
+    staff, the cadences' names above the highest, each at its offset (quarters after `start`, the first
+    measure's offset)."""
+    import music21
+
+    parts = list(score.parts)
+    below = [(offset, text, "below", parts[-1]) for offset, text in numeral_labels(analysis)]
+    above = [(c["offset"], f"{c['cadence']} cadence", "above", parts[0]) for c in analysis.cadences]
+    for offset, text, placement, part in below + above:
+        where = start + offset
+        for measure in part.getElementsByClass(music21.stream.Measure):
+            if measure.offset <= where < measure.offset + measure.duration.quarterLength:
+                mark = music21.expressions.TextExpression(text)
+                mark.placement = placement
+                measure.insert(where - measure.offset, mark)
+                break
+
+
+def annotated_musicxml(path: str | Path, analysis) -> bytes:
+    """The score of a MusicXML or MIDI file (read by music21) with its analysis written in (`add_numerals`)."""
+    require_music21()
+    import music21
+    import music21.musicxml.m21ToXml
+
+    score = music21.converter.parse(str(path), forceSource=True)
+    if not score.parts:
+        raise BachsformerError(f"{path}: music21 finds no parts in it to write numerals under")
+    first = score.parts[0].getElementsByClass(music21.stream.Measure)
+    add_numerals(score, analysis, float(first[0].offset) if len(first) else 0.0)  # offsets from the first bar
     return music21.musicxml.m21ToXml.GeneralObjectExporter(score).parse()
 
 

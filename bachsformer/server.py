@@ -5,8 +5,10 @@ takes the files home (docs/design.md, The page).
 with uvicorn. The server keeps no state between requests: a piece travels to the page as JSON (its
 notes, meter, MIDI, MusicXML and score) and comes back as JSON to have a bar regenerated, so
 requests that arrive together share nothing but the models, and model calls take turns (a lock).
-Everything a request reads or writes stays in memory; a MusicXML score is read by music21 in a child
-process within bounds (bachsformer/musicxml.py). Only the files of bachsformer/static/ are served.
+Every piece comes with its analysis (bachsformer/analyze.py): keys, numerals, cadences and four-part
+faults, the numerals also written under the bass of its MusicXML. Everything a request reads or writes
+stays in memory; a MusicXML score is read by music21 in a child process within bounds
+(bachsformer/musicxml.py). Only the files of bachsformer/static/ are served.
 
 Every input runs through the codec as a file would: a tune entered on the page is written as MIDI
 bytes and read back, an uploaded MusicXML score is turned into MIDI bytes by music21; every piece's
@@ -32,6 +34,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from bachsformer.analyze import Analysis, NoHarmonyError, analyze, as_music
 from bachsformer.compose import Composition, compose, load_models, piece_midi_bytes, refuse_mode_change, voiced
 from bachsformer.config import Config, GenerateConfig
 from bachsformer.errors import BachsformerError
@@ -334,10 +337,11 @@ def piece_json(
     notes = [[*map(int, note), True] for note in quarters_to_notes(melody)]
     notes += [[*map(int, note), False] for note in quarters_to_notes(piece.quarters & ~melody)]
     notes.sort(key=lambda note: (note[0], note[2]))
+    analysis = piece_analysis(piece)
     musicxml, svg, score_note = None, None, score_available()
     if not score_note:
-        if piece.voices is not None:  # the chorale as printed: two staves, four named voices
-            musicxml = voices_musicxml_bytes(piece.voices, piece.key, meter, title=title)
+        if piece.voices is not None:  # the chorale as printed: two staves, four named voices, the numerals
+            musicxml = voices_musicxml_bytes(piece.voices, piece.key, meter, title=title, analysis=analysis)
         else:
             musicxml = musicxml_bytes(piece.quarters, piece.key, meter, piece.melody, title=title)
         svg = score_svg(musicxml)
@@ -354,8 +358,26 @@ def piece_json(
         "musicxml": musicxml.decode("utf-8") if musicxml else None,
         "svg": svg,
         "score_note": score_note,
+        "analysis": analysis_json(analysis),
         **more,
     }
+
+
+def piece_analysis(piece: Composition) -> Analysis | None:
+    """The piece's keys, numerals, cadences and (four voices) faults; None for music without harmony."""
+    music = as_music(piece.voices if piece.voices is not None else piece.quarters)
+    try:
+        return analyze(music)
+    except NoHarmonyError:
+        return None
+
+
+def analysis_json(analysis: Analysis | None) -> dict | None:
+    """What the page shows of an analysis: each beat's chord, the cadences, the faults and what was left out."""
+    if analysis is None:
+        return None
+    chords = [{**chord.as_json(), "uncertain": chord.uncertain} for chord in analysis.chords]
+    return {"chords": chords, "cadences": analysis.cadences, "faults": analysis.faults, "notes": analysis.notes}
 
 
 def tune_json(tune: Tune, name: str) -> dict:

@@ -23,7 +23,6 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import symusic
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +30,7 @@ from bachsformer.checkpoint import load_model
 from bachsformer.errors import BachsformerError
 from bachsformer.gpt import GPT, GPTConfig, KVCache
 from bachsformer.metrics import highest_line
-from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER
+from bachsformer.midi import FERMATA_MARKER, LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, read_fermatas  # noqa: F401
 from bachsformer.sampling import filter_logits, gumbel_noise
 
 SLOTS_PER_QUARTER = 2  # eighth notes: a chorale tune's shortest note values but a few passing sixteenths
@@ -39,7 +38,6 @@ SLOT_STEPS = STEPS_PER_QUARTER // SLOTS_PER_QUARTER
 REST, HOLD, FERMATA, END, START, NOTE = range(6)  # NOTE + key for keys 0 ... 87
 VOCAB_SIZE = NOTE + NUM_KEYS
 MAJOR, MINOR = 0, 1
-FERMATA_MARKER = "fermata"
 KIND = "tune"  # the checkpoint kind
 
 
@@ -124,23 +122,6 @@ def add_markers(midi: bytes, ticks: list[int], text: str = FERMATA_MARKER) -> by
     tracks = struct.unpack(">H", midi[10:12])[0]
     header = midi[:10] + struct.pack(">H", tracks + 1) + midi[12:]
     return header + b"MTrk" + struct.pack(">I", len(events)) + events
-
-
-def read_fermatas(path: str | Path, steps_per_quarter: int = STEPS_PER_QUARTER) -> list[int]:
-    """Onset steps of a MIDI file's fermata markers on the grid `midi.read_midi` reads it on (the whole
-    silent quarters before the first note trimmed): [] for a file without them."""
-    score = symusic.Score(str(path))
-    marks = [m.time for m in score.markers if m.text.strip().casefold() == FERMATA_MARKER]
-    onsets = [int(t.notes.numpy()["time"].min()) for t in score.tracks if not t.is_drum and len(t.notes)]
-    if not marks or not onsets:
-        return []
-    ticks = score.ticks_per_quarter
-
-    def step(tick: int) -> int:  # as midi.py rounds onsets: halves up, in integers
-        return (2 * tick * steps_per_quarter + ticks) // (2 * ticks)
-
-    trimmed = step(min(onsets)) // steps_per_quarter * steps_per_quarter
-    return sorted({step(t) - trimmed for t in marks if step(t) >= trimmed})
 
 
 # ---- the corpus of tunes ------------------------------------------------------------------

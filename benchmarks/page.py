@@ -1,12 +1,14 @@
 """The page as a browser gets it: first-load size, outside hosts asked, server time of a harmonization.
 
     python -m benchmarks.page [--tune data/tunes/waltz.mid] [--screenshot docs/page.png] [--threads 1]
+    python -m benchmarks.page --analysis --screenshot docs/page_analysis.png   # the analysis shown
 
 Serves the app on the model pair in models/ (uvicorn, a free local port), opens it in headless
 Chromium through Playwright (the operating system's chromium, or BACHSFORMER_CHROMIUM), and prints
 the bytes of every response of the first load, the requests to any host but the server, and the
 time the server took to harmonize the tune: uploaded as a file, loaded into the editor, harmonized
-by the Harmonize button. With --screenshot, the page is pictured with the result and bar 2 chosen.
+by the Harmonize button. With --screenshot, the page is pictured with the result and bar 2 chosen
+(--analysis: with the analysis shown instead, the roll, numerals and score alone).
 """
 
 import argparse
@@ -40,6 +42,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tune", default="data/tunes/waltz.mid", help="the MIDI file or MusicXML score to harmonize")
     parser.add_argument("--screenshot", help="write a PNG of the page with the result here")
+    parser.add_argument("--analysis", action="store_true", help="picture the page with the analysis shown")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (serve.py uses 1)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     args = parser.parse_args()
@@ -64,7 +67,11 @@ def main():
         page.wait_for_selector("#score svg", timeout=600_000)
         round_trip = time.perf_counter() - started
         facts = page.inner_text("#result-facts")
-        if args.screenshot:
+        if args.screenshot and args.analysis:
+            page.check("#show-analysis")
+            page.locator("#message").evaluate("box => box.hidden = true")
+            page.locator("#result-panel").screenshot(path=args.screenshot)
+        elif args.screenshot:
             width = page.locator("#roll").bounding_box()["width"]
             page.locator("#roll").click(position={"x": width * 0.1, "y": 40})
             page.locator("#message").evaluate("box => box.hidden = true")

@@ -133,6 +133,43 @@ def test_a_tune_clicked_in_is_harmonized_played_and_downloaded_with_the_tune_on_
     assert page.get_attribute("#play", "data-state") == "stopped"
 
 
+def shown_numerals(chords: list[dict]) -> list[list]:
+    """[offset, text] of the numerals the page shows: where the key or figure changes, the key named where it does."""
+    shown, before = [], None
+    for chord in chords:
+        now = (chord["key"], chord["figure"], chord["uncertain"])
+        if now == before:
+            continue
+        key = f"{chord['key']}:" if before is None or before[0] != chord["key"] else ""
+        shown.append([chord["offset"], key + chord["figure"] + ("?" if chord["uncertain"] else "")])
+        before = now
+    return shown
+
+
+def test_the_analysis_shows_numerals_cadences_and_faults_behind_a_toggle_and_a_numeral_plays_its_chord(page):
+    for sixteenth, pitch in FOUR_NOTES + [(16, 74), (24, 72), (32, 71), (40, 67)]:
+        page.mouse.click(*cell_centre(page, sixteenth, pitch))
+    harmonize(page)
+    assert page.is_hidden("#analysis") and page.is_hidden("#score g.dir")
+    page.check("#show-analysis")
+    analysis = page.evaluate("piece.analysis")
+    numerals = page.eval_on_selector_all("#numerals .numeral", "b => b.map(x => [+x.dataset.offset, x.textContent])")
+    assert numerals == shown_numerals(analysis["chords"]) and numerals[0][1].startswith("G:")
+    cadences = page.eval_on_selector_all("#cadences span", "s => s.map(x => x.textContent)")
+    assert cadences == [f"{cadence['cadence']} cadence" for cadence in analysis["cadences"]]
+    engraved = page.eval_on_selector_all("#score g.dir", "d => d.map(x => x.textContent.replace(/\\s+/g, ' ').trim())")
+    assert f"G: {analysis['chords'][0]['figure']}" in engraved and page.is_visible("#score g.dir")
+    faults = page.inner_text("#faults")
+    assert faults.startswith("Faults:") if analysis["faults"] else faults.startswith("No four-part faults.")
+    marked = page.eval_on_selector_all("#score g.measure.fault", "m => m.length")
+    assert (marked > 0) == bool(analysis["faults"])
+    page.locator("#numerals .numeral").last.click()
+    page.wait_for_selector("#numerals[data-played]")
+    assert float(page.get_attribute("#numerals", "data-played")) == numerals[-1][0]
+    page.uncheck("#show-analysis")
+    assert page.is_hidden("#analysis") and page.is_hidden("#score g.dir")
+
+
 def test_the_editor_lengthens_by_dragging_deletes_by_clicking_and_writes_from_the_keyboard(page):
     page.mouse.move(*cell_centre(page, 0, 60))
     page.mouse.down()

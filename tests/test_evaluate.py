@@ -60,6 +60,9 @@ def test_pieces_take_the_held_out_lengths_in_turn(config):
     # the diagnostic samples every third quarter with a full window (2 quarters) before it and 4 after
     next_quarter = results["transformer"]["next_quarter"]
     assert next_quarter["context_quarters"] == tiny.BLOCK_QUARTERS - 1
+    harmony = results["harmony"]  # both sets' harmony, read by bachsformer.analyze
+    assert harmony["generated"]["pieces"] + harmony["generated"]["skipped"] == num_pieces
+    assert harmony["Bach"]["pieces"] + harmony["Bach"]["skipped"] == len(lengths)
     assert next_quarter["quarters"] == sum(len(range(2, length - 4 + 1, 3)) for length in lengths)
     assert 0 <= next_quarter["sampled_in_key"] <= 1 and 0 <= next_quarter["reconstructed_in_key"] <= 1
     json.dumps(results)  # JSON-ready as it is

@@ -519,6 +519,10 @@ def test_evaluate_harmonize_scores_every_held_out_chorale_and_draws_one(tmp_path
     assert set(results["targets"]) >= {"lower_voice_overlap_at_least_0.52", "melody_kept_in_every_file"}
     assert ("no_voices.mid" in held_out) == any("no_voices.mid" in line for line in results["skipped"])
     assert "| model |" in stdout and "model against triad rule:" in stdout and "| VQ-VAE oracle |" in stdout
+    harmony = results["harmony"]  # every system's harmony and Bach's, read by bachsformer.analyze
+    assert set(harmony) == systems | {"Bach"}
+    assert harmony["Bach"]["pieces"] + harmony["Bach"]["skipped"] == len(chorales)
+    assert "chord changes per bar" in stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

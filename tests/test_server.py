@@ -150,6 +150,17 @@ def test_a_tune_entered_on_the_page_comes_back_harmonized_with_its_score(client)
     assert [note[2] for note in moved["notes"] if note[3]] == [pitch + 2 for pitch, _, _ in TUNE]
 
 
+def test_a_harmonization_comes_with_its_analysis_in_the_json_and_the_musicxml(client):
+    piece = client.post("/api/harmonization", json=entered(seed=2)).json()
+    analysis = piece["analysis"]
+    assert [chord["offset"] for chord in analysis["chords"]] == [float(beat) for beat in range(8)]
+    assert {"key", "figure", "uncertain"} <= set(analysis["chords"][0])
+    assert analysis["cadences"] == [] or analysis["cadences"][-1]["offset"] == 7.0
+    assert all({"offset", "fault", "voices", "pitches"} == set(fault) for fault in analysis["faults"])
+    first = analysis["chords"][0]
+    assert f"<words>{first['key']}: {first['figure']}" in piece["musicxml"]  # under the bass
+
+
 @pytest.mark.parametrize(
     "request_json, status, message",
     [

@@ -473,6 +473,7 @@ function showPiece(answer, fileName, title = answer.title) {
     score.appendChild(note);
   }
   chooseBar(chosenBar !== null && chosenBar < answer.bars.length ? chosenBar : null);
+  showAnalysis();
   $("result-panel").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
@@ -489,6 +490,79 @@ function chooseBar(bar) {
   $("regenerate").textContent = bar === null ? "Regenerate a bar" : `Regenerate bar ${bar + 1}`;
   document.querySelectorAll("#score g.measure").forEach((measure, n) => measure.classList.toggle("chosen", n === bar));
   drawRoll();
+}
+
+// ---------------------------------------------------------------- the analysis: numerals, cadences, faults
+
+function analysisShown() {
+  return Boolean($("show-analysis").checked && piece && piece.analysis);
+}
+
+function analysisAsked() {
+  return Boolean($("show-analysis").checked && piece);
+}
+
+// the numerals under the roll where the chord or key changes, the cadences, the faults in the roll and the score
+function showAnalysis() {
+  const shown = analysisShown();
+  $("analysis").hidden = !analysisAsked();
+  $("score").classList.toggle("no-analysis", !shown);
+  $("numerals").replaceChildren();
+  $("cadences").replaceChildren();
+  $("faults").textContent = "";
+  document.querySelectorAll("#score g.measure.fault").forEach((measure) => measure.classList.remove("fault"));
+  if (shown) {
+    const analysis = piece.analysis;
+    let before = null;
+    analysis.chords.forEach((chord) => {
+      if (before && before.key === chord.key && before.figure === chord.figure && before.uncertain === chord.uncertain) return;
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "numeral" + (chord.uncertain ? " uncertain" : "");
+      button.style.left = `${(chord.offset / piece.quarters) * 100}%`;
+      button.style.top = `${($("numerals").children.length % 2) * 18}px`; // every other one lower: long ones fit
+      button.dataset.offset = chord.offset;
+      if (!before || before.key !== chord.key) {
+        const key = document.createElement("span");
+        key.className = "key";
+        key.textContent = `${chord.key}:`;
+        button.appendChild(key);
+      }
+      button.appendChild(document.createTextNode(chord.figure + (chord.uncertain ? "?" : "")));
+      button.title = `${chord.key}: ${chord.figure}${chord.uncertain ? " (uncertain)" : ""}, beat ${chord.offset + 1}: click to hear it`;
+      button.addEventListener("click", () => playChord(chord.offset, button));
+      $("numerals").appendChild(button);
+      before = chord;
+    });
+    for (const cadence of analysis.cadences) {
+      const label = document.createElement("span");
+      label.style.left = `${(Math.min(cadence.offset + 1, piece.quarters) / piece.quarters) * 100}%`;
+      label.textContent = `${cadence.cadence} cadence`;
+      $("cadences").appendChild(label);
+    }
+    const measures = document.querySelectorAll("#score g.measure");
+    const lines = analysis.faults.map((fault) => {
+      const bar = piece.bars.findIndex(([start, end]) => start <= fault.offset && fault.offset < end);
+      if (bar >= 0 && measures[bar]) measures[bar].classList.add("fault");
+      return `${fault.fault} (${fault.voices.join(", ")}) at beat ${fault.offset + 1}`;
+    });
+    const text = lines.length ? `Faults: ${lines.join("; ")}.` : "No four-part faults.";
+    $("faults").textContent = analysis.notes.length ? `${text} ${analysis.notes.join(" ")}` : text;
+  } else if (analysisAsked()) {
+    $("faults").textContent = "No harmony to analyse: the music is one line.";
+  }
+  drawRoll();
+}
+
+// the notes sounding at a beat, played for a beat at the piece's tempo there
+function playChord(offset, button) {
+  const step = offset * STEPS;
+  const notes = piece.notes
+    .filter(([start, end]) => start <= step && step < end)
+    .map(([, , pitch, isMelody]) => [0, STEPS, pitch, isMelody]);
+  const meter = { time_signatures: [[0, 4, 4]], tempos: [[0, tempoAt(piece.meter, offset)]] };
+  play(notes, meter, 1, (quarter) => button.classList.toggle("playing", quarter !== null));
+  $("numerals").dataset.played = offset;
 }
 
 function rollGeometry() {
@@ -538,6 +612,18 @@ function drawRoll(playQuarter = null) {
       const x = (start / STEPS) * g.perQuarter;
       const w = Math.max(1.5, ((end - start) / STEPS) * g.perQuarter - 1);
       context.fillRect(x, (g.high - pitch) * row + (melody ? 0 : 0.5), w, Math.max(2, row - (melody ? 0 : 1)));
+    }
+  }
+  if (analysisShown()) {
+    // each fault ringed on the notes of its voices
+    context.strokeStyle = style.getPropertyValue("--tune").trim();
+    context.lineWidth = 2;
+    for (const fault of piece.analysis.faults) {
+      for (const pitch of fault.pitches) {
+        context.beginPath();
+        context.arc(fault.offset * g.perQuarter + 3, (g.high - pitch + 0.5) * row, Math.max(5, row), 0, 2 * Math.PI);
+        context.stroke();
+      }
     }
   }
   if (playQuarter !== null) {
@@ -693,6 +779,7 @@ function start() {
   $("regenerate").addEventListener("click", regenerateBar);
   $("play").addEventListener("click", playPiece);
   $("play-tune").addEventListener("click", playTune);
+  $("show-analysis").addEventListener("change", showAnalysis);
   $("roll").addEventListener("click", (event) => {
     if (!piece) return;
     const g = rollGeometry();
