@@ -106,6 +106,7 @@ class Composition:
     melody: np.ndarray | None = None  # bool [Q, 88, 32] inside `quarters`: the tune harmonized, in `key`
     voices: Voices | None = None  # the four voices `quarters` is made of, once voiced (`voiced`)
     tracks: tuple | None = None  # what its MIDI file holds once voiced: (name, notes [N, 3]) per track
+    fermatas: tuple = ()  # onset steps of the tune's phrase ends (tune first), as the tune model wrote them
 
 
 def file_tracks(path) -> list[tuple[str, np.ndarray]]:

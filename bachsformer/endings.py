@@ -100,7 +100,8 @@ def cadence(voices: Sequence[np.ndarray], tonic: int, until: int | None = None) 
 def piece_ending(voices: Sequence[np.ndarray], key: Key, steps_per_quarter: int, fermatas: Sequence[int] = ()) -> dict:
     """How one piece ends: its final cadence, whether its last bass note and its Soprano's last note
     are the tonic, how long (quarters) its final chord sounds unchanged (from the last onset in any
-    voice to the end), whether that is a quarter or more (held), and the cadence under each fermata
+    voice to the end), whether that is a quarter or more (held), how long its Soprano's last note
+    lasts, and the cadence under each fermata
     (onset steps of the Soprano's phrase-end notes; the last phrase's fermata is the final cadence
     and is not counted again) as counts per cadence type."""
     voices = [_notes(v) for v in voices]
@@ -112,6 +113,7 @@ def piece_ending(voices: Sequence[np.ndarray], key: Key, steps_per_quarter: int,
             "tune_on_tonic": False,
             "final_chord_quarters": 0.0,
             "final_chord_held": False,
+            "tune_last_note_quarters": 0.0,
             "fermata_cadences": dict.fromkeys(CADENCES, 0),
         }
     end = int(everything[:, 1].max())
@@ -129,6 +131,7 @@ def piece_ending(voices: Sequence[np.ndarray], key: Key, steps_per_quarter: int,
         "tune_on_tonic": bool(len(soprano)) and int(soprano[-1, 2]) % 12 == key.tonic,
         "final_chord_quarters": held,
         "final_chord_held": held >= 1,
+        "tune_last_note_quarters": float(soprano[-1, 1] - soprano[-1, 0]) / steps_per_quarter if len(soprano) else 0.0,
         "fermata_cadences": counts,
     }
 
@@ -136,7 +139,8 @@ def piece_ending(voices: Sequence[np.ndarray], key: Key, steps_per_quarter: int,
 def summarize_endings(endings: Sequence[dict]) -> dict:
     """Per-piece `piece_ending`s -> shares over the pieces: each final cadence type, the bass and the
     tune on the tonic, the final chord held (a quarter or more) and a half note or more, its mean
-    length; and over all the fermatas before the last, the share closed by each cadence type."""
+    length, the tune cut (its last note shorter than a quarter: Bach's never is); and over all the
+    fermatas before the last, the share closed by each cadence type."""
     pieces = max(len(endings), 1)
     fermatas = {name: sum(e["fermata_cadences"][name] for e in endings) for name in CADENCES}
     total = sum(fermatas.values())
@@ -148,6 +152,34 @@ def summarize_endings(endings: Sequence[dict]) -> dict:
         "final_chord_held": sum(e["final_chord_held"] for e in endings) / pieces,
         "final_chord_half_or_longer": sum(e["final_chord_quarters"] >= 2 for e in endings) / pieces,
         "final_chord_quarters": float(np.mean([e["final_chord_quarters"] for e in endings])) if endings else 0.0,
+        "tune_cut": sum(e["tune_last_note_quarters"] < 1 for e in endings) / pieces,
         "fermatas": total,
         **{f"fermatas_{name}": fermatas[name] / max(total, 1) for name in CADENCES},
     }
+
+
+ENDING_ROWS = (
+    *(f"final_{name}" for name in CADENCES),
+    "bass_on_tonic",
+    "tune_on_tonic",
+    "final_chord_held",
+    "final_chord_half_or_longer",
+    "tune_cut",
+    *(f"fermatas_{name}" for name in CADENCES),
+    "key_heard_as_written",
+    "within_a_bar_of_the_length",
+)
+
+
+def print_endings(columns: dict) -> None:
+    """The endings table: one column per set of `endings.summarize_endings` shares (a row a set lacks is blank)."""
+    names = list(columns)
+    print(
+        "\nendings (four voices, each piece in the key heard from them; fermatas: their phrase ends before the"
+        " last, " + ", ".join(f"{name} {int(columns[name]['fermatas'])}" for name in names) + ")"
+    )
+    print(f"| ending | {' | '.join(names)} |")
+    print("|---" * (len(names) + 1) + "|")
+    for row in ENDING_ROWS:
+        values = [f"{columns[name][row]:.3f}" if row in columns[name] else "" for name in names]
+        print(f"| {row.replace('_', ' ')} | {' | '.join(values)} |")

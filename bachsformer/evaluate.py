@@ -42,9 +42,10 @@ import numpy as np
 import torch
 
 from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows, untransposed
-from bachsformer.compose import compose, decode_quarters, load_models
+from bachsformer.compose import Composition, compose, decode_quarters, load_models
 from bachsformer.config import load_config
 from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split, transpose
+from bachsformer.endings import piece_ending, print_endings, summarize_endings, voices_key
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.gpt import GPT
 from bachsformer.harmonization import SYSTEMS, evaluate_harmonization, print_harmonization
@@ -62,7 +63,7 @@ from bachsformer.metrics import (
     piece_features,
     top_line_features,
 )
-from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, key_range, quarters_to_notes
+from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, key_range, quarters_to_notes, read_midi_tracks
 from bachsformer.sampling import set_sampling_threads
 from bachsformer.training import resolve_device
 from bachsformer.tune import (
@@ -70,13 +71,14 @@ from bachsformer.tune import (
     bits_per_token,
     corpus_tunes,
     load_tune_model,
+    read_fermatas,
     sample_tunes,
     tune_baselines,
     tune_pitches,
     tune_quarters,
 )
 from bachsformer.tunefirst import MIN_QUARTERS, TONICS, compose_tune_first, load_tune_for, tune_modes
-from bachsformer.voicing import grid_steps, voice
+from bachsformer.voicing import VOICE_NAMES, Voices, grid_steps, restore_repeats, voice
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
 COPY_LIMIT = 8  # a verbatim run of this many quarters counts as replaying the training data
@@ -194,6 +196,49 @@ def line_and_endings(pieces: list[np.ndarray]) -> dict:
     }
 
 
+def free_endings(voiced: list[Voices], pieces: list[Composition], asked: list[int]) -> dict:
+    """`endings.summarize_endings` of generated pieces (their four voices, each in the key heard from
+    them, at the tune's fermatas), with the share heard in the key each was written in, the share
+    within a bar (4 quarters) of the length asked for, and their lengths."""
+    rows, heard_as_asked = [], []
+    for voices, piece in zip(voiced, pieces):
+        heard = voices_key(voices.notes, voices.steps_per_quarter)
+        heard_as_asked.append(heard == piece.key)
+        rows.append(piece_ending(voices.notes, heard, voices.steps_per_quarter, piece.fermatas))
+    lengths = [voices.num_quarters for voices in voiced]
+    return {
+        **summarize_endings(rows),
+        "key_heard_as_written": float(np.mean(heard_as_asked)),
+        "within_a_bar_of_the_length": float(np.mean([abs(n - a) <= 4 for n, a in zip(lengths, asked)])),
+        "quarters": lengths,
+        "asked_quarters": asked,
+    }
+
+
+def chorale_voice_notes(path) -> list[np.ndarray]:
+    """A chorale file's Soprano, Alto, Tenor and Bass tracks as note lists [N, 3] (a track counts by the
+    first word of its name: "Soprano\\rOboe 1" is the Soprano), each repeat at its full length; a
+    voice the file lacks has no notes."""
+    tracks = {}
+    for track in read_midi_tracks(path):
+        name = track.name.split()[0] if track.name.split() else ""
+        if name in VOICE_NAMES and track.quarters.any() and name not in tracks:
+            tracks[name] = restore_repeats(quarters_to_notes(track.quarters))
+    return [tracks.get(name, np.zeros((0, 3), dtype=np.int64)) for name in VOICE_NAMES]
+
+
+def bach_endings(midi_dir: str | Path, names: list[str]) -> dict:
+    """`endings.summarize_endings` of the chorale files `names` in midi_dir: their own four voices, in
+    the key heard from them, at their fermata markers."""
+    rows = []
+    for name in names:
+        path = Path(midi_dir) / name
+        voices = chorale_voice_notes(path)
+        key = voices_key(voices, STEPS_PER_QUARTER)
+        rows.append(piece_ending(voices, key, STEPS_PER_QUARTER, read_fermatas(path)))
+    return summarize_endings(rows)
+
+
 def evaluate(
     config, num_pieces: int, num_quarters: int | None, seed: int, device: torch.device, png: str | None = None
 ) -> dict:
@@ -238,11 +283,12 @@ def evaluate(
     if tune_first:  # each piece a tune of its length, harmonized; in the key the models write
         tune_model = load_tune_for(config.models.tune, vq_vae, transformer, config.models.transformer, device)
         plain = dataclasses.replace(options, key="")
-        generated = []
+        compositions = []
         for piece_seed, length in zip(seeds, lengths):
             piece = compose_tune_first(vq_vae, transformer, tune_model, replace_length(plain, length), [piece_seed])[0]
-            generated.append(piece.quarters)
+            compositions.append(piece)
             tunes.append(piece.melody)
+        generated = [piece.quarters for piece in compositions]
         train_tunes, _, _ = corpus_tunes(train, config.data.midi_dir)
         held_out_tunes, held_out_modes, _ = corpus_tunes(held_out, config.data.midi_dir)
         results["tune"] = {
@@ -258,13 +304,14 @@ def evaluate(
     else:
         # one batch at the longest length, each piece cut to its own: piece i depends on its seed alone
         # in the key the model writes, as the held-out files are read (key-normalized or not)
-        generated = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
-        generated = [piece.quarters[:length] for piece, length in zip(generated, lengths)]
+        compositions = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
+        generated = [piece.quarters[:length] for piece, length in zip(compositions, lengths)]
     reference = [p.quarters for p in held_out]
     grid = grid_steps(options.grid, STEPS_PER_QUARTER)
     raw = generated
+    voiced = [voice(quarters, grid) for quarters in raw]  # the endings read four voices
     if options.voicing:  # four voices, as generate.py writes them (the raw roll: --set generate.voicing=false)
-        generated = [voice(quarters, grid).quarters() for quarters in raw]
+        generated = [voices.quarters() for voices in voiced]
     music = compare(generated, reference)
     music["grid"] = {
         "note_value": options.grid,
@@ -297,6 +344,11 @@ def evaluate(
         "generated": line_and_endings(generated),
         "bach": line_and_endings(reference),
         "reconstruction": line_and_endings(reconstructed),
+    }
+    asked = [max(length, MIN_QUARTERS) if tune_first else length for length in lengths]
+    results["endings"] = {
+        "generated": free_endings(voiced, compositions, asked),
+        "bach": bach_endings(config.data.midi_dir, [p.name for p in held_out]),
     }
     music["sampling"] = {
         "pieces": num_pieces,
@@ -423,6 +475,7 @@ def targets(results: dict) -> dict:
         return abs(reconstruction[name] - reference[name]) <= fraction * reference[name]
 
     lines = results["top_line_and_endings"]
+    endings = results["endings"]["generated"]
 
     def line_within(name, fraction):
         return abs(lines["generated"][name] - lines["bach"][name]) <= fraction * lines["bach"][name]
@@ -463,6 +516,13 @@ def targets(results: dict) -> dict:
         "top_line_range_within_10%": line_within("range", 0.1),
         "final_chord_held_a_half_note_in_every_piece": lines["generated"]["final_chord_held_half"] == 1.0,
         "bass_on_the_tonic_at_the_end_at_least_0.70": lines["generated"]["bass_on_tonic"] >= 0.70,
+        # the cadence issue's, read from the four voices (endings.py)
+        "authentic_close_at_least_0.60": endings["final_authentic"] >= 0.60,
+        "tune_ends_on_the_tonic_at_least_0.65": endings["tune_on_tonic"] >= 0.65,
+        "final_chord_held_a_quarter_or_more_at_least_0.9": endings["final_chord_held"] >= 0.9,
+        "key_heard_as_written_at_least_0.90": endings["key_heard_as_written"] >= 0.90,
+        "no_tune_cut_and_every_piece_within_a_bar_of_its_length": endings["tune_cut"] == 0
+        and endings["within_a_bar_of_the_length"] == 1,
     }
 
 
@@ -612,6 +672,7 @@ def print_table(results: dict) -> None:
     for name in lines["bach"]:
         values = " | ".join(f"{lines[column][name]:.3f}" for column in ("generated", "reconstruction", "bach"))
         print(f"| {name} | {values} |")
+    print_endings(results["endings"])
     print("\ntargets:")
     for name, met in results["targets"].items():
         print(f"  {'met    ' if met else 'MISSED '} {name}")

@@ -36,13 +36,15 @@ import torch
 
 from bachsformer.compose import decode_quarters, load_models
 from bachsformer.data import load_corpus, midi_files, split
+from bachsformer.endings import piece_ending, print_endings, summarize_endings, voices_key
 from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll
 from bachsformer.keys import Key, estimate_key, normalizing_shift, transpose_quarters
 from bachsformer.metrics import grid_shares, scale_consistency, top_line
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, MidiError, quarters_to_notes, read_midi_tracks
 from bachsformer.render import write_rolls_png
 from bachsformer.rules import RULE_NAMES, four_part_scores
-from bachsformer.voicing import VOICE_NAMES, grid_steps, voice
+from bachsformer.tune import read_fermatas
+from bachsformer.voicing import VOICE_NAMES, grid_steps, restore_repeats, voice
 
 MELODY_TRACK = "Soprano"
 LOWER_TRACKS = ("Alto", "Tenor", "Bass")
@@ -222,6 +224,7 @@ def summarize(scores: list[dict]) -> dict:
         # the four-part rules between all voice pairs, per chorale
         **{f"{name}_per_chorale": float(np.mean([s[name] for s in scores])) for name in RULE_NAMES},
         "out_of_range_share": total("out_of_range") / max(total("notes"), 1),
+        "endings": summarize_endings([s["ending"] for s in scores]),
     }
 
 
@@ -294,6 +297,7 @@ def evaluate_harmonization(
             skipped.append(f"{name}: no {MELODY_TRACK} track with notes and no {'/'.join(LOWER_TRACKS)} tracks")
             continue
         melody, bach_lower = voices
+        fermatas = read_fermatas(path)
         for system in systems:
             started = time.perf_counter()
             if system == "triad rule":
@@ -311,13 +315,20 @@ def evaluate_harmonization(
                 music = voices.quarters()
             seconds[system] += time.perf_counter() - started
             rolls = [voices.voice_quarters(number) for number in range(4)]  # the rules read the voices
-            scores[system].append({**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls)})
+            key = voices_key(voices.notes, STEPS_PER_QUARTER)
+            ending = piece_ending(voices.notes, key, STEPS_PER_QUARTER, fermatas)
+            scores[system].append(
+                {**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls), "ending": ending}
+            )
             outputs.setdefault(system, []).append(music)
             if png is not None and system == "model" and len(scores["model"]) == 1:
                 panels = [(music, f"{name}: its Soprano harmonized by bachsformer"), (melody | bach_lower, "Bach")]
                 write_rolls_png(panels, png, melody=melody, overwrite=True)
         bach_scores = harmony_scores(melody | bach_lower, melody, bach_lower)
-        scores["Bach"].append({**bach_scores, **four_part_scores(chorale_parts(path))})
+        parts = chorale_parts(path)
+        notes = [restore_repeats(quarters_to_notes(part)) for part in parts]
+        ending = piece_ending(notes, voices_key(notes, STEPS_PER_QUARTER), STEPS_PER_QUARTER, fermatas)
+        scores["Bach"].append({**bach_scores, **four_part_scores(parts), "ending": ending})
     table = {system: summarize(rows) for system, rows in scores.items() if rows}
     for system, pieces in outputs.items():  # on the grid of the voicing, at most four keys at once
         table[system]["grid"] = grid_shares(pieces, grid)
@@ -376,6 +387,7 @@ def print_harmonization(results: dict) -> None:
                 f"{system}: {grid['off_grid']:.3f} of {grid['notes']} notes off the grid,"
                 f" {grid['shorter_than_grid']:.3f} shorter than it, at most {grid['max_keys']} keys at once"
             )
+    print_endings({system: row["endings"] for system, row in table.items()})
     if "model" in table:
         for baseline in (s for s in SYSTEMS[1:] if s in table):
             gain = table["model"]["lower_voice_overlap"] - table[baseline]["lower_voice_overlap"]

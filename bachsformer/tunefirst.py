@@ -128,5 +128,9 @@ def compose_tune_first(
         if primer is not None and continuation_only:
             quarters, tune = quarters[kept:], tune[kept:]
         key = primer_key or Key(tonic, "minor" if mode == MINOR else "major")
-        pieces.append(in_key(quarters, key, options.key, tune))
+        steps = melody.shape[2]
+        if primer is not None and continuation_only:
+            fermatas = [f - kept * steps for f in fermatas if f >= kept * steps]
+        fermatas = tuple(f for f in fermatas if f < len(quarters) * steps)
+        pieces.append(dataclasses.replace(in_key(quarters, key, options.key, tune), fermatas=fermatas))
     return pieces
