@@ -16,8 +16,8 @@ import torch
 
 from bachsformer.config import load_config
 from bachsformer.data import CorpusPiece, load_corpus, split
-from bachsformer.errors import exit_on_user_error
 from bachsformer.endings import CADENCES
+from bachsformer.errors import exit_on_user_error
 from bachsformer.evaluate import codes_kept_under_transposition, evaluate, main, targets
 from bachsformer.midi import write_midi
 
