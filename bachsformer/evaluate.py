@@ -67,6 +67,10 @@ from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, key_range, quarters_to
 from bachsformer.sampling import set_sampling_threads
 from bachsformer.training import resolve_device
 from bachsformer.tune import (
+    FERMATA,
+    HOLD,
+    NOTE,
+    SLOTS_PER_QUARTER,
     TuneError,
     bits_per_token,
     corpus_tunes,
@@ -377,6 +381,24 @@ def replace_length(options, quarters: int):
 TUNE_TEMPERATURES = (0.8, 0.9, 1.0)
 TUNE_TOP_PS = (0.9, 0.95, 1.0)
 TUNE_FEATURES = ("leap", "range", "steps", "phrase_quarters")
+TUNE_CLOSE = ("ends_on_tonic", "ends_by_step", "cut", "fermata_phrase_quarters")
+
+
+def tune_close(tokens: np.ndarray, mode: int) -> dict:
+    """How a tune's tokens close: its last note on the tonic of its mode (C or A), reached by a step (one
+    or two semitones), cut (the last note shorter than a quarter), and its quarters per FERMATA (its
+    length when it has none)."""
+    tokens = np.asarray(tokens)
+    pitches = tune_pitches(tokens)
+    notes = np.flatnonzero(tokens >= NOTE)
+    last = tokens[notes[-1] + 1 :] if len(notes) else tokens[:0]
+    held = 1 + int(np.isin(last, (HOLD, FERMATA)).cumprod().sum()) if len(notes) else 0  # eighths
+    return {
+        "ends_on_tonic": bool(len(pitches)) and int(pitches[-1]) % 12 == TONICS[mode],
+        "ends_by_step": len(pitches) > 1 and abs(int(pitches[-1]) - int(pitches[-2])) in (1, 2),
+        "cut": held < SLOTS_PER_QUARTER,
+        "fermata_phrase_quarters": len(tokens) / SLOTS_PER_QUARTER / max(int((tokens == FERMATA).sum()), 1),
+    }
 
 
 def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> dict:
@@ -410,7 +432,7 @@ def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> 
                 name: overlapping_area([f[name] for f in features], [f[name] for f in bach]) for name in TUNE_FEATURES
             }
             endings = [ending(q, TONICS[mode]) for q, mode in zip(lines, modes)]
-            last_pitches = [int(tune_pitches(t)[-1]) for t in tunes]
+            closes = [tune_close(t, mode) for t, mode in zip(tunes, modes)]
             rows.append(
                 {
                     "temperature": temperature,
@@ -418,15 +440,15 @@ def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> 
                     **{f"{name}_mean": float(np.mean([f[name] for f in features])) for name in TUNE_FEATURES},
                     **{f"{name}_overlap": area for name, area in areas.items()},
                     "mean_overlap": float(np.mean(list(areas.values()))),
-                    "ends_on_tonic": float(np.mean([p % 12 == TONICS[m] for p, m in zip(last_pitches, modes)])),
+                    **{name: float(np.mean([c[name] for c in closes])) for name in TUNE_CLOSE},
                     "last_note_half_or_longer": float(np.mean([e["final_chord_quarters"] >= 2 for e in endings])),
                     "longest_copy": max(longest_verbatim_runs(lines, training_lines)),
                 }
             )
     bach_means = {f"{name}_mean": float(np.mean([f[name] for f in bach])) for name in TUNE_FEATURES}
     held_out_tunes, held_out_modes, _ = corpus_tunes(held_out, config.data.midi_dir)
-    bach_last = [int(tune_pitches(t)[-1]) for t in held_out_tunes]
-    bach_means["ends_on_tonic"] = float(np.mean([p % 12 == TONICS[m] for p, m in zip(bach_last, held_out_modes)]))
+    bach_closes = [tune_close(t, mode) for t, mode in zip(held_out_tunes, held_out_modes)]
+    bach_means.update({name: float(np.mean([c[name] for c in bach_closes])) for name in TUNE_CLOSE})
     bach_means["last_note_half_or_longer"] = float(
         np.mean([ending(tune_quarters(t)[0], 0)["final_chord_quarters"] >= 2 for t in held_out_tunes])
     )
@@ -438,18 +460,21 @@ def print_tunes(results: dict) -> None:
     print(
         f"{results['pieces']} tunes per row, at held-out lengths, seed {results['seed']}; held-out top lines:"
         + ", ".join(f" {name} {bach[name + '_mean']:.2f}" for name in TUNE_FEATURES)
-        + f"; end on the tonic {bach['ends_on_tonic']:.2f}, last note a half or longer"
-        f" {bach['last_note_half_or_longer']:.2f}"
+        + f"; end on the tonic {bach['ends_on_tonic']:.2f}, by step {bach['ends_by_step']:.2f}, last note a half"
+        f" or longer {bach['last_note_half_or_longer']:.2f}, cut {bach['cut']:.2f}, quarters per fermata"
+        f" {bach['fermata_phrase_quarters']:.1f}"
     )
     print(
-        "| temperature | top-p | leap | range | steps | phrase | mean overlap | ends on tonic | last >= half | copy |"
+        "| temperature | top-p | leap | range | steps | phrase | mean overlap | ends on tonic | by step | last >= half"
+        " | cut | quarters per fermata | copy |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 13 + "|")
     for row in results["rows"]:
         print(
             f"| {row['temperature']:g} | {row['top_p']:g} | {row['leap_mean']:.2f} | {row['range_mean']:.1f}"
             f" | {row['steps_mean']:.2f} | {row['phrase_quarters_mean']:.1f} | {row['mean_overlap']:.3f}"
-            f" | {row['ends_on_tonic']:.2f} | {row['last_note_half_or_longer']:.2f} | {row['longest_copy']} |"
+            f" | {row['ends_on_tonic']:.2f} | {row['ends_by_step']:.2f} | {row['last_note_half_or_longer']:.2f}"
+            f" | {row['cut']:.2f} | {row['fermata_phrase_quarters']:.1f} | {row['longest_copy']} |"
         )
 
 

@@ -18,8 +18,9 @@ from bachsformer.config import load_config
 from bachsformer.data import CorpusPiece, load_corpus, split
 from bachsformer.endings import CADENCES
 from bachsformer.errors import exit_on_user_error
-from bachsformer.evaluate import codes_kept_under_transposition, evaluate, main, targets
+from bachsformer.evaluate import codes_kept_under_transposition, evaluate, main, targets, tune_close
 from bachsformer.midi import write_midi
+from bachsformer.tune import FERMATA, HOLD, MAJOR, MINOR, NOTE
 
 FILE_QUARTERS = (6, 7, 8, 9, 10, 11, 12, 13, 14, 15)  # one length per file: the held-out lengths tell them apart
 
@@ -260,3 +261,22 @@ def test_bad_options_are_one_line(root, monkeypatch, capsys, option):
     status, stdout, err = run_evaluate(monkeypatch, capsys, "--config", str(root / "config.yaml"), *option)
     assert status == 2 and stdout == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+
+
+def test_a_tune_closes_on_the_tonic_by_step_and_is_cut_when_its_last_note_is_short():
+    c, d, b, a = (NOTE + pitch - 21 for pitch in (72, 74, 71, 69))
+    closed = np.array([d, HOLD, b, FERMATA, d, HOLD, c, FERMATA, HOLD, HOLD])
+    assert tune_close(closed, MAJOR) == {
+        "ends_on_tonic": True,
+        "ends_by_step": True,
+        "cut": False,
+        "fermata_phrase_quarters": 2.5,  # 5 quarters, 2 fermatas
+    }
+    cut = np.array([c, HOLD, HOLD, HOLD, b, HOLD, a, c])  # a leap of a third to an eighth note
+    assert tune_close(cut, MAJOR) == {
+        "ends_on_tonic": True,
+        "ends_by_step": False,
+        "cut": True,
+        "fermata_phrase_quarters": 4.0,  # no fermata: its length
+    }
+    assert not tune_close(closed, MINOR)["ends_on_tonic"]  # A minor's tonic is A
