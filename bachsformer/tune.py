@@ -174,16 +174,26 @@ def sequence_of(tokens: np.ndarray) -> torch.Tensor:
 class TuneWindowDataset:
     """Windows of tune sequences for training: `window` tokens from each quarter boundary (a tune
     shorter than that is one window, padded). `batch(indices, generator)` returns (inputs, targets,
-    remaining, mode): long [B, window - 1] each but mode [B]; padded targets are -1."""
+    remaining, mode, weight): long [B, window - 1] each but mode [B], weight float [B, window - 1];
+    padded targets are -1.
+
+    A target near either end of a long tune lies in fewer windows than one in its middle (its END in
+    one, a middle token in up to 64): weight is 1 / the number of windows that hold the target, so
+    each target of the corpus counts once per epoch, its cadence as much as its middle.
+    """
 
     def __init__(self, tunes: list[np.ndarray], modes: list[int], window: int):
         self.sequences = [sequence_of(t) for t in tunes]
         self.modes = modes
         self.window = window
-        starts = []
+        starts, self.weights = [], []
         for number, sequence in enumerate(self.sequences):
-            for start in range(0, max(1, len(sequence) - window + 1), SLOTS_PER_QUARTER):
+            firsts = range(0, max(1, len(sequence) - window + 1), SLOTS_PER_QUARTER)
+            covered = torch.zeros(len(sequence))  # windows holding each sequence index as a target
+            for start in firsts:
                 starts.append((number, start))
+                covered[start + 1 : start + window] += 1
+            self.weights.append(1 / covered.clamp(min=1))
         self.starts = torch.tensor(starts, dtype=torch.long).reshape(-1, 2)
 
     def __len__(self) -> int:
@@ -194,6 +204,7 @@ class TuneWindowDataset:
         inputs = torch.full((len(indices), size), END, dtype=torch.long)
         targets = torch.full((len(indices), size), -1, dtype=torch.long)
         remaining = torch.zeros((len(indices), size), dtype=torch.long)
+        weight = torch.zeros((len(indices), size))
         modes = torch.zeros(len(indices), dtype=torch.long)
         for row, (number, start) in enumerate(self.starts[indices].tolist()):
             sequence = self.sequences[number][start : start + self.window]
@@ -202,15 +213,18 @@ class TuneWindowDataset:
             # input position t predicts sequence index start + t + 1; END sits at len - 1
             ends_at = len(self.sequences[number]) - 1
             remaining[row, :length] = ends_at - (start + 1 + torch.arange(length))
+            weight[row, :length] = self.weights[number][start + 1 : start + 1 + length]
             modes[row] = self.modes[number]
-        return inputs, targets, remaining, modes
+        return inputs, targets, remaining, modes, weight
 
 
 def tune_loss(model: GPT, batch) -> torch.Tensor:
-    """Mean cross-entropy (nats) of a `TuneWindowDataset` batch, padding left out."""
-    inputs, targets, remaining, modes = batch
+    """Cross-entropy (nats) of a `TuneWindowDataset` batch, each target by its weight, padding left out."""
+    inputs, targets, remaining, modes, weight = batch
     logits, _ = model(inputs, remaining=remaining, mode=modes)
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+    losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="none")
+    weight = weight.flatten()
+    return (losses * weight).sum() / weight.sum().clamp(min=1e-8)
 
 
 @torch.no_grad()

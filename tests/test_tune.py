@@ -29,6 +29,7 @@ from bachsformer.tune import (
     NOTE,
     REST,
     SLOTS_PER_QUARTER,
+    TuneWindowDataset,
     add_markers,
     load_tune_model,
     read_fermatas,
@@ -230,3 +231,19 @@ def test_the_corpus_export_writes_a_scores_fermatas_as_markers(tmp_path):
     assert read_fermatas(tmp_path / "phrase.mid") == [STEPS_PER_QUARTER]
     tokens = tune_tokens(read_midi(tmp_path / "phrase.mid").quarters, read_fermatas(tmp_path / "phrase.mid"))
     assert tokens.tolist()[2:6] == [NOTE + 69 - LOWEST_PITCH, FERMATA, HOLD, HOLD]
+
+
+def test_training_windows_weigh_each_target_once_its_ending_as_much_as_its_middle():
+    tunes = [np.full(40, NOTE + 40), np.full(6, NOTE + 41)]  # 40 + 2 tokens: windows of 16 from every quarter
+    dataset = TuneWindowDataset(tunes, [MAJOR, MINOR], window=16)
+    assert len(dataset) == 14 + 1  # starts 0, 2, ..., 26; the short tune is one padded window
+    inputs, targets, remaining, modes, weight = dataset.batch(torch.arange(len(dataset)))
+    assert targets[-1, 6].item() == END and targets[-1, 7].item() == -1 and weight[-1, 7] == 0
+    assert torch.equal(remaining[0, :3], torch.tensor([40, 39, 38]))  # target 1 is 40 tokens before END
+    # over all windows each target's weights add to one: END (in one window) weighs as a middle token (in seven)
+    totals = torch.zeros(42)
+    for row, (number, start) in enumerate(dataset.starts.tolist()):
+        if number == 0:
+            totals[start + 1 : start + 16] += weight[row]
+    assert torch.allclose(totals[1:], torch.ones(41))
+    assert weight[13, -1] == 1 and weight[6, 7] == pytest.approx(1 / 7)
