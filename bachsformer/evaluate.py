@@ -49,7 +49,7 @@ from bachsformer.endings import piece_ending, print_endings, summarize_endings, 
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.gpt import GPT
 from bachsformer.harmonization import SYSTEMS, evaluate_harmonization, print_harmonization
-from bachsformer.keys import estimate_key
+from bachsformer.keys import Key, estimate_key
 from bachsformer.metrics import (
     FEATURE_NAMES,
     best_scale,
@@ -69,6 +69,7 @@ from bachsformer.training import resolve_device
 from bachsformer.tune import (
     FERMATA,
     HOLD,
+    MINOR,
     NOTE,
     SLOTS_PER_QUARTER,
     TuneError,
@@ -381,13 +382,13 @@ def replace_length(options, quarters: int):
 TUNE_TEMPERATURES = (0.8, 0.9, 1.0)
 TUNE_TOP_PS = (0.9, 0.95, 1.0)
 TUNE_FEATURES = ("leap", "range", "steps", "phrase_quarters")
-TUNE_CLOSE = ("ends_on_tonic", "ends_by_step", "cut", "fermata_phrase_quarters")
+TUNE_CLOSE = ("ends_on_tonic", "ends_by_step", "cut", "fermata_phrase_quarters", "key_heard")
 
 
 def tune_close(tokens: np.ndarray, mode: int) -> dict:
     """How a tune's tokens close: its last note on the tonic of its mode (C or A), reached by a step (one
-    or two semitones), cut (the last note shorter than a quarter), and its quarters per FERMATA (its
-    length when it has none)."""
+    or two semitones), cut (the last note shorter than a quarter), its quarters per FERMATA (its
+    length when it has none), and whether the tune alone is heard in its key (C major or A minor)."""
     tokens = np.asarray(tokens)
     pitches = tune_pitches(tokens)
     notes = np.flatnonzero(tokens >= NOTE)
@@ -398,6 +399,7 @@ def tune_close(tokens: np.ndarray, mode: int) -> dict:
         "ends_by_step": len(pitches) > 1 and abs(int(pitches[-1]) - int(pitches[-2])) in (1, 2),
         "cut": held < SLOTS_PER_QUARTER,
         "fermata_phrase_quarters": len(tokens) / SLOTS_PER_QUARTER / max(int((tokens == FERMATA).sum()), 1),
+        "key_heard": estimate_key(tune_quarters(tokens)[0]) == Key(TONICS[mode], "minor" if mode == MINOR else "major"),
     }
 
 
@@ -462,19 +464,20 @@ def print_tunes(results: dict) -> None:
         + ", ".join(f" {name} {bach[name + '_mean']:.2f}" for name in TUNE_FEATURES)
         + f"; end on the tonic {bach['ends_on_tonic']:.2f}, by step {bach['ends_by_step']:.2f}, last note a half"
         f" or longer {bach['last_note_half_or_longer']:.2f}, cut {bach['cut']:.2f}, quarters per fermata"
-        f" {bach['fermata_phrase_quarters']:.1f}"
+        f" {bach['fermata_phrase_quarters']:.1f}, heard in their key {bach['key_heard']:.2f}"
     )
     print(
         "| temperature | top-p | leap | range | steps | phrase | mean overlap | ends on tonic | by step | last >= half"
-        " | cut | quarters per fermata | copy |"
+        " | cut | quarters per fermata | key heard | copy |"
     )
-    print("|---" * 13 + "|")
+    print("|---" * 14 + "|")
     for row in results["rows"]:
         print(
             f"| {row['temperature']:g} | {row['top_p']:g} | {row['leap_mean']:.2f} | {row['range_mean']:.1f}"
             f" | {row['steps_mean']:.2f} | {row['phrase_quarters_mean']:.1f} | {row['mean_overlap']:.3f}"
             f" | {row['ends_on_tonic']:.2f} | {row['ends_by_step']:.2f} | {row['last_note_half_or_longer']:.2f}"
-            f" | {row['cut']:.2f} | {row['fermata_phrase_quarters']:.1f} | {row['longest_copy']} |"
+            f" | {row['cut']:.2f} | {row['fermata_phrase_quarters']:.1f} | {row['key_heard']:.2f}"
+            f" | {row['longest_copy']} |"
         )
 
 

@@ -271,6 +271,7 @@ def test_a_tune_closes_on_the_tonic_by_step_and_is_cut_when_its_last_note_is_sho
         "ends_by_step": True,
         "cut": False,
         "fermata_phrase_quarters": 2.5,  # 5 quarters, 2 fermatas
+        "key_heard": False,  # D, B, D, C, mostly D: not heard in C major
     }
     cut = np.array([c, HOLD, HOLD, HOLD, b, HOLD, a, c])  # a leap of a third to an eighth note
     assert tune_close(cut, MAJOR) == {
@@ -278,5 +279,6 @@ def test_a_tune_closes_on_the_tonic_by_step_and_is_cut_when_its_last_note_is_sho
         "ends_by_step": False,
         "cut": True,
         "fermata_phrase_quarters": 4.0,  # no fermata: its length
+        "key_heard": True,  # C, B, A, C: C major
     }
     assert not tune_close(closed, MINOR)["ends_on_tonic"]  # A minor's tonic is A
