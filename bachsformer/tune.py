@@ -43,9 +43,6 @@ VOCAB_SIZE = NOTE + NUM_KEYS
 MAJOR, MINOR = 0, 1
 FERMATA_MARKER = "fermata"
 KIND = "tune"  # the checkpoint kind
-# training, counting to the last note: its target weighs this much more. A weight by position moves no
-# prediction's optimum (sampling knows that place too); it spends more of the model on the last note.
-LAST_NOTE_WEIGHT = 8.0
 LAST_NOTE_SLOTS = 4  # a half note: the last note of a tune model that records no lengths (`draw_last_notes`)
 
 
@@ -214,10 +211,7 @@ class TuneWindowDataset:
             for start in firsts:
                 starts.append((number, start))
                 covered[start + 1 : start + window] += 1
-            weight = 1 / covered.clamp(min=1)
-            if to_last_note and self.counted_to[-1] < len(sequence) - 1:  # the last note, its place known
-                weight[self.counted_to[-1]] *= LAST_NOTE_WEIGHT
-            self.weights.append(weight)
+            self.weights.append(1 / covered.clamp(min=1))
         self.starts = torch.tensor(starts, dtype=torch.long).reshape(-1, 2)
 
     def __len__(self) -> int:

@@ -26,7 +26,6 @@ from bachsformer.tune import (
     FERMATA,
     HOLD,
     LAST_NOTE_SLOTS,
-    LAST_NOTE_WEIGHT,
     MAJOR,
     MINOR,
     NOTE,
@@ -261,12 +260,11 @@ def test_the_countdown_runs_to_the_last_note_and_its_windows_hear_it():
     tune = np.array([c, HOLD, d, HOLD, c, FERMATA, HOLD, HOLD])  # the last note starts at token 4
     assert countdown_index(tune) == 9 and countdown_index(tune, to_last_note=True) == 5
     assert last_note_slots(tune) == 4 and countdown_index(np.array([REST, REST]), to_last_note=True) == 3
-    _, targets, remaining, _, weight = TuneWindowDataset([tune], [MAJOR], window=16, to_last_note=True).batch(
+    _, targets, remaining, _, _ = TuneWindowDataset([tune], [MAJOR], window=16, to_last_note=True).batch(
         torch.tensor([0])
     )
     assert targets[0, :9].tolist() == [*tune.tolist(), END]
     assert remaining[0, :9].tolist() == [4, 3, 2, 1, 0, 0, 0, 0, 0]  # the last note itself hears 0, as what follows
-    assert weight[0, :9].tolist() == [1, 1, 1, 1, LAST_NOTE_WEIGHT, 1, 1, 1, 1]  # the last note weighs more
 
 
 def test_a_model_counting_to_the_last_note_starts_it_where_asked_and_holds_it_to_the_end():
