@@ -172,7 +172,7 @@ ENDING_ROWS = (
 
 
 def print_endings(columns: dict) -> None:
-    """The endings table: one column per set of `endings.summarize_endings` shares (a row a set lacks is blank)."""
+    """The endings table: one column per set of `summarize_endings` shares (a row one set lacks is blank there)."""
     names = list(columns)
     print(
         "\nendings (four voices, each piece in the key heard from them; fermatas: their phrase ends before the"
@@ -180,6 +180,6 @@ def print_endings(columns: dict) -> None:
     )
     print(f"| ending | {' | '.join(names)} |")
     print("|---" * (len(names) + 1) + "|")
-    for row in ENDING_ROWS:
+    for row in (row for row in ENDING_ROWS if any(row in column for column in columns.values())):
         values = [f"{columns[name][row]:.3f}" if row in columns[name] else "" for name in names]
         print(f"| {row.replace('_', ' ')} | {' | '.join(values)} |")
