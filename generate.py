@@ -12,7 +12,7 @@
     python generate.py --wav --png --musicxml            # also a WAV preview, a piano roll and a score
 
 Free music is written tune first (models/tune.pt, bachsformer/tunefirst.py): the tune model writes
-a tune that ends within the last bar of `--quarters` (at least one phrase, 8 quarters), and the
+a tune of `--quarters` whose last note is held to the end (at least one phrase, 8 quarters), and the
 transformer harmonizes it, with cadences at its phrase ends and the last chord held under its last
 note; `--file` continues the primer's top line, then harmonizes the new part after the primer's own
 music. `--no-tune` samples the codes with no melody, as before; without models/tune.pt generate.py

@@ -86,7 +86,7 @@ def compose_tune_first(
 ) -> list[Composition]:
     """One piece per seed: a tune of `options.quarters` quarters (after the primer's, if any), harmonized.
 
-    The tune ends within its last bar; the piece ends with it. The tunes are sampled as one batch
+    The tune closes on time (`tune.sample_tunes`); the piece ends with it. The tunes are sampled as one batch
     with options.tune_temperature and options.tune_top_p; piece i is the same alone or in a batch.
     """
     if options.quarters < MIN_QUARTERS:
