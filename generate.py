@@ -12,7 +12,7 @@
     python generate.py --wav --png --musicxml            # also a WAV preview, a piano roll and a score
 
 Free music is written tune first (models/tune.pt, bachsformer/tunefirst.py): the tune model writes
-a tune that ends within the last bar of `--quarters` (at least one phrase, 8 quarters), and the
+a tune of `--quarters` whose last note is held to the end (at least one phrase, 8 quarters), and the
 transformer harmonizes it, with cadences at its phrase ends and the last chord held under its last
 note; `--file` continues the primer's top line, then harmonizes the new part after the primer's own
 music. `--no-tune` samples the codes with no melody, as before; without models/tune.pt generate.py
@@ -30,7 +30,8 @@ harmonized from its top line, with a warning; a long one shows its progress.
 
 What the files keep: music is written as the four voices the VQ-VAE decodes, tracks "Soprano",
 "Alto", "Tenor" and "Bass", each one line; `--raw` writes their union as one track instead. A primer
-or a file to rewrite enters as its voices: its parts, or split by the voicing rule (voicing.py). A harmonization's Soprano is the melody, its track named
+or a file to rewrite enters as its voices: its parts, or split by the voicing rule (voicing.py).
+A harmonization's Soprano is the melody, its track named
 as the file's one track of notes (or "Soprano"), and a marker names that track, so that `--regenerate`
 on a harmonization keeps its tune whole, as the page does. A file (`--melody`, `--file`) may be MIDI,
 MusicXML or .mxl (read as the page reads it, bachsformer/musicxml.py); a tempo no piece is written

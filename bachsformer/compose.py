@@ -128,6 +128,7 @@ class Composition:
     key: Key  # the key it is written in: asked for, the primer's, or estimated
     melody: np.ndarray | None = None  # bool [Q, 88, 32]: the tune harmonized, the Soprano, in `key`
     tracks: tuple | None = None  # what its MIDI file holds once named (`voiced`): (name, notes [N, 3]) per track
+    fermatas: tuple = ()  # onset steps of the tune's phrase ends (tune first), as the tune model wrote them
 
     @cached_property
     def quarters(self) -> np.ndarray:

@@ -45,13 +45,14 @@ import torch
 
 from bachsformer.analyze import harmony_statistics, print_harmony
 from bachsformer.codes import baselines, bits_per_code, encode_pieces, evaluation_windows, untransposed
-from bachsformer.compose import compose, decode_quarters, decode_voices, load_models
+from bachsformer.compose import Composition, compose, decode_quarters, decode_voices, load_models
 from bachsformer.config import load_config
 from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split, transpose_lines
+from bachsformer.endings import piece_ending, print_endings, summarize_endings, voices_key
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.gpt import GPT
 from bachsformer.harmonization import SYSTEMS, evaluate_harmonization, print_harmonization
-from bachsformer.keys import estimate_key
+from bachsformer.keys import Key, estimate_key
 from bachsformer.metrics import (
     FEATURE_NAMES,
     best_scale,
@@ -65,22 +66,28 @@ from bachsformer.metrics import (
     piece_features,
     top_line_features,
 )
-from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, quarters_to_notes
+from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, quarters_to_notes, read_midi_tracks
 from bachsformer.rules import voice_figures
 from bachsformer.sampling import set_sampling_threads
 from bachsformer.training import resolve_device
 from bachsformer.tune import (
+    FERMATA,
+    HOLD,
+    MINOR,
+    NOTE,
+    SLOTS_PER_QUARTER,
     TuneError,
     bits_per_token,
     corpus_tunes,
     load_tune_model,
+    read_fermatas,
     sample_tunes,
     tune_baselines,
     tune_pitches,
     tune_quarters,
 )
 from bachsformer.tunefirst import MIN_QUARTERS, TONICS, compose_tune_first, load_tune_for, tune_modes
-from bachsformer.voices import SILENCE, VOICE_NAMES
+from bachsformer.voices import SILENCE, VOICE_NAMES, Voices, restore_repeats
 from bachsformer.voicing import grid_steps
 from bachsformer.vqvae import LATENT_SHAPE, SEMITONES_PER_ROW, VQVAE, reconstruction_scores
 
@@ -199,6 +206,49 @@ def line_and_endings(pieces: list[np.ndarray]) -> dict:
     }
 
 
+def free_endings(voiced: list[Voices], pieces: list[Composition], asked: list[int]) -> dict:
+    """`endings.summarize_endings` of generated pieces (their four voices, each in the key heard from
+    them, at the tune's fermatas), with the share heard in the key each was written in, the share
+    within a bar (4 quarters) of the length asked for, and their lengths."""
+    rows, heard_as_asked = [], []
+    for voices, piece in zip(voiced, pieces):
+        heard = voices_key(voices.notes, voices.steps_per_quarter)
+        heard_as_asked.append(heard == piece.key)
+        rows.append(piece_ending(voices.notes, heard, voices.steps_per_quarter, piece.fermatas))
+    lengths = [voices.num_quarters for voices in voiced]
+    return {
+        **summarize_endings(rows),
+        "key_heard_as_written": float(np.mean(heard_as_asked)),
+        "within_a_bar_of_the_length": float(np.mean([abs(n - a) <= 4 for n, a in zip(lengths, asked)])),
+        "quarters": lengths,
+        "asked_quarters": asked,
+    }
+
+
+def chorale_voice_notes(path) -> list[np.ndarray]:
+    """A chorale file's Soprano, Alto, Tenor and Bass tracks as note lists [N, 3] (a track counts by the
+    first word of its name: "Soprano\\rOboe 1" is the Soprano), each repeat at its full length; a
+    voice the file lacks has no notes."""
+    tracks = {}
+    for track in read_midi_tracks(path):
+        name = track.name.split()[0] if track.name.split() else ""
+        if name in VOICE_NAMES and track.quarters.any() and name not in tracks:
+            tracks[name] = restore_repeats(quarters_to_notes(track.quarters))
+    return [tracks.get(name, np.zeros((0, 3), dtype=np.int64)) for name in VOICE_NAMES]
+
+
+def bach_endings(midi_dir: str | Path, names: list[str]) -> dict:
+    """`endings.summarize_endings` of the chorale files `names` in midi_dir: their own four voices, in
+    the key heard from them, at their fermata markers."""
+    rows = []
+    for name in names:
+        path = Path(midi_dir) / name
+        voices = chorale_voice_notes(path)
+        key = voices_key(voices, STEPS_PER_QUARTER)
+        rows.append(piece_ending(voices, key, STEPS_PER_QUARTER, read_fermatas(path)))
+    return summarize_endings(rows)
+
+
 def evaluate(
     config, num_pieces: int, num_quarters: int | None, seed: int, device: torch.device, png: str | None = None
 ) -> dict:
@@ -243,10 +293,10 @@ def evaluate(
     if tune_first:  # each piece a tune of its length, harmonized; in the key the models write
         tune_model = load_tune_for(config.models.tune, config.data.normalize_key, device)
         plain = dataclasses.replace(options, key="")
-        pieces_written = []
+        compositions = []
         for piece_seed, length in zip(seeds, lengths):
             piece = compose_tune_first(vq_vae, transformer, tune_model, replace_length(plain, length), [piece_seed])[0]
-            pieces_written.append(piece.voices)
+            compositions.append(piece)
             tunes.append(piece.melody)
         train_tunes, _, _ = corpus_tunes(train, config.data.midi_dir)
         held_out_tunes, held_out_modes, _ = corpus_tunes(held_out, config.data.midi_dir)
@@ -263,8 +313,10 @@ def evaluate(
     else:
         # one batch at the longest length, each piece cut to its own: piece i depends on its seed alone
         # in the key the model writes, as the held-out files are read (key-normalized or not)
-        written = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
-        pieces_written = [piece.voices.sliced(0, length) for piece, length in zip(written, lengths)]
+        compositions = compose(vq_vae, transformer, dataclasses.replace(options, quarters=max(lengths), key=""), seeds)
+    pieces_written = [
+        piece.voices if tune_first else piece.voices.sliced(0, length) for piece, length in zip(compositions, lengths)
+    ]
     generated = [voices.quarters() for voices in pieces_written]  # the union of the decoder's voices
     reference = [p.quarters for p in held_out]
     grid = grid_steps(options.grid, STEPS_PER_QUARTER)
@@ -303,6 +355,11 @@ def evaluate(
         "generated": harmony_statistics(pieces_written),
         "Bach": harmony_statistics([Path(config.data.midi_dir) / p.name for p in held_out]),
     }
+    asked = [max(length, MIN_QUARTERS) if tune_first else length for length in lengths]
+    results["endings"] = {
+        "generated": free_endings(pieces_written, compositions, asked),
+        "bach": bach_endings(config.data.midi_dir, [p.name for p in held_out]),
+    }
     music["sampling"] = {
         "pieces": num_pieces,
         "quarters": "held-out lengths" if num_quarters is None else num_quarters,
@@ -330,6 +387,25 @@ def replace_length(options, quarters: int):
 TUNE_TEMPERATURES = (0.8, 0.9, 1.0)
 TUNE_TOP_PS = (0.9, 0.95, 1.0)
 TUNE_FEATURES = ("leap", "range", "steps", "phrase_quarters")
+TUNE_CLOSE = ("ends_on_tonic", "ends_by_step", "cut", "fermata_phrase_quarters", "key_heard")
+
+
+def tune_close(tokens: np.ndarray, mode: int) -> dict:
+    """How a tune's tokens close: its last note on the tonic of its mode (C or A), reached by a step (one
+    or two semitones), cut (the last note shorter than a quarter), its quarters per FERMATA (its
+    length when it has none), and whether the tune alone is heard in its key (C major or A minor)."""
+    tokens = np.asarray(tokens)
+    pitches = tune_pitches(tokens)
+    notes = np.flatnonzero(tokens >= NOTE)
+    last = tokens[notes[-1] + 1 :] if len(notes) else tokens[:0]
+    held = 1 + int(np.isin(last, (HOLD, FERMATA)).cumprod().sum()) if len(notes) else 0  # eighths
+    return {
+        "ends_on_tonic": bool(len(pitches)) and int(pitches[-1]) % 12 == TONICS[mode],
+        "ends_by_step": len(pitches) > 1 and abs(int(pitches[-1]) - int(pitches[-2])) in (1, 2),
+        "cut": held < SLOTS_PER_QUARTER,
+        "fermata_phrase_quarters": len(tokens) / SLOTS_PER_QUARTER / max(int((tokens == FERMATA).sum()), 1),
+        "key_heard": estimate_key(tune_quarters(tokens)[0]) == Key(TONICS[mode], "minor" if mode == MINOR else "major"),
+    }
 
 
 def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> dict:
@@ -363,7 +439,7 @@ def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> 
                 name: overlapping_area([f[name] for f in features], [f[name] for f in bach]) for name in TUNE_FEATURES
             }
             endings = [ending(q, TONICS[mode]) for q, mode in zip(lines, modes)]
-            last_pitches = [int(tune_pitches(t)[-1]) for t in tunes]
+            closes = [tune_close(t, mode) for t, mode in zip(tunes, modes)]
             rows.append(
                 {
                     "temperature": temperature,
@@ -371,15 +447,15 @@ def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> 
                     **{f"{name}_mean": float(np.mean([f[name] for f in features])) for name in TUNE_FEATURES},
                     **{f"{name}_overlap": area for name, area in areas.items()},
                     "mean_overlap": float(np.mean(list(areas.values()))),
-                    "ends_on_tonic": float(np.mean([p % 12 == TONICS[m] for p, m in zip(last_pitches, modes)])),
+                    **{name: float(np.mean([c[name] for c in closes])) for name in TUNE_CLOSE},
                     "last_note_half_or_longer": float(np.mean([e["final_chord_quarters"] >= 2 for e in endings])),
                     "longest_copy": max(longest_verbatim_runs(lines, training_lines)),
                 }
             )
     bach_means = {f"{name}_mean": float(np.mean([f[name] for f in bach])) for name in TUNE_FEATURES}
     held_out_tunes, held_out_modes, _ = corpus_tunes(held_out, config.data.midi_dir)
-    bach_last = [int(tune_pitches(t)[-1]) for t in held_out_tunes]
-    bach_means["ends_on_tonic"] = float(np.mean([p % 12 == TONICS[m] for p, m in zip(bach_last, held_out_modes)]))
+    bach_closes = [tune_close(t, mode) for t, mode in zip(held_out_tunes, held_out_modes)]
+    bach_means.update({name: float(np.mean([c[name] for c in bach_closes])) for name in TUNE_CLOSE})
     bach_means["last_note_half_or_longer"] = float(
         np.mean([ending(tune_quarters(t)[0], 0)["final_chord_quarters"] >= 2 for t in held_out_tunes])
     )
@@ -391,18 +467,22 @@ def print_tunes(results: dict) -> None:
     print(
         f"{results['pieces']} tunes per row, at held-out lengths, seed {results['seed']}; held-out top lines:"
         + ", ".join(f" {name} {bach[name + '_mean']:.2f}" for name in TUNE_FEATURES)
-        + f"; end on the tonic {bach['ends_on_tonic']:.2f}, last note a half or longer"
-        f" {bach['last_note_half_or_longer']:.2f}"
+        + f"; end on the tonic {bach['ends_on_tonic']:.2f}, by step {bach['ends_by_step']:.2f}, last note a half"
+        f" or longer {bach['last_note_half_or_longer']:.2f}, cut {bach['cut']:.2f}, quarters per fermata"
+        f" {bach['fermata_phrase_quarters']:.1f}, heard in their key {bach['key_heard']:.2f}"
     )
     print(
-        "| temperature | top-p | leap | range | steps | phrase | mean overlap | ends on tonic | last >= half | copy |"
+        "| temperature | top-p | leap | range | steps | phrase | mean overlap | ends on tonic | by step | last >= half"
+        " | cut | quarters per fermata | key heard | copy |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * 14 + "|")
     for row in results["rows"]:
         print(
             f"| {row['temperature']:g} | {row['top_p']:g} | {row['leap_mean']:.2f} | {row['range_mean']:.1f}"
             f" | {row['steps_mean']:.2f} | {row['phrase_quarters_mean']:.1f} | {row['mean_overlap']:.3f}"
-            f" | {row['ends_on_tonic']:.2f} | {row['last_note_half_or_longer']:.2f} | {row['longest_copy']} |"
+            f" | {row['ends_on_tonic']:.2f} | {row['ends_by_step']:.2f} | {row['last_note_half_or_longer']:.2f}"
+            f" | {row['cut']:.2f} | {row['fermata_phrase_quarters']:.1f} | {row['key_heard']:.2f}"
+            f" | {row['longest_copy']} |"
         )
 
 
@@ -428,6 +508,7 @@ def targets(results: dict) -> dict:
         return abs(reconstruction[name] - reference[name]) <= fraction * reference[name]
 
     lines = results["top_line_and_endings"]
+    endings = results["endings"]["generated"]
 
     def line_within(name, fraction):
         return abs(lines["generated"][name] - lines["bach"][name]) <= fraction * lines["bach"][name]
@@ -485,6 +566,13 @@ def targets(results: dict) -> dict:
         "top_line_range_within_10%": line_within("range", 0.1),
         "final_chord_held_a_half_note_in_every_piece": lines["generated"]["final_chord_held_half"] == 1.0,
         "bass_on_the_tonic_at_the_end_at_least_0.70": lines["generated"]["bass_on_tonic"] >= 0.70,
+        # the cadence issue's, read from the four voices (endings.py)
+        "authentic_close_at_least_0.60": endings["final_authentic"] >= 0.60,
+        "tune_ends_on_the_tonic_at_least_0.65": endings["tune_on_tonic"] >= 0.65,
+        "final_chord_held_a_quarter_or_more_at_least_0.9": endings["final_chord_held"] >= 0.9,
+        "key_heard_as_written_at_least_0.90": endings["key_heard_as_written"] >= 0.90,
+        "no_tune_cut_and_every_piece_within_a_bar_of_its_length": endings["tune_cut"] == 0
+        and endings["within_a_bar_of_the_length"] == 1,
     }
 
 
@@ -632,6 +720,7 @@ def print_table(results: dict) -> None:
         print(f"| {name} | {values} |")
     if "harmony" in results:
         print_harmony(results["harmony"])
+    print_endings(results["endings"])
     print("\ntargets:")
     for name, met in results["targets"].items():
         print(f"  {'met    ' if met else 'MISSED '} {name}")

@@ -38,6 +38,7 @@ import torch
 from bachsformer.analyze import harmony_statistics, music_from_voices, print_harmony
 from bachsformer.compose import decode_voices, load_models
 from bachsformer.data import load_corpus, midi_files, split
+from bachsformer.endings import piece_ending, print_endings, summarize_endings, voices_key
 from bachsformer.guided import harmonize, piece_roll, with_tune
 from bachsformer.keys import Key, estimate_key, normalizing_shift
 from bachsformer.metrics import grid_shares, scale_consistency, top_line
@@ -244,6 +245,7 @@ def summarize(scores: list[dict]) -> dict:
         # the four-part rules between all voice pairs, per chorale
         **{f"{name}_per_chorale": float(np.mean([s[name] for s in scores])) for name in RULE_NAMES},
         "out_of_range_share": total("out_of_range") / max(total("notes"), 1),
+        "endings": summarize_endings([s["ending"] for s in scores]),
     }
 
 
@@ -318,6 +320,7 @@ def evaluate_harmonization(
             continue
         melody, bach_lower = voices
         bach_voices, _ = read_voices(path, grid)
+        fermatas = read_fermatas(path)
         for system in systems:
             started = time.perf_counter()
             if system == "triad rule":
@@ -335,19 +338,28 @@ def evaluate_harmonization(
             voice_lists.setdefault(system, []).append(voices)
             rolls = [voices.voice_quarters(number) for number in range(4)]  # the rules read the voices
             kept = {"melody_kept": soprano_kept(voices, melody)}  # the union may strike a held melody key again
-            scores[system].append({**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls), **kept})
+            ending = piece_ending(
+                voices.notes, voices_key(voices.notes, STEPS_PER_QUARTER), STEPS_PER_QUARTER, fermatas
+            )
+            scores[system].append(
+                {**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls), **kept, "ending": ending}
+            )
             outputs.setdefault(system, []).append(music)
             # analysed with the chorale's phrase ends: the tune's fermatas are where Bach's are
-            fermatas = [step / STEPS_PER_QUARTER for step in read_fermatas(path)]
             voiced.setdefault(system, []).append(
-                music_from_voices(voices.notes, voices.steps_per_quarter, fermatas=fermatas)
+                music_from_voices(
+                    voices.notes, voices.steps_per_quarter, fermatas=[f / STEPS_PER_QUARTER for f in fermatas]
+                )
             )
             if png is not None and system == "model" and len(scores["model"]) == 1:
                 panels = [(music, f"{name}: its Soprano harmonized by bachsformer"), (melody | bach_lower, "Bach")]
                 write_rolls_png(panels, png, melody=melody, overwrite=True)
         bach_files.append(path)
         bach_scores = harmony_scores(melody | bach_lower, melody, bach_lower)
-        scores["Bach"].append({**bach_scores, **four_part_scores(chorale_parts(path))})
+        parts = chorale_parts(path)
+        notes = [restore_repeats(quarters_to_notes(part)) for part in parts]
+        ending = piece_ending(notes, voices_key(notes, STEPS_PER_QUARTER), STEPS_PER_QUARTER, fermatas)
+        scores["Bach"].append({**bach_scores, **four_part_scores(parts), "ending": ending})
         voice_lists.setdefault("Bach", []).append(bach_voices)
     table = {system: summarize(rows) for system, rows in scores.items() if rows}
     for system, pieces in voice_lists.items():  # parallels over all pairs per 100 quarters, inner rests, leaps
@@ -413,6 +425,7 @@ def print_harmonization(results: dict) -> None:
                 f"{system}: {grid['off_grid']:.3f} of {grid['notes']} notes off the grid,"
                 f" {grid['shorter_than_grid']:.3f} shorter than it, at most {grid['max_keys']} keys at once"
             )
+    print_endings({system: row["endings"] for system, row in table.items()})
     if "model" in table:
         for baseline in (s for s in SYSTEMS[1:] if s in table):
             gain = table["model"]["lower_voice_overlap"] - table[baseline]["lower_voice_overlap"]

@@ -100,7 +100,7 @@ def compose_tune_first(
 ) -> list[Composition]:
     """One piece per seed: a tune of `options.quarters` quarters (after the primer's, if any), harmonized.
 
-    The tune ends within its last bar; the piece ends with it. The tunes are sampled as one batch
+    The tune closes on time (`tune.sample_tunes`); the piece ends with it. The tunes are sampled as one batch
     with options.tune_temperature and options.tune_top_p; piece i is the same alone or in a batch.
     primer: the voices to continue (or quarters [P, 88, 32], split by the voicing rule): its Soprano
     begins the tune, and its own voices are kept.
@@ -144,5 +144,9 @@ def compose_tune_first(
         if primer is not None and continuation_only:
             voices, tune = voices.sliced(kept, voices.num_quarters), tune[kept:]
         key = primer_key or Key(tonic, "minor" if mode == MINOR else "major")
-        pieces.append(in_key(voices, key, options.key, tune))
+        steps = melody.shape[2]
+        if primer is not None and continuation_only:
+            fermatas = [f - kept * steps for f in fermatas if f >= kept * steps]
+        fermatas = tuple(f for f in fermatas if f < voices.num_quarters * steps)
+        pieces.append(dataclasses.replace(in_key(voices, key, options.key, tune), fermatas=fermatas))
     return pieces

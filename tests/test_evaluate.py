@@ -16,9 +16,11 @@ import torch
 
 from bachsformer.config import load_config
 from bachsformer.data import CorpusPiece, load_corpus, split
+from bachsformer.endings import CADENCES
 from bachsformer.errors import exit_on_user_error
-from bachsformer.evaluate import codes_kept_under_transposition, evaluate, main, targets
+from bachsformer.evaluate import codes_kept_under_transposition, evaluate, main, targets, tune_close
 from bachsformer.midi import write_midi
+from bachsformer.tune import FERMATA, HOLD, MAJOR, MINOR, NOTE
 from bachsformer.voices import Voices
 from bachsformer.vqvae import voice_channels
 
@@ -116,10 +118,20 @@ def test_a_fixed_length_gives_every_piece_that_length(config):
         "top_line_range_within_10%",
         "final_chord_held_a_half_note_in_every_piece",
         "bass_on_the_tonic_at_the_end_at_least_0.70",
+        "authentic_close_at_least_0.60",
+        "tune_ends_on_the_tonic_at_least_0.65",
+        "final_chord_held_a_quarter_or_more_at_least_0.9",
+        "key_heard_as_written_at_least_0.90",
+        "no_tune_cut_and_every_piece_within_a_bar_of_its_length",
     }
     lines = results["top_line_and_endings"]
     assert set(lines) == {"generated", "bach", "reconstruction"}
     assert 0 <= lines["generated"]["bass_on_tonic"] <= 1 and lines["bach"]["leap"] > 0
+    endings = results["endings"]
+    assert set(endings) == {"generated", "bach"}
+    assert endings["generated"]["quarters"] == [5, 5, 5] and endings["generated"]["within_a_bar_of_the_length"] == 1
+    assert endings["bach"]["pieces"] == len(held_out_lengths(config))
+    assert sum(endings["generated"][f"final_{name}"] for name in CADENCES) == pytest.approx(1)
 
 
 def test_targets_compare_with_bach_as_the_thresholds_say():
@@ -183,6 +195,16 @@ def test_targets_compare_with_bach_as_the_thresholds_say():
             "bach": {"leap": 2.0, "range": 12.0},
             "generated": {"leap": 2.21, "range": 13.2, "final_chord_held_half": 31 / 32, "bass_on_tonic": 0.7},
         },
+        "endings": {
+            "generated": {
+                "final_authentic": 0.6,
+                "tune_on_tonic": 0.64,
+                "final_chord_held": 0.9,
+                "key_heard_as_written": 0.9,
+                "tune_cut": 0.0,
+                "within_a_bar_of_the_length": 31 / 32,
+            }
+        },
     }
     assert targets(results) == {
         "no_note_off_the_grid_or_shorter_than_it": False,  # 1 % shorter
@@ -217,6 +239,11 @@ def test_targets_compare_with_bach_as_the_thresholds_say():
         "top_line_range_within_10%": True,  # 13.2 is 10 % above 12
         "final_chord_held_a_half_note_in_every_piece": False,  # one piece of 32 not
         "bass_on_the_tonic_at_the_end_at_least_0.70": True,
+        "authentic_close_at_least_0.60": True,
+        "tune_ends_on_the_tonic_at_least_0.65": False,
+        "final_chord_held_a_quarter_or_more_at_least_0.9": True,
+        "key_heard_as_written_at_least_0.90": True,
+        "no_tune_cut_and_every_piece_within_a_bar_of_its_length": False,  # one piece of 32 not within a bar
     }
 
 
@@ -283,3 +310,24 @@ def test_bad_options_are_one_line(root, monkeypatch, capsys, option):
     status, stdout, err = run_evaluate(monkeypatch, capsys, "--config", str(root / "config.yaml"), *option)
     assert status == 2 and stdout == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+
+
+def test_a_tune_closes_on_the_tonic_by_step_and_is_cut_when_its_last_note_is_short():
+    c, d, b, a = (NOTE + pitch - 21 for pitch in (72, 74, 71, 69))
+    closed = np.array([d, HOLD, b, FERMATA, d, HOLD, c, FERMATA, HOLD, HOLD])
+    assert tune_close(closed, MAJOR) == {
+        "ends_on_tonic": True,
+        "ends_by_step": True,
+        "cut": False,
+        "fermata_phrase_quarters": 2.5,  # 5 quarters, 2 fermatas
+        "key_heard": False,  # D, B, D, C, mostly D: not heard in C major
+    }
+    cut = np.array([c, HOLD, HOLD, HOLD, b, HOLD, a, c])  # a leap of a third to an eighth note
+    assert tune_close(cut, MAJOR) == {
+        "ends_on_tonic": True,
+        "ends_by_step": False,
+        "cut": True,
+        "fermata_phrase_quarters": 4.0,  # no fermata: its length
+        "key_heard": True,  # C, B, A, C: C major
+    }
+    assert not tune_close(closed, MINOR)["ends_on_tonic"]  # A minor's tonic is A

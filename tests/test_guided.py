@@ -516,6 +516,9 @@ def test_evaluate_harmonize_scores_every_held_out_chorale_and_draws_one(tmp_path
         assert 0 <= table[system]["lower_voice_overlap"] <= 1
         assert 0 <= table[system]["consonance_on_the_beat"] <= 1 and table[system]["parallels_per_100_eighths"] >= 0
     assert table["Bach"]["lower_voice_overlap"] == 1.0
+    for system in (*systems, "Bach"):  # every row's endings, read from its four voices
+        assert table[system]["endings"]["pieces"] == len(chorales)
+    assert "| ending | model |" in stdout and "| bass on tonic |" in stdout
     assert set(results["targets"]) >= {"lower_voice_overlap_at_least_0.52", "melody_kept_in_every_file"}
     assert ("no_voices.mid" in held_out) == any("no_voices.mid" in line for line in results["skipped"])
     assert "| model |" in stdout and "model against triad rule:" in stdout and "| VQ-VAE oracle |" in stdout
