@@ -282,7 +282,7 @@ def draw_last_notes(model: GPT, seeds: list[int]) -> list[int]:
     """Each tune's last note length in eighths, drawn from its seed with the training tunes' shares
     (the checkpoint's `last_note_slots`: counts by length in eighths); a half note where none are recorded."""
     counts = getattr(model, "checkpoint_info", {}).get("last_note_slots")
-    if not counts:
+    if not counts or sum(counts) <= 0:  # none recorded, or no tune's last note an eighth or longer
         return [LAST_NOTE_SLOTS] * len(seeds)
     weights = torch.tensor(counts, dtype=torch.float)
     return [int(torch.multinomial(weights, 1, generator=torch.Generator().manual_seed(seed + 2))) for seed in seeds]
