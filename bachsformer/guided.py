@@ -384,7 +384,8 @@ def harmonize(
     if options.min_note_steps > 1:
         lower = lower.without_short_notes(options.min_note_steps)
     lower = hold_last_chord(lower, last_onset, tune_end)
-    voices = Voices((restore_repeats(quarters_to_notes(tune)), *lower.notes), voices.num_quarters, steps)
+    # the melody exact once more: a fragment merged into the note before it may have carried that note above the tune
+    voices = with_tune(Voices((voices.notes[0], *lower.notes), voices.num_quarters, steps), tune)
     if kept:
         voices = concatenate([primer.transposed(shift), voices.sliced(kept, voices.num_quarters)])
     return in_key(voices.transposed(-shift), key, options.key, melody)
