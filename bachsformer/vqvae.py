@@ -381,6 +381,9 @@ class VQVAE(nn.Module):
         otherwise each hears `previous`. previous: the codes [16] of the quarter before the first
         (consecutive) or before each (not), default a silent quarter.
         """
+        if not len(codes):
+            empty = torch.full((0, self.num_voices, STEPS_PER_QUARTER), SILENCE, dtype=torch.long)
+            return empty, empty.bool()
         before = [None] * len(codes.split(batch_size))  # a model without context hears no quarter before
         if self.config.decoder_context:
             first = self.silence_codes() if previous is None else previous.to(codes.device)
@@ -393,9 +396,6 @@ class VQVAE(nn.Module):
             at_key = onset_logits.gather(2, keys.clamp(max=NUM_KEYS - 1)[:, :, None, :])[:, :, 0]
             all_keys.append(keys)
             all_onsets.append((at_key > 0) & (keys != SILENCE))
-        if not all_keys:
-            empty = torch.zeros(0, self.num_voices, STEPS_PER_QUARTER, dtype=torch.long)
-            return empty.fill_(SILENCE), empty.bool()
         return torch.cat(all_keys), torch.cat(all_onsets)
 
     @classmethod

@@ -348,3 +348,9 @@ def test_config_refuses_sizes_no_model_can_have():
     with pytest.raises(ValueError, match="tie_weight: must be above 0"):
         VQVAEConfig(tie_weight=0.0)
     assert np.isclose(VQVAEConfig().tie_weight, 1.0)
+
+
+def test_no_codes_decode_to_no_quarters():
+    model = VQVAE(dataclasses.replace(TINY, decoder_context=True)).eval()
+    keys, onsets = model.decode(torch.zeros(0, model.codes_per_quarter, dtype=torch.long))
+    assert keys.shape == onsets.shape == (0, model.num_voices, 32) and onsets.dtype == torch.bool
