@@ -23,7 +23,7 @@ each piece to another tonic, keeping its mode unless one is named, and a primer'
 back in the primer's key. A melody (`--melody`: its highest line, or one track, named exactly or in
 any case) is harmonized below, and a passage (`--regenerate A-B`, quarters counted from 1) rewritten,
 by choosing among `--candidates` samples per quarter (or passage) the one that fits
-(bachsformer/guided.py); the transformer hears the melody it harmonizes, `--guidance` above 1 makes
+(bachsformer/harmonize.py); the transformer hears the melody it harmonizes, `--guidance` above 1 makes
 it lean on the melody harder (classifier-free guidance). A melody keeps its notes exactly: `--key`
 may move it to another tonic, not change its mode. A melody with chords (a piano piece) is
 harmonized from its top line, with a warning; a long one shows its progress.
@@ -68,7 +68,7 @@ from bachsformer.analyze import analyze_voices
 from bachsformer.compose import compose, file_tracks, load_models, piece_midi_bytes, refuse_mode_change, voiced
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
-from bachsformer.guided import harmonize, keep_tune, parse_passage, read_melody, regenerate, thin_harmony_warning
+from bachsformer.harmonize import harmonize, keep_tune, parse_passage, read_melody, regenerate, thin_harmony_warning
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (
     DEFAULT_MAX_QUARTERS,

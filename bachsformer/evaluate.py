@@ -7,7 +7,7 @@
     python -m bachsformer.evaluate --no-tune          # free music the old way: codes sampled with no melody
     python -m bachsformer.evaluate --tunes            # the tune model alone: a table over temperature and top-p
     python -m bachsformer.evaluate --num 8 --set generate.tune_top_p=0.9   # a quick comparison
-    python -m bachsformer.evaluate --harmonize        # harmonize held-out chorale tunes (bachsformer/harmonization.py)
+    python -m bachsformer.evaluate --harmonize        # harmonize held-out chorale tunes (evaluate_harmonization.py)
     python -m bachsformer.evaluate --harmonize --files 8 --systems model,"one candidate"   # a quick comparison
 
 VQ-VAE: frame F1, onset F1 and codebook perplexity on the held-out files. Transformer: held-out
@@ -50,8 +50,8 @@ from bachsformer.config import load_config
 from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split, transpose_lines
 from bachsformer.endings import piece_ending, print_endings, summarize_endings, voices_key
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
+from bachsformer.evaluate_harmonization import SYSTEMS, evaluate_harmonization, print_harmonization
 from bachsformer.gpt import GPT
-from bachsformer.harmonization import SYSTEMS, evaluate_harmonization, print_harmonization
 from bachsformer.keys import Key, estimate_key
 from bachsformer.metrics import (
     FEATURE_NAMES,

@@ -38,7 +38,7 @@ from bachsformer.analyze import Analysis, NoHarmonyError, analyze, as_music
 from bachsformer.compose import Composition, compose, load_models, piece_midi_bytes, refuse_mode_change, voiced
 from bachsformer.config import Config, GenerateConfig
 from bachsformer.errors import BachsformerError
-from bachsformer.guided import (
+from bachsformer.harmonize import (
     harmonize,
     keep_tune,
     piece_quarters,
@@ -98,7 +98,7 @@ class RequestError(BachsformerError):
 
 class Tune(NamedTuple):
     """A tune read from a file or the page: its top line as quarters [Q, 88, 32], its meter, what was warned,
-    and the name its track keeps in the harmonization (`guided.tune_name`)."""
+    and the name its track keeps in the harmonization (`harmonize.tune_name`)."""
 
     melody: np.ndarray
     meter: Meter
@@ -314,7 +314,7 @@ class Harmonizer:
 
 
 def harmony_warnings(piece: Composition, source: str) -> list[str]:
-    """A harmonization that leaves most of its tune bare says so (`guided.thin_harmony_warning`)."""
+    """A harmonization that leaves most of its tune bare says so (`harmonize.thin_harmony_warning`)."""
     if piece.melody is None:
         return []
     warning = thin_harmony_warning(piece.quarters, piece.melody, source, "another seed or more candidates")

@@ -1,7 +1,7 @@
 """Free music as Bach's chorales were made: a tune first, then its harmonization (docs/design.md, Tune first).
 
 The tune model (bachsformer/tune.py) writes a tune of about the length asked for, in C major or A
-minor, closing on time; `guided.harmonize` writes the voices below it, with cadences at its phrase
+minor, closing on time; `harmonize.harmonize` writes the voices below it, with cadences at its phrase
 ends (its fermatas) and the last chord held under the last note. A primer (`--file`) is continued
 the same way: its top line is the tune's beginning, its own quarters are kept, and the voices under
 the new part follow on from it.
@@ -19,7 +19,7 @@ from bachsformer.checkpoint import CheckpointError
 from bachsformer.compose import Composition, as_voices, in_key
 from bachsformer.config import GenerateConfig
 from bachsformer.gpt import GPT
-from bachsformer.guided import harmonize
+from bachsformer.harmonize import harmonize
 from bachsformer.keys import Key, estimate_key, normalizing_shift, parse_key, transpose_quarters
 from bachsformer.midi import STEPS_PER_QUARTER
 from bachsformer.tune import (

@@ -23,7 +23,7 @@ import torch
 from bachsformer.compose import decode_voices
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, exit_on_user_error
-from bachsformer.guided import parse_passage
+from bachsformer.harmonize import parse_passage
 from bachsformer.keys import estimate_key, normalizing_shift
 from bachsformer.midi import read_meter, tracks_to_midi_bytes, write_bytes
 from bachsformer.render import require_matplotlib, write_rolls_png

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from midi_files import roll
 
-from bachsformer.guided import BASS_RANGE_WEIGHT, rule_penalties
+from bachsformer.harmonize import BASS_RANGE_WEIGHT, rule_penalties
 from bachsformer.rules import count_rules, four_part_scores, lines, voice_figures
 from bachsformer.voices import Voices
 

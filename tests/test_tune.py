@@ -11,7 +11,7 @@ from bachsformer.checkpoint import CheckpointError, load_checkpoint
 from bachsformer.compose import load_models
 from bachsformer.config import GenerateConfig
 from bachsformer.gpt import GPT, GPTConfig
-from bachsformer.guided import harmonize
+from bachsformer.harmonize import harmonize
 from bachsformer.midi import (
     LOWEST_PITCH,
     NUM_KEYS,

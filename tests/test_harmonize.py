@@ -24,8 +24,15 @@ from bachsformer.config import GenerateConfig
 from bachsformer.data import is_validation
 from bachsformer.errors import exit_on_user_error
 from bachsformer.evaluate import main as evaluate_main
+from bachsformer.evaluate_harmonization import (
+    bass_leap,
+    harmony_scores,
+    melody_kept,
+    triad_harmonization,
+    voice_leading,
+)
 from bachsformer.gpt import GPT, GPTConfig
-from bachsformer.guided import (
+from bachsformer.harmonize import (
     below_ceiling,
     harmonize,
     impose_melody,
@@ -35,7 +42,6 @@ from bachsformer.guided import (
     piece_roll,
     regenerate,
 )
-from bachsformer.harmonization import bass_leap, harmony_scores, melody_kept, triad_harmonization, voice_leading
 from bachsformer.keys import Key, normalizing_shift, transpose_quarters
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (
@@ -541,13 +547,13 @@ def test_continuation_log_likelihood_equals_the_full_forward_pass():
 
 
 def test_regenerating_writes_the_candidate_the_following_quarters_favour(models, monkeypatch):
-    import bachsformer.guided as guided
+    import bachsformer.harmonize as harmonize_module
 
     vq_vae, transformer = models
     piece = tiny.tiny_rolls(1, 6, seed=4)[0]
     drawn = []
-    sample_codes = guided.sample_codes
-    monkeypatch.setattr(guided, "sample_codes", lambda *args: drawn.append(sample_codes(*args)) or drawn[-1])
+    sample_codes = harmonize_module.sample_codes
+    monkeypatch.setattr(harmonize_module, "sample_codes", lambda *args: drawn.append(sample_codes(*args)) or drawn[-1])
     for favoured in (0, 2):
         boost = torch.zeros(OPTIONS.candidates)
         boost[favoured] = 1e9  # as if only this candidate led into the following quarters

@@ -39,7 +39,7 @@ from bachsformer.analyze import harmony_statistics, music_from_voices, print_har
 from bachsformer.compose import decode_voices, load_models
 from bachsformer.data import load_corpus, midi_files, split
 from bachsformer.endings import piece_ending, print_endings, summarize_endings, voices_key
-from bachsformer.guided import harmonize, piece_roll, with_tune
+from bachsformer.harmonize import harmonize, piece_roll, with_tune
 from bachsformer.keys import Key, estimate_key, normalizing_shift
 from bachsformer.metrics import grid_shares, scale_consistency, top_line
 from bachsformer.midi import (
@@ -251,7 +251,7 @@ def summarize(scores: list[dict]) -> dict:
 
 def through_the_codes(vq_vae, melody: np.ndarray, voices: Voices, options, normalize_key: bool = True) -> Voices:
     """Bach's voices through the VQ-VAE as harmonizing writes them: in the normalized key, encoded, decoded
-    (short notes dropped), the melody made the Soprano (`guided.with_tune`), and moved back."""
+    (short notes dropped), the melody made the Soprano (`harmonize.with_tune`), and moved back."""
     key = estimate_key(melody)
     shift = normalizing_shift(melody, key) if normalize_key else 0
     device = next(vq_vae.parameters()).device
