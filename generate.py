@@ -12,7 +12,7 @@
     python generate.py --wav --png --musicxml            # also a WAV preview, a piano roll and a score
 
 Free music is written tune first (models/tune.pt, bachsformer/tunefirst.py): the tune model writes
-a tune that ends within the last bar of `--quarters` (at least one phrase, 8 quarters), and the
+a tune of `--quarters` whose last note is held to the end (at least one phrase, 8 quarters), and the
 transformer harmonizes it, with cadences at its phrase ends and the last chord held under its last
 note; `--file` continues the primer's top line, then harmonizes the new part after the primer's own
 music. `--no-tune` samples the codes with no melody, as before; without models/tune.pt generate.py
@@ -23,14 +23,15 @@ each piece to another tonic, keeping its mode unless one is named, and a primer'
 back in the primer's key. A melody (`--melody`: its highest line, or one track, named exactly or in
 any case) is harmonized below, and a passage (`--regenerate A-B`, quarters counted from 1) rewritten,
 by choosing among `--candidates` samples per quarter (or passage) the one that fits
-(bachsformer/guided.py); the transformer hears the melody it harmonizes, `--guidance` above 1 makes
+(bachsformer/harmonize.py); the transformer hears the melody it harmonizes, `--guidance` above 1 makes
 it lean on the melody harder (classifier-free guidance). A melody keeps its notes exactly: `--key`
 may move it to another tonic, not change its mode. A melody with chords (a piano piece) is
 harmonized from its top line, with a warning; a long one shows its progress.
 
-What the files keep: music is written as four voices, tracks "Soprano", "Alto", "Tenor" and "Bass",
-each one line on a grid of `generate.grid` (16: sixteenth notes; bachsformer/voicing.py); `--raw`
-writes the decoded roll as one track instead. A harmonization's Soprano is the melody, its track named
+What the files keep: music is written as the four voices the VQ-VAE decodes, tracks "Soprano",
+"Alto", "Tenor" and "Bass", each one line; `--raw` writes their union as one track instead. A primer
+or a file to rewrite enters as its voices: its parts, or split by the voicing rule (voicing.py).
+A harmonization's Soprano is the melody, its track named
 as the file's one track of notes (or "Soprano"), and a marker names that track, so that `--regenerate`
 on a harmonization keeps its tune whole, as the page does. A file (`--melody`, `--file`) may be MIDI,
 MusicXML or .mxl (read as the page reads it, bachsformer/musicxml.py); a tempo no piece is written
@@ -67,7 +68,7 @@ from bachsformer.analyze import analyze_voices
 from bachsformer.compose import compose, file_tracks, load_models, piece_midi_bytes, refuse_mode_change, voiced
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
-from bachsformer.guided import harmonize, keep_tune, parse_passage, read_melody, regenerate, thin_harmony_warning
+from bachsformer.harmonize import harmonize, keep_tune, parse_passage, read_melody, regenerate, thin_harmony_warning
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (
     DEFAULT_MAX_QUARTERS,
@@ -76,7 +77,6 @@ from bachsformer.midi import (
     Meter,
     playable_tempos,
     read_meter,
-    read_midi,
     read_midi_tracks,
     read_tune_track,
     write_bytes,
@@ -86,6 +86,7 @@ from bachsformer.sampling import check_sampling_options, set_sampling_threads
 from bachsformer.score import require_music21, write_musicxml, write_voices_musicxml
 from bachsformer.training import resolve_device
 from bachsformer.tunefirst import compose_tune_first, load_tune_for
+from bachsformer.voices import read_voices
 
 MAX_PIECES = 1024  # one batch; more pieces: run again with another --seed
 LONG_MELODY_QUARTERS = 256  # harmonizing more shows its progress (docs/speed.md: 64 quarters take seconds)
@@ -262,8 +263,8 @@ def main():
             bar.close()
         settings = f"{sampling}_m{options.candidates}_harmony-{safe_name(Path(args.melody).stem)}"
     elif args.regenerate:
-        piece, meter = read_midi(args.file).quarters, file_meter(args.file)
-        passage = parse_passage(args.regenerate, len(piece), args.file)
+        piece, meter = read_voices(args.file)[0], file_meter(args.file)
+        passage = parse_passage(args.regenerate, piece.num_quarters, args.file)
         pieces = [regenerate(vq_vae, transformer, piece, *passage, options, seed, normalized) for seed in seeds]
         # a harmonization (its tune's track named by a marker) keeps its tune, as the page does
         tune_track = None if options.key else read_tune_track(args.file)
@@ -271,15 +272,15 @@ def main():
         if tune is not None:
             tune = highest_line(tune)
             pieces = [
-                dataclasses.replace(written, quarters=keep_tune(piece, written.quarters, tune, *passage), melody=tune)
+                dataclasses.replace(written, voices=keep_tune(written.voices, tune, *passage), melody=tune)
                 for written in pieces
             ]
-        length = len(piece)
+        length = piece.num_quarters
         settings = (
             f"{sampling}_m{options.candidates}_regenerate{passage[0]}-{passage[1]}-{safe_name(Path(args.file).stem)}"
         )
     else:
-        primer = read_midi(args.file).quarters if args.file else None
+        primer = read_voices(args.file)[0] if args.file else None  # its parts, or split by the voicing rule
         if tune_model is not None:
             pieces = compose_tune_first(
                 vq_vae, transformer, tune_model, options, seeds, primer, args.continuation_only, normalized
@@ -289,11 +290,11 @@ def main():
             pieces = compose(vq_vae, transformer, options, seeds, primer, args.continuation_only, normalized)
         settings, length = f"{sampling}_q{options.quarters}", options.quarters
         if args.file:
-            meter = file_meter(args.file).until(len(primer))  # the primer's meter goes on in its continuation
+            meter = file_meter(args.file).until(primer.num_quarters)  # the primer's meter goes on in its continuation
             if args.continuation_only:
-                meter = meter.after(len(primer))
+                meter = meter.after(primer.num_quarters)
             else:
-                primer_quarters = len(primer)
+                primer_quarters = primer.num_quarters
             settings += f"_primer-{safe_name(Path(args.file).stem)}" + (
                 "_continuation" if args.continuation_only else ""
             )
@@ -332,7 +333,7 @@ def main():
             print(wav_path)
         if args.musicxml:
             xml_path = unique_path(out_dir, midi_path.stem, ".musicxml")
-            if piece.voices is not None:  # the chorale as printed: S and A on a treble staff, T and B on a bass staff
+            if piece.tracks is not None:  # the chorale as printed: S and A on a treble staff, T and B on a bass staff
                 names = [name for name, _ in piece.tracks]
                 analysis = analyze_voices(piece.voices, names)  # the numerals under the bass
                 write_voices_musicxml(piece.voices, xml_path, piece.key, meter, names, midi_path.stem, analysis)

@@ -30,7 +30,7 @@ from bachsformer.config import ConfigError, load_config
 from bachsformer.data import CodeWindowDataset, load_corpus
 from bachsformer.errors import ArgumentParser, exit_on_user_error
 from bachsformer.gpt import GPT
-from bachsformer.melody import top_line_tokens
+from bachsformer.melody import soprano_tokens
 from bachsformer.training import Trainer, check_run_folder, setup_distributed, training_split
 from bachsformer.vqvae import VQVAE
 
@@ -73,16 +73,16 @@ def main():
     train_codes = encode_pieces(vq_vae, train_pieces, train_config.max_transpose, cache_dir)
     validation_codes = encode_pieces(vq_vae, validation_pieces or train_pieces, 0, cache_dir)
     window = config.gpt.block_size + 1
-    # the melody each piece's codes hear: its own top line (gpt.melody_quarters 0: none)
+    # the melody each piece's codes hear: its own Soprano (gpt.melody_quarters 0: none)
     heard_ahead, per_quarter = config.gpt.melody_quarters, vq_vae.codes_per_quarter
-    train_melodies = [top_line_tokens(p.quarters) for p in train_pieces] if heard_ahead else None
+    train_melodies = [soprano_tokens(p.voices) for p in train_pieces] if heard_ahead else None
     train_set = CodeWindowDataset(
         train_codes, window, per_quarter, train_melodies, heard_ahead, config.gpt.melody_dropout
     )
     held_out = evaluation_windows(validation_codes, window)
     held_out_melodies = None
     if heard_ahead:
-        melodies = [top_line_tokens(p.quarters) for p in validation_pieces or train_pieces]
+        melodies = [soprano_tokens(p.voices) for p in validation_pieces or train_pieces]
         held_out_melodies = evaluation_melodies(validation_codes, melodies, window, per_quarter, heard_ahead)
     baseline_bits = baselines(train_codes, held_out, vq_vae.num_embeddings)
     if ranks.is_main:

@@ -32,6 +32,7 @@ from bachsformer.tune import (
     TuneWindowDataset,
     bits_per_token,
     corpus_tunes,
+    last_note_slots,
     tune_baselines,
     tune_loss,
 )
@@ -73,9 +74,17 @@ def main():
     train_pieces, validation_pieces = training_split(pieces, config.data)
     train_tunes, train_modes, marked = corpus_tunes(train_pieces, config.data.midi_dir)
     held_out_tunes, held_out_modes, _ = corpus_tunes(validation_pieces or train_pieces, config.data.midi_dir)
-    train_set = TuneWindowDataset(train_tunes, train_modes, model_config.block_size + 1)
+    train_set = TuneWindowDataset(
+        train_tunes, train_modes, model_config.block_size + 1, model_config.countdown_to_last_note
+    )
     baseline_bits = tune_baselines(train_tunes, held_out_tunes)
-    minor_share = sum(train_modes) / len(train_modes)  # free tunes are minor this often
+    # what sampling needs beside the weights: how often free tunes are minor
+    recorded = {"minor_share": sum(train_modes) / len(train_modes)}
+    # and how long their last notes are (counts by eighths; a note shorter than a quarter left out)
+    lengths = [last_note_slots(t) for t in train_tunes]
+    recorded["last_note_slots"] = [
+        sum(n == slots for n in lengths) if slots >= SLOTS_PER_QUARTER else 0 for slots in range(max(lengths) + 1)
+    ]
     if ranks.is_main:
         print(
             f"{len(pieces)} files: {len(train_pieces)} train ({len(train_set)} windows of"
@@ -114,7 +123,7 @@ def main():
         optimizer=optimizer,
         ranks=ranks,
         device=device,
-        checkpoint_extra=lambda: {"minor_share": minor_share},
+        checkpoint_extra=lambda: dict(recorded),
     )
     if args.resume:
         trainer.resume()

@@ -5,11 +5,12 @@
     python train_vq_vae.py --out runs/big --resume          # continue where it stopped
     torchrun --nproc_per_node=2 train_vq_vae.py             # DistributedDataParallel
 
-The corpus is read key-normalized (data.normalize_key) and each quarter enters as its sounding and
-onset channels, transposed at random when train_vq_vae.max_transpose is above 0. Held-out files
-(chosen by a hash of their name, the same split the transformer uses) give frame F1, onset F1 and
-codebook perplexity each epoch. The run folder holds config.yaml, metrics.jsonl, last.pt and
-best.pt (best by frame F1). Nothing is written into models/ unless --write-models is given.
+The corpus is read as four voices (from each file's parts, or split by the voicing rule) and
+key-normalized (data.normalize_key); each quarter enters as its voices' lines, transposed at random
+when train_vq_vae.max_transpose is above 0. Held-out files (chosen by a hash of their name, the same
+split the transformer uses) give each voice's agreement, onset F1, held notes and codebook perplexity
+each epoch. The run folder holds config.yaml, metrics.jsonl, last.pt and best.pt (best by the voices'
+agreement). Nothing is written into models/ unless --write-models is given.
 """
 
 import argparse
@@ -18,7 +19,7 @@ import torch
 
 from bachsformer.checkpoint import export_run
 from bachsformer.config import load_config
-from bachsformer.data import QuarterDataset, load_corpus
+from bachsformer.data import VoiceQuarterDataset, load_corpus
 from bachsformer.errors import ArgumentParser, exit_on_user_error
 from bachsformer.training import Trainer, check_run_folder, setup_distributed, training_split
 from bachsformer.vqvae import VQVAE, reconstruction_scores
@@ -45,9 +46,7 @@ def main():
         config.data.midi_dir, config.data.cache_dir, config.data.max_quarters, normalize_key=config.data.normalize_key
     )
     train_pieces, validation_pieces = training_split(pieces, config.data)
-    train_set = QuarterDataset(
-        train_pieces, train_config.max_transpose, config.vq_vae.onset_channel, config.vq_vae.decoder_context
-    )
+    train_set = VoiceQuarterDataset(train_pieces, train_config.max_transpose, config.vq_vae.decoder_context)
     if ranks.is_main:
         print(
             f"{len(pieces)} files: {len(train_pieces)} train ({len(train_set)} quarters),"
@@ -57,10 +56,10 @@ def main():
     model = VQVAE(config.vq_vae).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate)
     # Too few held-out files (a tiny corpus) fall back to judging on the training files.
-    judged = [p.quarters for p in (validation_pieces or train_pieces)]
+    judged = [p.voices.lines() for p in (validation_pieces or train_pieces)]
 
     def compute_loss(model, batch):
-        output = model(*batch) if isinstance(batch, tuple) else model(batch)  # (quarters, the quarters before)
+        output = model(*batch)  # lines (keys, onsets), and those of the quarters before with decoder_context
         return output.loss, {"ppl": output.perplexity}
 
     trainer = Trainer(
@@ -71,7 +70,7 @@ def main():
         train_set,
         compute_loss,
         evaluate=lambda model: reconstruction_scores(model, judged),
-        best_metric="frame_f1",
+        best_metric="voice_agreement",
         maximize=True,
         run_dir=run_dir,
         optimizer=optimizer,

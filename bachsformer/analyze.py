@@ -45,7 +45,8 @@ import numpy as np
 
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.keys import MODES, TONIC_NAMES
-from bachsformer.voicing import VOICE_NAMES, VOICE_RANGES
+from bachsformer.voices import VOICE_NAMES
+from bachsformer.voicing import VOICE_RANGES
 
 # key profiles of Temperley (2007), from the Kostka-Payne textbook's excerpts, from the tonic up by semitones
 TKP_MAJOR = np.array([0.748, 0.060, 0.488, 0.082, 0.670, 0.460, 0.096, 0.715, 0.104, 0.366, 0.057, 0.400])
@@ -773,7 +774,7 @@ def _read_midi(path: Path) -> Music:
         read_meter,
         read_midi_tracks,
     )
-    from bachsformer.voicing import restore_repeats
+    from bachsformer.voices import restore_repeats
 
     try:
         tracks = read_midi_tracks(path)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bachsformer.data import CorpusPiece, EncodedPiece, corpus_fingerprint, transpose, transpose_range
+from bachsformer.data import CorpusPiece, EncodedPiece, corpus_fingerprint, transpose_lines, transpose_range
 from bachsformer.melody import window_melody
 from bachsformer.vqvae import VQVAE
 
@@ -43,12 +43,11 @@ def encode_pieces(
     encoded = []
     for piece in tqdm(pieces, desc=f"encoding codes (transpositions up to {max_transpose})", unit="piece"):
         low, high = transpose_range(piece.quarters, max_transpose)
-        rolls = torch.from_numpy(piece.quarters).float()  # [Q, 88, 32]
+        keys, onsets = (torch.from_numpy(lines).to(device) for lines in piece.voices.lines())  # [Q, V, 32]
         rows = []
         for shift in range(low, high + 1):
-            shifted = transpose(rolls, torch.full((len(rolls),), shift))
-            codes = torch.cat([model.encode(part.to(device)).cpu() for part in shifted.split(batch_size)])
-            rows.append(codes.flatten())  # [Q * 16]
+            shifted = transpose_lines(keys, torch.full((len(keys),), shift, device=device))
+            rows.append(model.encode(shifted, onsets, batch_size).cpu().flatten())  # [Q * 16]
         encoded.append(EncodedPiece(piece.name, low, torch.stack(rows)))
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,10 @@
-"""From the two trained models to music: load a matching pair, sample codes, decode quarters."""
+"""From the two trained models to music: load a matching pair, sample codes, decode them to four voices."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -12,24 +13,17 @@ from bachsformer.checkpoint import CheckpointError
 from bachsformer.config import GenerateConfig
 from bachsformer.errors import BachsformerError
 from bachsformer.gpt import GPT
-from bachsformer.keys import (
-    Key,
-    KeyRequest,
-    estimate_key,
-    move_to_key,
-    normalizing_shift,
-    parse_key,
-    transpose_quarters,
-)
+from bachsformer.keys import Key, KeyRequest, estimate_key, key_move, normalizing_shift, parse_key
 from bachsformer.midi import (
+    STEPS_PER_QUARTER,
     Meter,
-    drop_short_notes,
     notes_to_roll,
     quarters_to_notes,
     read_midi_tracks,
     tracks_to_midi_bytes,
 )
-from bachsformer.voicing import VOICE_NAMES, Voices, grid_steps, restore_repeats, voice
+from bachsformer.voices import VOICE_NAMES, Voices, concatenate, from_lines, restore_repeats
+from bachsformer.voicing import grid_steps, voice
 from bachsformer.vqvae import VQVAE
 
 DEFAULT_MIN_CONTEXT = 96  # six quarters, half of the default window of 191 codes
@@ -62,6 +56,25 @@ def load_models(vq_vae_path, transformer_path, device="cpu") -> tuple[VQVAE, GPT
 
 
 @torch.no_grad()
+def decode_voices(
+    vq_vae: VQVAE,
+    codes: torch.Tensor,
+    min_note_steps: int = 0,
+    previous: torch.Tensor | None = None,
+) -> Voices:
+    """Codes [Q * 16] of consecutive quarters -> their voices, as the decoder writes them (voices.py).
+
+    min_note_steps: notes shorter than this many steps are the decoder's stray fragments, merged into
+    the note before them or dropped (`Voices.without_short_notes`; the chorales hold no note shorter
+    than 4 steps, 1/8 of a quarter). previous: the codes [16] of the quarter before the first, for a
+    decoder that hears it (default: a silent quarter).
+    """
+    keys, onsets = vq_vae.decode(codes.view(-1, vq_vae.codes_per_quarter), previous=previous)
+    voices = from_lines(keys.cpu().numpy(), onsets.cpu().numpy())
+    return voices.without_short_notes(min_note_steps) if min_note_steps > 1 else voices
+
+
+@torch.no_grad()
 def decode_quarters(
     vq_vae: VQVAE,
     codes: torch.Tensor,
@@ -69,16 +82,19 @@ def decode_quarters(
     min_note_steps: int = 0,
     previous: torch.Tensor | None = None,
 ) -> np.ndarray:
-    """Codes [Q * 16] -> quarters, bool [Q, 88, 32] (note probabilities above one half).
+    """Codes [Q * 16] -> the union of their decoded voices as quarters, bool [Q, 88, 32].
 
-    consecutive: the quarters are one piece in order (see `VQVAE.decode`); otherwise each is alone.
-    min_note_steps: notes shorter than this many steps are dropped: the decoder's stray fragments
-    (the chorales hold no note shorter than 4 steps, 1/8 of a quarter). previous: the codes [16]
-    of the quarter before (the first, or each when not consecutive), for a decoder that hears it.
+    consecutive: the quarters are one piece in order (`decode_voices`); otherwise each is decoded and
+    read alone, after `previous` (the codes [16] of the quarter before each, default silence).
     """
-    codes = codes.view(-1, vq_vae.codes_per_quarter)
-    quarters = (vq_vae.decode(codes, consecutive, previous=previous) > 0.5).cpu().numpy()
-    return drop_short_notes(quarters, min_note_steps) if min_note_steps > 1 else quarters
+    if consecutive:
+        return decode_voices(vq_vae, codes, min_note_steps, previous).quarters()
+    keys, onsets = vq_vae.decode(codes.view(-1, vq_vae.codes_per_quarter), consecutive=False, previous=previous)
+    keys, onsets = keys.cpu().numpy(), onsets.cpu().numpy()
+    quarters = [from_lines(keys[n : n + 1], onsets[n : n + 1]) for n in range(len(keys))]
+    return np.concatenate(
+        [(v.without_short_notes(min_note_steps) if min_note_steps > 1 else v).quarters() for v in quarters]
+    )
 
 
 @torch.no_grad()
@@ -108,11 +124,19 @@ def sample_codes(
 
 @dataclass(frozen=True)
 class Composition:
-    quarters: np.ndarray  # bool [Q, 88, 32]
+    voices: Voices  # the four voices S, A, T, B
     key: Key  # the key it is written in: asked for, the primer's, or estimated
-    melody: np.ndarray | None = None  # bool [Q, 88, 32] inside `quarters`: the tune harmonized, in `key`
-    voices: Voices | None = None  # the four voices `quarters` is made of, once voiced (`voiced`)
-    tracks: tuple | None = None  # what its MIDI file holds once voiced: (name, notes [N, 3]) per track
+    melody: np.ndarray | None = None  # bool [Q, 88, 32]: the tune harmonized, the Soprano, in `key`
+    tracks: tuple | None = None  # what its MIDI file holds once named (`voiced`): (name, notes [N, 3]) per track
+    fermatas: tuple = ()  # onset steps of the tune's phrase ends (tune first), as the tune model wrote them
+
+    @cached_property
+    def quarters(self) -> np.ndarray:
+        """The music as the roll of midi.py, bool [Q, 88, 32]: the union of the tracks (or the voices)."""
+        if self.tracks is None:
+            return self.voices.quarters()
+        notes = np.concatenate([notes for _, notes in self.tracks]).reshape(-1, 3)
+        return notes_to_roll(notes, self.voices.num_quarters, self.voices.steps_per_quarter)
 
 
 def file_tracks(path) -> list[tuple[str, np.ndarray]]:
@@ -139,36 +163,32 @@ def voiced(
     span: tuple[int, int] | None = None,
     keep_tune_track: bool = False,
 ) -> Composition:
-    """The piece as four voices S, A, T, B on the grid of `options.grid` (voicing.py); as it is when
-    `options.voicing` is off.
+    """The piece with the tracks of its MIDI file: its four voices S, A, T, B, as the decoder wrote them
+    (with `options.voicing` off, `--raw`: no tracks, the union written as one).
 
     A melody is the Soprano, its track named `melody_name`. kept: the tracks of the file the piece was
     made from (`file_tracks`), whose notes outside quarters span = (first, last), 0-based and last
-    excluded, stay exactly as they were; only the music of that span is voiced, and its voices join
-    the kept tracks of their names (a chorale's) or come after them as tracks of their own. keep_tune_track: the
-    piece's melody is the kept track `melody_name` (a harmonization's passage rewritten), which stays
-    whole: the passage is voiced below it.
+    excluded, stay exactly as they were; the voices of that span join the kept tracks of their names
+    (a chorale's) or come after them as tracks of their own. keep_tune_track: the piece's melody is the
+    kept track `melody_name` (a harmonization's passage rewritten), which stays whole: the passage's
+    lower voices join the others.
     """
     if not options.voicing:
         return piece
-    steps = piece.quarters.shape[2]
-    grid = grid_steps(options.grid, steps)
     names = (melody_name, *VOICE_NAMES[1:])
     if kept is None:
-        voices = voice(piece.quarters, grid, piece.melody)
-        return dataclasses.replace(
-            piece, quarters=voices.quarters(), voices=voices, tracks=tuple(zip(names, voices.notes))
-        )
+        return dataclasses.replace(piece, tracks=tuple(zip(names, piece.voices.notes)))
     first, last = span
+    steps = piece.voices.steps_per_quarter
     start, end = first * steps, last * steps
     tune = keep_tune_track and piece.melody is not None and any(name == melody_name for name, _ in kept)
     tracks = [
         (name, notes if tune and name == melody_name else notes_outside(notes, start, end)) for name, notes in kept
     ]
-    passage = voice(piece.quarters[first:last], grid, piece.melody[first:last] if tune else None)
+    passage = piece.voices.sliced(first, last)
     for number, (name, notes) in enumerate(zip(names, passage.notes)):
         if tune and number == 0:
-            continue  # the tune is the passage's top voice, and its track keeps it whole
+            continue  # the tune is the passage's Soprano, and its track keeps it whole
         notes = notes + np.array([start, start, 0])  # [N, 3] on the piece's steps
         match = next((n for n, (track, _) in enumerate(tracks) if track == name), None)
         if match is None:
@@ -176,21 +196,28 @@ def voiced(
         else:
             joined = np.concatenate([tracks[match][1], notes])
             tracks[match] = (name, joined[np.argsort(joined[:, 0], kind="stable")])
-    quarters = notes_to_roll(np.concatenate([notes for _, notes in tracks]), len(piece.quarters), steps)
-    return dataclasses.replace(piece, quarters=quarters, tracks=tuple(tracks))
+    return dataclasses.replace(piece, tracks=tuple(tracks))
 
 
-def in_key(quarters: np.ndarray, key: Key, request: str, melody: np.ndarray | None = None) -> Composition:
-    """Quarters [Q, 88, 32] in `key`, moved to the key `request` names ("": left as they are).
+def in_key(voices: Voices, key: Key, request: str, melody: np.ndarray | None = None) -> Composition:
+    """Voices in `key`, moved to the key `request` names ("": left as they are).
 
-    melody: quarters [Q, 88, 32] inside the music, moved with it: the same notes span the keys the
-    music spans, so `move_to_key` picks the same octave for both.
+    melody: quarters [Q, 88, 32] inside the music, moved with it by the same map of keys.
     """
     if request:
-        both = quarters if melody is None else np.concatenate([quarters, melody])
-        both, key = move_to_key(both, parse_key(request), key)
-        quarters, melody = (both, None) if melody is None else (both[: len(quarters)], both[len(quarters) :])
-    return Composition(quarters, key, melody)
+        rows, key = key_move(voices.quarters(), parse_key(request), key)
+        voices = voices.moved(rows)
+        if melody is not None:
+            moved = np.zeros_like(melody)
+            for row in np.flatnonzero(rows >= 0):
+                moved[:, rows[row]] |= melody[:, row]
+            melody = moved
+    return Composition(voices, key, melody)
+
+
+def as_voices(music: np.ndarray | Voices, grid: int) -> Voices:
+    """Music given as voices, or as quarters [Q, 88, 32] without parts, split by the voicing rule (voicing.py)."""
+    return music if isinstance(music, Voices) else voice(np.asarray(music, dtype=bool), grid)
 
 
 def refuse_mode_change(melody: np.ndarray, request: str, source: str) -> None:
@@ -217,43 +244,47 @@ def compose(
     transformer: GPT,
     options: GenerateConfig,
     seeds: list[int],
-    primer: np.ndarray | None = None,
+    primer: np.ndarray | Voices | None = None,
     continuation_only: bool = False,
     normalize_key: bool = True,
 ) -> list[Composition]:
     """One piece per seed: `options.quarters` new quarters, after the primer's own unless asked not to.
 
-    The models write key-normalized music (C major / A minor). primer: quarters [P, 88, 32] to
-    continue; it is moved to C major / A minor, encoded and continued code by code, and the
-    continuation moved back to the primer's key, the primer's own quarters kept as they were.
-    options.key: move each whole piece to that key (`keys.move_to_key`); empty: as written.
-    normalize_key: whether the models learned key-normalized music (`data.normalize_key`); when
-    not, a primer is continued in its own key.
-    options.min_note_steps: shorter decoded notes are dropped (`decode_quarters`).
+    The models write key-normalized music (C major / A minor). primer: the voices to continue (or
+    quarters [P, 88, 32], split by the voicing rule); they are moved to C major / A minor, encoded and
+    continued code by code, and the continuation moved back to the primer's key, the primer's own
+    voices kept as they were. options.key: move each whole piece to that key (`keys.key_move`);
+    empty: as written. normalize_key: whether the models learned key-normalized music
+    (`data.normalize_key`); when not, a primer is continued in its own key.
+    options.min_note_steps: shorter decoded notes are dropped (`decode_voices`).
     """
     if options.quarters < 1:
         raise ValueError(f"the number of quarters must be at least 1, got {options.quarters}")
     device = transformer.first_code_probs.device
-    prompt, primer_key, primer_shift = None, None, 0
+    prompt, primer_key, primer_shift, last_primer_codes = None, None, 0, None
     if primer is not None:
-        primer = primer.astype(bool)
-        primer_key = estimate_key(primer)
-        primer_shift = normalizing_shift(primer, primer_key) if normalize_key else 0
-        normalized = torch.from_numpy(transpose_quarters(primer, primer_shift)).to(device)
-        prompt = vq_vae.encode(normalized).flatten().expand(len(seeds), -1)
+        primer = as_voices(primer, grid_steps(options.grid, STEPS_PER_QUARTER))
+        primer_key = estimate_key(primer.quarters())
+        primer_shift = normalizing_shift(primer.quarters(), primer_key) if normalize_key else 0
+        keys, onsets = (torch.from_numpy(lines).to(device) for lines in primer.transposed(primer_shift).lines())
+        primer_codes = vq_vae.encode(keys, onsets)  # [P, 16]
+        last_primer_codes = primer_codes[-1]
+        prompt = primer_codes.flatten().expand(len(seeds), -1)
     codes = sample_codes(vq_vae, transformer, prompt, options.quarters, seeds, options)
     request = parse_key(options.key) if options.key else None
     pieces = []
     for row in codes:
-        quarters = decode_quarters(vq_vae, row, min_note_steps=options.min_note_steps)
+        voices = decode_voices(vq_vae, row, options.min_note_steps, previous=last_primer_codes)
         key = primer_key
         if primer is not None:
-            quarters = transpose_quarters(quarters, -primer_shift)
+            voices = voices.transposed(-primer_shift)
             if not continuation_only:
-                quarters = np.concatenate([primer, quarters])
+                voices = concatenate([primer, voices])
+        key = key or estimate_key(voices.quarters())
         if request is not None:
-            quarters, key = move_to_key(quarters, request, key)
-        pieces.append(Composition(quarters, key or estimate_key(quarters)))
+            rows, key = key_move(voices.quarters(), request, key)
+            voices = voices.moved(rows)
+        pieces.append(Composition(voices, key))
     return pieces
 
 

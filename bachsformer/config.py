@@ -101,8 +101,8 @@ class GenerateConfig:
     key: str = ""  # move each piece to this tonic (D, F#, Bb), in a mode if named (G minor); "": as written
     candidates: int = 16  # harmonizing and regenerating: candidates drawn per quarter (or passage) to choose from
     guidance: float = 1.0  # harmonizing with a melody-conditioned transformer: classifier-free guidance scale
-    voicing: bool = True  # write four voices, S A T B, on the grid (voicing.py); false: the decoded roll as it is
-    grid: int = 16  # voicing: the shortest note value, onsets and ends on its grid (4, 8, 16 or 32)
+    voicing: bool = True  # write the decoder's four voices, S A T B, as four tracks; false: their union as one
+    grid: int = 16  # the voicing rule's note value for input without parts (4, 8, 16 or 32)
     rules: float = 10.0  # harmonizing and regenerating: weight of the four-part rules in the choice (0: off)
     tune_first: bool = True  # free music and continuations: a tune from the tune model, then harmonized
     tune_temperature: float = 1.0  # sampling the tune model

@@ -1,8 +1,9 @@
-"""The corpus (a folder of MIDI files read as quarters, cached), its split, and both datasets.
+"""The corpus (a folder of MIDI files read as four voices, cached), its split, and both datasets.
 
     python -m bachsformer.data scan DIR [--json]
 
-prints one line per file (name, quarters, notes, pitch range, estimated key, or `skipped: <reason>`) and last
+prints one line per file (name, quarters, notes, pitch range, estimated key, where its four voices come from:
+its parts or the voicing rule; or `skipped: <reason>`) and last
 `N files, K read, M skipped`; exit status 0 when at least one file was read, 1 otherwise.
 """
 
@@ -32,10 +33,20 @@ from bachsformer.midi import (
     key_range,
     read_midi_bytes,
 )
-from bachsformer.vqvae import quarter_channels
+from bachsformer.voices import (
+    READ_BY_RULE,
+    READ_FROM_PARTS,
+    SILENCE,
+    VOICE_NAMES,
+    Voices,
+    from_lines,
+    read_voices_bytes,
+)
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
-CODEC_VERSION = 4  # bump when midi.py reads files differently, so old caches are ignored (4: unisons keep sounding)
+CODEC_VERSION = 5  # bump when files are read differently, so old caches are ignored (5: four voices)
+SPLIT_NOTE = "no four single-line parts (named Soprano, Alto, Tenor, Bass, or four in all): split by the voicing rule"
+DEFAULT_GRID = 8  # steps of the voicing rule's cells for files without four parts: sixteenth notes
 
 
 class CorpusError(BachsformerError):
@@ -45,11 +56,13 @@ class CorpusError(BachsformerError):
 @dataclass(frozen=True)
 class CorpusPiece:
     name: str  # path relative to the corpus folder: the key of the train/validation split
-    quarters: np.ndarray  # bool [Q, 88, 32]
+    quarters: np.ndarray  # bool [Q, 88, 32]: the union of the voices
     notes: int
     dropped_notes: int
     key: str = ""  # the key estimated from the file as written, such as "G major"
     shift: int = 0  # semitones the quarters were moved from the file (key normalization; 0 when off)
+    voices: Voices | None = None  # the four voices `quarters` is the union of, moved with it
+    read_as: str = READ_FROM_PARTS  # where the voices came from: the file's parts or the voicing rule
 
 
 def midi_files(folder: str | Path) -> list[Path]:
@@ -73,66 +86,77 @@ def split(pieces: list[CorpusPiece], fraction: float) -> tuple[list, list]:
     return train, validation
 
 
-class _QuarterCache:
-    """The quarters parsed from one corpus folder, in one file, each keyed by its MIDI file's content.
+class _VoiceCache:
+    """The voices read from one corpus folder, in one file, each keyed by its MIDI file's content.
 
     One file per folder and grid settings, not one per piece: opening hundreds of small files took
-    most of a cached load. `read` parses only files whose content is not in it; `save` writes it
-    back (atomically, only when it changed) holding the files read since it was opened. Without a
-    cache folder every file is parsed.
+    most of a cached load. Each piece is stored as its lines (voices.py): keys uint8 [Q, V, S] and
+    onsets as packed bits. `read` parses only files whose content is not in it; `save` writes it back
+    (atomically, only when it changed) holding the files read since it was opened. Without a cache
+    folder every file is parsed.
     """
 
-    BYTES_PER_QUARTER = NUM_KEYS * STEPS_PER_QUARTER // 8  # a quarter's packed bits
+    STEPS_PER_QUARTER_OF_VOICES = len(VOICE_NAMES) * STEPS_PER_QUARTER  # a quarter's entries of lines
 
-    def __init__(self, cache_dir: Path | None, folder: Path, max_quarters: int):
+    def __init__(self, cache_dir: Path | None, folder: Path, max_quarters: int, grid: int):
         self.max_quarters = max_quarters
+        self.grid = grid
         self.path = None
-        self.stored: dict[bytes, tuple[np.ndarray, int, int]] = {}
-        self.used: dict[bytes, tuple[np.ndarray, int, int]] = {}
+        self.stored: dict[bytes, tuple] = {}
+        self.used: dict[bytes, tuple] = {}
         if cache_dir is not None:
-            settings = f"v{CODEC_VERSION}-s{STEPS_PER_QUARTER}-m{max_quarters}"
+            settings = f"v{CODEC_VERSION}-s{STEPS_PER_QUARTER}-m{max_quarters}-g{grid}-voices{len(VOICE_NAMES)}"
             folder_key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
-            self.path = cache_dir / "quarters" / settings / f"{folder_key}.npz"
+            self.path = cache_dir / "voices" / settings / f"{folder_key}.npz"
             self.stored = self._load(self.path) if self.path.exists() else {}
 
     @classmethod
-    def _load(cls, path: Path) -> dict[bytes, tuple[np.ndarray, int, int]]:
+    def _load(cls, path: Path) -> dict[bytes, tuple]:
         with np.load(path) as stored:
             digests, lengths, notes, dropped = stored["digests"], stored["quarters"], stored["notes"], stored["dropped"]
-            bits = stored["bits"]  # uint8 [sum of quarters * BYTES_PER_QUARTER], the pieces one after another
-        ends = np.cumsum(lengths) * cls.BYTES_PER_QUARTER
+            by_rule, keys, onset_bits = stored["by_rule"], stored["keys"], stored["onsets"]
+        entries = cls.STEPS_PER_QUARTER_OF_VOICES
+        ends = np.cumsum(lengths) * entries
+        shape = (len(VOICE_NAMES), STEPS_PER_QUARTER)
+        onsets = np.unpackbits(onset_bits)[: int(lengths.sum()) * entries].view(bool)
         return {
-            digest.tobytes(): (bits[end - length * cls.BYTES_PER_QUARTER : end], int(n), int(d))
-            for digest, length, end, n, d in zip(digests, lengths, ends, notes, dropped)
+            digest.tobytes(): (
+                keys[end - length * entries : end].reshape(-1, *shape),
+                onsets[end - length * entries : end].reshape(-1, *shape),
+                int(n),
+                int(d),
+                bool(rule),
+            )
+            for digest, length, end, n, d, rule in zip(digests, lengths, ends, notes, dropped, by_rule)
         }
 
-    def read(self, data: bytes, source: Path) -> tuple[np.ndarray, int, int]:
-        """(quarters [Q, 88, 32], notes, dropped notes) of one file's bytes; MidiError when unreadable."""
-        if self.path is None:
-            piece = read_midi_bytes(data, source, STEPS_PER_QUARTER, self.max_quarters)
-            return piece.quarters, piece.notes, piece.dropped_notes
+    def read(self, data: bytes, source: Path) -> tuple[Voices, int, int, str]:
+        """(voices, notes, dropped notes, how they were read) of one file's bytes; MidiError when unreadable."""
         digest = hashlib.sha256(data).digest()[:16]
         if digest in self.stored:
-            bits, notes, dropped = self.used[digest] = self.stored[digest]
-            num_quarters = len(bits) // self.BYTES_PER_QUARTER
-            return np.unpackbits(bits).view(bool).reshape(num_quarters, NUM_KEYS, STEPS_PER_QUARTER), notes, dropped
+            keys, onsets, notes, dropped, by_rule = self.used[digest] = self.stored[digest]
+            return from_lines(keys, onsets), notes, dropped, READ_BY_RULE if by_rule else READ_FROM_PARTS
         piece = read_midi_bytes(data, source, STEPS_PER_QUARTER, self.max_quarters)
-        self.used[digest] = (np.packbits(piece.quarters), piece.notes, piece.dropped_notes)
-        return piece.quarters, piece.notes, piece.dropped_notes
+        voices, read_as = read_voices_bytes(data, source, self.grid, self.max_quarters)
+        keys, onsets = voices.lines()
+        self.used[digest] = (keys.astype(np.uint8), onsets, piece.notes, piece.dropped_notes, read_as == READ_BY_RULE)
+        return voices, piece.notes, piece.dropped_notes, read_as
 
     def save(self) -> None:
         if self.path is None or self.used.keys() == self.stored.keys():
             return
-        entries = list(self.used.items())
+        entries = list(self.used.values())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp.npz")
         np.savez(
             temporary,
-            digests=np.array([np.frombuffer(digest, np.uint8) for digest, _ in entries]).reshape(-1, 16),
-            quarters=np.array([len(bits) // self.BYTES_PER_QUARTER for _, (bits, _, _) in entries], dtype=np.int64),
-            notes=np.array([notes for _, (_, notes, _) in entries], dtype=np.int64),
-            dropped=np.array([dropped for _, (_, _, dropped) in entries], dtype=np.int64),
-            bits=np.concatenate([np.empty(0, np.uint8)] + [bits for _, (bits, _, _) in entries]),
+            digests=np.array([np.frombuffer(digest, np.uint8) for digest in self.used]).reshape(-1, 16),
+            quarters=np.array([len(entry[0]) for entry in entries], dtype=np.int64),
+            notes=np.array([entry[2] for entry in entries], dtype=np.int64),
+            dropped=np.array([entry[3] for entry in entries], dtype=np.int64),
+            by_rule=np.array([entry[4] for entry in entries], dtype=bool),
+            keys=np.concatenate([np.empty(0, np.uint8)] + [entry[0].ravel() for entry in entries]),
+            onsets=np.packbits(np.concatenate([np.empty(0, bool)] + [entry[1].ravel() for entry in entries])),
         )
         temporary.replace(self.path)
 
@@ -143,35 +167,43 @@ def load_corpus(
     max_quarters: int = DEFAULT_MAX_QUARTERS,
     on_skip: Callable[[MidiError], None] | None = None,
     normalize_key: bool = False,
+    grid: int = DEFAULT_GRID,
+    on_split: Callable[[str], None] | None = None,
 ) -> list[CorpusPiece]:
-    """Read every MIDI file under `folder` as quarters, skipping unreadable ones.
+    """Read every MIDI file under `folder` as four voices (voices.py), skipping unreadable ones.
 
     normalize_key: move each piece to C major or A minor by the smallest shift that keeps it inside
-    the 88 keys (`keys.normalizing_shift`; docs/design.md, Keys). Each skipped file is passed to `on_skip`
-    (default: one line on stderr). Raises CorpusError when no file is readable.
+    the 88 keys (`keys.normalizing_shift`; docs/design.md, Keys). grid: steps of the voicing rule's
+    cells, for files without four parts. Each skipped file is passed to `on_skip`, and the name of each
+    file split by the voicing rule to `on_split` (default for both: one line on stderr). Raises
+    CorpusError when no file is readable.
     """
     folder = Path(folder)
     cache_dir = Path(cache_dir) if cache_dir is not None else None
     on_skip = on_skip or (lambda error: print(f"skipped {error}", file=sys.stderr))
+    on_split = on_split or (lambda name: print(f"note: {name}: {SPLIT_NOTE}", file=sys.stderr))
     pieces = []
     files = midi_files(folder)
-    cache = _QuarterCache(cache_dir, folder, max_quarters)
+    cache = _VoiceCache(cache_dir, folder, max_quarters, grid)
     for path in files:
         name = path.relative_to(folder).as_posix()
         try:
             data = path.read_bytes()
-            quarters, notes, dropped = cache.read(data, path)
+            voices, notes, dropped, read_as = cache.read(data, path)
         except MidiError as error:
             on_skip(error)
             continue
         except OSError as error:
             on_skip(MidiError(path, f"cannot read file ({error.strerror or error})"))
             continue
+        if read_as == READ_BY_RULE:
+            on_split(name)
+        quarters = voices.quarters()
         key = estimate_key(quarters)
         shift = normalizing_shift(quarters, key) if normalize_key else 0
         if shift:
-            quarters = transpose_quarters(quarters, shift)
-        pieces.append(CorpusPiece(name, quarters, notes, dropped, str(key), shift))
+            quarters, voices = transpose_quarters(quarters, shift), voices.transposed(shift)
+        pieces.append(CorpusPiece(name, quarters, notes, dropped, str(key), shift, voices, read_as))
     cache.save()
     if not pieces:
         raise CorpusError(f"{folder}: none of {len(files)} MIDI files could be read")
@@ -184,6 +216,9 @@ def corpus_fingerprint(pieces: list[CorpusPiece]) -> str:
     for piece in pieces:
         digest.update(f"{piece.name}\0{piece.shift}\0".encode())
         digest.update(np.packbits(piece.quarters).tobytes())
+        if piece.voices is not None:
+            keys, onsets = piece.voices.lines()
+            digest.update(keys.astype(np.uint8).tobytes() + np.packbits(onsets).tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -203,33 +238,31 @@ def transpose(rolls: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
     return torch.gather(rolls, -2, index.expand_as(rolls))
 
 
-class QuarterDataset:
-    """Single quarters for the VQ-VAE, each transposed at random inside the 88 keys.
+def transpose_lines(keys: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Lines keys [B, V, S] moved up by shifts[b] semitones, rests staying rests; callers keep notes on the keys."""
+    return torch.where(keys == SILENCE, keys, keys + shifts[:, None, None])
 
-    `batch(indices, generator)` returns the model's input channels, float [B, C, 88, 32]: the
-    sounding notes and their onsets (`vqvae.quarter_channels`, read over each whole piece) when
-    `onset_channel`, else the roll alone. With augmentation off (or max_transpose 0) the quarters
-    come as they are. With `with_previous` (a VQ-VAE with decoder_context) it returns (quarters,
-    the quarters before them), both [B, C, 88, 32], silence before a piece's first, moved together.
+
+class VoiceQuarterDataset:
+    """Single quarters of four voices for the VQ-VAE, each transposed at random inside the 88 keys.
+
+    `batch(indices, generator)` returns the lines (keys long [B, V, 32], onsets bool [B, V, 32]),
+    read over each whole piece (a note held into a quarter has no onset there). With augmentation off
+    (or max_transpose 0) the quarters come as they are. With `with_previous` (a VQ-VAE with
+    decoder_context) the lines of the quarters before them follow, silence before a piece's first,
+    moved together.
     """
 
-    def __init__(
-        self,
-        pieces: list[CorpusPiece],
-        max_transpose: int = 0,
-        onset_channel: bool = True,
-        with_previous: bool = False,
-    ):
-        quarters = np.concatenate([p.quarters for p in pieces])  # [N, 88, 32]
-        if onset_channel:
-            channels = [quarter_channels(torch.from_numpy(p.quarters)) for p in pieces]
-            self.quarters = torch.cat(channels)  # bool [N, 2, 88, 32]
-        else:
-            self.quarters = torch.from_numpy(quarters)[:, None]  # [N, 1, 88, 32]
+    def __init__(self, pieces: list[CorpusPiece], max_transpose: int = 0, with_previous: bool = False):
+        lines = [p.voices.lines() for p in pieces]
+        self.keys = torch.from_numpy(np.concatenate([keys for keys, _ in lines]))  # [N, V, 32]
+        self.onsets = torch.from_numpy(np.concatenate([onsets for _, onsets in lines]))
         self.with_previous = with_previous
-        lowest_key, highest_key = (torch.from_numpy(k) for k in key_range(quarters))
+        sounding = self.keys != SILENCE
+        lowest_key = torch.where(sounding, self.keys, NUM_KEYS).flatten(1).min(1).values  # [N]
+        highest_key = torch.where(sounding, self.keys, -1).flatten(1).max(1).values
         # the index of each quarter's predecessor in its piece, -1 before a piece's first
-        self.previous = torch.arange(len(quarters)) - 1
+        self.previous = torch.arange(len(self.keys)) - 1
         self.previous[np.cumsum([0] + [len(p.quarters) for p in pieces[:-1]])] = -1
         if with_previous:  # a quarter and its predecessor move together: keep both inside the keys
             has_previous = self.previous >= 0
@@ -242,20 +275,23 @@ class QuarterDataset:
         self.highest_shift = torch.where(silent, 0, (NUM_KEYS - 1 - highest_key).clamp(max=max_transpose))
 
     def __len__(self) -> int:
-        return len(self.quarters)
+        return len(self.keys)
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
-        rolls = self.quarters[indices].float()
-        before = None
+        keys, onsets = self.keys[indices].long(), self.onsets[indices]
         if self.with_previous:
             previous = self.previous[indices]
-            before = self.quarters[previous.clamp(min=0)].float() * (previous >= 0).float()[:, None, None, None]
+            before = previous.clamp(min=0)
+            first = (previous < 0)[:, None, None]
+            before_keys = self.keys[before].long().masked_fill(first, SILENCE)
+            before_onsets = self.onsets[before] & ~first
         if generator is not None:
             low, high = self.lowest_shift[indices], self.highest_shift[indices]
             shifts = low + (torch.rand(len(indices), generator=generator) * (high - low + 1)).long()
-            rolls = transpose(rolls, shifts)
-            before = None if before is None else transpose(before, shifts)
-        return rolls if before is None else (rolls, before)
+            keys = transpose_lines(keys, shifts)
+            if self.with_previous:
+                before_keys = transpose_lines(before_keys, shifts)
+        return (keys, onsets, before_keys, before_onsets) if self.with_previous else (keys, onsets)
 
 
 @dataclass
@@ -345,10 +381,11 @@ def scan(folder: str | Path, as_json: bool = False, max_quarters: int = DEFAULT_
     read = 0
     for path in files:
         name = path.relative_to(folder).as_posix()
-        record = {"file": name, "quarters": None, "notes": None, "dropped_notes": None, "key": None}
+        record = {"file": name, "quarters": None, "notes": None, "dropped_notes": None, "key": None, "voices": None}
         try:
             data = path.read_bytes()
             piece = read_midi_bytes(data, name, STEPS_PER_QUARTER, max_quarters)
+            _, read_as = read_voices_bytes(data, name, DEFAULT_GRID, max_quarters)
         except OSError as error:
             record["error"] = f"cannot read file ({error.strerror or error})"
         except MidiError as error:
@@ -360,6 +397,7 @@ def scan(folder: str | Path, as_json: bool = False, max_quarters: int = DEFAULT_
                 quarters=len(piece.quarters),
                 notes=piece.notes,
                 dropped_notes=piece.dropped_notes,
+                voices=read_as,
                 error=None,
             )
             record["key"] = str(estimate_key(piece.quarters))
@@ -369,7 +407,8 @@ def scan(folder: str | Path, as_json: bool = False, max_quarters: int = DEFAULT_
         elif record["error"] is None:
             dropped = f", {piece.dropped_notes} dropped" if piece.dropped_notes else ""
             print(
-                f"{name}: {len(piece.quarters)} quarters, {piece.notes} notes{dropped}, {low}-{high}, {record['key']}"
+                f"{name}: {len(piece.quarters)} quarters, {piece.notes} notes{dropped}, {low}-{high}, {record['key']},"
+                f" voices {'from its parts' if read_as == READ_FROM_PARTS else 'split by the voicing rule'}"
             )
         else:
             print(f"{name}: skipped: {record['error']}")

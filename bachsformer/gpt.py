@@ -47,6 +47,7 @@ class GPTConfig:
     melody_quarters: int = 0  # 0: no melody condition; n: quarter q's codes hear the melody of quarters q ... q + n - 1
     melody_dropout: float = 0.0  # training: share of windows that hear no melody, so the model also composes freely
     countdown: int = 0  # tune models (bachsformer/tune.py): tokens to the end heard exactly up to this many; 0: none
+    countdown_to_last_note: bool = False  # tune models: the countdown runs to the last note's onset, not to END
 
     def __post_init__(self):
         """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""

@@ -178,13 +178,30 @@ def change_mode(quarters: np.ndarray, tonic: int, from_mode: str, to_mode: str) 
     return changed
 
 
+def key_move(quarters: np.ndarray, request: KeyRequest, key: Key | None = None) -> tuple[np.ndarray, Key]:
+    """Where each key goes when quarters [Q, 88, T] in `key` (estimated when None) move to the tonic and mode
+    of `request`: (int [88], each key's new key or -1 where it falls off the keyboard; the new key).
+
+    The piece keeps its own mode unless `request` names one (`change_mode`).
+    """
+    key = key or estimate_key(quarters)
+    mode = request.mode or key.mode
+    rows = np.arange(NUM_KEYS) + nearest_shift(quarters, request.tonic - key.tonic)
+    if mode != key.mode:
+        moves = MODE_CHANGES[(key.mode, mode)]
+        degrees = (rows + LOWEST_PITCH - request.tonic) % 12
+        rows = rows + np.array([moves.get(int(degree), 0) for degree in degrees])
+    return np.where((rows >= 0) & (rows < NUM_KEYS), rows, -1), Key(request.tonic, mode)
+
+
 def move_to_key(quarters: np.ndarray, request: KeyRequest, key: Key | None = None) -> tuple[np.ndarray, Key]:
     """quarters [Q, 88, T] in `key` (estimated when None) moved to the tonic and mode of `request`.
 
     The piece keeps its own mode unless `request` names one. Returns (moved quarters, their key).
     """
-    key = key or estimate_key(quarters)
-    mode = request.mode or key.mode
-    shift = nearest_shift(quarters, request.tonic - key.tonic)
-    moved = change_mode(transpose_quarters(quarters, shift), request.tonic, key.mode, mode)
-    return moved, Key(request.tonic, mode)
+    quarters = np.asarray(quarters, dtype=bool)
+    rows, moved_key = key_move(quarters, request, key)
+    moved = np.zeros_like(quarters)
+    for row in np.flatnonzero(rows >= 0):
+        moved[:, rows[row]] |= quarters[:, row]
+    return moved, moved_key

@@ -7,8 +7,8 @@ sounding at the slot's first sounding step and whether a melody note starts insi
 second onset on the same key. NONE stands for "no melody": it fills the windows trained without
 their melody (condition dropout) and free generation, so one transformer writes both.
 
-Training reads each piece's own top line (`metrics.highest_line`), so any folder of MIDI files
-trains the condition; harmonizing reads the tune the user gives.
+Training reads each piece's own Soprano (voices.py: a file's highest part, or the voicing rule's
+top voice), so any folder of MIDI files trains the condition; harmonizing reads the tune the user gives.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bachsformer.metrics import highest_line
 from bachsformer.midi import NUM_KEYS
+from bachsformer.voices import Voices
 
 SLOTS_PER_QUARTER = 8  # sixteenth notes: a chorale tune's shortest notes are eighths
 REST = 0
@@ -49,9 +49,9 @@ def melody_tokens(melody: np.ndarray) -> np.ndarray:
     return tokens.reshape(num_quarters, SLOTS_PER_QUARTER).astype(np.int64)
 
 
-def top_line_tokens(quarters: np.ndarray) -> torch.Tensor:
-    """The slot tokens of a piece's top line (`metrics.highest_line`), quarters [Q, 88, 32] -> long [Q, slots]."""
-    return torch.from_numpy(melody_tokens(highest_line(quarters)))
+def soprano_tokens(voices: Voices) -> torch.Tensor:
+    """The slot tokens of a piece's Soprano, its first voice: long [Q, slots]."""
+    return torch.from_numpy(melody_tokens(voices.voice_quarters(0)))
 
 
 def window_melody(tokens: torch.Tensor, first_quarter: int, num_quarters: int) -> torch.Tensor:

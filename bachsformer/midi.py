@@ -345,7 +345,7 @@ def notes_to_quarters(
     return Piece(quarters=quarters, notes=len(grid.key), dropped_notes=grid.dropped)
 
 
-def _file_bytes(path: str | Path) -> bytes:
+def file_bytes(path: str | Path) -> bytes:
     """A file's bytes as MIDI: a MusicXML score (text or .mxl) is read by music21, within the bounds of
     bachsformer/musicxml.py, as the page reads an upload (the last few are kept: a file is read several ways)."""
     try:
@@ -375,7 +375,7 @@ def read_midi(
     max_quarters: int = DEFAULT_MAX_QUARTERS,
 ) -> Piece:
     """Read a MIDI file into quarters [Q, 88, 32]. Raises MidiError naming the file and reason."""
-    return read_midi_bytes(_file_bytes(path), path, steps_per_quarter, max_quarters)
+    return read_midi_bytes(file_bytes(path), path, steps_per_quarter, max_quarters)
 
 
 def read_midi_bytes(
@@ -415,23 +415,23 @@ def read_midi_tracks(
     without notes (a conductor track) are not listed; a track of notes outside the 88 keys comes
     silent. Raises MidiError as `read_midi` does, for the same files.
     """
-    return read_midi_tracks_bytes(_file_bytes(path), path, steps_per_quarter, max_quarters)
+    return read_midi_tracks_bytes(file_bytes(path), path, steps_per_quarter, max_quarters)
 
 
 def read_midi_tracks_bytes(
     data: bytes,
-    path: str | Path = "<bytes>",
+    source: str | Path = "<bytes>",
     steps_per_quarter: int = STEPS_PER_QUARTER,
     max_quarters: int = DEFAULT_MAX_QUARTERS,
 ) -> list[Track]:
-    """Like `read_midi_tracks`, for a file's bytes; `path` names it in errors."""
+    """Like `read_midi_tracks`, for a file's bytes; `source` names it in errors."""
     if not data:
-        raise MidiError(path, "empty file")
+        raise MidiError(source, "empty file")
     try:
         ticks_per_beat, tracks = _parse(data)
         whole = notes_to_quarters(_all_notes(tracks), ticks_per_beat, steps_per_quarter, max_quarters)
     except ValueError as error:
-        raise MidiError(path, str(error)) from None
+        raise MidiError(source, str(error)) from None
     grids = [_on_grid(notes, ticks_per_beat, steps_per_quarter) for _, notes in tracks]
     first_onset = min(int(grid.onset.min()) for grid in grids if len(grid.onset))
     start = first_onset // steps_per_quarter * steps_per_quarter  # the whole file's leading silence
@@ -608,7 +608,7 @@ def read_meter(path: str | Path, steps_per_quarter: int = STEPS_PER_QUARTER) -> 
     drawn with (a numerator of 0, a denominator over MAX_DENOMINATOR) and tempos of 0 are left out.
     Raises MidiError as `read_midi` does.
     """
-    return read_meter_bytes(_file_bytes(path), path, steps_per_quarter)
+    return read_meter_bytes(file_bytes(path), path, steps_per_quarter)
 
 
 def read_meter_bytes(data: bytes, source: str | Path = "<bytes>", steps_per_quarter: int = STEPS_PER_QUARTER) -> Meter:
@@ -676,7 +676,7 @@ def quarters_to_midi_bytes(
     out); None: 4/4 at `tempo_bpm`. melody: quarters [Q, 88, steps] inside `quarters`, written as a
     track of its own named `melody_name`, followed by a track "Harmony" holding the rest; None: one
     track, "bachsformer". Reading the file back gives `quarters` when no melody note touches a note
-    of its key in the rest (as `guided.impose_melody` makes sure).
+    of its key in the rest.
     """
     quarters = np.asarray(quarters, dtype=bool)
     if melody is None:
@@ -747,7 +747,7 @@ def tracks_to_midi_bytes(
 def read_tune_track(path: str | Path) -> str | None:
     """The name of the track holding a harmonized tune, as a harmonization's marker names it; None without one."""
     try:
-        score = _parse_score(_file_bytes(path))[0]
+        score = _parse_score(file_bytes(path))[0]
     except ValueError as error:
         raise MidiError(path, str(error)) from None
     names = [marker.text[len(TUNE_MARKER) :] for marker in score.markers if marker.text.startswith(TUNE_MARKER)]

@@ -32,7 +32,7 @@ import numpy as np
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
 from bachsformer.keys import TONIC_NAMES, Key
 from bachsformer.midi import Meter, quarters_to_notes
-from bachsformer.voicing import VOICE_NAMES, Voices
+from bachsformer.voices import VOICE_NAMES, Voices
 
 MIDDLE_C = 60  # the lowest pitch on the treble staff
 LETTERS = "CDEFGAB"

@@ -38,7 +38,7 @@ from bachsformer.analyze import Analysis, NoHarmonyError, analyze, as_music
 from bachsformer.compose import Composition, compose, load_models, piece_midi_bytes, refuse_mode_change, voiced
 from bachsformer.config import Config, GenerateConfig
 from bachsformer.errors import BachsformerError
-from bachsformer.guided import (
+from bachsformer.harmonize import (
     harmonize,
     keep_tune,
     piece_quarters,
@@ -47,7 +47,6 @@ from bachsformer.guided import (
     thin_harmony_warning,
     tune_name,
 )
-from bachsformer.keys import estimate_key
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (
     LOWEST_PITCH,
@@ -68,7 +67,7 @@ from bachsformer.midi import (
 from bachsformer.musicxml import is_musicxml, musicxml_to_midi_bytes
 from bachsformer.score import musicxml_bytes, voices_musicxml_bytes
 from bachsformer.tunefirst import compose_tune_first, load_tune_for
-from bachsformer.voicing import VOICE_NAMES
+from bachsformer.voices import VOICE_NAMES
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 1_000_000  # a tune of a thousand bars is some 20 kB
@@ -99,7 +98,7 @@ class RequestError(BachsformerError):
 
 class Tune(NamedTuple):
     """A tune read from a file or the page: its top line as quarters [Q, 88, 32], its meter, what was warned,
-    and the name its track keeps in the harmonization (`guided.tune_name`)."""
+    and the name its track keeps in the harmonization (`harmonize.tune_name`)."""
 
     melody: np.ndarray
     meter: Meter
@@ -291,9 +290,9 @@ class Harmonizer:
                 piece.seed,
                 self.config.data.normalize_key,
             )
-        # every other quarter exactly as it came; a harmonization keeps its tune, the passage's exact top voice
-        music = keep_tune(quarters, written.quarters, melody, first, last)
-        composition = Composition(music, estimate_key(music), melody if melody.any() else None)
+        # every other quarter as it came (its voices); a harmonization keeps its tune, the passage's exact Soprano
+        voices = keep_tune(written.voices, melody, first, last) if melody.any() else written.voices
+        composition = Composition(voices, written.key, melody if melody.any() else None)
         return voiced(composition, options, piece.tune_name), (first, last)
 
     def compose(self, request: CompositionIn) -> Composition:
@@ -315,7 +314,7 @@ class Harmonizer:
 
 
 def harmony_warnings(piece: Composition, source: str) -> list[str]:
-    """A harmonization that leaves most of its tune bare says so (`guided.thin_harmony_warning`)."""
+    """A harmonization that leaves most of its tune bare says so (`harmonize.thin_harmony_warning`)."""
     if piece.melody is None:
         return []
     warning = thin_harmony_warning(piece.quarters, piece.melody, source, "another seed or more candidates")

@@ -9,7 +9,9 @@ The tune model is the transformer of gpt.py over these tokens (`GPTConfig.countd
 position also hears how many tokens are left before END (exactly up to `countdown`, beyond it
 only their phase in a 4/4 bar) and the mode (major or minor; the corpus is moved to C major or A
 minor, so the mode names the tonic). Sampling asks for a length, so a tune of N quarters knows
-where it ends and closes on time; END is forbidden until the last bar and forced at its end.
+where it ends and closes on time; END is forbidden until the last bar and forced at its end. With
+`GPTConfig.countdown_to_last_note` the count runs to the onset of the tune's last note instead: the
+model knows which note is its last, sampling draws that note's length and holds it to the end.
 
 Phrase ends travel in MIDI files as marker meta events whose text is FERMATA_MARKER, at the onset
 of the phrase's last note (`python -m bachsformer.corpus` writes them for the chorales). A corpus
@@ -39,6 +41,7 @@ REST, HOLD, FERMATA, END, START, NOTE = range(6)  # NOTE + key for keys 0 ... 87
 VOCAB_SIZE = NOTE + NUM_KEYS
 MAJOR, MINOR = 0, 1
 KIND = "tune"  # the checkpoint kind
+LAST_NOTE_SLOTS = 4  # a half note: the last note of a tune model that records no lengths (`draw_last_notes`)
 
 
 class TuneError(BachsformerError):
@@ -152,19 +155,44 @@ def sequence_of(tokens: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([[START], tokens, [END]]).astype(np.int64))
 
 
+def countdown_index(tokens: np.ndarray, to_last_note: bool = False) -> int:
+    """The sequence index (START at 0) where a tune's countdown reaches 0: END's, or with
+    to_last_note the onset of its last note (END's for a tune without notes). Positions past it hear 0."""
+    notes = np.flatnonzero(np.asarray(tokens) >= NOTE)
+    return 1 + int(notes[-1]) if to_last_note and len(notes) else len(tokens) + 1
+
+
+def last_note_slots(tokens: np.ndarray) -> int:
+    """Eighths from a tune's last note onset to its end (0 without notes)."""
+    notes = np.flatnonzero(np.asarray(tokens) >= NOTE)
+    return len(tokens) - int(notes[-1]) if len(notes) else 0
+
+
 class TuneWindowDataset:
     """Windows of tune sequences for training: `window` tokens from each quarter boundary (a tune
-    shorter than that is one window, padded). `batch(indices, generator)` returns (inputs, targets,
-    remaining, mode): long [B, window - 1] each but mode [B]; padded targets are -1."""
+    shorter than that is one window, padded). The countdown each target hears runs to END, or with
+    to_last_note to the onset of the tune's last note (`countdown_index`). `batch(indices, generator)`
+    returns (inputs, targets, remaining, mode, weight): long [B, window - 1] each but mode [B], weight
+    float [B, window - 1]; padded targets are -1.
 
-    def __init__(self, tunes: list[np.ndarray], modes: list[int], window: int):
+    A target near either end of a long tune lies in fewer windows than one in its middle (its END in
+    one, a middle token in up to 64): weight is 1 / the number of windows that hold the target, so
+    each target of the corpus counts once per epoch, its cadence as much as its middle.
+    """
+
+    def __init__(self, tunes: list[np.ndarray], modes: list[int], window: int, to_last_note: bool = False):
         self.sequences = [sequence_of(t) for t in tunes]
+        self.counted_to = [countdown_index(t, to_last_note) for t in tunes]
         self.modes = modes
         self.window = window
-        starts = []
+        starts, self.weights = [], []
         for number, sequence in enumerate(self.sequences):
-            for start in range(0, max(1, len(sequence) - window + 1), SLOTS_PER_QUARTER):
+            firsts = range(0, max(1, len(sequence) - window + 1), SLOTS_PER_QUARTER)
+            covered = torch.zeros(len(sequence))  # windows holding each sequence index as a target
+            for start in firsts:
                 starts.append((number, start))
+                covered[start + 1 : start + window] += 1
+            self.weights.append(1 / covered.clamp(min=1))
         self.starts = torch.tensor(starts, dtype=torch.long).reshape(-1, 2)
 
     def __len__(self) -> int:
@@ -175,23 +203,26 @@ class TuneWindowDataset:
         inputs = torch.full((len(indices), size), END, dtype=torch.long)
         targets = torch.full((len(indices), size), -1, dtype=torch.long)
         remaining = torch.zeros((len(indices), size), dtype=torch.long)
+        weight = torch.zeros((len(indices), size))
         modes = torch.zeros(len(indices), dtype=torch.long)
         for row, (number, start) in enumerate(self.starts[indices].tolist()):
             sequence = self.sequences[number][start : start + self.window]
             length = len(sequence) - 1
             inputs[row, :length], targets[row, :length] = sequence[:-1], sequence[1:]
-            # input position t predicts sequence index start + t + 1; END sits at len - 1
-            ends_at = len(self.sequences[number]) - 1
-            remaining[row, :length] = ends_at - (start + 1 + torch.arange(length))
+            # input position t predicts sequence index start + t + 1
+            remaining[row, :length] = (self.counted_to[number] - (start + 1 + torch.arange(length))).clamp(min=0)
+            weight[row, :length] = self.weights[number][start + 1 : start + 1 + length]
             modes[row] = self.modes[number]
-        return inputs, targets, remaining, modes
+        return inputs, targets, remaining, modes, weight
 
 
 def tune_loss(model: GPT, batch) -> torch.Tensor:
-    """Mean cross-entropy (nats) of a `TuneWindowDataset` batch, padding left out."""
-    inputs, targets, remaining, modes = batch
+    """Cross-entropy (nats) of a `TuneWindowDataset` batch, each target by its weight, padding left out."""
+    inputs, targets, remaining, modes, weight = batch
     logits, _ = model(inputs, remaining=remaining, mode=modes)
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+    losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1, reduction="none")
+    weight = weight.flatten()
+    return (losses * weight).sum() / weight.sum().clamp(min=1e-8)
 
 
 @torch.no_grad()
@@ -202,13 +233,14 @@ def bits_per_token(model: GPT, tunes: list[np.ndarray], modes: list[int]) -> flo
     window = model.config.block_size + 1
     for tokens, mode in zip(tunes, modes):
         sequence = sequence_of(tokens)
-        ends_at = len(sequence) - 1
+        counted_to = countdown_index(tokens, model.config.countdown_to_last_note)
         scored_until = 1  # sequence indices below this are scored
         start = 0
         while scored_until < len(sequence):
             part = sequence[start : start + window]
             positions = start + 1 + torch.arange(len(part) - 1)
-            logits, _ = model(part[None, :-1], remaining=(ends_at - positions)[None], mode=torch.tensor([mode]))
+            remaining = (counted_to - positions).clamp(min=0)
+            logits, _ = model(part[None, :-1], remaining=remaining[None], mode=torch.tensor([mode]))
             losses = F.cross_entropy(logits[0].float(), part[1:], reduction="none")
             new = positions >= scored_until
             total += float(losses[new].sum())
@@ -246,6 +278,16 @@ def load_tune_model(path: str | Path, map_location="cpu") -> GPT:
     return load_model(GPT, GPTConfig, KIND, path, map_location)
 
 
+def draw_last_notes(model: GPT, seeds: list[int]) -> list[int]:
+    """Each tune's last note length in eighths, drawn from its seed with the training tunes' shares
+    (the checkpoint's `last_note_slots`: counts by length in eighths); a half note where none are recorded."""
+    counts = getattr(model, "checkpoint_info", {}).get("last_note_slots")
+    if not counts or sum(counts) <= 0:  # none recorded, or no tune's last note an eighth or longer
+        return [LAST_NOTE_SLOTS] * len(seeds)
+    weights = torch.tensor(counts, dtype=torch.float)
+    return [int(torch.multinomial(weights, 1, generator=torch.Generator().manual_seed(seed + 2))) for seed in seeds]
+
+
 @torch.inference_mode()
 def sample_tunes(
     model: GPT,
@@ -256,11 +298,17 @@ def sample_tunes(
     top_p: float = 1.0,
     prefix: np.ndarray | None = None,
     min_context: int | None = None,
+    last_notes: list[int] | None = None,
 ) -> list[np.ndarray]:
-    """One tune per seed, `num_slots` tokens long with its prefix (END closes it within the last bar):
-    a list of int64 token arrays without START and END.
+    """One tune per seed, `num_slots` tokens long with its prefix: a list of int64 token arrays without
+    START and END.
 
     modes: MAJOR or MINOR per tune. prefix: tokens every tune starts with (a primer's top line).
+    A model whose countdown runs to END may end a tune within its last bar, and ends it there at the
+    latest. A model whose countdown runs to the last note (`GPTConfig.countdown_to_last_note`) writes
+    every tune exactly `num_slots` long: its last note starts `last_notes` eighths before the end
+    (drawn per seed by `draw_last_notes` when None), the model choosing its pitch, and is held, with
+    or without a fermata, to the end.
     Each tune draws its noise from its own generator seeded with its seed, so tune b is the same
     alone or in a batch. When the window is full it keeps its last `min_context` tokens (half the
     window by default) and runs them through the model once more.
@@ -278,6 +326,12 @@ def sample_tunes(
     sequence[:, 1 : 1 + len(prefix)] = torch.from_numpy(prefix)
     mode = torch.tensor(modes, dtype=torch.long, device=device)
     first_new = 1 + len(prefix)
+    to_last_note = model.config.countdown_to_last_note
+    if to_last_note:  # the sequence index of each tune's last note onset, after the prefix
+        last_notes = draw_last_notes(model, seeds) if last_notes is None else last_notes
+        counted_to = torch.tensor([max(num_slots + 1 - d, first_new) for d in last_notes], device=device)
+    else:  # END's
+        counted_to = torch.full((batch,), num_slots + 1, device=device)
     noise = gumbel_noise(seeds, num_slots + 1 - len(prefix), VOCAB_SIZE).to(device)  # [B, new + END, V]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     cache = KVCache(model.config, batch, device, next(model.parameters()).dtype)
@@ -292,10 +346,17 @@ def sample_tunes(
             logits = model(
                 sequence[:, window_start:n],
                 cache=cache,
-                remaining=(num_slots + 1 - 1 - positions).expand(batch, -1),
+                remaining=(counted_to[:, None] - 1 - positions).clamp(min=0),
                 mode=mode,
             )[0][:, -1]
         remaining = num_slots + 1 - n  # tokens from this one to END
+        if to_last_note:  # before the last note no END, on it a note, after it the note held
+            logits[:, END] = -math.inf
+            at, after = counted_to == n, counted_to < n
+            logits[at, REST] = logits[at, HOLD] = logits[at, FERMATA] = -math.inf
+            logits[after, REST] = -math.inf
+            logits[after, NOTE:] = -math.inf
+            logits[after & (counted_to < n - 1), FERMATA] = -math.inf  # a fermata only in place of its first hold
         logits = filter_logits(logits, temperature, 0, top_p)
         logits[:, START] = -math.inf
         if remaining > bar:
@@ -310,7 +371,7 @@ def sample_tunes(
         if bool(finished.all()):
             break
         if n + 1 - window_start <= block and n + 1 < sequence.shape[1]:
-            heard = model.end_vectors(torch.full((batch, 1), remaining - 1, device=device), mode)[:, 0]
+            heard = model.end_vectors((counted_to - 1 - n).clamp(min=0)[:, None], mode)[:, 0]
             logits = model.decode_step(token, cache, weights, heard)
     tunes = []
     for row in sequence[:, 1:].cpu().numpy():

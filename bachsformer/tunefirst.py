@@ -1,7 +1,7 @@
 """Free music as Bach's chorales were made: a tune first, then its harmonization (docs/design.md, Tune first).
 
 The tune model (bachsformer/tune.py) writes a tune of about the length asked for, in C major or A
-minor, closing on time; `guided.harmonize` writes the voices below it, with cadences at its phrase
+minor, closing on time; `harmonize.harmonize` writes the voices below it, with cadences at its phrase
 ends (its fermatas) and the last chord held under the last note. A primer (`--file`) is continued
 the same way: its top line is the tune's beginning, its own quarters are kept, and the voices under
 the new part follow on from it.
@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 from bachsformer.checkpoint import CheckpointError
-from bachsformer.compose import Composition, in_key
+from bachsformer.compose import Composition, as_voices, in_key
 from bachsformer.config import GenerateConfig
 from bachsformer.gpt import GPT
-from bachsformer.guided import harmonize
+from bachsformer.harmonize import harmonize
 from bachsformer.keys import Key, estimate_key, normalizing_shift, parse_key, transpose_quarters
-from bachsformer.metrics import highest_line
+from bachsformer.midi import STEPS_PER_QUARTER
 from bachsformer.tune import (
     MAJOR,
     MINOR,
@@ -34,6 +34,8 @@ from bachsformer.tune import (
     tune_quarters,
     tune_tokens,
 )
+from bachsformer.voices import Voices
+from bachsformer.voicing import grid_steps
 from bachsformer.vqvae import VQVAE
 
 MIN_QUARTERS = 8  # one phrase of a chorale: two bars of 4/4
@@ -92,27 +94,29 @@ def compose_tune_first(
     tune_model: GPT,
     options: GenerateConfig,
     seeds: list[int],
-    primer: np.ndarray | None = None,
+    primer: np.ndarray | Voices | None = None,
     continuation_only: bool = False,
     normalize_key: bool = True,
 ) -> list[Composition]:
     """One piece per seed: a tune of `options.quarters` quarters (after the primer's, if any), harmonized.
 
-    The tune ends within its last bar; the piece ends with it. The tunes are sampled as one batch
+    The tune closes on time (`tune.sample_tunes`); the piece ends with it. The tunes are sampled as one batch
     with options.tune_temperature and options.tune_top_p; piece i is the same alone or in a batch.
+    primer: the voices to continue (or quarters [P, 88, 32], split by the voicing rule): its Soprano
+    begins the tune, and its own voices are kept.
     """
     if options.quarters < MIN_QUARTERS:
         raise TuneError(f"--quarters {options.quarters}: a tune needs at least one phrase, {MIN_QUARTERS} quarters")
     primer_key, shift, prefix, primer_line = None, 0, None, None
     if primer is not None:
-        primer = np.asarray(primer, dtype=bool)
-        primer_key = estimate_key(primer)
-        shift = normalizing_shift(primer, primer_key) if normalize_key else 0
-        primer = transpose_quarters(primer, shift)  # in C major / A minor, as the models learned it
-        primer_line = highest_line(primer)
+        primer = as_voices(primer, grid_steps(options.grid, STEPS_PER_QUARTER))
+        primer_key = estimate_key(primer.quarters())
+        shift = normalizing_shift(primer.quarters(), primer_key) if normalize_key else 0
+        primer = primer.transposed(shift)  # in C major / A minor, as the models learned it
+        primer_line = primer.voice_quarters(0)
         prefix = tune_tokens(primer_line)
     modes = tune_modes(tune_model, seeds, options.key, primer_key)
-    kept = 0 if primer is None else len(primer)
+    kept = 0 if primer is None else primer.num_quarters
     num_slots = (kept + options.quarters) * SLOTS_PER_QUARTER
     tunes = sample_tunes(
         tune_model, num_slots, seeds, modes, options.tune_temperature, options.tune_top_p, prefix=prefix
@@ -135,10 +139,14 @@ def compose_tune_first(
             primer=primer,
             tonic=tonic,
         )
-        quarters = transpose_quarters(piece.quarters, -shift)
+        voices = piece.voices.transposed(-shift)
         tune = transpose_quarters(piece.melody, -shift)
         if primer is not None and continuation_only:
-            quarters, tune = quarters[kept:], tune[kept:]
+            voices, tune = voices.sliced(kept, voices.num_quarters), tune[kept:]
         key = primer_key or Key(tonic, "minor" if mode == MINOR else "major")
-        pieces.append(in_key(quarters, key, options.key, tune))
+        steps = melody.shape[2]
+        if primer is not None and continuation_only:
+            fermatas = [f - kept * steps for f in fermatas if f >= kept * steps]
+        fermatas = tuple(f for f in fermatas if f < voices.num_quarters * steps)
+        pieces.append(dataclasses.replace(in_key(voices, key, options.key, tune), fermatas=fermatas))
     return pieces

@@ -24,14 +24,13 @@ nothing else is added.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 
-from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, notes_to_roll, quarters_to_notes
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, quarters_to_notes
+from bachsformer.voices import Voices, restore_repeats
 
-VOICE_NAMES = ("Soprano", "Alto", "Tenor", "Bass")
 # MIDI pitches: the 1st to the 99th percentile of each voice's notes in the chorales of data/midi
 # (python -m benchmarks.voice_ranges)
 VOICE_RANGES = ((62, 78), (57, 72), (52, 67), (40, 60))
@@ -49,41 +48,11 @@ HOLD_TAKE_COST = 3.0  # a voice takes over a key held on from another voice
 PARALLEL_COST = 6.0  # two voices (or a voice and the melody) move in parallel fifths or octaves
 
 
-@dataclass(frozen=True)
-class Voices:
-    """Four voices (S, A, T, B): each int64 [N, 3] of (onset step, offset step, MIDI pitch), in time, never
-    two at once; `num_quarters` quarters of `steps_per_quarter` steps."""
-
-    notes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-    num_quarters: int
-    steps_per_quarter: int
-
-    def quarters(self) -> np.ndarray:
-        """All four voices as one roll, bool [Q, 88, steps], as a MIDI file of them reads back."""
-        return notes_to_roll(np.concatenate(self.notes), self.num_quarters, self.steps_per_quarter)
-
-    def voice_quarters(self, voice: int) -> np.ndarray:
-        """One voice (0 Soprano ... 3 Bass) as a roll, bool [Q, 88, steps]."""
-        return notes_to_roll(self.notes[voice], self.num_quarters, self.steps_per_quarter)
-
-
 def grid_steps(note_value: int, steps_per_quarter: int) -> int:
     """Steps of one grid cell: note value 16 (a sixteenth) at 32 steps per quarter is 8."""
     if note_value not in NOTE_VALUES:
         raise ValueError(f"grid: must be one of {', '.join(map(str, NOTE_VALUES))} (a note value), got {note_value}")
     return steps_per_quarter * 4 // note_value
-
-
-def restore_repeats(notes: np.ndarray) -> np.ndarray:
-    """Notes [N, 3] read from a roll with their repeats whole again: a note that ends one step before the next
-    note of its key starts (the codec's mark of a repeat) is given that step back."""
-    notes = np.array(notes, dtype=np.int64).reshape(-1, 3)
-    order = np.lexsort((notes[:, 0], notes[:, 2]))
-    ordered = notes[order]
-    repeat = (ordered[1:, 2] == ordered[:-1, 2]) & (ordered[1:, 0] == ordered[:-1, 1] + 1)
-    ordered[:-1, 1][repeat] += 1
-    notes[order] = ordered
-    return notes
 
 
 def _cells(roll: np.ndarray, notes: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,16 +1,17 @@
-"""Ludovico: a convolutional VQ-VAE that turns a quarter (88 keys x 32 steps) into 16 codes.
+"""Ludovico: a convolutional VQ-VAE that turns a quarter of four voices into 16 codes and back.
 
-Input and output are two 88 x 32 channels per quarter (docs/design.md, The VQ-VAE): *sounding*, the codec's roll
-with its one-step repeat gaps filled, and *onsets*, the steps where a note starts. A repeated note
-is then an explicit onset rather than a one-step hole the decoder must reproduce. Both channels
-are read from a piece's quarters as consecutive (a note held across a quarter boundary has no onset
-in the next quarter), and `decode` splits each sounding run at its onsets, across quarter boundaries
-too, giving back the codec's roll. `onset_channel: false` is the older one-channel model (the roll).
+Input per quarter (docs/design.md, The VQ-VAE): for each voice, which key sounds at each of the 32
+steps and where a note starts, as two 88 x 32 one-hot planes, so a quarter is 2V channels of 88 x 32
+(the voices' lines of voices.py). The encoder takes 88 x 32 -> 44 x 16 -> 22 x 8 -> 10 x 4 -> 8 x 2;
+each of the 8 x 2 latent vectors snaps to the nearest of `num_embeddings` codebook entries, learned
+by exponential moving averages (van den Oord et al. 2017, appendix A.1) and kept in buffers so
+checkpoints hold them. Codes that fall out of use are restarted from recent encoder outputs.
 
-The encoder takes 88 x 32 -> 44 x 16 -> 22 x 8 -> 10 x 4 -> 8 x 2; each of the 8 x 2 latent
-vectors snaps to the nearest of `num_embeddings` codebook entries, learned by exponential moving
-averages (van den Oord et al. 2017, appendix A.1) and kept in buffers so checkpoints hold them.
-Codes that fall out of use are restarted from recent encoder outputs.
+The decoder mirrors the encoder and ends in three planes per voice: the logits of the 88 keys, a plane
+read out (one weight per key) as the logit of silence, and onset logits. Each voice then gets one
+key or silence per step (a categorical over 89) and, at that key, whether a note starts: every decoded
+quarter is V lines by construction. With `decoder_context` the decoder also hears the codes of the
+quarter before, so a note held across the boundary comes back held.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 
 from bachsformer.errors import check_at_least
 from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER
+from bachsformer.voices import SILENCE, note_starts
 
 LATENT_SHAPE = (8, 2)  # what the encoder's strides make of 88 x 32
 SEMITONES_PER_ROW = 8  # the encoder's stride along pitch (2 x 2 x 2 x 1): one latent row per 8 keys
@@ -40,80 +42,32 @@ class VQVAEConfig:
     commitment_cost: float = 0.25
     decay: float = 0.99  # EMA decay of the codebook statistics
     dead_code_threshold: float = 1.0  # restart a code used by fewer vectors per batch (EMA)
-    transition_weight: float = 1.0  # loss weight of sounding cells where a key starts or stops sounding
-    onset_channel: bool = True  # input and output the onsets beside the sounding notes (False: the roll alone)
-    onset_weight: float = 1.0  # loss weight of the onset channel against the sounding one
-    tie_weight: float = 1.0  # loss weight of the onset cells at a quarter's first step where a key sounds (see below)
+    voices: int = 4  # lines per quarter, highest first (Soprano, Alto, Tenor, Bass)
+    onset_weight: float = 1.0  # loss weight of the onsets against the keys
+    tie_weight: float = 1.0  # loss weight of the onsets at a quarter's first step where a voice sounds (see below)
     decoder_context: bool = False  # the decoder also hears the codes of the quarter before (what sounded at its end)
 
     def __post_init__(self):
         """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""
-        check_at_least(self, 1, "num_embeddings", "embedding_dim", "residual_channels")
+        check_at_least(self, 1, "num_embeddings", "embedding_dim", "residual_channels", "voices")
         check_at_least(self, 2, "hidden_channels")
         check_at_least(self, 0, "residual_layers", "commitment_cost", "dead_code_threshold")
         if not 0 < self.decay < 1:
             raise ValueError(f"decay: must lie in (0, 1), got {self.decay}")
-        for key in ("transition_weight", "onset_weight", "tie_weight"):
+        for key in ("onset_weight", "tie_weight"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"{key}: must be above 0, got {getattr(self, key)}")
 
 
-# Keys added to VQVAEConfig after checkpoints were shipped, with the values that rebuild those checkpoints.
-ADDED_CONFIG_KEYS = {"onset_channel": False, "tie_weight": 1.0, "decoder_context": False}
+def voice_channels(keys: torch.Tensor, onsets: torch.Tensor) -> torch.Tensor:
+    """Lines keys long [N, V, S] (SILENCE: a rest) and onsets bool [N, V, S] -> the model's input [N, 2V, 88, S].
 
-
-def _piece_roll(quarters: torch.Tensor) -> torch.Tensor:
-    """Quarters [N, 88, 32] -> one roll [88, N * 32], the quarters read as consecutive."""
-    return quarters.permute(1, 0, 2).reshape(NUM_KEYS, -1)
-
-
-def _quarters(roll: torch.Tensor, num_quarters: int) -> torch.Tensor:
-    """One roll [..., 88, N * 32] -> quarters [N, ..., 88, 32] (the inverse of `_piece_roll`)."""
-    split = roll.reshape(*roll.shape[:-1], num_quarters, STEPS_PER_QUARTER)  # [..., 88, N, 32]
-    return split.movedim(-2, 0)
-
-
-def _step_before(roll: torch.Tensor) -> torch.Tensor:
-    """roll [..., T] shifted one step later: element t holds step t - 1 (silence before the first)."""
-    return F.pad(roll[..., :-1], (1, 0))
-
-
-def quarter_channels(
-    quarters: torch.Tensor, consecutive: bool = True, previous: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The codec's quarters [N, 88, 32] -> (sounding, onsets), bool [N, 2, 88, 32].
-
-    sounding is the roll with every one-step hole filled (the codec's gap between a note and the
-    same pitch starting again); onsets marks the first step of each note. consecutive: the N
-    quarters are one piece in order; otherwise each is read alone, or, given previous [88, 32],
-    each as the quarter after it (its first step read after previous's last).
+    Channel v is voice v's key, one-hot over the 88 keys at each step (all zero in a rest); channel
+    V + v marks the same cell where a note of voice v starts.
     """
-    quarters = quarters.bool()
-    roll = _piece_roll(quarters) if consecutive else quarters  # [88, N * 32] or [N, 88, 32]
-    before = _step_before(roll)
-    if previous is not None and not consecutive:
-        before[..., 0] = previous.bool()[:, -1]
-    after = F.pad(roll[..., 1:], (0, 1))
-    sounding = roll | (before & after)
-    onsets = roll & ~before
-    channels = torch.stack([sounding, onsets], dim=-3)  # [2, 88, N * 32] or [N, 2, 88, 32]
-    return _quarters(channels, len(quarters)) if consecutive else channels
-
-
-def split_at_onsets(sounding: torch.Tensor, onsets: torch.Tensor, consecutive: bool = True) -> torch.Tensor:
-    """Note probabilities [N, 88, 32] whose cells above 0.5 are the codec's roll.
-
-    sounding, onsets: probabilities [N, 88, 32]. Where a note starts (onset above 0.5) while the same
-    key sounded the step before, the step before is set to 0: the earlier note loses its last step,
-    as the codec writes a repeated note.
-    """
-    sounding_roll = _piece_roll(sounding) if consecutive else sounding
-    onset_roll = _piece_roll(onsets) if consecutive else onsets
-    is_sounding = sounding_roll > 0.5
-    restarts = is_sounding & _step_before(is_sounding) & (onset_roll > 0.5)  # a new note in a sounding run
-    ends = F.pad(restarts[..., 1:], (0, 1))  # the step before each restart
-    roll = sounding_roll.masked_fill(ends, 0.0)
-    return _quarters(roll, len(sounding)) if consecutive else roll
+    sounding = F.one_hot(keys.long(), NUM_KEYS + 1)[..., :NUM_KEYS].transpose(-1, -2).float()  # [N, V, 88, S]
+    struck = sounding * onsets.float()[:, :, None, :]
+    return torch.cat([sounding, struck], dim=1)
 
 
 def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
@@ -229,9 +183,10 @@ class ResidualStack(nn.Module):
 
 @dataclass
 class VQVAEOutput:
-    logits: torch.Tensor  # [N, C, 88, 32] reconstruction of the input channels, before the sigmoid
+    key_logits: torch.Tensor  # [N, V, 89, S]: the 88 keys, then silence
+    onset_logits: torch.Tensor  # [N, V, 88, S]: a note starts, at each key
     loss: torch.Tensor  # reconstruction + commitment
-    reconstruction_loss: torch.Tensor  # binary cross-entropy per cell
+    reconstruction_loss: torch.Tensor  # cross-entropy of the keys + weighted onset cross-entropy
     codes: torch.Tensor  # [N, 16]
     perplexity: torch.Tensor  # of the codes used in this batch
 
@@ -241,10 +196,9 @@ class VQVAE(nn.Module):
         super().__init__()
         self.config = config
         h, d = config.hidden_channels, config.embedding_dim
-        r, n = config.residual_channels, config.residual_layers
-        c = self.input_channels
+        r, n, v = config.residual_channels, config.residual_layers, config.voices
         self.encoder = nn.Sequential(
-            nn.Conv2d(c, h // 2, 4, stride=2, padding=1),  # 88 x 32 -> 44 x 16
+            nn.Conv2d(2 * v, h // 2, 4, stride=2, padding=1),  # 88 x 32 -> 44 x 16
             nn.ReLU(),
             nn.Conv2d(h // 2, h, 4, stride=2, padding=1),  # -> 22 x 8
             nn.ReLU(),
@@ -265,8 +219,9 @@ class VQVAE(nn.Module):
             nn.ReLU(),
             nn.ConvTranspose2d(h, h // 2, 4, stride=2, padding=1),  # -> 44 x 16
             nn.ReLU(),
-            nn.ConvTranspose2d(h // 2, c, 4, stride=2, padding=1),  # -> 88 x 32
+            nn.ConvTranspose2d(h // 2, 3 * v, 4, stride=2, padding=1),  # -> 88 x 32: keys, silence, onsets per voice
         )
+        self.silence = nn.Linear(NUM_KEYS, 1)  # a voice's silence plane [88] at a step -> its silence logit
 
     @property
     def codes_per_quarter(self) -> int:
@@ -277,117 +232,103 @@ class VQVAE(nn.Module):
         return self.config.num_embeddings
 
     @property
-    def input_channels(self) -> int:
-        return 2 if self.config.onset_channel else 1
+    def num_voices(self) -> int:
+        return self.config.voices
 
-    def channels(
-        self, rolls: torch.Tensor, consecutive: bool = True, previous: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The codec's quarters [N, 88, 32] -> this model's input, float [N, C, 88, 32] (see the module doc).
+    def _check_lines(self, keys: torch.Tensor, onsets: torch.Tensor) -> None:
+        expected = (self.num_voices, STEPS_PER_QUARTER)
+        if keys.ndim != 3 or tuple(keys.shape[1:]) != expected or onsets.shape != keys.shape:
+            raise ValueError(f"keys and onsets must both be [N, {expected[0]}, {expected[1]}], got {list(keys.shape)}")
 
-        previous [88, 32]: with consecutive False, the quarter before each (`quarter_channels`).
+    def _heads(self, planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's planes [N, 3V, 88, S] -> (key logits [N, V, 89, S], onset logits [N, V, 88, S])."""
+        keys, silence, onsets = planes.float().unflatten(1, (3, self.num_voices)).unbind(1)  # each [N, V, 88, S]
+        silence = self.silence(silence.transpose(-1, -2)).transpose(-1, -2)  # [N, V, 1, S]
+        return torch.cat([keys, silence], dim=2), onsets
+
+    def forward(
+        self,
+        keys: torch.Tensor,
+        onsets: torch.Tensor,
+        previous_keys: torch.Tensor | None = None,
+        previous_onsets: torch.Tensor | None = None,
+    ) -> VQVAEOutput:
+        """Lines keys long [N, V, 32] and onsets bool [N, V, 32] -> reconstruction logits, losses, codes.
+
+        previous_keys, previous_onsets: the lines of the quarter before each (silence before a piece's
+        first), which a model with decoder_context encodes and hears while decoding.
         """
-        if rolls.ndim != 3 or tuple(rolls.shape[1:]) != (NUM_KEYS, STEPS_PER_QUARTER):
-            raise ValueError(f"rolls must be [N, {NUM_KEYS}, {STEPS_PER_QUARTER}], got {list(rolls.shape)}")
-        if not self.config.onset_channel:
-            return rolls.float()[:, None]
-        return quarter_channels(rolls, consecutive, previous).float()
-
-    def forward(self, inputs: torch.Tensor, previous: torch.Tensor | None = None) -> VQVAEOutput:
-        """inputs [N, C, 88, 32] in {0, 1} (see `channels`) -> reconstruction logits, losses, codes.
-
-        previous: the channels of the quarter before each input [N, C, 88, 32] (silence before a
-        piece's first), which a model with decoder_context encodes and hears while decoding.
-        """
-        expected = (self.input_channels, NUM_KEYS, STEPS_PER_QUARTER)
-        if inputs.ndim != 4 or tuple(inputs.shape[1:]) != expected:
-            raise ValueError(f"inputs must be [N, {', '.join(map(str, expected))}], got {list(inputs.shape)}")
-        if self.config.decoder_context != (previous is not None):
+        self._check_lines(keys, onsets)
+        if self.config.decoder_context != (previous_keys is not None):
             raise ValueError("the quarters before the inputs are given exactly when the model has decoder_context")
-        if previous is None:
-            latents = self.encoder(inputs.float())  # [N, D, 8, 2]
+        inputs = voice_channels(keys, onsets)  # [N, 2V, 88, 32]
+        if previous_keys is None:
+            latents = self.encoder(inputs)  # [N, D, 8, 2]
             quantized, indices, commitment_loss, perplexity = self.quantizer(latents)
-            logits = self.decoder(quantized)  # [N, C, 88, 32]
+            planes = self.decoder(quantized)
         else:
-            latents = self.encoder(torch.cat([previous, inputs]).float())  # [2N, D, 8, 2]: before, then own
+            before_inputs = voice_channels(previous_keys, previous_onsets)
+            latents = self.encoder(torch.cat([before_inputs, inputs]))  # [2N, D, 8, 2]: before, then own
             quantized, indices, commitment_loss, perplexity = self.quantizer(latents)
             before, quantized = quantized.chunk(2)
             indices = indices[len(inputs) :]
-            logits = self.decoder(torch.cat([before, quantized], dim=1))  # [N, C, 88, 32]
-        reconstruction_loss = self.reconstruction_loss(logits, inputs)
+            planes = self.decoder(torch.cat([before, quantized], dim=1))  # [N, 3V, 88, 32]
+        key_logits, onset_logits = self._heads(planes)
+        reconstruction_loss = self.reconstruction_loss(key_logits, onset_logits, keys, onsets)
         return VQVAEOutput(
-            logits=logits,
+            key_logits=key_logits,
+            onset_logits=onset_logits,
             loss=reconstruction_loss + commitment_loss,
             reconstruction_loss=reconstruction_loss,
             codes=indices.flatten(1),
             perplexity=perplexity,
         )
 
-    def reconstruction_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy per cell of both channels, logits and targets [N, C, 88, 32].
+    def reconstruction_loss(
+        self, key_logits: torch.Tensor, onset_logits: torch.Tensor, keys: torch.Tensor, onsets: torch.Tensor
+    ) -> torch.Tensor:
+        """Cross-entropy of each voice's key (or silence) per step, plus onset_weight times the binary
+        cross-entropy of the onsets, read at the key each voice sounds (a rest has none).
 
-        Weighted means: the onset channel counts onset_weight times the sounding one, and sounding
-        cells where a key starts or stops count transition_weight times the others (in the
-        one-channel model a repeated note is a single 0 among 1s there, nearly free to miss). The
-        onset cells at a quarter's first step where a key sounds count tie_weight times: there the
-        onset says whether a note goes on from the quarter before (a tie) or starts again, about
-        four cells of the 5,632 of a quarter, which the codes would otherwise not spend a bit on.
+        The onsets at a quarter's first step where a voice sounds count tie_weight times: there the
+        onset says whether a note goes on from the quarter before (a tie) or starts again, one step of
+        32, which the codes would otherwise not spend a bit on.
         """
-        targets = targets.float()
-        cross_entropy = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
-        config = self.config
-        if config.transition_weight == 1.0 and config.onset_weight == 1.0 and config.tie_weight == 1.0:
-            return cross_entropy.mean()
-        weights = torch.ones_like(targets)
-        sounding = targets[:, 0]
-        changes = sounding[:, :, 1:] != sounding[:, :, :-1]  # [N, 88, 31]: onsets, offsets (and gaps)
-        weights[:, 0, :, 1:] += (config.transition_weight - 1.0) * changes
-        if config.onset_channel:
-            weights[:, 1] = config.onset_weight
-            weights[:, 1, :, 0] *= 1.0 + (config.tie_weight - 1.0) * sounding[:, :, 0]  # [N, 88]
-        return (weights * cross_entropy).sum() / weights.sum()
+        keys = keys.long()
+        key_loss = F.cross_entropy(key_logits.flatten(0, 1), keys.flatten(0, 1))  # [N * V, 89, S] against [N * V, S]
+        sounding = keys != SILENCE
+        at_key = onset_logits.gather(2, keys.clamp(max=NUM_KEYS - 1)[:, :, None, :])[:, :, 0]  # [N, V, S]
+        onset_loss = F.binary_cross_entropy_with_logits(at_key, onsets.float(), reduction="none")
+        weights = sounding.float()
+        weights[..., 0] *= self.config.tie_weight
+        onset_loss = (weights * onset_loss).sum() / weights.sum().clamp(min=1.0)
+        return key_loss + self.config.onset_weight * onset_loss
 
     @torch.no_grad()
-    def encode(
-        self,
-        rolls: torch.Tensor,
-        consecutive: bool = True,
-        batch_size: int = 1024,
-        previous: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """rolls [N, 88, 32] -> codes LongTensor [N, 16], row-major over the 8 x 2 latent grid.
+    def encode(self, keys: torch.Tensor, onsets: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        """Lines keys [N, V, 32] and onsets [N, V, 32] -> codes LongTensor [N, 16], row-major over the 8 x 2 grid.
 
-        consecutive: the N quarters are one piece in order (a note held into the next quarter has no
-        onset there); otherwise each is read alone, or as the quarter after previous [88, 32] when
-        given (the codes each would have after it in a piece). Runs `batch_size` quarters at a time.
+        The onsets say which notes start in each quarter, so each quarter is encoded on its own: a
+        quarter's codes are the same in a piece and alone. Runs `batch_size` quarters at a time.
         """
         device = self.decoder[0].weight.device
-        if previous is not None:
-            previous = previous.to(device)
-        inputs = self.channels(rolls.to(device), consecutive, previous)  # [N, C, 88, 32]
+        keys, onsets = torch.as_tensor(keys).to(device), torch.as_tensor(onsets).to(device)
+        self._check_lines(keys, onsets)
         codes = []
-        for part in inputs.split(batch_size):
-            latents = self.encode_latents(part)  # [n, D, 8, 2]
+        for part_keys, part_onsets in zip(keys.split(batch_size), onsets.split(batch_size)):
+            latents = self.encode_latents(voice_channels(part_keys, part_onsets))  # [n, D, 8, 2]
             flat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
-            codes.append(self.quantizer.indices(flat).view(len(part), -1))
+            codes.append(self.quantizer.indices(flat).view(len(part_keys), -1))
         return torch.cat(codes) if codes else torch.zeros(0, self.codes_per_quarter, dtype=torch.long)
 
     def encode_latents(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The encoder's output [N, D, 8, 2] for inputs [N, C, 88, 32], for inference.
+        """The encoder's output [N, D, 8, 2] for inputs [N, 2V, 88, 32], for inference.
 
-        The first convolution reads its C input channels laid out channels-last, where oneDNN runs
-        it about ten times faster on a CPU and gives the same numbers; the rest runs as laid out.
+        The first convolution reads its input channels laid out channels-last, where oneDNN runs it
+        about ten times faster on a CPU and gives the same numbers; the rest runs as laid out.
         """
         first = self.encoder[0](inputs.contiguous(memory_format=torch.channels_last)).contiguous()
         return self.encoder[1:](first)
-
-    def decode_logits(self, vectors: torch.Tensor) -> torch.Tensor:
-        """The decoder's output logits [N, C, 88, 32] for its input vectors [N, D or 2D, 8, 2], for inference.
-
-        The last layer writes C channels, where a transposed convolution runs slowly on a CPU:
-        `transposed_convolution` computes the same sums about twice as fast.
-        """
-        return transposed_convolution(self.decoder[:-1](vectors), self.decoder[-1])
 
     def _check_codes(self, codes: torch.Tensor) -> None:
         if codes.ndim != 2 or codes.shape[1] != self.codes_per_quarter:
@@ -403,15 +344,16 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def silence_codes(self) -> torch.Tensor:
         """The codes of a silent quarter [16]: what a model with decoder_context hears before a piece."""
-        device = self.decoder[0].weight.device
-        return self.encode(torch.zeros(1, NUM_KEYS, STEPS_PER_QUARTER, device=device), consecutive=False)[0]
+        silent = torch.full((1, self.num_voices, STEPS_PER_QUARTER), SILENCE, dtype=torch.long)
+        return self.encode(silent, torch.zeros_like(silent, dtype=torch.bool))[0]
 
     @torch.no_grad()
-    def decode_channels(self, codes: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
-        """codes [N, 16] -> probabilities of this model's channels [N, C, 88, 32].
+    def decode_logits(self, codes: torch.Tensor, previous: torch.Tensor | None = None):
+        """codes [N, 16] -> (key logits [N, V, 89, S], onset logits [N, V, 88, S]).
 
-        previous: the codes of the quarter before each [N, 16], heard by a model with
-        decoder_context (default: a silent quarter); others ignore it.
+        previous: the codes of the quarter before each [N, 16], heard by a model with decoder_context
+        (default: a silent quarter); others ignore it. The last layer writes few channels, where a
+        transposed convolution runs slowly on a CPU: `transposed_convolution` computes the same sums.
         """
         self._check_codes(codes)
         vectors = self._vectors(codes)  # [N, D, 8, 2]
@@ -420,7 +362,8 @@ class VQVAE(nn.Module):
                 previous = self.silence_codes().expand(len(codes), -1)
             self._check_codes(previous)
             vectors = torch.cat([self._vectors(previous.to(codes.device)), vectors], dim=1)
-        return torch.sigmoid(self.decode_logits(vectors).float())
+        planes = transposed_convolution(self.decoder[:-1](vectors), self.decoder[-1])
+        return self._heads(planes)
 
     @torch.no_grad()
     def decode(
@@ -429,101 +372,110 @@ class VQVAE(nn.Module):
         consecutive: bool = True,
         batch_size: int = 1024,
         previous: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """codes [N, 16] -> note probabilities [N, 88, 32]; cells above 0.5 are the codec's roll.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """codes [N, 16] -> lines (keys long [N, V, 32], SILENCE a rest; onsets bool [N, V, 32]).
 
-        consecutive: the N quarters are one piece in order, so a note starting at a quarter's first
-        step ends the same key's note of the quarter before; otherwise each quarter is read alone.
-        previous: the codes [16] of the quarter before the first (consecutive) or before each (not),
-        default a silent quarter; a model with decoder_context hears them, so that a note held
-        across the boundary comes back held. The decoder runs `batch_size` quarters at a time.
+        Each voice takes its likeliest key or silence at each step, and a note starts where the onset
+        at that key is likelier than not. consecutive: the N quarters are one piece in order, each
+        decoded hearing the one before (a model with decoder_context), so a held note comes back held;
+        otherwise each hears `previous`. previous: the codes [16] of the quarter before the first
+        (consecutive) or before each (not), default a silent quarter.
         """
+        if not len(codes):
+            empty = torch.full((0, self.num_voices, STEPS_PER_QUARTER), SILENCE, dtype=torch.long)
+            return empty, empty.bool()
         before = [None] * len(codes.split(batch_size))  # a model without context hears no quarter before
         if self.config.decoder_context:
             first = self.silence_codes() if previous is None else previous.to(codes.device)
             heard = torch.cat([first[None], codes[:-1]]) if consecutive else first.expand(len(codes), -1)
             before = heard.split(batch_size)  # [N, 16]: each quarter's predecessor, in parts
-        parts = [self.decode_channels(part, heard) for part, heard in zip(codes.split(batch_size), before)]
-        probabilities = torch.cat(parts)
-        if not self.config.onset_channel:
-            return probabilities[:, 0]
-        return split_at_onsets(probabilities[:, 0], probabilities[:, 1], consecutive)
+        all_keys, all_onsets = [], []
+        for part, heard in zip(codes.split(batch_size), before):
+            key_logits, onset_logits = self.decode_logits(part, heard)
+            keys = key_logits.argmax(dim=2)  # [n, V, S]
+            at_key = onset_logits.gather(2, keys.clamp(max=NUM_KEYS - 1)[:, :, None, :])[:, :, 0]
+            all_keys.append(keys)
+            all_onsets.append((at_key > 0) & (keys != SILENCE))
+        return torch.cat(all_keys), torch.cat(all_onsets)
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> VQVAE:
-        """The one loader: rebuilds the model from the config stored in the checkpoint."""
-        from bachsformer.checkpoint import load_model
+        """The one loader: rebuilds the model from the config stored in the checkpoint.
 
-        return load_model(cls, VQVAEConfig, "vq_vae", path, map_location, added_keys=ADDED_CONFIG_KEYS)
+        A VQ-VAE from before the voices (over the piano roll) is refused in one line.
+        """
+        from bachsformer.checkpoint import CheckpointError, load_checkpoint, load_model
 
-
-def _f1(predicted: torch.Tensor, target: torch.Tensor) -> float:
-    true_positives = (predicted & target).sum().item()
-    denominator = predicted.sum().item() + target.sum().item()
-    return 2 * true_positives / denominator if denominator else 1.0
-
-
-def _onsets(roll: torch.Tensor) -> torch.Tensor:
-    """Steps where a key starts sounding: roll [88, T] bool -> bool [88, T]."""
-    before = torch.zeros_like(roll)
-    before[:, 1:] = roll[:, :-1]
-    return roll & ~before
+        stored = load_checkpoint(path, "vq_vae", map_location).get("config") or {}
+        if isinstance(stored, dict) and "voices" not in stored:
+            raise CheckpointError(
+                f"{path}: a VQ-VAE over the piano roll, from before the voices; use the models shipped with this"
+                " version, or retrain it (python train_vq_vae.py) and the transformer on its codes"
+                " (python train_transformer.py)"
+            )
+        return load_model(cls, VQVAEConfig, "vq_vae", path, map_location)
 
 
-def boundary_ties(target: torch.Tensor, predicted: torch.Tensor, steps: int = STEPS_PER_QUARTER) -> dict:
-    """How the notes sounding across quarter boundaries come back, rolls [88, T] bool (the codec's).
-
-    At each boundary step b (a multiple of `steps`, b > 0) and key: *held* in the target when the key
-    sounds at b - 1 and at b (one note goes on); *re-struck* when it sounds at b - 2 and b with the
-    codec's one-step gap at b - 1 (the same key starts again on the beat). Returns the counts and
-    how many of each the prediction keeps so: held (sounding at b - 1 and b) and re-struck (a
-    note starting at b).
-    """
-    boundaries = torch.arange(steps, target.shape[1], steps, device=target.device)
-    before, at = target[:, boundaries - 1], target[:, boundaries]  # [88, B]
-    held = before & at
-    restruck = target[:, boundaries - 2] & ~before & at
-    predicted_held = predicted[:, boundaries - 1] & predicted[:, boundaries]
-    predicted_onset = predicted[:, boundaries] & ~predicted[:, boundaries - 1]
-    return {
-        "held": int(held.sum()),
-        "held_kept": int((held & predicted_held).sum()),
-        "restruck": int(restruck.sum()),
-        "restruck_kept": int((restruck & predicted_onset).sum()),
-    }
+def piece_lines(keys: np.ndarray, onsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A piece's lines [Q, V, S] as one line per voice [V, Q * S], with its note starts [V, Q * S]."""
+    flat_keys = np.asarray(keys).transpose(1, 0, 2).reshape(keys.shape[1], -1)
+    flat_onsets = np.asarray(onsets).transpose(1, 0, 2).reshape(keys.shape[1], -1)
+    return flat_keys, note_starts(flat_keys, flat_onsets)
 
 
 @torch.no_grad()
-def reconstruction_scores(model: VQVAE, pieces: list[np.ndarray], batch_size: int = 512) -> dict:
-    """Frame F1, onset F1 (threshold 0.5), ties and code perplexity of `model` on whole pieces.
+def reconstruction_scores(model: VQVAE, pieces: list[tuple[np.ndarray, np.ndarray]], batch_size: int = 512) -> dict:
+    """How the model's codes keep whole pieces, each lines (keys [Q, V, 32], onsets [Q, V, 32]).
 
-    Each piece [Q, 88, 32] is encoded and decoded quarter by quarter, then judged as one roll, so
-    a note held across a quarter boundary is one onset, as in the music. held_kept: the share of
-    notes held across a quarter boundary that come back held; restruck_kept: of the notes struck
-    again on a boundary, the share that come back struck again (`boundary_ties`).
+    Each piece is encoded, then decoded as one piece (each quarter hearing the one before), and
+    judged as a whole: `voice_<n>` (per voice, the share of steps with the same key or rest), the
+    same on sixteenth steps (every 8th step), `voice_agreement` over all voices, onset F1 of the
+    note starts (same voice, step and key), held and re-struck notes across quarter boundaries
+    (`held_kept`, `restruck_kept`: the share that come back so), and the codebook's perplexity.
     """
-    frames_true, frames_predicted, onsets_true, onsets_predicted = [], [], [], []
-    ties = {"held": 0, "held_kept": 0, "restruck": 0, "restruck_kept": 0}
+    num_voices = model.num_voices
+    same = np.zeros(num_voices)
+    same_sixteenths = np.zeros(num_voices)
+    steps_total, sixteenths_total = 0, 0
+    starts_true = starts_predicted = starts_matched = 0
+    held = held_kept = restruck = restruck_kept = 0
     counts = torch.zeros(model.num_embeddings)
-    for quarters in pieces:
-        rolls = torch.from_numpy(np.asarray(quarters))
-        codes = model.encode(rolls, batch_size=batch_size)  # [Q, 16]
+    for keys, onsets in pieces:
+        codes = model.encode(torch.from_numpy(np.asarray(keys)), torch.from_numpy(np.asarray(onsets)), batch_size)
         counts += torch.bincount(codes.flatten().cpu(), minlength=model.num_embeddings)
-        predicted = model.decode(codes, batch_size=batch_size).cpu() > 0.5  # the quarters read as consecutive
-        target = rolls.bool().permute(1, 0, 2).flatten(1)  # [88, Q * 32]
-        predicted = predicted.permute(1, 0, 2).flatten(1)
-        frames_true.append(target)
-        frames_predicted.append(predicted)
-        onsets_true.append(_onsets(target))
-        onsets_predicted.append(_onsets(predicted))
-        for name, count in boundary_ties(target, predicted).items():
-            ties[name] += count
+        decoded_keys, decoded_onsets = (part.cpu().numpy() for part in model.decode(codes, batch_size=batch_size))
+        true_keys, true_starts = piece_lines(keys, onsets)  # [V, T]
+        got_keys, got_starts = piece_lines(decoded_keys, decoded_onsets)
+        same += (true_keys == got_keys).sum(axis=1)
+        same_sixteenths += (true_keys[:, ::8] == got_keys[:, ::8]).sum(axis=1)
+        steps_total += true_keys.shape[1]
+        sixteenths_total += true_keys[:, ::8].shape[1]
+        starts_true += int(true_starts.sum())
+        starts_predicted += int(got_starts.sum())
+        starts_matched += int((true_starts & got_starts & (got_keys == true_keys)).sum())  # same voice, step, key
+        boundaries = np.arange(STEPS_PER_QUARTER, true_keys.shape[1], STEPS_PER_QUARTER)
+        sounding_on = (true_keys[:, boundaries] != SILENCE) & (true_keys[:, boundaries] == true_keys[:, boundaries - 1])
+        is_held = sounding_on & ~true_starts[:, boundaries]
+        is_restruck = sounding_on & true_starts[:, boundaries]
+        kept_key = got_keys[:, boundaries] == true_keys[:, boundaries]
+        kept_before = got_keys[:, boundaries - 1] == true_keys[:, boundaries - 1]
+        held += int(is_held.sum())
+        held_kept += int((is_held & kept_key & kept_before & ~got_starts[:, boundaries]).sum())
+        restruck += int(is_restruck.sum())
+        restruck_kept += int((is_restruck & kept_key & kept_before & got_starts[:, boundaries]).sum())
     probs = counts / counts.sum()
-    return {
-        "frame_f1": _f1(torch.cat(frames_predicted, 1), torch.cat(frames_true, 1)),
-        "onset_f1": _f1(torch.cat(onsets_predicted, 1), torch.cat(onsets_true, 1)),
-        "held_kept": ties["held_kept"] / max(ties["held"], 1),
-        "restruck_kept": ties["restruck_kept"] / max(ties["restruck"], 1),
-        "perplexity": torch.exp(-(probs * torch.log(probs + 1e-10)).sum()).item(),
-        "codes_used": int((counts > 0).sum()),
-    }
+    result = {f"voice_{n}": float(same[n] / max(steps_total, 1)) for n in range(num_voices)}
+    result.update(
+        {f"voice_{n}_sixteenths": float(same_sixteenths[n] / max(sixteenths_total, 1)) for n in range(num_voices)}
+    )
+    result.update(
+        {
+            "voice_agreement": float(same.sum() / max(steps_total * num_voices, 1)),
+            "onset_f1": 2 * starts_matched / max(starts_true + starts_predicted, 1),
+            "held_kept": held_kept / max(held, 1),
+            "restruck_kept": restruck_kept / max(restruck, 1),
+            "perplexity": torch.exp(-(probs * torch.log(probs + 1e-10)).sum()).item(),
+            "codes_used": int((counts > 0).sum()),
+        }
+    )
+    return result

@@ -28,8 +28,8 @@ from pathlib import Path
 from bachsformer.compose import compose, load_models
 from bachsformer.config import load_config
 from bachsformer.data import midi_files
-from bachsformer.guided import harmonize, regenerate
-from bachsformer.harmonization import chorale_voices
+from bachsformer.evaluate_harmonization import chorale_voices
+from bachsformer.harmonize import harmonize, regenerate
 from bachsformer.midi import write_midi
 from bachsformer.sampling import set_sampling_threads
 

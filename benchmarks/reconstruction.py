@@ -1,14 +1,16 @@
-"""Bach's music beside its VQ-VAE reconstruction: do held notes come back held?
+"""Bach's voices beside their VQ-VAE reconstruction: each voice's agreement, held notes, four-part figures.
 
     python -m benchmarks.reconstruction --file data/midi/bwv10.7.mid --quarters 73-88 --png cadence.png
+    python -m benchmarks.reconstruction --file data/midi/bwv10.7.mid --midi bwv10.7_through_the_codes.mid
     python -m benchmarks.reconstruction --file data/midi/bwv10.7.mid --set models.vq_vae=runs/vq/best.pt
 
-The file is read as the models learn it (key-normalized when data.normalize_key), encoded,
-decoded as one piece (short notes dropped as generation drops them) and moved back. Prints, for
-the whole file and for the chosen quarters, how many notes each has, the share a half note or
-longer, the share held across a quarter boundary, and of the notes Bach holds across a boundary
-(or strikes again on one) how many come back so; --png draws the chosen quarters, Bach's above
-the reconstruction's.
+The file's four voices are read as the models learn them (its parts, or split by the voicing rule;
+key-normalized when data.normalize_key), encoded, decoded as one piece (short notes dropped as
+generation drops them) and moved back. Prints, for the whole file and for the chosen quarters,
+each voice's share of sixteenth steps on Bach's key (or rest), how many of the notes Bach holds
+across a quarter boundary come back held, and the four-part figures (rules.voice_figures) of both.
+--midi writes the reconstruction as four named tracks (Soprano, Alto, Tenor, Bass) in the file's
+key, on its grid and with its meter; --png draws the chosen quarters, Bach's above the reconstruction's.
 """
 
 from __future__ import annotations
@@ -18,26 +20,43 @@ import argparse
 import numpy as np
 import torch
 
-from bachsformer.compose import decode_quarters
+from bachsformer.compose import decode_voices
 from bachsformer.config import load_config
 from bachsformer.errors import ArgumentParser, exit_on_user_error
-from bachsformer.guided import parse_passage
-from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters
-from bachsformer.metrics import note_lengths
-from bachsformer.midi import NUM_KEYS, quarters_to_notes, read_midi
+from bachsformer.harmonize import parse_passage
+from bachsformer.keys import estimate_key, normalizing_shift
+from bachsformer.midi import read_meter, tracks_to_midi_bytes, write_bytes
 from bachsformer.render import require_matplotlib, write_rolls_png
-from bachsformer.vqvae import VQVAE, boundary_ties
+from bachsformer.rules import voice_figures
+from bachsformer.voices import SILENCE, VOICE_NAMES, Voices, note_starts, read_voices
+from bachsformer.voicing import grid_steps
+from bachsformer.vqvae import VQVAE
 
 
-def describe(name: str, quarters: np.ndarray, bach: np.ndarray) -> str:
-    notes = quarters_to_notes(quarters)
-    lengths = note_lengths(notes, quarters.shape[2])
-    as_roll = [torch.from_numpy(q.transpose(1, 0, 2).reshape(NUM_KEYS, -1)) for q in (bach, quarters)]
-    ties = boundary_ties(*as_roll, steps=quarters.shape[2])
+def agreement(bach: Voices, reconstruction: Voices) -> str:
+    """Each voice's share of sixteenth steps with Bach's key or rest, and Bach's held notes kept held."""
+    true_keys, true_onsets = bach.lines()
+    got_keys, got_onsets = reconstruction.lines()
+    flat = [keys.transpose(1, 0, 2).reshape(keys.shape[1], -1) for keys in (true_keys, got_keys)]  # [V, T]
+    sixteenth = bach.steps_per_quarter // 4
+    shares = (flat[0][:, ::sixteenth] == flat[1][:, ::sixteenth]).mean(axis=1)
+    starts = [
+        note_starts(k, o.transpose(1, 0, 2).reshape(o.shape[1], -1)) for k, o in zip(flat, (true_onsets, got_onsets))
+    ]
+    boundaries = np.arange(bach.steps_per_quarter, flat[0].shape[1], bach.steps_per_quarter)
+    held = (flat[0][:, boundaries] != SILENCE) & ~starts[0][:, boundaries]
+    kept = held & (flat[1][:, boundaries] == flat[0][:, boundaries]) & ~starts[1][:, boundaries]
+    voices = ", ".join(f"{name} {share:.3f}" for name, share in zip(VOICE_NAMES, shares))
+    return f"sixteenths on Bach's key or rest: {voices}; held across a boundary: {int(kept.sum())} of {int(held.sum())}"
+
+
+def figures(voices: Voices) -> str:
+    row = voice_figures([voices])
+    leaps = ", ".join(f"{name} {leap:.2f}" for name, leap in row["leaps"].items())
     return (
-        f"{name}: {len(notes)} notes, {lengths['long_notes']:.3f} a half note or longer,"
-        f" {lengths['tied_notes']:.3f} held across a quarter boundary; of Bach's {ties['held']} held across a"
-        f" boundary {ties['held_kept']} held, of his {ties['restruck']} struck again {ties['restruck_kept']}"
+        f"parallels {row['parallels']:.2f} per 100 quarters, inner rests {row['inner_rests']:.3f},"
+        f" unisons {row['unisons']:.3f}, crossings {row['crossings']:.2f}, leaps {leaps},"
+        f" {row['notes_per_quarter']:.2f} notes per quarter"
     )
 
 
@@ -48,29 +67,45 @@ def main():
     parser.add_argument("--file", default="data/midi/bwv10.7.mid", help="a MIDI file (default: bwv10.7)")
     parser.add_argument("--quarters", metavar="A-B", help="quarters to report and draw, from 1 (default: all)")
     parser.add_argument("--png", help="draw the quarters, Bach's above the reconstruction's, into this PNG")
+    parser.add_argument("--midi", help="write the reconstruction as four named tracks into this MIDI file")
     args = parser.parse_args()
     config = load_config(args.config, args.set)
     if args.png:
         require_matplotlib()
-    bach = read_midi(args.file).quarters
-    first, last = parse_passage(args.quarters, len(bach), args.file) if args.quarters else (1, len(bach))
+    bach, read_as = read_voices(args.file, grid_steps(config.generate.grid, 32), config.data.max_quarters)
+    first, last = (
+        parse_passage(args.quarters, bach.num_quarters, args.file) if args.quarters else (1, bach.num_quarters)
+    )
 
     vq_vae = VQVAE.from_checkpoint(config.models.vq_vae)
-    key = estimate_key(bach)
-    shift = normalizing_shift(bach, key) if config.data.normalize_key else 0
-    codes = vq_vae.encode(torch.from_numpy(transpose_quarters(bach, shift)))
-    reconstructed = decode_quarters(vq_vae, codes.flatten(), min_note_steps=config.generate.min_note_steps)
-    reconstructed = transpose_quarters(reconstructed, -shift)
+    key = estimate_key(bach.quarters())
+    shift = normalizing_shift(bach.quarters(), key) if config.data.normalize_key else 0
+    keys, onsets = (torch.from_numpy(lines) for lines in bach.transposed(shift).lines())
+    codes = vq_vae.encode(keys, onsets)
+    reconstruction = decode_voices(vq_vae, codes.flatten(), config.generate.min_note_steps).transposed(-shift)
 
-    print(f"{args.file} ({key}) through {config.models.vq_vae}")
-    print(describe("  Bach, whole file", bach, bach))
-    print(describe("  reconstruction, whole file", reconstructed, bach))
-    passage = slice(first - 1, last)
-    print(describe(f"  Bach, quarters {first}-{last}", bach[passage], bach[passage]))
-    print(describe(f"  reconstruction, quarters {first}-{last}", reconstructed[passage], bach[passage]))
+    print(f"{args.file} ({key}; voices from its {read_as}) through {config.models.vq_vae}")
+    print(f"  whole file: {agreement(bach, reconstruction)}")
+    print(f"  Bach: {figures(bach)}")
+    print(f"  reconstruction: {figures(reconstruction)}")
+    bach_part, reconstruction_part = bach.sliced(first - 1, last), reconstruction.sliced(first - 1, last)
+    if args.quarters:
+        print(f"  quarters {first}-{last}: {agreement(bach_part, reconstruction_part)}")
+    if args.midi:
+        meter = read_meter(args.file)
+        tracks = list(zip(VOICE_NAMES, reconstruction.notes))
+        data = tracks_to_midi_bytes(
+            tracks,
+            reconstruction.num_quarters,
+            reconstruction.steps_per_quarter,
+            program=config.generate.program,
+            meter=meter,
+            key_signature=key.signature,
+        )
+        print(f"wrote {write_bytes(data, args.midi)}")
     if args.png:
-        panels = [(bach[passage], f"Bach: {args.file}, quarters {first}-{last}")]
-        panels.append((reconstructed[passage], f"through the VQ-VAE ({config.models.vq_vae})"))
+        panels = [(bach_part.quarters(), f"Bach: {args.file}, quarters {first}-{last}")]
+        panels.append((reconstruction_part.quarters(), f"through the VQ-VAE ({config.models.vq_vae})"))
         write_rolls_png(panels, args.png, overwrite=True)
         print(f"wrote {args.png}")
 

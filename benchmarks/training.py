@@ -13,6 +13,7 @@ import torch
 
 from bachsformer.config import load_config
 from bachsformer.gpt import GPT
+from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER
 from bachsformer.vqvae import VQVAE
 
 
@@ -40,20 +41,28 @@ def main():
 
     vq_vae = VQVAE(config.vq_vae).to(device)
     batch = config.train_vq_vae.batch_size
-    rolls = (torch.rand(batch, 88, 32, device=device) < 0.05).float()
+    voices = config.vq_vae.voices
+
+    def lines(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random lines of `count` quarters: keys [count, V, 32] (some rests) and onsets."""
+        keys = torch.randint(NUM_KEYS + 1, (count, voices, STEPS_PER_QUARTER), device=device)
+        return keys, torch.rand(count, voices, STEPS_PER_QUARTER, device=device) < 0.2
+
+    keys, onsets = lines(batch)
+    before = lines(batch) if config.vq_vae.decoder_context else ()
     optimizer = torch.optim.Adam(vq_vae.parameters(), lr=1e-4)
 
     def vq_step():
-        loss = vq_vae(rolls).loss
+        loss = vq_vae(keys, onsets, *before).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
     print(f"VQ-VAE train:  {rate(vq_step, batch, args.steps):9.0f} quarters/s (batch {batch})")
     vq_vae.eval()
-    many = (torch.rand(1024, 88, 32, device=device) < 0.05).float()
-    codes = vq_vae.encode(many)
-    print(f"VQ-VAE encode: {rate(lambda: vq_vae.encode(many), 1024, args.steps):9.0f} quarters/s")
+    many = lines(1024)
+    codes = vq_vae.encode(*many)
+    print(f"VQ-VAE encode: {rate(lambda: vq_vae.encode(*many), 1024, args.steps):9.0f} quarters/s")
     print(f"VQ-VAE decode: {rate(lambda: vq_vae.decode(codes), 1024, args.steps):9.0f} quarters/s")
 
     gpt = GPT(config.gpt).to(device)

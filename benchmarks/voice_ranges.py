@@ -15,7 +15,8 @@ import numpy as np
 
 from bachsformer.data import midi_files
 from bachsformer.midi import STEPS_PER_QUARTER, MidiError, quarters_to_notes, read_midi_tracks
-from bachsformer.voicing import VOICE_NAMES, VOICE_RANGES, restore_repeats
+from bachsformer.voices import VOICE_NAMES, restore_repeats
+from bachsformer.voicing import VOICE_RANGES
 
 
 def main():

@@ -26,7 +26,7 @@ from bachsformer.analyze import (
 )
 from bachsformer.keys import MODES
 from bachsformer.midi import tracks_to_midi_bytes
-from bachsformer.voicing import Voices
+from bachsformer.voices import Voices
 
 STEPS = 4  # steps per quarter in these passages
 

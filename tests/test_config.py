@@ -9,7 +9,7 @@ def test_the_shipped_config_yaml_loads_and_matches_the_vocabulary():
     assert config.gpt.vocab_size == config.vq_vae.num_embeddings
     assert config.gpt.block_size == 12 * 16 - 1
     # both stages learn the key-normalized corpus, untransposed: one key, one code language
-    assert config.data.normalize_key and config.vq_vae.onset_channel
+    assert config.data.normalize_key and config.vq_vae.voices == 4
     assert (config.train_vq_vae.max_transpose, config.train_transformer.max_transpose) == (0, 0)
 
 
@@ -34,7 +34,9 @@ def test_an_int_is_accepted_where_a_float_is_expected():
         ("generate.temperature=hot", "generate.temperature: expected float"),
         ("gpt.n_head=3", "gpt.n_embd: 128 is not a multiple of n_head 3"),
         ("vq_vae.decay=1.5", "vq_vae.decay: must lie in (0, 1)"),
-        ("vq_vae.transition_weight=0", "vq_vae.transition_weight: must be above 0"),
+        ("vq_vae.tie_weight=0", "vq_vae.tie_weight: must be above 0"),
+        ("vq_vae.voices=0", "vq_vae.voices: must be at least 1"),
+        ("vq_vae.transition_weight=1", "unknown config key 'vq_vae.transition_weight'"),
         ("vq_vae.commitment_cost=-1", "vq_vae.commitment_cost: must be at least 0"),
         ("train_vq_vae.epochs=0", "train_vq_vae.epochs: must be at least 1, got 0"),
         ("train_transformer.learning_rate=0", "train_transformer.learning_rate: must be above 0"),

@@ -12,20 +12,22 @@ from midi_files import Note, make_midi, roll
 
 import bachsformer.data
 from bachsformer.data import (
+    SPLIT_NOTE,
     CodeWindowDataset,
     CorpusError,
     CorpusPiece,
     EncodedPiece,
-    QuarterDataset,
+    VoiceQuarterDataset,
     is_validation,
     load_corpus,
     main,
     split,
     transpose,
+    transpose_lines,
     transpose_range,
 )
-from bachsformer.midi import NUM_KEYS, STEPS_PER_QUARTER, MidiError
-from bachsformer.vqvae import quarter_channels
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, MidiError
+from bachsformer.voices import READ_BY_RULE, READ_FROM_PARTS, SILENCE, Voices
 
 TWO_QUARTERS = make_midi([Note(60, 0.0, 1.0), Note(64, 0.5, 1.0), Note(67, 1.0, 1.0)])  # C4 E4 G4
 ONE_QUARTER = make_midi([Note(57, 0.0, 0.5, track=1), Note(62, 0.5, 0.5, track=2), Note(110, 0.0, 1.0)])
@@ -65,7 +67,15 @@ def test_load_corpus_reads_good_files_and_reports_each_bad_one(corpus_dir: Path)
     skipped: list[MidiError] = []
     pieces = load_corpus(corpus_dir, on_skip=skipped.append)
     assert [piece.name for piece in pieces] == ["a.mid", "sub/b.MIDI"]
-    assert np.array_equal(pieces[0].quarters, roll(2, (60, 0, 32), (64, 16, 48), (67, 32, 64)))
+    # no parts: the voicing rule's voices, whose union is the piece; its E4 passes from the Soprano to the
+    # Bass at step 32, where the Bass strikes it again
+    assert [notes.tolist() for notes in pieces[0].voices.notes] == [
+        [[0, 16, 60], [16, 32, 64], [32, 64, 67]],
+        [],
+        [],
+        [[0, 32, 60], [32, 48, 64]],
+    ]
+    assert np.array_equal(pieces[0].quarters, roll(2, (60, 0, 32), (64, 16, 31), (64, 32, 48), (67, 32, 64)))
     assert (pieces[0].notes, pieces[0].dropped_notes) == (3, 0)
     assert np.array_equal(pieces[1].quarters, roll(1, (57, 0, 16), (62, 16, 32)))
     assert (pieces[1].notes, pieces[1].dropped_notes) == (2, 1)
@@ -78,8 +88,10 @@ def test_load_corpus_reports_skipped_files_on_stderr_by_default(corpus_dir: Path
     load_corpus(corpus_dir)
     lines = capsys.readouterr().err.splitlines()
     assert lines == [
+        f"note: a.mid: {SPLIT_NOTE}",
         f"skipped {corpus_dir / 'bad.mid'}: not a MIDI file (no MThd header)",
         f"skipped {corpus_dir / 'empty.mid'}: empty file",
+        f"note: sub/b.MIDI: {SPLIT_NOTE}",
     ]
 
 
@@ -204,50 +216,115 @@ def test_transpose_shifts_each_roll_by_exactly_its_semitones():
         assert out[b].sum() == rolls[b].sum()
 
 
-def test_quarter_dataset_transposes_only_within_range(tmp_path: Path):
-    low = roll(1, (21, 0, 8), (26, 8, 32))  # rows 0 ... 5: may go up to 6 semitones only
-    high = roll(1, (100, 0, 32), (108, 16, 17))  # rows 79 ... 87: may go down only
-    middle = roll(1, (60, 0, 4), (64, 4, 8), (67, 8, 12))
-    pieces = [CorpusPiece("a.mid", np.concatenate([low, high]), 4, 0), CorpusPiece("b.mid", middle, 3, 0)]
-    dataset = QuarterDataset(pieces, max_transpose=6, onset_channel=False)
+def voice_piece(name: str, num_quarters: int, *voices: list[tuple[int, int, int]]) -> CorpusPiece:
+    """A corpus piece of four voices, each given as notes (onset step, offset step, MIDI pitch)."""
+    notes = tuple(np.array(voice, dtype=np.int64).reshape(-1, 3) for voice in voices)
+    made = Voices(notes, num_quarters, STEPS_PER_QUARTER)
+    return CorpusPiece(name, made.quarters(), sum(map(len, notes)), 0, voices=made)
+
+
+def test_transpose_lines_moves_keys_and_leaves_rests():
+    keys = torch.tensor([[[10, SILENCE, 12]], [[SILENCE, 40, 41]]])  # [2, 1, 3]
+    assert transpose_lines(keys, torch.tensor([3, -5])).tolist() == [[[13, SILENCE, 15]], [[SILENCE, 35, 36]]]
+
+
+def test_voice_quarter_dataset_transposes_only_within_range():
+    low = [(0, 8, 21), (8, 32, 26)]  # keys 0 ... 5: may go up 6 semitones only
+    high = [(32, 64, 100), (48, 49, 108)]  # keys 79 ... 87: may go down only
+    pieces = [
+        voice_piece("a.mid", 2, high[:1], high[1:], [], low),
+        voice_piece("b.mid", 1, [(0, 4, 67)], [(4, 8, 64)], [], [(8, 12, 60)]),
+    ]
+    dataset = VoiceQuarterDataset(pieces, max_transpose=6)
     assert len(dataset) == 3
-    quarters = torch.from_numpy(np.concatenate([low, high, middle])).float()
+    keys = torch.from_numpy(np.concatenate([p.voices.lines()[0] for p in pieces]))  # [3, 4, 32]
+    onsets = torch.from_numpy(np.concatenate([p.voices.lines()[1] for p in pieces]))
     expected_shifts = [set(range(0, 7)), set(range(-6, 1)), set(range(-6, 7))]
 
     generator = torch.Generator().manual_seed(0)
     seen: list[set[int]] = [set(), set(), set()]
     for _ in range(40):
         indices = torch.tensor([0, 1, 2, 2, 1, 0])
-        batch = dataset.batch(indices, generator)
-        assert batch.shape == (6, 1, NUM_KEYS, STEPS_PER_QUARTER) and batch.dtype == torch.float32
-        batch = batch[:, 0]
-        for rolled, index in zip(batch, indices.tolist(), strict=True):
-            original = quarters[index]
-            assert rolled.sum() == original.sum()  # no note fell off the keyboard
-            shift = int(rolled.any(dim=1).nonzero()[0] - original.any(dim=1).nonzero()[0])
-            assert torch.equal(transpose(original[None], torch.tensor([shift]))[0], rolled)
+        moved_keys, moved_onsets = dataset.batch(indices, generator)
+        assert moved_keys.shape == (6, 4, STEPS_PER_QUARTER) and moved_keys.dtype == torch.long
+        assert torch.equal(moved_onsets, onsets[indices])  # onsets do not move
+        for moved, index in zip(moved_keys, indices.tolist(), strict=True):
+            original = keys[index]
+            rests = original == SILENCE
+            assert torch.equal(moved == SILENCE, rests)
+            (shift,) = (moved - original)[~rests].unique().tolist()  # every note by the same semitones
+            assert 0 <= int(moved[~rests].min()) and int(moved[~rests].max()) < NUM_KEYS
             seen[index].add(shift)
     assert seen == expected_shifts
 
-    assert torch.equal(dataset.batch(torch.arange(3))[:, 0], quarters)  # no generator: as they are
-    unshifted = QuarterDataset(pieces, max_transpose=0, onset_channel=False)
-    assert torch.equal(unshifted.batch(torch.arange(3), torch.Generator().manual_seed(1))[:, 0], quarters)
+    as_they_are = dataset.batch(torch.arange(3))  # no generator: as they are
+    assert torch.equal(as_they_are[0], keys) and torch.equal(as_they_are[1], onsets)
+    unshifted = VoiceQuarterDataset(pieces, max_transpose=0)
+    assert torch.equal(unshifted.batch(torch.arange(3), torch.Generator().manual_seed(1))[0], keys)
 
 
-def test_quarter_dataset_gives_onsets_read_over_the_whole_piece_and_moves_both_channels():
-    held = roll(2, (60, 16, 48))  # one note held across the boundary of quarters 0 and 1
-    repeated = roll(2, (64, 0, 31), (64, 32, 40))  # a repeat right at the boundary
-    pieces = [CorpusPiece("a.mid", held, 1, 0), CorpusPiece("b.mid", repeated, 2, 0)]
-    dataset = QuarterDataset(pieces, max_transpose=3)
-    channels = dataset.batch(torch.arange(4))  # [4, 2, 88, 32]: sounding, onsets
-    expected = torch.cat([quarter_channels(torch.from_numpy(p.quarters)) for p in pieces]).float()
-    assert channels.shape == (4, 2, NUM_KEYS, STEPS_PER_QUARTER) and torch.equal(channels, expected)
-    assert channels[:, 1].sum() == 3 and channels[1, 1].sum() == 0  # the held note has one onset only
-    assert channels[2, 0, 64 - 21].all()  # the repeat's one-step gap is filled in the sounding channel
-    moved = dataset.batch(torch.arange(4), torch.Generator().manual_seed(0))
-    for quarter, original in zip(moved, expected, strict=True):
-        shift = int(quarter[0].any(dim=1).nonzero()[0] - original[0].any(dim=1).nonzero()[0])
-        assert -3 <= shift <= 3 and torch.equal(transpose(original[None], torch.tensor([shift]))[0], quarter)
+def test_voice_quarter_dataset_gives_lines_read_over_the_whole_piece():
+    held = voice_piece("a.mid", 2, [(16, 48, 60)], [], [], [])  # a Soprano note held across the boundary
+    restruck = voice_piece("b.mid", 2, [], [(0, 32, 64), (32, 40, 64)], [], [])  # the Alto strikes it again
+    dataset = VoiceQuarterDataset([held, restruck], max_transpose=3)
+    keys, onsets = dataset.batch(torch.arange(4))
+    assert (keys[0, 0, 16:] == 60 - LOWEST_PITCH).all() and (keys[1, 0, :16] == 60 - LOWEST_PITCH).all()
+    assert onsets[0, 0].nonzero().flatten().tolist() == [16] and not onsets[1].any()  # held on: no onset
+    assert onsets[2, 1].nonzero().flatten().tolist() == [0] and onsets[3, 1].nonzero().flatten().tolist() == [0]
+    assert (keys[2, 1] == 64 - LOWEST_PITCH).all()  # the repeat sounds to its last step: no codec gap in a line
+    assert onsets.sum() == 3 and (keys[:, 2:] == SILENCE).all()
+    moved_keys, moved_onsets = dataset.batch(torch.arange(4), torch.Generator().manual_seed(0))
+    assert torch.equal(moved_onsets, onsets)
+    for moved, original in zip(moved_keys, keys, strict=True):
+        sounding = original != SILENCE
+        (shift,) = (moved - original)[sounding].unique().tolist()
+        assert -3 <= shift <= 3 and (moved[~sounding] == SILENCE).all()
+
+
+def test_a_piece_is_read_as_four_voices_from_its_parts_or_by_the_rule(tmp_path: Path):
+    satb = make_midi(
+        [Note(72, 0.0, 1.0, track=1), Note(67, 0.0, 1.0, track=2), Note(64, 0.0, 1.0, track=3)]
+        + [Note(48, 0.0, 0.5, track=4), Note(48, 0.5, 0.5, track=4)]
+    )
+    folder = write(tmp_path / "midi", {"parts.mid": satb, "chords.mid": TWO_QUARTERS})
+    split_by_rule: list[str] = []
+    pieces = load_corpus(folder, on_split=split_by_rule.append)
+    assert split_by_rule == ["chords.mid"]
+    assert [(p.name, p.read_as) for p in pieces] == [("chords.mid", READ_BY_RULE), ("parts.mid", READ_FROM_PARTS)]
+    parts = pieces[1].voices
+    assert [notes.tolist() for notes in parts.notes] == [
+        [[0, 32, 72]],
+        [[0, 32, 67]],
+        [[0, 32, 64]],
+        [[0, 16, 48], [16, 32, 48]],  # the Bass's repeated note stays two notes
+    ]
+    for piece in pieces:
+        assert piece.voices.num_voices == 4 and np.array_equal(piece.quarters, piece.voices.quarters())
+    cached = load_corpus(folder, tmp_path / "cache", on_split=lambda name: None)
+    again = load_corpus(folder, tmp_path / "cache", on_split=split_by_rule.append)
+    assert split_by_rule == ["chords.mid"] * 2  # told from the cache too
+    for first, second in zip(cached, again, strict=True):
+        assert first.read_as == second.read_as
+        assert all(np.array_equal(a, b) for a, b in zip(first.voices.notes, second.voices.notes, strict=True))
+
+
+def test_normalizing_the_key_moves_the_voices_with_the_quarters(tmp_path: Path):
+    d_major = make_midi(
+        [
+            Note(74, 0.0, 1.0, track=1),
+            Note(66, 0.0, 1.0, track=2),
+            Note(62, 0.0, 1.0, track=3),
+            Note(50, 0.0, 1.0, 0, 4),
+        ]
+        + [Note(69, 1.0, 1.0, track=1), Note(66, 1.0, 1.0, track=2), Note(61, 1.0, 1.0, track=3)]
+        + [Note(45, 1.0, 1.0, track=4)]
+    )
+    (as_written,) = load_corpus(write(tmp_path / "a", {"d.mid": d_major}))
+    (moved,) = load_corpus(write(tmp_path / "b", {"d.mid": d_major}), normalize_key=True)
+    assert as_written.key == "D major" and moved.shift == -2
+    for before, after in zip(as_written.voices.notes, moved.voices.notes, strict=True):
+        assert np.array_equal(after, before + np.array([0, 0, -2]))
+    assert np.array_equal(moved.quarters, moved.voices.quarters())
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,10 +389,10 @@ def scan_dir(tmp_path: Path) -> Path:
 def test_scan_prints_a_line_per_file_and_a_summary(scan_dir: Path, capsys):
     assert main(["scan", str(scan_dir)]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "a.mid: 2 quarters, 3 notes, C4-G4, C major",
+        "a.mid: 2 quarters, 3 notes, C4-G4, C major, voices split by the voicing rule",
         "bad.mid: skipped: not a MIDI file (no MThd header)",
         "empty.mid: skipped: empty file",
-        "sub/b.mid: 1 quarters, 2 notes, 1 dropped, A3-D4, D major",
+        "sub/b.mid: 1 quarters, 2 notes, 1 dropped, A3-D4, D major, voices split by the voicing rule",
         "4 files, 2 read, 2 skipped",
     ]
 
@@ -324,13 +401,22 @@ def test_scan_json_gives_one_object_per_file(scan_dir: Path, capsys):
     assert main(["scan", str(scan_dir), "--json"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line) for line in lines[:-1]] == [
-        {"file": "a.mid", "quarters": 2, "notes": 3, "dropped_notes": 0, "key": "C major", "error": None},
+        {
+            "file": "a.mid",
+            "quarters": 2,
+            "notes": 3,
+            "dropped_notes": 0,
+            "key": "C major",
+            "voices": "voicing rule",
+            "error": None,
+        },
         {
             "file": "bad.mid",
             "quarters": None,
             "notes": None,
             "dropped_notes": None,
             "key": None,
+            "voices": None,
             "error": "not a MIDI file (no MThd header)",
         },
         {
@@ -339,9 +425,18 @@ def test_scan_json_gives_one_object_per_file(scan_dir: Path, capsys):
             "notes": None,
             "dropped_notes": None,
             "key": None,
+            "voices": None,
             "error": "empty file",
         },
-        {"file": "sub/b.mid", "quarters": 1, "notes": 2, "dropped_notes": 1, "key": "D major", "error": None},
+        {
+            "file": "sub/b.mid",
+            "quarters": 1,
+            "notes": 2,
+            "dropped_notes": 1,
+            "key": "D major",
+            "voices": "voicing rule",
+            "error": None,
+        },
     ]
     assert lines[-1] == "4 files, 2 read, 2 skipped"
 

@@ -171,6 +171,6 @@ def test_the_code_cache_tells_normalized_from_unnormalized_corpora(corpus_in_d, 
     first = encode_pieces(model, as_written, 0, cache)
     second = encode_pieces(model, normalized, 0, cache)
     assert len(list((cache / "codes").iterdir())) == 2  # one file each, neither read for the other
-    expected = model.encode(torch.from_numpy(normalized[1].quarters))
+    expected = model.encode(*(torch.from_numpy(lines) for lines in normalized[1].voices.lines()))
     assert torch.equal(second[1].codes[0], expected.flatten())
     assert torch.equal(encode_pieces(model, as_written, 0, cache)[1].codes, first[1].codes)  # and read back

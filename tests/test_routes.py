@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from midi_files import midi_bytes
 
 from bachsformer.config import load_config
-from bachsformer.guided import harmony_under_tune, thin_harmony_warning
+from bachsformer.harmonize import harmony_under_tune, thin_harmony_warning
 from bachsformer.keys import Key
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (

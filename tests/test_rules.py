@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from midi_files import roll
 
-from bachsformer.guided import rule_penalties
-from bachsformer.rules import count_rules, four_part_scores, lines
+from bachsformer.harmonize import BASS_RANGE_WEIGHT, rule_penalties
+from bachsformer.rules import count_rules, four_part_scores, lines, voice_figures
+from bachsformer.voices import Voices
 
 
 def test_parallel_and_hidden_fifths_and_octaves_crossing_and_spacing_are_counted():
@@ -34,10 +36,43 @@ def test_four_part_scores_read_each_voice_as_a_line_and_count_notes_out_of_range
     assert lines([soprano]).tolist() == [[72, 74]]
 
 
+def around(*voices: list[int]) -> np.ndarray:
+    """Lines keys [4, 64] of two quarters, each voice a pitch per quarter (the quarter before and a candidate)."""
+    notes = tuple(np.array([[0, 32, first], [32, 64, second]]) for first, second in voices)
+    keys, _ = Voices(notes, 2, 32).lines()  # [2, 4, 32]
+    return keys.transpose(1, 0, 2).reshape(4, -1)
+
+
 def test_a_candidate_in_parallel_fifths_with_the_melody_is_penalised_more():
-    melody = roll(2, (72, 0, 32), (74, 32, 64))
-    before = melody[:1] | roll(1, (65, 0, 32), (60, 0, 32), (53, 0, 32))
-    parallel = melody[1:] | roll(1, (67, 0, 32), (62, 0, 32), (55, 0, 32))  # every voice up a tone: fifths
-    contrary = melody[1:] | roll(1, (65, 0, 32), (62, 0, 32), (50, 0, 32))  # the Bass down, the Alto held
-    penalties = rule_penalties(before, np.stack([parallel, contrary]), melody, 0, 8)
+    parallel = around((72, 74), (65, 67), (60, 62), (53, 55))  # every voice up a tone: fifths
+    contrary = around((72, 74), (65, 65), (60, 62), (53, 50))  # the Bass down, the Alto held
+    penalties = rule_penalties(np.stack([parallel, contrary]), 0)
+    assert penalties.shape == (2,) and penalties.dtype == np.float64
     assert penalties[0] > penalties[1] + 4  # two parallels at least, at 2 each, and again for S-B
+    low = around((72, 74), (65, 65), (60, 62), (38, 38))  # a Bass held two semitones below its range (40 ... 60)
+    in_range = around((72, 74), (65, 65), (60, 62), (40, 40))
+    (below, inside) = rule_penalties(np.stack([low, in_range]), 0)
+    assert below - inside == pytest.approx(BASS_RANGE_WEIGHT * 2 * 4)  # 2 semitones at each of 4 eighths
+    moved_up = np.stack([around((77, 79), (70, 70), (65, 67), (45, 45))])  # in_range moved up by 5 semitones
+    assert rule_penalties(moved_up, 5)[0] == pytest.approx(inside)  # the range is read in the key it is written in
+    assert rule_penalties(moved_up, 0)[0] == pytest.approx(inside)  # 45: inside the range as it is
+    assert rule_penalties(moved_up, 7)[0] == pytest.approx(inside + BASS_RANGE_WEIGHT * 2 * 4)  # written as 38
+
+
+def test_voice_figures_count_parallels_rests_unisons_and_leaps_per_voice():
+    piece = Voices(
+        (
+            np.array([[0, 32, 72], [32, 64, 74]]),
+            np.array([[0, 32, 65], [32, 64, 67]]),  # parallel fifths with the Soprano
+            np.array([[0, 16, 60], [48, 64, 67]]),  # rests for a quarter; then a unison with the Alto
+            np.array([[0, 64, 48]]),
+        ),
+        2,
+        32,
+    )
+    figures = voice_figures([piece])
+    assert figures["quarters"] == 2 and figures["notes_per_quarter"] == 7 / 2
+    assert figures["parallel_fifths"] == 50.0 and figures["parallels"] == 50.0  # one per 2 quarters
+    assert figures["inner_rests"] == 4 / 8  # sixteenths 2 ... 5 of 8: the Tenor rests
+    assert figures["unisons"] == 2 / 4  # of the 4 sixteenths where all sound, 2 with Alto and Tenor on one key
+    assert figures["leaps"] == {"Soprano": 2.0, "Alto": 2.0, "Tenor": 7.0, "Bass": 0.0}

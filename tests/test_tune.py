@@ -10,7 +10,8 @@ import torch
 from bachsformer.checkpoint import CheckpointError, load_checkpoint
 from bachsformer.compose import load_models
 from bachsformer.config import GenerateConfig
-from bachsformer.guided import harmonize
+from bachsformer.gpt import GPT, GPTConfig
+from bachsformer.harmonize import harmonize
 from bachsformer.midi import (
     LOWEST_PITCH,
     NUM_KEYS,
@@ -24,12 +25,18 @@ from bachsformer.tune import (
     END,
     FERMATA,
     HOLD,
+    LAST_NOTE_SLOTS,
     MAJOR,
     MINOR,
     NOTE,
     REST,
     SLOTS_PER_QUARTER,
+    VOCAB_SIZE,
+    TuneWindowDataset,
     add_markers,
+    countdown_index,
+    draw_last_notes,
+    last_note_slots,
     load_tune_model,
     read_fermatas,
     sample_tunes,
@@ -37,6 +44,7 @@ from bachsformer.tune import (
     tune_tokens,
 )
 from bachsformer.tunefirst import load_tune_for
+from bachsformer.voices import SILENCE
 
 OPTIONS = GenerateConfig(min_note_steps=0, candidates=4)
 TUNE_FIRST = ("--set", "generate.tune_first=true")  # as config.yaml has it (the tiny config writes the old way)
@@ -122,16 +130,21 @@ def test_harmonizing_a_tune_with_a_trailing_rest_ends_on_its_last_note(root):
     vq_vae, transformer = load_models(root / "vq_vae.pt", root / "transformer.pt")
     melody = line([(72, 0, 32), (74, 32, 32), (71, 64, 32), (72, 96, 48)], 6)  # then a rest of 1.5 quarters
     piece = harmonize(vq_vae, transformer, melody, OPTIONS, seed=3)
-    roll = piece.quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1)
     last_onset, end = 96, 144
-    assert not roll[:, end:].any()  # nothing sounds after the tune's last note
-    assert roll[:, end - 1].sum() > 1  # a chord under it
-    # held: nothing struck or released under the last note (the step after its onset on: the key of
-    # the melody's note before may not sound on at the onset, which keeps that note's length)
-    under = roll[:, last_onset + 1 : end]
-    assert (under == under[:, :1]).all()
-    melody_roll = melody.transpose(1, 0, 2).reshape(NUM_KEYS, -1)
-    assert np.array_equal(highest_keys(roll[:, :end]), highest_keys(melody_roll[:, :end]))
+    assert piece.voices.notes[0].tolist() == [[0, 32, 72], [32, 64, 74], [64, 96, 71], [96, 144, 72]]  # the tune
+    keys, onsets = piece.voices.lines()
+    lower = keys[:, 1:].transpose(1, 0, 2).reshape(3, -1)  # [3, T]
+    struck = onsets[:, 1:].transpose(1, 0, 2).reshape(3, -1)
+    assert (lower[:, end:] == SILENCE).all()  # nothing sounds after the tune's last note
+    assert (lower[:, end - 1] != SILENCE).sum() >= 1  # harmony under it
+    # held: nothing struck or released under the last note (the step after its onset on: a voice's note
+    # sounding into the chord on its key goes on as a tie)
+    under = lower[:, last_onset + 1 : end]
+    assert (under == under[:, :1]).all() and not struck[:, last_onset + 1 : end].any()
+    tune_keys = keys[:, 0].reshape(-1)
+    assert ((lower[:, :end] == SILENCE) | (lower[:, :end] <= tune_keys[:end])).all()  # nothing above the tune
+    roll = piece.quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # and the file's union of the voices
+    assert not roll[:, end:].any() and (highest_keys(roll[:, :end]) <= tune_keys[:end]).all()
 
 
 def highest_keys(roll: np.ndarray) -> np.ndarray:
@@ -231,3 +244,57 @@ def test_the_corpus_export_writes_a_scores_fermatas_as_markers(tmp_path):
     assert read_fermatas(tmp_path / "phrase.mid") == [STEPS_PER_QUARTER]
     tokens = tune_tokens(read_midi(tmp_path / "phrase.mid").quarters, read_fermatas(tmp_path / "phrase.mid"))
     assert tokens.tolist()[2:6] == [NOTE + 69 - LOWEST_PITCH, FERMATA, HOLD, HOLD]
+
+
+def test_training_windows_weigh_each_target_once_its_ending_as_much_as_its_middle():
+    tunes = [np.full(40, NOTE + 40), np.full(6, NOTE + 41)]  # 40 + 2 tokens: windows of 16 from every quarter
+    dataset = TuneWindowDataset(tunes, [MAJOR, MINOR], window=16)
+    assert len(dataset) == 14 + 1  # starts 0, 2, ..., 26; the short tune is one padded window
+    inputs, targets, remaining, modes, weight = dataset.batch(torch.arange(len(dataset)))
+    assert targets[-1, 6].item() == END and targets[-1, 7].item() == -1 and weight[-1, 7] == 0
+    assert torch.equal(remaining[0, :3], torch.tensor([40, 39, 38]))  # target 1 is 40 tokens before END
+    # over all windows each target's weights add to one: END (in one window) weighs as a middle token (in seven)
+    totals = torch.zeros(42)
+    for row, (number, start) in enumerate(dataset.starts.tolist()):
+        if number == 0:
+            totals[start + 1 : start + 16] += weight[row]
+    assert torch.allclose(totals[1:], torch.ones(41))
+    assert weight[13, -1] == 1 and weight[6, 7] == pytest.approx(1 / 7)
+
+
+def test_the_countdown_runs_to_the_last_note_and_its_windows_hear_it():
+    c, d = NOTE + 51, NOTE + 53
+    tune = np.array([c, HOLD, d, HOLD, c, FERMATA, HOLD, HOLD])  # the last note starts at token 4
+    assert countdown_index(tune) == 9 and countdown_index(tune, to_last_note=True) == 5
+    assert last_note_slots(tune) == 4 and countdown_index(np.array([REST, REST]), to_last_note=True) == 3
+    _, targets, remaining, _, _ = TuneWindowDataset([tune], [MAJOR], window=16, to_last_note=True).batch(
+        torch.tensor([0])
+    )
+    assert targets[0, :9].tolist() == [*tune.tolist(), END]
+    assert remaining[0, :9].tolist() == [4, 3, 2, 1, 0, 0, 0, 0, 0]  # the last note itself hears 0, as what follows
+
+
+def test_a_model_counting_to_the_last_note_starts_it_where_asked_and_holds_it_to_the_end():
+    torch.manual_seed(0)
+    config = GPTConfig(
+        vocab_size=VOCAB_SIZE,
+        block_size=15,
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        codes_per_quarter=SLOTS_PER_QUARTER,
+        countdown=8,
+        countdown_to_last_note=True,
+    )
+    model = GPT(config).eval()
+    num_slots, last_notes = 40, [2, 6, 4]
+    tunes = sample_tunes(model, num_slots, [0, 1, 2], [MAJOR, MINOR, MAJOR], last_notes=last_notes)
+    for tune, last in zip(tunes, last_notes):
+        assert len(tune) == num_slots  # never cut short, never longer
+        assert tune[-last] >= NOTE  # the last note starts there (its pitch the model's)
+        held = tune[-last + 1 :].tolist()
+        assert set(held) <= {HOLD, FERMATA} and FERMATA not in held[1:]  # held, a fermata only first
+    assert np.array_equal(sample_tunes(model, num_slots, [1], [MINOR], last_notes=[6])[0], tunes[1])
+    assert draw_last_notes(model, [0, 1]) == [LAST_NOTE_SLOTS] * 2  # an untrained model records no lengths
+    model.checkpoint_info = {"last_note_slots": [0, 0, 0, 0, 0, 0, 5]}  # only dotted halves
+    assert draw_last_notes(model, [0, 1]) == [6, 6]

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, notes_to_roll, quarters_to_notes
-from bachsformer.voicing import VOICE_RANGES, grid_steps, restore_repeats, voice
+from bachsformer.voices import restore_repeats
+from bachsformer.voicing import VOICE_RANGES, grid_steps, voice
 
 STEPS = 32
 GRID = 8

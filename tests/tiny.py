@@ -20,7 +20,7 @@ import yaml
 
 from bachsformer.checkpoint import save_checkpoint
 from bachsformer.gpt import GPT, GPTConfig
-from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, write_midi
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, tracks_to_midi_bytes
 from bachsformer.vqvae import VQVAE, VQVAEConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,29 +32,44 @@ BLOCK_QUARTERS = 3
 TUNE_BLOCK = 31  # 16 quarters of eighths, less one
 
 
-def tiny_rolls(num_files: int = NUM_FILES, quarters: int = QUARTERS_PER_FILE, seed: int = 0) -> list[np.ndarray]:
-    """Bool rolls [quarters, 88, 32], each voice sounding throughout in notes of 4-16 steps."""
+def tiny_voices(num_files: int = NUM_FILES, quarters: int = QUARTERS_PER_FILE, seed: int = 0) -> list[list[np.ndarray]]:
+    """Per file, the notes [N, 3] (onset step, offset step, MIDI pitch) of each voice of VOICE_RANGES (bass first):
+    each sounding throughout in notes of 4-16 steps, one step of rest after each, so repeated pitches stay two notes."""
     rng = np.random.default_rng(seed)
-    rolls = []
+    pieces = []
     for _ in range(num_files):
-        roll = np.zeros((NUM_KEYS, quarters * STEPS_PER_QUARTER), dtype=bool)  # [88, Q * 32]
+        voices = []
         for low, high in VOICE_RANGES:
-            step = 0
-            while step < roll.shape[1]:
+            step, notes = 0, []
+            while step < quarters * STEPS_PER_QUARTER:
                 length = int(rng.integers(4, 17))
-                key = int(rng.integers(low, high + 1)) - LOWEST_PITCH
-                roll[key, step : step + length - 1] = True  # one step of rest: repeated pitches stay two notes
+                pitch = int(rng.integers(low, high + 1))
+                notes.append([step, min(step + length - 1, quarters * STEPS_PER_QUARTER), pitch])
                 step += length
+            voices.append(np.array(notes, dtype=np.int64))
+        pieces.append(voices)
+    return pieces
+
+
+def tiny_rolls(num_files: int = NUM_FILES, quarters: int = QUARTERS_PER_FILE, seed: int = 0) -> list[np.ndarray]:
+    """Bool rolls [quarters, 88, 32] of `tiny_voices`: the voices' notes, one roll."""
+    rolls = []
+    for voices in tiny_voices(num_files, quarters, seed):
+        roll = np.zeros((NUM_KEYS, quarters * STEPS_PER_QUARTER), dtype=bool)  # [88, Q * 32]
+        for onset, offset, pitch in np.concatenate(voices).tolist():
+            roll[pitch - LOWEST_PITCH, onset:offset] = True
         rolls.append(roll.reshape(NUM_KEYS, quarters, STEPS_PER_QUARTER).transpose(1, 0, 2).copy())
     return rolls
 
 
 def write_corpus(folder: str | Path, num_files: int = NUM_FILES, quarters: int = QUARTERS_PER_FILE) -> Path:
-    """Write `num_files` tiny pieces of `quarters` quarters as MIDI files into `folder`."""
+    """Write `num_files` tiny pieces of `quarters` quarters as MIDI files into `folder`, a chorale's four tracks
+    (Soprano, Alto, Tenor, Bass) each, as the corpus has them."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for number, roll in enumerate(tiny_rolls(num_files, quarters)):
-        write_midi(roll, folder / f"piece{number:02d}.mid")
+    for number, voices in enumerate(tiny_voices(num_files, quarters)):
+        tracks = list(zip(("Bass", "Tenor", "Alto", "Soprano"), voices))[::-1]
+        (folder / f"piece{number:02d}.mid").write_bytes(tracks_to_midi_bytes(tracks, quarters))
     return folder
 
 
@@ -126,7 +141,7 @@ def ddp_worker(rank: int, world_size: int, port: int, config_path: str, out_dir:
     """
     from bachsformer.checkpoint import plain_state_dict
     from bachsformer.config import load_config
-    from bachsformer.data import QuarterDataset, load_corpus, split
+    from bachsformer.data import VoiceQuarterDataset, load_corpus, split
     from bachsformer.training import Trainer, setup_distributed
     from bachsformer.vqvae import VQVAE
 
@@ -147,8 +162,8 @@ def ddp_worker(rank: int, world_size: int, port: int, config_path: str, out_dir:
             "vq_vae",
             config,
             config.train_vq_vae,
-            QuarterDataset(train_pieces, config.train_vq_vae.max_transpose, config.vq_vae.onset_channel),
-            lambda model, rolls: (model(rolls).loss, {}),
+            VoiceQuarterDataset(train_pieces, config.train_vq_vae.max_transpose, config.vq_vae.decoder_context),
+            lambda model, batch: (model(*batch).loss, {}),
             evaluate=lambda model: {"loss": 0.0},
             best_metric="loss",
             maximize=False,
@@ -168,9 +183,9 @@ def write_model_pair(
 ) -> tuple[Path, Path]:
     """Save untrained models of `tiny_config(root)` at its model paths, as a matching pair; returns the paths.
 
-    Untrained, the decoder sounds almost every key whatever its codes. So the codebook is spread out
-    and the decoder's output bias lowered until about one cell in ten sounds, a different tenth for
-    different codes; `silent=True` lowers it until every code decodes to silence. melody_quarters:
+    Untrained, the decoder's voices change key at every step whatever its codes. So the codebook is
+    spread out (different codes decode differently); `silent=True` raises the silence logit until
+    every code decodes to silence. melody_quarters:
     the transformer hears a melody that many quarters ahead (0: no melody condition); decoder_context:
     the VQ-VAE's decoder hears the quarter before.
     """
@@ -182,11 +197,8 @@ def write_model_pair(
         vq_vae, transformer = VQVAE(vq_config).eval(), GPT(gpt_config).eval()
     with torch.no_grad():
         vq_vae.quantizer.embedding.mul_(30)
-        codes = torch.randint(
-            vq_config.num_embeddings, (64, vq_vae.codes_per_quarter), generator=torch.Generator().manual_seed(0)
-        )
-        logits = torch.logit(vq_vae.decode_channels(codes).double())  # [64, 2, 88, 32]
-        vq_vae.decoder[-1].bias -= 100.0 if silent else torch.quantile(logits, 0.9).float()
+        if silent:
+            vq_vae.silence.bias += 1000.0
     vq_path, transformer_path = Path(config["models"]["vq_vae"]), Path(config["models"]["transformer"])
     saved = save_checkpoint(vq_path, "vq_vae", vq_config, vq_vae)
     save_checkpoint(transformer_path, "transformer", gpt_config, transformer, vq_vae_fingerprint=saved["fingerprint"])

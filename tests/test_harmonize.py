@@ -19,21 +19,29 @@ import tiny
 import torch
 from midi_files import midi_bytes, roll
 
-from bachsformer.compose import decode_quarters, load_models, piece_midi_bytes, voiced
+from bachsformer.compose import as_voices, decode_quarters, load_models, piece_midi_bytes, voiced
 from bachsformer.config import GenerateConfig
 from bachsformer.data import is_validation
 from bachsformer.errors import exit_on_user_error
 from bachsformer.evaluate import main as evaluate_main
+from bachsformer.evaluate_harmonization import (
+    bass_leap,
+    harmony_scores,
+    melody_kept,
+    triad_harmonization,
+    voice_leading,
+)
 from bachsformer.gpt import GPT, GPTConfig
-from bachsformer.guided import (
+from bachsformer.harmonize import (
+    below_ceiling,
     harmonize,
     impose_melody,
     melody_ceiling,
+    melody_line,
     melody_scores,
     piece_roll,
     regenerate,
 )
-from bachsformer.harmonization import bass_leap, harmony_scores, melody_kept, triad_harmonization, voice_leading
 from bachsformer.keys import Key, normalizing_shift, transpose_quarters
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (
@@ -48,6 +56,8 @@ from bachsformer.midi import (
     write_midi,
 )
 from bachsformer.sampling import draw, gumbel
+from bachsformer.voices import SILENCE, Voices
+from bachsformer.voicing import grid_steps
 
 OPTIONS = GenerateConfig(min_note_steps=0, candidates=4)
 # a tune in G major: a held note across the boundary of quarters 1 and 2, a repeated note, a rest
@@ -99,12 +109,20 @@ def notes(quarters: np.ndarray) -> set[tuple[int, int, int]]:
     return {tuple(note) for note in quarters_to_notes(quarters).tolist()}
 
 
-def assert_melody_is_the_top_voice(music: np.ndarray, melody: np.ndarray):
-    assert notes(melody) <= notes(music)  # every melody note, at its pitch, onset and length
-    music_roll, melody_roll = piece_roll(music), piece_roll(melody)
-    steps = np.nonzero(melody_roll.any(axis=0))[0]
-    highest = 87 - np.argmax(music_roll[::-1, steps], axis=0)
-    assert np.array_equal(highest, np.argmax(melody_roll[:, steps], axis=0))  # nothing above it
+def assert_melody_is_the_top_voice(voices: Voices, melody: np.ndarray):
+    """The melody quarters [Q, 88, 32] are the Soprano, note for note, and no voice sounds above it (in its rests,
+    above its note before)."""
+    expected = [[0, 16, 67], [16, 40, 71], [40, 64, 74], [64, 80, 74], [80, 96, 72], [104, 128, 71], [128, 160, 67]]
+    shift = int(quarters_to_notes(melody)[0, 2]) - 67  # TUNE moved
+    assert voices.notes[0].tolist() == [[on, off, pitch + shift] for on, off, pitch in expected]  # repeats whole
+    ceiling = melody_ceiling(piece_roll(melody))  # [T]
+    keys, _ = voices.lines()
+    lower = keys[:, 1:].transpose(1, 0, 2).reshape(3, -1)  # [3, T]
+    assert ((lower == SILENCE) | (lower <= ceiling)).all()
+    music_roll = piece_roll(voices.quarters())
+    sounding = music_roll.any(axis=0)
+    highest = 87 - np.argmax(music_roll[::-1], axis=0)
+    assert (highest[sounding] <= ceiling[sounding]).all()  # and the file's union of them
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,26 +136,50 @@ def test_the_melody_ceiling_holds_the_last_melody_key_through_rests():
     assert ceiling[:12].tolist() == [c4] * 12 and ceiling[12:].tolist() == [e4] * 20
 
 
-def test_impose_melody_clears_above_and_around_melody_notes_and_keeps_the_rest():
-    harmony = piece_roll(roll(1, (72, 0, 32), (64, 0, 32), (48, 0, 32)))  # held C5, E4, C3
-    melody = piece_roll(roll(1, (64, 8, 16), (67, 20, 28)))  # E4, then G4
-    result = impose_melody(harmony, melody, melody_ceiling(melody))
-    e4, g4, c5, c3 = (p - LOWEST_PITCH for p in (64, 67, 72, 48))
-    assert not result[c5].any()  # above the melody, all along (ceiling E4 at first, then G4)
-    assert result[c3].all()  # the bass is untouched
-    assert result[e4, :7].all() and not result[e4, 7] and result[e4, 8:16].all() and not result[e4, 16]
-    assert result[e4, 17:].all()  # after the melody's E4, the held E4 goes on below the G4
-    assert result[g4, 20:28].all() and not result[g4, 28:].any()
-    assert (result & ~melody).sum() == 32 + 32 - 8 - 2  # the bass, and the E4 less the melody's and its cuts
+def candidate_lines(*voices: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """One quarter of four voices given as notes (onset step, offset step, MIDI pitch): lines [1, 4, 32]."""
+    parts = tuple(np.array(notes, dtype=np.int64).reshape(-1, 3) for notes in voices)
+    return Voices(parts, 1, 32).lines()
+
+
+def test_below_ceiling_moves_keys_down_by_octaves_and_rests_off_the_keyboard():
+    keys = np.array([5, 30, SILENCE, 10, 22])
+    ceiling = np.array([2, 10, 0, 10, 10])
+    assert below_ceiling(keys, ceiling).tolist() == [SILENCE, 6, SILENCE, 10, 10]
+
+
+def test_impose_melody_makes_the_melody_the_soprano_and_moves_what_lies_above_it_down():
+    e4, g4, c4, c5, c3 = (p - LOWEST_PITCH for p in (64, 67, 60, 72, 48))
+    keys, onsets = candidate_lines([(0, 32, 79)], [(0, 32, 72)], [(0, 32, 64)], [(0, 16, 48), (16, 32, 48)])
+    onsets[0, 2, 0] = False  # the Tenor's E4 goes on from the quarter before, if that quarter ended on it
+    melody = roll(1, (64, 8, 16), (67, 20, 28))  # E4, then G4
+    melody_keys, melody_onsets = melody_line(melody)
+    ceiling = melody_ceiling(piece_roll(melody))
+    after = np.array([SILENCE, SILENCE, e4, c3])
+    result_keys, result_onsets = impose_melody(keys, onsets, melody_keys[0], melody_onsets[0], ceiling, after)
+    assert result_keys.shape == (1, 4, 32)
+    assert np.array_equal(result_keys[0, 0], melody_keys[0]) and np.array_equal(result_onsets[0, 0], melody_onsets[0])
+    assert result_onsets[0, 0].nonzero()[0].tolist() == [8, 20]
+    assert (result_keys[0, 1] == c4).all() and c5 > ceiling.max()  # the Alto's C5 an octave down, all along
+    assert result_onsets[0, 1].nonzero()[0].tolist() == [0]
+    assert (result_keys[0, 2] == e4).all() and not result_onsets[0, 2].any()  # held on from the quarter before
+    assert (result_keys[0, 3] == c3).all() and result_onsets[0, 3].nonzero()[0].tolist() == [0, 16]  # untouched
+    fresh_keys, fresh_onsets = impose_melody(keys, onsets, melody_keys[0], melody_onsets[0], ceiling, SILENCE)
+    assert np.array_equal(fresh_keys, result_keys) and fresh_onsets[0, 2].nonzero()[0].tolist() == [0]  # struck
+    assert g4 == ceiling[20]
 
 
 def test_melody_scores_reward_carrying_the_melody_and_punish_what_lies_above():
-    melody = roll(1, (64, 0, 16))[0]
-    ceiling = melody_ceiling(melody)
-    carries, above, neither = roll(1, (64, 0, 16), (48, 0, 32)), roll(1, (64, 0, 16), (76, 0, 8)), roll(1, (48, 0, 8))
-    octave_lower = roll(1, (52, 0, 8))  # E3 for half the melody note: a doubling earns nothing
-    scores = melody_scores(np.concatenate([carries, above, neither, octave_lower]), melody, ceiling)
-    assert scores.tolist() == [1.0, 0.5, 0.0, 0.0]
+    melody_keys, _ = melody_line(roll(1, (64, 0, 16)))  # E4, then a rest
+    ceiling = melody_ceiling(piece_roll(roll(1, (64, 0, 16))))
+    candidates = [
+        candidate_lines([(0, 16, 64)], [], [], [(0, 32, 48)]),  # carries it
+        candidate_lines([(0, 16, 64)], [(0, 8, 76)], [], []),  # carries it, an Alto above it for half of it
+        candidate_lines([], [], [], [(0, 8, 48)]),  # neither
+        candidate_lines([(16, 32, 60)], [(0, 16, 64)], [], []),  # the tune in the Alto: a doubling earns nothing
+    ]
+    keys = np.concatenate([keys for keys, _ in candidates])  # [4, 4, 32]
+    assert melody_scores(keys, melody_keys[0], ceiling).tolist() == [1.0, 0.5, 0.0, 0.0]
 
 
 def test_highest_line_keeps_the_highest_sounding_key_only():
@@ -181,8 +223,9 @@ def test_harmonizing_keeps_the_melody_as_the_exact_top_voice(models, candidates)
     for seed in (0, 1):
         piece = harmonize(*models, TUNE, options, seed)
         assert piece.quarters.shape == TUNE.shape and str(piece.key) == "G major"
-        assert_melody_is_the_top_voice(piece.quarters, TUNE)
-        assert (piece.quarters & ~TUNE).any()  # and voices below it
+        assert piece.voices.num_voices == 4 and np.array_equal(piece.melody, TUNE)
+        assert_melody_is_the_top_voice(piece.voices, TUNE)
+        assert sum(len(notes) for notes in piece.voices.notes[1:]) > 0  # and voices below it
 
 
 @pytest.mark.parametrize("guidance", [1.0, 2.5])
@@ -193,8 +236,8 @@ def test_a_transformer_that_hears_the_melody_and_a_decoder_with_context_keep_the
         pair[1].melody_projection.weight.mul_(300)  # untrained, the melody would barely move the logits
     options = dataclasses.replace(OPTIONS, candidates=4, guidance=guidance)
     piece = harmonize(*pair, TUNE, options, seed=0)
-    assert_melody_is_the_top_voice(piece.quarters, TUNE)
-    assert (piece.quarters & ~TUNE).any()
+    assert_melody_is_the_top_voice(piece.voices, TUNE)
+    assert sum(len(notes) for notes in piece.voices.notes[1:]) > 0
     assert np.array_equal(piece.quarters, harmonize(*pair, TUNE, options, seed=0).quarters)  # the same seed
     not_heard = harmonize(*pair, TUNE, options, seed=0, hear_melody=False)
     assert not np.array_equal(piece.quarters, not_heard.quarters)  # hearing the melody changes the draw
@@ -202,13 +245,15 @@ def test_a_transformer_that_hears_the_melody_and_a_decoder_with_context_keep_the
 
 def test_harmonizing_keeps_the_melody_exact_after_short_notes_are_dropped(models):
     piece = harmonize(*models, TUNE, dataclasses.replace(OPTIONS, min_note_steps=12), 3)
-    assert_melody_is_the_top_voice(piece.quarters, TUNE)
+    assert_melody_is_the_top_voice(piece.voices, TUNE)
+    assert all((notes[:, 1] - notes[:, 0] >= 12).all() for notes in piece.voices.notes[1:-1])  # the Bass holds the end
 
 
 def test_harmonizing_in_another_key_moves_the_melody_with_it(models):
     piece = harmonize(*models, TUNE, dataclasses.replace(OPTIONS, key="A"), 0)
     assert str(piece.key) == "A major"
-    assert_melody_is_the_top_voice(piece.quarters, np.roll(TUNE, 2, axis=1))
+    assert np.array_equal(piece.melody, np.roll(TUNE, 2, axis=1))
+    assert_melody_is_the_top_voice(piece.voices, np.roll(TUNE, 2, axis=1))
 
 
 def test_the_cli_harmonizes_a_track_and_the_same_seed_gives_the_same_bytes(run, root, tmp_path, models):
@@ -310,14 +355,38 @@ def test_a_long_melody_says_how_long_it_is_and_shows_progress(run, tmp_path):
 # regenerate
 
 
+def tiny_voices(num_quarters: int, seed: int) -> Voices:
+    """Four voices in their registers (tiny.VOICE_RANGES, highest first), notes of 4-16 steps held across quarters."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for low, high in tiny.VOICE_RANGES[::-1]:
+        notes, step = [], 0
+        while step < num_quarters * 32:
+            length = int(rng.integers(4, 17))
+            notes.append([step, min(step + length, num_quarters * 32), int(rng.integers(low, high + 1))])
+            step += length
+        parts.append(np.array(notes, dtype=np.int64))
+    return Voices(tuple(parts), num_quarters, 32)
+
+
 def test_regenerating_keeps_every_quarter_outside_the_passage(models):
-    piece = tiny.tiny_rolls(1, 6, seed=4)[0]
+    piece = tiny_voices(6, seed=4)
+    piece_keys, _ = piece.lines()
     for first, last in ((1, 2), (3, 4), (6, 6), (1, 6)):
         result = regenerate(*models, piece, first, last, OPTIONS, seed=first)
-        assert result.quarters.shape == piece.shape
-        assert np.array_equal(result.quarters[: first - 1], piece[: first - 1])
-        assert np.array_equal(result.quarters[last:], piece[last:])
-    assert not np.array_equal(regenerate(*models, piece, 3, 4, OPTIONS, seed=0).quarters[2:4], piece[2:4])
+        assert result.voices.num_quarters == 6 and result.quarters.shape == (6, 88, 32)
+        for start, end in ((0, first - 1), (last, 6)):  # the notes before and after, cut at the passage's edges
+            kept, outside = result.voices.sliced(start, end), piece.sliced(start, end)
+            assert [n.tolist() for n in kept.notes] == [n.tolist() for n in outside.notes]
+        result_keys, _ = result.voices.lines()
+        assert np.array_equal(result_keys[: first - 1], piece_keys[: first - 1])
+        assert np.array_equal(result_keys[last:], piece_keys[last:])
+    rewritten = regenerate(*models, piece, 3, 4, OPTIONS, seed=0).voices.lines()[0]
+    assert not np.array_equal(rewritten[2:4], piece_keys[2:4])
+    rolled = tiny.tiny_rolls(1, 6, seed=4)[0]  # music without parts: the voicing rule's voices, kept outside
+    voiced_roll = as_voices(rolled, grid_steps(OPTIONS.grid, 32)).lines()[0]
+    result_keys = regenerate(*models, rolled, 3, 4, OPTIONS, seed=0).voices.lines()[0]
+    assert np.array_equal(result_keys[:2], voiced_roll[:2]) and np.array_equal(result_keys[4:], voiced_roll[4:])
 
 
 def test_the_cli_regenerates_a_passage_the_same_way_twice(run, root, tmp_path, models):
@@ -367,11 +436,17 @@ def test_options_that_do_not_go_together_are_refused(run, tmp_path, args, messag
 
 def test_the_triad_rule_puts_three_chord_tones_below_each_melody_note():
     melody = roll(2, (64, 0, 32), (67, 32, 64))  # E4 (degree 3 of C major), G4 (degree 5)
-    music = triad_harmonization(melody, Key(0, "major"))
-    assert melody_kept(music, melody)
-    below = {tuple(n) for n in quarters_to_notes(music & ~melody).tolist()}
-    # E minor on E4: B3 G3 (alto, tenor), E3 (bass); G major on G4: D4 B3, G3; B3 and G3 repeated, not merged
-    assert below == {(0, 31, 59), (0, 31, 55), (0, 32, 52), (32, 64, 62), (32, 64, 59), (32, 64, 55)}
+    voices = triad_harmonization(melody, Key(0, "major"))
+    assert melody_kept(voices.quarters(), melody)
+    # E minor on E4: B3 G3 (alto, tenor), E3 (bass); G major on G4: D4 B3, G3
+    assert [notes.tolist() for notes in voices.notes] == [
+        [[0, 32, 64], [32, 64, 67]],
+        [[0, 32, 59], [32, 64, 62]],
+        [[0, 32, 55], [32, 64, 59]],
+        [[0, 32, 52], [32, 64, 55]],
+    ]
+    below = {tuple(n) for n in quarters_to_notes(voices.quarters() & ~melody).tolist()}
+    assert below >= {(0, 31, 59), (0, 31, 55)}  # in the file's union, B3 and G3 struck again by the next voice
 
 
 def test_harmony_scores_on_a_known_harmonization():
@@ -447,6 +522,9 @@ def test_evaluate_harmonize_scores_every_held_out_chorale_and_draws_one(tmp_path
         assert 0 <= table[system]["lower_voice_overlap"] <= 1
         assert 0 <= table[system]["consonance_on_the_beat"] <= 1 and table[system]["parallels_per_100_eighths"] >= 0
     assert table["Bach"]["lower_voice_overlap"] == 1.0
+    for system in (*systems, "Bach"):  # every row's endings, read from its four voices
+        assert table[system]["endings"]["pieces"] == len(chorales)
+    assert "| ending | model |" in stdout and "| bass on tonic |" in stdout
     assert set(results["targets"]) >= {"lower_voice_overlap_at_least_0.52", "melody_kept_in_every_file"}
     assert ("no_voices.mid" in held_out) == any("no_voices.mid" in line for line in results["skipped"])
     assert "| model |" in stdout and "model against triad rule:" in stdout and "| VQ-VAE oracle |" in stdout
@@ -469,13 +547,13 @@ def test_continuation_log_likelihood_equals_the_full_forward_pass():
 
 
 def test_regenerating_writes_the_candidate_the_following_quarters_favour(models, monkeypatch):
-    import bachsformer.guided as guided
+    import bachsformer.harmonize as harmonize_module
 
     vq_vae, transformer = models
     piece = tiny.tiny_rolls(1, 6, seed=4)[0]
     drawn = []
-    sample_codes = guided.sample_codes
-    monkeypatch.setattr(guided, "sample_codes", lambda *args: drawn.append(sample_codes(*args)) or drawn[-1])
+    sample_codes = harmonize_module.sample_codes
+    monkeypatch.setattr(harmonize_module, "sample_codes", lambda *args: drawn.append(sample_codes(*args)) or drawn[-1])
     for favoured in (0, 2):
         boost = torch.zeros(OPTIONS.candidates)
         boost[favoured] = 1e9  # as if only this candidate led into the following quarters

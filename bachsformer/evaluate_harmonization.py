@@ -10,7 +10,8 @@ harmonization of the same tune (the file's Alto, Tenor and Bass tracks):
 - bass_leap: mean absolute interval between successive notes of the bass line (the lowest
   sounding key, note by note, as `metrics.top_line` follows the highest).
 - melody_kept: files whose output holds every melody note at its pitch, onset and length with
-  nothing sounding above it (it must be all of them).
+  nothing sounding above it (it must be all of them); of four voices, read on the voices
+  (`soprano_kept`): the Soprano is the melody and no voice sounds above it.
 - parallels: parallel fifths and octaves between the melody and the bass (the lowest sounding key
   below it), per 100 eighth notes where both sound: at successive eighth notes both voices move
   the same way and the interval is a fifth both times, or an octave (unison) both times.
@@ -35,10 +36,11 @@ import numpy as np
 import torch
 
 from bachsformer.analyze import harmony_statistics, music_from_voices, print_harmony
-from bachsformer.compose import decode_quarters, load_models
+from bachsformer.compose import decode_voices, load_models
 from bachsformer.data import load_corpus, midi_files, split
-from bachsformer.guided import harmonize, impose_melody, melody_ceiling, piece_quarters, piece_roll
-from bachsformer.keys import Key, estimate_key, normalizing_shift, transpose_quarters
+from bachsformer.endings import piece_ending, print_endings, summarize_endings, voices_key
+from bachsformer.harmonize import harmonize, piece_roll, with_tune
+from bachsformer.keys import Key, estimate_key, normalizing_shift
 from bachsformer.metrics import grid_shares, scale_consistency, top_line
 from bachsformer.midi import (
     LOWEST_PITCH,
@@ -50,8 +52,9 @@ from bachsformer.midi import (
     read_midi_tracks,
 )
 from bachsformer.render import write_rolls_png
-from bachsformer.rules import RULE_NAMES, four_part_scores
-from bachsformer.voicing import VOICE_NAMES, grid_steps, voice
+from bachsformer.rules import RULE_NAMES, four_part_scores, voice_figures
+from bachsformer.voices import VOICE_NAMES, Voices, read_voices, restore_repeats
+from bachsformer.voicing import grid_steps
 
 MELODY_TRACK = "Soprano"
 LOWER_TRACKS = ("Alto", "Tenor", "Bass")
@@ -94,17 +97,17 @@ def chorale_parts(path) -> list[np.ndarray]:
     return [next((t.quarters for t in tracks if t.name == name and t.quarters.any()), silent) for name in VOICE_NAMES]
 
 
-def triad_harmonization(melody: np.ndarray, key: Key) -> np.ndarray:
-    """Melody quarters [Q, 88, S] with the diatonic triad on each melody note below it, in three parts.
+def triad_harmonization(melody: np.ndarray, key: Key) -> Voices:
+    """Melody quarters [Q, 88, S] as the Soprano of four voices, the diatonic triad on each melody note below it.
 
     The triad is built in thirds of the key's scale (harmonic minor in minor) on the melody note's
     degree; a note outside the scale gets the major triad on it. Alto and tenor take the nearest
-    chord tones below the melody and below the alto; the bass the chord's root in E2 ... C4. The
-    melody is then imposed as the models' harmonizations have it (`guided.impose_melody`).
+    chord tones below the melody and below the alto; the bass the chord's root in E2 ... C4.
     """
     scale = np.array(MAJOR_SCALE if key.mode == "major" else MINOR_SCALE)
-    roll = piece_roll(melody).copy()
-    for onset, offset, pitch in quarters_to_notes(melody):
+    soprano = restore_repeats(quarters_to_notes(melody))
+    lower: list[list[list[int]]] = [[], [], []]
+    for onset, offset, pitch in soprano.tolist():
         degree = (pitch - key.tonic) % 12
         if degree in scale:
             index = int(np.nonzero(scale == degree)[0][0])
@@ -114,15 +117,11 @@ def triad_harmonization(melody: np.ndarray, key: Key) -> np.ndarray:
         alto = next(p for p in range(pitch - 1, pitch - 13, -1) if p % 12 in chord)
         tenor = next(p for p in range(alto - 1, alto - 13, -1) if p % 12 in chord)
         bass = next(p for p in range(min(tenor - 1, BASS_RANGE[1]), BASS_RANGE[0] - 13, -1) if p % 12 == pitch % 12)
-        for part in (alto, tenor, bass):
+        for notes, part in zip(lower, (alto, tenor, bass)):
             if 0 <= part - LOWEST_PITCH < NUM_KEYS:
-                row = roll[part - LOWEST_PITCH]
-                if onset > 0 and row[onset - 1]:
-                    row[onset - 1] = False  # a repeated note: the earlier one loses its last step, as the codec writes
-                row[onset:offset] = True
-    melody_roll = piece_roll(melody)
-    roll = impose_melody(roll, melody_roll, melody_ceiling(melody_roll))  # a voice meeting the melody's key
-    return piece_quarters(roll, melody.shape[2])
+                notes.append([onset, offset, part])
+    parts = tuple(np.array(notes, dtype=np.int64).reshape(-1, 3) for notes in lower)
+    return Voices((soprano, *parts), len(melody), melody.shape[2])
 
 
 def melody_kept(music: np.ndarray, melody: np.ndarray) -> bool:
@@ -134,6 +133,21 @@ def melody_kept(music: np.ndarray, melody: np.ndarray) -> bool:
     steps = np.nonzero(melody_roll.any(axis=0))[0]
     highest = NUM_KEYS - 1 - np.argmax(music_roll[::-1, steps], axis=0)
     return bool(np.array_equal(highest, np.argmax(melody_roll[:, steps], axis=0)))
+
+
+def soprano_kept(voices: Voices, melody: np.ndarray) -> bool:
+    """The Soprano of `voices` is melody [Q, 88, S] note for note (its repeats whole) and no voice sounds above it.
+
+    Read on the voices, not their union: a lower voice striking the melody's key while the melody holds it
+    (a unison) leaves the melody whole in its track, where the union sounds the key struck again.
+    """
+    if voices.notes[0].tolist() != restore_repeats(quarters_to_notes(melody)).tolist():
+        return False
+    music_roll, melody_roll = piece_roll(voices.quarters()), piece_roll(melody)
+    steps = np.nonzero(melody_roll.any(axis=0))[0]
+    sounding = music_roll[:, steps].any(axis=0)  # not at the step the union strikes the melody's key again
+    highest = np.where(sounding, NUM_KEYS - 1 - np.argmax(music_roll[::-1, steps], axis=0), -1)
+    return bool((highest <= np.argmax(melody_roll[:, steps], axis=0)).all())
 
 
 def pitch_classes_per_quarter(quarters: np.ndarray) -> np.ndarray:
@@ -231,20 +245,19 @@ def summarize(scores: list[dict]) -> dict:
         # the four-part rules between all voice pairs, per chorale
         **{f"{name}_per_chorale": float(np.mean([s[name] for s in scores])) for name in RULE_NAMES},
         "out_of_range_share": total("out_of_range") / max(total("notes"), 1),
+        "endings": summarize_endings([s["ending"] for s in scores]),
     }
 
 
-def through_the_codes(vq_vae, melody: np.ndarray, music: np.ndarray, options, normalize_key: bool = True) -> np.ndarray:
-    """Music [Q, 88, S] through the VQ-VAE as harmonizing writes it: in the normalized key, encoded,
-    decoded (short notes dropped), the melody imposed, and moved back."""
+def through_the_codes(vq_vae, melody: np.ndarray, voices: Voices, options, normalize_key: bool = True) -> Voices:
+    """Bach's voices through the VQ-VAE as harmonizing writes them: in the normalized key, encoded, decoded
+    (short notes dropped), the melody made the Soprano (`harmonize.with_tune`), and moved back."""
     key = estimate_key(melody)
     shift = normalizing_shift(melody, key) if normalize_key else 0
     device = next(vq_vae.parameters()).device
-    codes = vq_vae.encode(torch.from_numpy(transpose_quarters(music, shift)).to(device))
-    decoded = decode_quarters(vq_vae, codes.flatten(), min_note_steps=options.min_note_steps)
-    decoded = transpose_quarters(decoded, -shift)
-    melody_roll = piece_roll(melody)
-    return piece_quarters(impose_melody(piece_roll(decoded), melody_roll, melody_ceiling(melody_roll)), melody.shape[2])
+    keys, onsets = (torch.from_numpy(lines).to(device) for lines in voices.transposed(shift).lines())
+    decoded = decode_voices(vq_vae, vq_vae.encode(keys, onsets).flatten(), min_note_steps=options.min_note_steps)
+    return with_tune(decoded.transposed(-shift), melody)
 
 
 def harmonization_targets(table: dict) -> dict:
@@ -289,7 +302,8 @@ def evaluate_harmonization(
     seconds = dict.fromkeys(systems, 0.0)
     skipped = []
     outputs: dict[str, list] = {}
-    voiced: dict[str, list] = {}  # each system's four voices, for the harmony statistics
+    voice_lists: dict[str, list] = {}  # each system's four voices: the four-part figures
+    voiced: dict[str, list] = {}  # the same, with the chorale's fermatas, for the harmony statistics
     bach_files = []
     folder = config.data.midi_dir
     for path in midi_files(folder):
@@ -305,37 +319,51 @@ def evaluate_harmonization(
             skipped.append(f"{name}: no {MELODY_TRACK} track with notes and no {'/'.join(LOWER_TRACKS)} tracks")
             continue
         melody, bach_lower = voices
+        bach_voices, _ = read_voices(path, grid)
+        fermatas = read_fermatas(path)
         for system in systems:
             started = time.perf_counter()
             if system == "triad rule":
-                music = triad_harmonization(melody, estimate_key(melody))
+                voices = triad_harmonization(melody, estimate_key(melody))
             elif system == "VQ-VAE oracle":
-                music = through_the_codes(vq_vae, melody, melody | bach_lower, options, config.data.normalize_key)
+                voices = through_the_codes(vq_vae, melody, bach_voices, options, config.data.normalize_key)
             else:
                 several, hears = MODEL_SYSTEMS[system]
                 system_options = options if several else single
-                music = harmonize(
+                voices = harmonize(
                     vq_vae, transformer, melody, system_options, seed, config.data.normalize_key, hear_melody=hears
-                ).quarters
-            voices = voice(music, grid, melody)  # four voices, as generate.py writes them
-            if options.voicing:
-                music = voices.quarters()
+                ).voices
+            music = voices.quarters()
             seconds[system] += time.perf_counter() - started
+            voice_lists.setdefault(system, []).append(voices)
             rolls = [voices.voice_quarters(number) for number in range(4)]  # the rules read the voices
-            scores[system].append({**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls)})
+            kept = {"melody_kept": soprano_kept(voices, melody)}  # the union may strike a held melody key again
+            ending = piece_ending(
+                voices.notes, voices_key(voices.notes, STEPS_PER_QUARTER), STEPS_PER_QUARTER, fermatas
+            )
+            scores[system].append(
+                {**harmony_scores(music, melody, bach_lower), **four_part_scores(rolls), **kept, "ending": ending}
+            )
             outputs.setdefault(system, []).append(music)
             # analysed with the chorale's phrase ends: the tune's fermatas are where Bach's are
-            fermatas = [step / STEPS_PER_QUARTER for step in read_fermatas(path)]
             voiced.setdefault(system, []).append(
-                music_from_voices(voices.notes, voices.steps_per_quarter, fermatas=fermatas)
+                music_from_voices(
+                    voices.notes, voices.steps_per_quarter, fermatas=[f / STEPS_PER_QUARTER for f in fermatas]
+                )
             )
             if png is not None and system == "model" and len(scores["model"]) == 1:
                 panels = [(music, f"{name}: its Soprano harmonized by bachsformer"), (melody | bach_lower, "Bach")]
                 write_rolls_png(panels, png, melody=melody, overwrite=True)
         bach_files.append(path)
         bach_scores = harmony_scores(melody | bach_lower, melody, bach_lower)
-        scores["Bach"].append({**bach_scores, **four_part_scores(chorale_parts(path))})
+        parts = chorale_parts(path)
+        notes = [restore_repeats(quarters_to_notes(part)) for part in parts]
+        ending = piece_ending(notes, voices_key(notes, STEPS_PER_QUARTER), STEPS_PER_QUARTER, fermatas)
+        scores["Bach"].append({**bach_scores, **four_part_scores(parts), "ending": ending})
+        voice_lists.setdefault("Bach", []).append(bach_voices)
     table = {system: summarize(rows) for system, rows in scores.items() if rows}
+    for system, pieces in voice_lists.items():  # parallels over all pairs per 100 quarters, inner rests, leaps
+        table[system]["four_part"] = voice_figures(pieces)
     for system, pieces in outputs.items():  # on the grid of the voicing, at most four keys at once
         table[system]["grid"] = grid_shares(pieces, grid)
     for system in systems:
@@ -397,6 +425,7 @@ def print_harmonization(results: dict) -> None:
                 f"{system}: {grid['off_grid']:.3f} of {grid['notes']} notes off the grid,"
                 f" {grid['shorter_than_grid']:.3f} shorter than it, at most {grid['max_keys']} keys at once"
             )
+    print_endings({system: row["endings"] for system, row in table.items()})
     if "model" in table:
         for baseline in (s for s in SYSTEMS[1:] if s in table):
             gain = table["model"]["lower_voice_overlap"] - table[baseline]["lower_voice_overlap"]

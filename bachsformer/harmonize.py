@@ -7,20 +7,21 @@ music). The constraint is then made exact in what is written, and the written mu
 context holds from then on.
 
 - Harmonize: a candidate is one quarter, drawn after the quarters written so far (their keys and
-  values run once per quarter written, and shared; docs/design.md, How a quarter is computed).
-  Each is made exact first: the melody imposed (`impose_melody`: nothing sounds
-  above it, every melody note keeps its pitch, onset and length) and the result encoded after the
-  quarter before it. Its score adds two things: the share of the melody's cells the candidate
-  already sounded less what it sounded above the melody, times
-  HARMONY_SHARPNESS, so that the texture whose top voice was the tune wins; and the log-likelihood
-  the transformer gives the exact quarter after the context, so that lower voices that clash with
-  the imposed melody lose. It loses `generate.rules` times its faults against the four-part rules
-  (`rule_penalties`: parallels, the Bass's range and leaps) where it follows the quarter before.
+  values run once per quarter written, and shared; docs/design.md, How a quarter is computed),
+  and decoded into four voices. Each is made exact first (`impose_melody`: its Soprano becomes the
+  melody's line, and a lower voice above the melody moves down by octaves) and encoded again. All
+  candidates are judged at once on their lines. The score adds the share of the melody's steps the
+  candidate's own Soprano already sang, less the steps a lower voice sounded above it, times
+  HARMONY_SHARPNESS, so that the candidate whose Soprano was the tune wins; and the
+  log-likelihood the transformer gives the exact quarter after the context, so that lower voices
+  that clash with the imposed melody lose. It loses `generate.rules` times its faults against the
+  four-part rules (`rule_penalties`: parallels, the Bass's range and leaps) where it follows the
+  quarter before.
 - Regenerate: a candidate is the whole passage, sampled after the music before it. Its score is
   the log-likelihood the transformer gives the quarters after the passage (up to
   FOLLOWING_QUARTERS), so choosing by exp(score) is sampling-importance-resampling from
   p(passage | music before, music after), less `generate.rules` times its rule faults between the
-  quarters around it. Every quarter outside the passage is kept as it was read.
+  quarters around it. Every quarter outside the passage keeps its voices as they were read.
 
 Both read and write the music key-normalized, as the models learned it, and move the result back
 to the melody's or the file's key (or to `generate.key`).
@@ -34,16 +35,17 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from bachsformer.compose import Composition, decode_quarters, in_key, sample_codes
+from bachsformer.compose import Composition, as_voices, decode_voices, in_key, sample_codes
 from bachsformer.config import GenerateConfig
 from bachsformer.errors import BachsformerError
 from bachsformer.gpt import GPT
 from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters
 from bachsformer.melody import melody_tokens, window_melody
 from bachsformer.metrics import highest_line
-from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, drop_short_notes, read_midi, read_midi_tracks
-from bachsformer.rules import count_rules, lines
-from bachsformer.voicing import VOICE_NAMES, VOICE_RANGES, grid_steps, voice
+from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, quarters_to_notes, read_midi, read_midi_tracks
+from bachsformer.rules import EIGHTHS_PER_QUARTER, count_rules_batch
+from bachsformer.voices import SILENCE, VOICE_NAMES, Voices, concatenate, from_lines, note_starts, restore_repeats
+from bachsformer.voicing import VOICE_RANGES, grid_steps
 from bachsformer.vqvae import VQVAE
 
 HARMONY_SHARPNESS = 20.0  # exp(20 * score): a candidate sounding 10 % more of the melody is e^2 times likelier
@@ -159,20 +161,15 @@ def thin_harmony_warning(quarters: np.ndarray, melody: np.ndarray, source: str, 
     return f"{source}: harmony sounds under only {share:.0%} of the tune, which is left mostly bare (try {remedy})"
 
 
-def keep_tune(quarters: np.ndarray, written: np.ndarray, melody: np.ndarray, first: int, last: int) -> np.ndarray:
-    """Quarters [Q, 88, S] with quarters first ... last (from 1) written anew, and the rest exactly as they were.
-
-    melody: the tune inside `quarters` (a harmonization's), made the passage's exact top voice again;
-    all silent: the passage as written.
-    """
-    music = quarters.copy()
-    music[first - 1 : last] = written[first - 1 : last]
-    if melody.any():
-        tune = piece_roll(melody)
-        steps = quarters.shape[2]
-        music = piece_quarters(impose_melody(piece_roll(music), tune, melody_ceiling(tune)), steps)
-        music[: first - 1], music[last:] = quarters[: first - 1], quarters[last:]
-    return music
+def keep_tune(voices: Voices, melody: np.ndarray, first: int, last: int) -> Voices:
+    """Voices with quarters first ... last (from 1) written anew and the melody quarters [Q, 88, S] (a
+    harmonization's tune) made that passage's exact Soprano again (`with_tune`); the rest as it is."""
+    parts = [
+        voices.sliced(0, first - 1),
+        with_tune(voices.sliced(first - 1, last), melody[first - 1 : last]),
+        voices.sliced(last, voices.num_quarters),
+    ]
+    return concatenate([part for part in parts if part.num_quarters])
 
 
 def melody_ceiling(melody_roll: np.ndarray) -> np.ndarray:
@@ -188,67 +185,96 @@ def melody_ceiling(melody_roll: np.ndarray) -> np.ndarray:
     return np.where(last_step >= 0, keys[np.maximum(last_step, 0)], first_key)
 
 
-def impose_melody(roll: np.ndarray, melody_roll: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
-    """Harmony roll [88, T] with melody [88, T] made its exact top voice (see the module doc).
+def melody_line(tune: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A tune's quarters [Q, 88, S] (one line of notes) as the lines of one voice: keys [Q, S], onsets [Q, S]."""
+    notes = restore_repeats(quarters_to_notes(tune))
+    keys, onsets = Voices((notes,), len(tune), tune.shape[2]).lines()
+    return keys[:, 0], onsets[:, 0]
 
-    Nothing sounds above the ceiling; where the melody sounds its key is the melody's alone, and a
-    harmony note of the same key is cut one step before each melody onset and at each melody offset,
-    so that every melody note keeps its onset and length.
+
+def below_ceiling(keys: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
+    """Lower voices' keys [..., S] moved down by octaves until none lies above ceiling [S] (SILENCE stays;
+    a key that would fall off the keyboard rests)."""
+    above = (keys != SILENCE) & (keys > ceiling)
+    octaves = -(-(keys - ceiling) // 12)
+    lowered = np.where(above, keys - 12 * octaves, keys)
+    return np.where(lowered < 0, SILENCE, lowered)
+
+
+def impose_melody(
+    keys: np.ndarray,
+    onsets: np.ndarray,
+    melody_keys: np.ndarray,
+    melody_onsets: np.ndarray,
+    ceiling: np.ndarray,
+    key_before,
+):
+    """Candidates' lines keys, onsets [M, V, S] with the melody (keys, onsets [S]) as their Soprano, exactly,
+    and nothing above it: a lower voice above the ceiling [S] moves down by octaves. key_before [V]: each
+    voice's key at the step before (SILENCE: none); onsets are set where notes start. Returns (keys, onsets)."""
+    keys, onsets = keys.copy(), onsets.copy()
+    keys[:, 0], onsets[:, 0] = melody_keys, melody_onsets
+    keys[:, 1:] = below_ceiling(keys[:, 1:], ceiling)
+    before = np.broadcast_to(np.asarray(key_before), keys.shape[:2])
+    onsets[:, 1:] = note_starts(keys[:, 1:], onsets[:, 1:], before[:, 1:])
+    return keys, onsets
+
+
+def with_tune(voices: Voices, melody: np.ndarray) -> Voices:
+    """Voices whose Soprano is exactly the melody quarters [Q, 88, 32] (one line) and nothing above it: the
+    lower voices' notes above the melody (or, in its rests, the note before) move down by octaves."""
+    keys, onsets = voices.lines()  # [Q, V, S]
+    melody_keys, melody_onsets = melody_line(melody)
+    ceiling = melody_ceiling(piece_roll(melody)).reshape(melody_keys.shape)  # [Q, S]
+    keys[:, 0], onsets[:, 0] = melody_keys, melody_onsets
+    keys[:, 1:] = below_ceiling(keys[:, 1:], ceiling[:, None, :])
+    lower_keys = keys[:, 1:].transpose(1, 0, 2).reshape(voices.num_voices - 1, -1)  # [V - 1, Q * S]
+    lower_onsets = onsets[:, 1:].transpose(1, 0, 2).reshape(voices.num_voices - 1, -1)
+    starts = note_starts(lower_keys, lower_onsets).reshape(voices.num_voices - 1, len(keys), -1)
+    onsets[:, 1:] = starts.transpose(1, 0, 2)
+    return from_lines(keys, onsets)
+
+
+def melody_scores(keys: np.ndarray, melody_keys: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
+    """How well each candidate's lines keys [M, V, S] already carry a melody's keys [S]: float [M].
+
+    (melody steps its Soprano sounds right - steps where a lower voice sounds above the ceiling) / melody
+    steps. A lower voice doubling the tune earns nothing: the doubling moves with it in parallel octaves.
     """
-    keys = np.arange(NUM_KEYS)[:, None]
-    sounding = melody_roll.any(axis=0)[None, :]
-    blocked = (keys > ceiling[None, :]) | ((keys == ceiling[None, :]) & sounding)
-    result = (roll & ~blocked) | melody_roll
-    follows_melody = np.zeros_like(melody_roll)  # [k, t]: the melody sounds key k at step t - 1
-    follows_melody[:, 1:] = melody_roll[:, :-1]
-    precedes_melody = np.zeros_like(melody_roll)  # [k, t]: the melody sounds key k at step t + 1
-    precedes_melody[:, :-1] = melody_roll[:, 1:]
-    result[(follows_melody | precedes_melody) & ~melody_roll] = False  # the steps around each melody note
-    return result
+    sounding = melody_keys != SILENCE
+    hits = ((keys[:, 0] == melody_keys) & sounding).sum(axis=1)
+    lower = keys[:, 1:]
+    above = ((lower != SILENCE) & (lower > ceiling)).any(axis=1).sum(axis=1)
+    return (hits - above) / max(int(sounding.sum()), 1)
 
 
-def melody_scores(candidates: np.ndarray, melody: np.ndarray, ceiling: np.ndarray) -> np.ndarray:
-    """How well each candidate quarter [M, 88, S] already carries melody [88, S]: float [M].
-
-    (melody cells it sounds - cells it sounds above the ceiling) / melody cells. The melody's pitch
-    class an octave lower earns nothing: crediting it chose candidates that double the tune in a
-    lower voice, and the doubling moves with the tune in parallel octaves (the model card measures it).
-    """
-    keys = np.arange(NUM_KEYS)[:, None]
-    hits = (candidates & melody[None]).sum(axis=(1, 2))
-    above = (candidates & (keys > ceiling[None, :])[None]).sum(axis=(1, 2))
-    return (hits - above) / max(int(melody.sum()), 1)
+def eighth_pitches(keys: np.ndarray) -> np.ndarray:
+    """Lines keys [..., V, T] (T a multiple of the steps of an eighth) as MIDI pitches at every eighth, -1 silent."""
+    sampled = keys[..., :: STEPS_PER_QUARTER // EIGHTHS_PER_QUARTER]
+    return np.where(sampled == SILENCE, -1, sampled + LOWEST_PITCH)
 
 
-def rule_penalties(before: np.ndarray, candidates: np.ndarray, melody: np.ndarray | None, shift: int, grid: int):
-    """How far each candidate breaks the four-part rules where it follows the music before it: float [M].
+def rule_penalties(keys: np.ndarray, shift: int) -> np.ndarray:
+    """How far each candidate breaks the four-part rules: lines keys [M, 4, T] of the music around each
+    candidate, in the key it is written in moved by `shift` semitones: float [M].
 
-    before: quarters [B, 88, S] written before; candidates: [M, P, 88, S]; melody: quarters [B + P, 88, S]
-    of the tune over both (None: no melody); shift: semitones the music was moved by (the ranges are
-    the voices' in the key it is written in). Each candidate is voiced after `before` (voicing.py), and
-    its parallel and hidden fifths and octaves between all voices (those of Soprano and Bass again),
+    Its parallel and hidden fifths and octaves between all voices (those of Soprano and Bass again),
     its Bass notes outside the Bass's range and its Bass leaps are weighed (RULE_WEIGHTS).
     """
+    pitches = eighth_pitches(keys)  # [M, 4, E]
+    counts = count_rules_batch(pitches)
+    outer = count_rules_batch(pitches[:, [0, 3]])
+    penalty = sum(RULE_WEIGHTS[name] * counts[name] for name in RULE_WEIGHTS)
+    penalty = penalty + OUTER_WEIGHT * (outer["parallel_fifths"] + outer["parallel_octaves"] + outer["hidden_octaves"])
     low, high = VOICE_RANGES[3]
-    penalties = np.zeros(len(candidates))
-    for number, candidate in enumerate(candidates):
-        voices = voice(np.concatenate([before, candidate]), grid, melody)
-        voice_lines = lines([voices.voice_quarters(part) for part in range(4)])
-        counts = count_rules(voice_lines)
-        outer = count_rules(voice_lines[[0, 3]])
-        bass = voices.notes[3][:, 2] - shift  # MIDI pitches in the written key
-        penalty = sum(RULE_WEIGHTS[name] * counts[name] for name in RULE_WEIGHTS)
-        penalty += OUTER_WEIGHT * (outer["parallel_fifths"] + outer["parallel_octaves"] + outer["hidden_octaves"])
-        penalty += BASS_RANGE_WEIGHT * (np.maximum(low - bass, 0) + np.maximum(bass - high, 0)).sum()
-        penalty += BASS_LEAP_WEIGHT * np.abs(np.diff(bass)).sum()
-        penalties[number] = penalty
-    return penalties
-
-
-def encode_after(vq_vae: VQVAE, previous: np.ndarray | None, quarters: np.ndarray) -> torch.Tensor:
-    """Codes [M, 16] of each of quarters [M, 88, 32], each read as following `previous` [88, 32] (if any)."""
-    before = None if previous is None else torch.from_numpy(previous)
-    return vq_vae.encode(torch.from_numpy(quarters), consecutive=False, previous=before)
+    bass = np.where(pitches[:, 3] >= 0, pitches[:, 3] - shift, -1)  # MIDI pitches in the written key
+    sounding = bass >= 0
+    penalty = penalty + BASS_RANGE_WEIGHT * np.where(
+        sounding, np.maximum(low - bass, 0) + np.maximum(bass - high, 0), 0
+    ).sum(axis=1)
+    moves = sounding[:, 1:] & sounding[:, :-1]
+    penalty = penalty + BASS_LEAP_WEIGHT * np.where(moves, np.abs(np.diff(bass, axis=1)), 0).sum(axis=1)
+    return penalty.astype(np.float64)
 
 
 def choose(scores: torch.Tensor, generator: torch.Generator) -> int:
@@ -268,10 +294,10 @@ def harmonize(
     hear_melody: bool = True,
     progress=None,
     phrase_ends: list[int] | None = None,
-    primer: np.ndarray | None = None,
+    primer: Voices | None = None,
     tonic: int | None = None,
 ) -> Composition:
-    """The melody quarters [Q, 88, 32] (one line of notes) with voices below it written by the models.
+    """The melody quarters [Q, 88, 32] (one line of notes) as the Soprano of four voices written by the models.
 
     normalize_key: whether the models learned key-normalized music (else the melody stays in its key).
     A transformer with the melody condition hears the tune (each quarter's and those ahead of it),
@@ -280,9 +306,9 @@ def harmonize(
     progress: called with 1 after each quarter is written (a progress bar's update), or None.
     phrase_ends: onset steps of the notes that end the tune's phrases (its fermatas), which get a
     cadence; None: the notes followed by the next only after a half note or more (`ending_notes`).
-    primer: quarters [P, 88, 32] the music starts with, in the melody's key and under its first P
-    quarters: kept as they are, and harmonizing starts after them. tonic: the pitch class the
-    cadences close on, in the melody as harmonized (default: its estimated key's).
+    primer: the voices the music starts with, in the melody's key and under its first P quarters:
+    kept as they are, and harmonizing starts after them. tonic: the pitch class the cadences close
+    on, in the melody as harmonized (default: its estimated key's).
     The harmony ends with the tune: the chord under its last note is held to the note's end, and
     nothing sounds after it (a rest at the tune's end is not harmonized).
     """
@@ -296,20 +322,23 @@ def harmonize(
     ends = ending_notes(tune) if phrase_ends is None else sorted(phrase_ends)
     last_onset, tune_end = last_note(tune)
     ends = [e for e in ends if e < last_onset]
-    ceiling = melody_ceiling(piece_roll(tune))  # [Q * 32]
+    ceiling = melody_ceiling(piece_roll(tune)).reshape(len(tune), steps)  # [Q, 32]
+    melody_keys, melody_onsets = melody_line(tune)  # [Q, 32] each
     per_quarter = vq_vae.codes_per_quarter
+    num_voices = vq_vae.num_voices
     context_quarters = (transformer.config.block_size + 1) // per_quarter - 1  # room for one more quarter
     generator = torch.Generator().manual_seed(seed)
-    written = np.zeros_like(tune)
-    codes = torch.zeros(len(tune), per_quarter, dtype=torch.long, device=transformer.first_code_probs.device)
+    written_keys = np.full((len(tune), num_voices, steps), SILENCE, dtype=np.int64)  # [Q, V, 32]
+    written_onsets = np.zeros((len(tune), num_voices, steps), dtype=bool)
+    device = transformer.first_code_probs.device
+    codes = torch.zeros(len(tune), per_quarter, dtype=torch.long, device=device)
     heard_ahead = transformer.config.melody_quarters if hear_melody else 0
     tokens = torch.from_numpy(melody_tokens(tune)) if heard_ahead else None  # [Q, slots]
     shared = None  # the context run so far
-    grid = grid_steps(options.grid, steps)
-    kept = 0 if primer is None else len(primer)
+    kept = 0 if primer is None else primer.num_quarters
     if kept:
-        written[:kept] = transpose_quarters(np.asarray(primer, dtype=bool), shift)
-        codes[:kept] = vq_vae.encode(torch.from_numpy(written[:kept]).to(codes.device))
+        written_keys[:kept], written_onsets[:kept] = primer.transposed(shift).lines()
+        codes[:kept] = vq_vae.encode(torch.from_numpy(written_keys[:kept]), torch.from_numpy(written_onsets[:kept]))
     for i in range(kept, (tune_end - 1) // steps + 1):
         # the last context_quarters quarters: a window that slides by a quarter once full
         first = max(0, i - context_quarters)
@@ -325,35 +354,41 @@ def harmonize(
         # a candidate drawn more than once is decoded, imposed, encoded and scored once (U distinct)
         candidates, copies = torch.unique(candidates, dim=0, return_inverse=True)  # [U, 16], [M]
         previous = codes[i - 1] if i else None  # what a decoder with context hears before the candidates
-        rolls = decode_quarters(vq_vae, candidates.flatten(), consecutive=False, previous=previous)  # [U, 88, 32]
-        quarter_ceiling = ceiling[i * steps : (i + 1) * steps]
-        imposed = np.stack([impose_melody(r, tune[i], quarter_ceiling) for r in rolls])  # [U, 88, 32]
-        imposed_codes = encode_after(vq_vae, written[i - 1] if i else None, imposed)  # [U, 16]
-        scores = torch.from_numpy(HARMONY_SHARPNESS * melody_scores(rolls, tune[i], quarter_ceiling)).float()
+        keys, onsets = (part.cpu().numpy() for part in vq_vae.decode(candidates, consecutive=False, previous=previous))
+        key_before = written_keys[i - 1, :, -1] if i else np.full(num_voices, SILENCE)
+        imposed_keys, imposed_onsets = impose_melody(
+            keys, onsets, melody_keys[i], melody_onsets[i], ceiling[i], key_before
+        )  # [U, V, 32] each
+        imposed_codes = vq_vae.encode(torch.from_numpy(imposed_keys), torch.from_numpy(imposed_onsets))  # [U, 16]
+        scores = torch.from_numpy(HARMONY_SHARPNESS * melody_scores(keys, melody_keys[i], ceiling[i])).float()
         # and how likely the transformer finds the quarter as it will be written
         scores += transformer.log_likelihood_after(shared, imposed_codes).cpu()
         if options.rules:  # and how well it keeps the rules of four-part writing after the quarter before
-            silence = np.zeros_like(tune[:1])  # before the first quarter
-            before = written[i - 1 : i] if i else silence
-            tune_around = np.concatenate([tune[i - 1 : i] if i else silence, tune[i : i + 1]])
-            penalties = rule_penalties(before, imposed[:, None], tune_around, shift, grid)
-            scores -= options.rules * torch.from_numpy(penalties).float()
+            before = written_keys[i - 1] if i else np.full((num_voices, steps), SILENCE)
+            around = np.concatenate([np.broadcast_to(before, imposed_keys.shape), imposed_keys], axis=2)
+            scores -= options.rules * torch.from_numpy(rule_penalties(around, shift)).float()
         for end in [e for e in ends if e // steps == i] + ([last_onset] if last_onset // steps == i else []):
             scores += CADENCE_WEIGHT * torch.from_numpy(
-                cadences(imposed, tune[i], end % steps, tonic, end == last_onset)
+                cadences(imposed_keys, melody_keys[i], end % steps, tonic, end == last_onset)
             )
         chosen = int(copies[choose(scores[copies], generator)])  # each copy drawn as often as it was sampled
-        written[i], codes[i] = imposed[chosen], imposed_codes[chosen]
+        written_keys[i], written_onsets[i], codes[i] = (
+            imposed_keys[chosen],
+            imposed_onsets[chosen],
+            imposed_codes[chosen],
+        )
         if progress is not None:
             progress(1)
+    voices = from_lines(written_keys, written_onsets)
+    lower = Voices(voices.notes[1:], voices.num_quarters, steps)
     if options.min_note_steps > 1:
-        written[kept:] = drop_short_notes(written[kept:], options.min_note_steps)
-    roll = hold_last_chord(piece_roll(written), piece_roll(tune), last_onset, tune_end)
-    # once more over the whole piece: the cuts around melody notes that start or end on a boundary
-    music = piece_quarters(impose_melody(roll, piece_roll(tune), ceiling), steps)
+        lower = lower.without_short_notes(options.min_note_steps)
+    lower = hold_last_chord(lower, last_onset, tune_end)
+    # the melody exact once more: a fragment merged into the note before it may have carried that note above the tune
+    voices = with_tune(Voices((voices.notes[0], *lower.notes), voices.num_quarters, steps), tune)
     if kept:
-        music[:kept] = transpose_quarters(np.asarray(primer, dtype=bool), shift)
-    return in_key(transpose_quarters(music, -shift), key, options.key, melody)
+        voices = concatenate([primer.transposed(shift), voices.sliced(kept, voices.num_quarters)])
+    return in_key(voices.transposed(-shift), key, options.key, melody)
 
 
 def last_note(tune: np.ndarray) -> tuple[int, int]:
@@ -380,40 +415,46 @@ def ending_notes(tune: np.ndarray) -> list[int]:
     return [int(a) for a, b in zip(onsets, onsets[1:]) if b - a >= half]
 
 
-def cadences(candidates: np.ndarray, melody: np.ndarray, step: int, tonic: int, final: bool) -> np.ndarray:
-    """1.0 for each candidate quarter [M, 88, S] whose chord at `step` closes a phrase, else 0: float [M].
+def cadences(keys: np.ndarray, melody_keys: np.ndarray, step: int, tonic: int, final: bool) -> np.ndarray:
+    """1.0 for each candidate's lines keys [M, V, S] whose chord at `step` closes a phrase, else 0: float [M].
 
-    The chord's bass (the lowest key sounding at the step) is the tonic, or at a phrase inside the
+    The chord's bass (the lowest voice sounding at the step) is the tonic, or at a phrase inside the
     tune also the dominant, and the melody's note there belongs to the triad on that bass. The
     tune's last note asks for the tonic alone (an authentic close); inside it a half close counts.
     """
-    keys = np.flatnonzero(melody[:, step])
-    if not len(keys):
-        return np.zeros(len(candidates))
-    melody_class = (int(keys[0]) + LOWEST_PITCH) % 12
+    if melody_keys[step] == SILENCE:
+        return np.zeros(len(keys))
+    melody_class = (int(melody_keys[step]) + LOWEST_PITCH) % 12
     roots = [tonic] if final else [tonic, (tonic + 7) % 12]
-    scores = np.zeros(len(candidates))
-    for m, candidate in enumerate(candidates):
-        sounding = np.flatnonzero(candidate[:, step])
-        if not len(sounding):
-            continue
-        bass = (int(sounding[0]) + LOWEST_PITCH) % 12
-        triad = {bass, (bass + 3) % 12, (bass + 4) % 12, (bass + 7) % 12}  # either third: minor's V is major
-        scores[m] = float(bass in roots and melody_class in triad)
-    return scores
+    chord = keys[:, :, step]  # [M, V]
+    lowest = np.where(chord == SILENCE, NUM_KEYS, chord).min(axis=1)  # [M]
+    bass = (lowest + LOWEST_PITCH) % 12
+    in_triad = np.isin((melody_class - bass) % 12, [0, 3, 4, 7])  # either third: minor's V is major
+    return ((lowest < NUM_KEYS) & np.isin(bass, roots) & in_triad).astype(np.float64)
 
 
-def hold_last_chord(roll: np.ndarray, melody_roll: np.ndarray, onset: int, end: int) -> np.ndarray:
-    """Harmony roll [88, T] ending with the melody [88, T]: the chord under the last melody note (the
-    keys sounding at its onset, or at the first step after it where the harmony sounds) held to its
-    end, no other note struck under it, and nothing sounding from `end` on."""
-    roll = roll.copy()
-    harmony = roll[:, onset:end] & ~melody_roll[:, onset:end]  # [88, note steps]
-    sounding = np.flatnonzero(harmony.any(axis=0))
-    if len(sounding):
-        roll[:, onset:end] = harmony[:, sounding[0]][:, None]
-    roll[:, end:] = False
-    return roll
+def hold_last_chord(lower: Voices, onset: int, end: int) -> Voices:
+    """Lower voices ending with the melody's last note, sounding in steps [onset, end): each voice's key at the
+    note's onset (or at the first step after it where any lower voice sounds) held to its end as one note (a
+    note of that key sounding into the onset goes on, a tie), and nothing sounding from `end` on."""
+    keys = np.full((lower.num_voices, lower.num_quarters * lower.steps_per_quarter), SILENCE)
+    for voice, notes in enumerate(lower.notes):
+        for start, stop, pitch in notes.tolist():
+            keys[voice, start:stop] = pitch - LOWEST_PITCH
+    sounding = np.flatnonzero((keys[:, onset:end] != SILENCE).any(axis=0))
+    held = keys[:, onset + sounding[0]] if len(sounding) else np.full(lower.num_voices, SILENCE)
+    parts = []
+    for voice, notes in enumerate(lower.notes):
+        earlier = notes[notes[:, 0] < onset]
+        kept = earlier.copy()
+        kept[:, 1] = np.minimum(kept[:, 1], onset)
+        if held[voice] != SILENCE:
+            pitch = held[voice] + LOWEST_PITCH
+            tied = len(earlier) and earlier[-1, 1] > onset and earlier[-1, 2] == pitch
+            start = int(earlier[-1, 0]) if tied else onset
+            kept = np.concatenate([kept[:-1] if tied else kept, [[start, end, pitch]]])
+        parts.append(kept.reshape(-1, 3))
+    return Voices(tuple(parts), lower.num_quarters, lower.steps_per_quarter)
 
 
 def parse_passage(text: str, num_quarters: int, source: str) -> tuple[int, int]:
@@ -433,23 +474,27 @@ def parse_passage(text: str, num_quarters: int, source: str) -> tuple[int, int]:
 def regenerate(
     vq_vae: VQVAE,
     transformer: GPT,
-    quarters: np.ndarray,
+    music: np.ndarray | Voices,
     first: int,
     last: int,
     options: GenerateConfig,
     seed: int,
     normalize_key: bool = True,
 ) -> Composition:
-    """Quarters [Q, 88, 32] with quarters first ... last (1-based, inclusive) written anew to fit both sides.
+    """The music's voices (or quarters [Q, 88, 32], split by the voicing rule) with quarters first ... last
+    (1-based, inclusive) written anew to fit both sides.
 
     normalize_key: whether the models learned key-normalized music (else the piece stays in its key).
     """
-    quarters = np.asarray(quarters, dtype=bool)
+    steps = STEPS_PER_QUARTER
+    voices = as_voices(music, grid_steps(options.grid, steps))
+    quarters = voices.quarters()
     key = estimate_key(quarters)
     shift = normalizing_shift(quarters, key) if normalize_key else 0
     per_quarter = vq_vae.codes_per_quarter
     device = transformer.first_code_probs.device
-    codes = vq_vae.encode(torch.from_numpy(transpose_quarters(quarters, shift)).to(device))  # [Q, 16]
+    keys, onsets = voices.transposed(shift).lines()  # [Q, V, 32]
+    codes = vq_vae.encode(torch.from_numpy(keys).to(device), torch.from_numpy(onsets).to(device))  # [Q, 16]
     window_quarters = (transformer.config.block_size + 1) // per_quarter
     before = codes[: first - 1].flatten()
     # scored after at least one quarter of the passage, in one window
@@ -466,15 +511,16 @@ def regenerate(
         sequences = torch.cat([history, after.expand(options.candidates, -1)], dim=1)
         scores = transformer.log_likelihood(sequences, history.shape[1]).cpu()
     previous = codes[first - 2] if first > 1 else None
-    decoded = np.stack(  # [M, P, 88, 32]
-        [decode_quarters(vq_vae, row, min_note_steps=options.min_note_steps, previous=previous) for row in passages]
-    )
+    decoded = [decode_voices(vq_vae, row, options.min_note_steps, previous=previous) for row in passages]
     if options.rules:  # the four-part rules where each candidate meets the music around it
-        normalized = transpose_quarters(quarters[max(first - 2, 0) : last + 1], shift)
-        before, after = normalized[: min(first - 1, 1)], normalized[len(normalized) - (last < len(quarters)) :]
-        around = np.concatenate([decoded, np.broadcast_to(after, (len(decoded), *after.shape))], axis=1)
-        grid = grid_steps(options.grid, quarters.shape[2])
-        scores = scores - options.rules * torch.from_numpy(rule_penalties(before, around, None, shift, grid)).float()
-    passage = decoded[choose(scores, generator)]
-    music = np.concatenate([quarters[: first - 1], transpose_quarters(passage, -shift), quarters[last:]])
-    return in_key(music, key, options.key)
+        around_keys = []
+        for passage in decoded:
+            passage_keys, _ = passage.lines()  # [P, V, 32]
+            parts = [keys[first - 2 : first - 1]] if first > 1 else []
+            parts += [passage_keys] + ([keys[last : last + 1]] if last < len(keys) else [])
+            joined = np.concatenate(parts)  # [n, V, 32]
+            around_keys.append(joined.transpose(1, 0, 2).reshape(joined.shape[1], -1))
+        scores = scores - options.rules * torch.from_numpy(rule_penalties(np.stack(around_keys), shift)).float()
+    passage = decoded[choose(scores, generator)].transposed(-shift)
+    pieces = [voices.sliced(0, first - 1), passage, voices.sliced(last, voices.num_quarters)]
+    return in_key(concatenate([p for p in pieces if p.num_quarters]), key, options.key)
