@@ -6,8 +6,9 @@
     python serve.py --set models.transformer=runs/my_gpt/best.pt
 
 Ctrl-C or SIGTERM stops it within a second, whatever it is doing. The page (bachsformer/static/)
-needs no outside host: it works offline. The API it calls is listed,
-with a form to try each call, at /docs. The score on the page needs music21 and verovio
+needs no outside host: it works offline. The API it calls is listed at /api
+(from /openapi.json, by the package's own page: no Swagger UI, whose scripts come from a CDN).
+The score on the page needs music21 and verovio
 (pip install music21 verovio); without them the page says so and shows the rest.
 """
 

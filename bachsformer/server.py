@@ -469,7 +469,14 @@ class BodyLimit:
 def create_app(config: Config) -> FastAPI:
     """The app, with the model pair of `config.models` loaded once and `config.generate` as defaults."""
     harmonizer = Harmonizer(config)
-    app = FastAPI(title="bachsformer", description="Harmonize a tune, compose a chorale, regenerate a bar.")
+    # no Swagger UI or ReDoc: both load their scripts from a CDN, and the page works offline; /api lists
+    # the calls from /openapi.json with the package's own static/api.html
+    app = FastAPI(
+        title="bachsformer",
+        description="Harmonize a tune, compose a chorale, regenerate a bar.",
+        docs_url=None,
+        redoc_url=None,
+    )
     app.add_middleware(BodyLimit, limit=MAX_UPLOAD_BYTES)
 
     @app.exception_handler(BachsformerError)
@@ -486,6 +493,10 @@ def create_app(config: Config) -> FastAPI:
     @app.get("/", include_in_schema=False)
     def page():
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/api", include_in_schema=False)
+    def api_page():
+        return FileResponse(STATIC / "api.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -272,3 +272,16 @@ def test_an_opened_pickup_keeps_its_rests_and_the_download_its_file_s_name(page,
     midi = open(download.value.path(), "rb").read()
     assert read_meter_bytes(midi) == meter
     assert quarters_to_notes(highest_line(read_midi_bytes(midi).quarters))[0].tolist() == [0, 32, 67]
+
+
+def test_the_api_page_lists_every_call_without_a_network(browser, server):
+    context = browser.new_context()
+    page = context.new_page()
+    outside = []
+    page.on("request", lambda request: outside.append(request.url) if not request.url.startswith(server) else None)
+    page.goto(server + "api")
+    page.wait_for_selector("section.panel h2")
+    titles = page.locator("section.panel h2").all_inner_texts()
+    context.close()
+    assert "POST /api/harmonize" in titles and "GET /api/info" in titles
+    assert outside == []

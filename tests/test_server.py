@@ -312,3 +312,14 @@ def test_composing_with_a_tune_model_writes_its_tune_as_the_marked_soprano(tmp_p
     assert tune  # the tune is marked as the melody, and it is the top line wherever it sounds
     for onset, offset, pitch, _ in tune:
         assert not any(n[2] > pitch and n[0] < offset and n[1] > onset for n in piece["notes"])
+
+
+def test_the_api_is_listed_offline_at_api_and_no_page_loads_a_cdn(client):
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+    listing = client.get("/api")
+    assert listing.status_code == 200 and 'src="/static/api.js"' in listing.text
+    assert 'href="/api"' in client.get("/").text
+    for page in ("/api", "/static/api.js", "/"):
+        assert not re.search(r"""(src|href)=["']?(https?:)?//""", client.get(page).text), page
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/api/harmonize" in paths and "/docs" not in paths
