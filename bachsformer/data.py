@@ -31,7 +31,6 @@ from bachsformer.midi import (
     STEPS_PER_QUARTER,
     MidiError,
     key_range,
-    read_midi_bytes,
 )
 from bachsformer.voices import (
     READ_BY_RULE,
@@ -40,7 +39,7 @@ from bachsformer.voices import (
     VOICE_NAMES,
     Voices,
     from_lines,
-    read_voices_bytes,
+    read_piece_voices,
 )
 
 MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
@@ -136,8 +135,7 @@ class _VoiceCache:
         if digest in self.stored:
             keys, onsets, notes, dropped, by_rule = self.used[digest] = self.stored[digest]
             return from_lines(keys, onsets), notes, dropped, READ_BY_RULE if by_rule else READ_FROM_PARTS
-        piece = read_midi_bytes(data, source, STEPS_PER_QUARTER, self.max_quarters)
-        voices, read_as = read_voices_bytes(data, source, self.grid, self.max_quarters)
+        piece, voices, read_as = read_piece_voices(data, source, self.grid, self.max_quarters)
         keys, onsets = voices.lines()
         self.used[digest] = (keys.astype(np.uint8), onsets, piece.notes, piece.dropped_notes, read_as == READ_BY_RULE)
         return voices, piece.notes, piece.dropped_notes, read_as
@@ -228,14 +226,6 @@ def transpose_range(quarters: np.ndarray, max_transpose: int) -> tuple[int, int]
     if highest.max(initial=-1) < 0:  # silent
         return 0, 0
     return max(-max_transpose, -int(lowest.min())), min(max_transpose, NUM_KEYS - 1 - int(highest.max()))
-
-
-def transpose(rolls: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Shift each roll [B, ..., 88, T] up by shifts[b] semitones; callers keep notes inside the keys."""
-    keys = torch.arange(NUM_KEYS, device=rolls.device)
-    source_key = (keys[None, :] - shifts[:, None]) % NUM_KEYS  # [B, 88]
-    index = source_key.view(len(rolls), *([1] * (rolls.ndim - 3)), NUM_KEYS, 1)
-    return torch.gather(rolls, -2, index.expand_as(rolls))
 
 
 def transpose_lines(keys: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -384,8 +374,7 @@ def scan(folder: str | Path, as_json: bool = False, max_quarters: int = DEFAULT_
         record = {"file": name, "quarters": None, "notes": None, "dropped_notes": None, "key": None, "voices": None}
         try:
             data = path.read_bytes()
-            piece = read_midi_bytes(data, name, STEPS_PER_QUARTER, max_quarters)
-            _, read_as = read_voices_bytes(data, name, DEFAULT_GRID, max_quarters)
+            piece, _, read_as = read_piece_voices(data, name, DEFAULT_GRID, max_quarters)
         except OSError as error:
             record["error"] = f"cannot read file ({error.strerror or error})"
         except MidiError as error:

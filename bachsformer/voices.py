@@ -25,6 +25,7 @@ from bachsformer.midi import (
     LOWEST_PITCH,
     NUM_KEYS,
     STEPS_PER_QUARTER,
+    Piece,
     file_bytes,
     notes_to_roll,
     quarters_to_notes,
@@ -228,11 +229,22 @@ def read_voices_bytes(
 
     grid: steps of the voicing rule's cells, for a file split by it. Raises MidiError naming `source`.
     """
+    _, voices, read_as = read_piece_voices(data, source, grid, max_quarters)
+    return voices, read_as
+
+
+def read_piece_voices(
+    data: bytes,
+    source: str | Path = "<bytes>",
+    grid: int = 8,
+    max_quarters: int = DEFAULT_MAX_QUARTERS,
+) -> tuple[Piece, Voices, str]:
+    """`read_voices_bytes` with the file read as a whole beside it (its notes and those dropped), each read once."""
     from bachsformer.voicing import voice  # the rule builds on this module's Voices
 
     piece = read_midi_bytes(data, source, STEPS_PER_QUARTER, max_quarters)
     tracks = read_midi_tracks_bytes(data, source, STEPS_PER_QUARTER, max_quarters)
     voices = voices_from_parts([(track.name, track.quarters) for track in tracks])
     if voices is not None:
-        return voices, READ_FROM_PARTS
-    return voice(piece.quarters, grid), READ_BY_RULE
+        return piece, voices, READ_FROM_PARTS
+    return piece, voice(piece.quarters, grid), READ_BY_RULE
