@@ -119,7 +119,7 @@ def test_a_second_load_reads_from_the_cache(corpus_dir: Path, tmp_path: Path, mo
             raise MidiError(args[0], "bad")
         raise AssertionError("parsed a file that is in the cache")
 
-    monkeypatch.setattr(bachsformer.data, "read_midi_bytes", no_parsing)
+    monkeypatch.setattr(bachsformer.data, "read_piece_voices", no_parsing)
     second = load_corpus(corpus_dir, cache_dir, on_skip=lambda error: None)
     assert [p.name for p in second] == [p.name for p in first]
     for cached, parsed in zip(first, second, strict=True):
