@@ -13,7 +13,7 @@ from bachsformer.checkpoint import CheckpointError
 from bachsformer.config import GenerateConfig
 from bachsformer.errors import BachsformerError
 from bachsformer.gpt import GPT
-from bachsformer.keys import Key, KeyRequest, estimate_key, key_move, normalizing_shift, parse_key
+from bachsformer.keys import Key, KeyRequest, estimate_key, key_move, moved_rows, normalizing_shift, parse_key
 from bachsformer.midi import (
     STEPS_PER_QUARTER,
     Meter,
@@ -208,10 +208,7 @@ def in_key(voices: Voices, key: Key, request: str, melody: np.ndarray | None = N
         rows, key = key_move(voices.quarters(), parse_key(request), key)
         voices = voices.moved(rows)
         if melody is not None:
-            moved = np.zeros_like(melody)
-            for row in np.flatnonzero(rows >= 0):
-                moved[:, rows[row]] |= melody[:, row]
-            melody = moved
+            melody = moved_rows(melody, rows)
     return Composition(voices, key, melody)
 
 

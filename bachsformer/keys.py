@@ -201,7 +201,13 @@ def move_to_key(quarters: np.ndarray, request: KeyRequest, key: Key | None = Non
     """
     quarters = np.asarray(quarters, dtype=bool)
     rows, moved_key = key_move(quarters, request, key)
+    return moved_rows(quarters, rows), moved_key
+
+
+def moved_rows(quarters: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """quarters [Q, 88, T] with each key k moved to rows[k] (int [88], -1: dropped), as `key_move` gives."""
+    quarters = np.asarray(quarters, dtype=bool)
     moved = np.zeros_like(quarters)
     for row in np.flatnonzero(rows >= 0):
         moved[:, rows[row]] |= quarters[:, row]
-    return moved, moved_key
+    return moved
