@@ -145,23 +145,6 @@ class VectorQuantizer(nn.Module):
             self.cluster_size[dead] = self.dead_code_threshold
 
 
-def transposed_convolution(x: torch.Tensor, layer: nn.ConvTranspose2d) -> torch.Tensor:
-    """layer(x) for x [N, C_in, H, W] as one matrix product and a col2im (`F.fold`): the same sums.
-
-    Each input pixel's C_in values times the weight give its out-channels x kernel patch; fold adds
-    the overlapping patches into place. Faster than the library kernel where the layer writes
-    few channels (the decoder's last). Plain layers only: no groups, dilation or output padding.
-    """
-    if layer.groups != 1 or layer.dilation != (1, 1) or layer.output_padding != (0, 0):
-        raise ValueError("transposed_convolution takes plain layers: no groups, dilation or output padding")
-    height, width = x.shape[2:]
-    (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w) = layer.kernel_size, layer.stride, layer.padding
-    out_size = ((height - 1) * stride_h - 2 * pad_h + kernel_h, (width - 1) * stride_w - 2 * pad_w + kernel_w)
-    patches = layer.weight.flatten(1).t() @ x.flatten(2)  # [N, C_out * kh * kw, H * W]
-    y = F.fold(patches, out_size, layer.kernel_size, padding=layer.padding, stride=layer.stride)
-    return y if layer.bias is None else y + layer.bias[:, None, None]
-
-
 class ResidualStack(nn.Module):
     def __init__(self, channels: int, residual_channels: int, layers: int):
         super().__init__()
@@ -352,8 +335,7 @@ class VQVAE(nn.Module):
         """codes [N, 16] -> (key logits [N, V, 89, S], onset logits [N, V, 88, S]).
 
         previous: the codes of the quarter before each [N, 16], heard by a model with decoder_context
-        (default: a silent quarter); others ignore it. The last layer writes few channels, where a
-        transposed convolution runs slowly on a CPU: `transposed_convolution` computes the same sums.
+        (default: a silent quarter); others ignore it.
         """
         self._check_codes(codes)
         vectors = self._vectors(codes)  # [N, D, 8, 2]
@@ -362,7 +344,7 @@ class VQVAE(nn.Module):
                 previous = self.silence_codes().expand(len(codes), -1)
             self._check_codes(previous)
             vectors = torch.cat([self._vectors(previous.to(codes.device)), vectors], dim=1)
-        planes = transposed_convolution(self.decoder[:-1](vectors), self.decoder[-1])
+        planes = self.decoder(vectors)  # [N, 3V, 88, 32]
         return self._heads(planes)
 
     @torch.no_grad()

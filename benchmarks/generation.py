@@ -1,20 +1,28 @@
-"""Sampling speed: cached, continuous generation against the naive loop, on this machine.
+"""Sampling speed: cached, continuous generation against the naive loop, and where a free piece's time goes.
 
-    python -m benchmarks.generation [--quarters 128] [--batch 16] [--threads 1] [--device cpu]
+    python -m benchmarks.generation [--quarters 128] [--batch 16] [--threads 1] [--device cpu] [--seed 3]
 
 The naive loop recomputes the whole window for every code, as the original bachsformer does;
 both sample the same codes (a test holds them equal). Uses the transformer in models/ when there
 is one, else an untrained model of the config's size (speed does not depend on the weights).
+With the whole model set in models/, it then writes one free piece as `generate.py --seed 3` does
+(a tune, harmonized, its MIDI file's bytes) and prints the seconds of each part (benchmarks/parts.py).
 """
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.parts import print_parts, time_parts
+from bachsformer import compose
+from bachsformer.compose import load_models
 from bachsformer.config import load_config
 from bachsformer.gpt import GPT
+from bachsformer.midi import Meter
+from bachsformer.tunefirst import compose_tune_first, load_tune_for
 
 
 def timed(model: GPT, num_codes: int, seeds: list[int], use_cache: bool) -> float:
@@ -30,6 +38,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (generate.py uses 1)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--seed", type=int, default=3, help="the free piece's seed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -59,6 +68,24 @@ def main():
         per_piece = seconds / (args.batch if "batch" in name else 1)
         ratio = f"{rate / (codes / naive):8.1f}x" if not args.skip_naive else ""
         print(f"{name:24} {per_piece:9.2f} {rate:10.0f} {ratio:>9}")
+    if all(Path(p).is_file() for p in (config.models.vq_vae, config.models.transformer, config.models.tune)):
+        profile_free_piece(config, args)
+
+
+def profile_free_piece(config, args) -> None:
+    """The parts of one free piece of --quarters quarters written as generate.py writes it by default."""
+    vq_vae, transformer = load_models(config.models.vq_vae, config.models.transformer, args.device)
+    tune_model = load_tune_for(config.models.tune, config.data.normalize_key, args.device)
+    options = dataclasses.replace(config.generate, quarters=args.quarters)
+
+    def free_piece(quarters: int = args.quarters):
+        piece_options = dataclasses.replace(options, quarters=quarters)
+        piece = compose_tune_first(vq_vae, transformer, tune_model, piece_options, [args.seed])[0]
+        compose.piece_midi_bytes(piece, Meter.free(options.tempo), options.program)
+
+    free_piece(8)  # warm-up
+
+    print_parts(f"a free piece of {args.quarters} quarters, tune first, seed {args.seed}", time_parts(free_piece))
 
 
 if __name__ == "__main__":

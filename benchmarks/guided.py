@@ -13,7 +13,8 @@ Each row gives wall-clock seconds and the CPU seconds of this process (on a mach
 work shares, the CPU seconds move less). --end-to-end writes the melody to a MIDI file and times
 `python generate.py --melody` on it as a new process, with the threads generate.py chooses itself
 (OMP_NUM_THREADS removed): starting Python, importing torch, loading the models, harmonizing and
-writing the file.
+writing the file. Last, the melody is harmonized once more from its MIDI file to the bytes of the
+harmonized file, with the seconds of each part (benchmarks/parts.py).
 """
 
 import argparse
@@ -25,12 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.parts import print_parts, time_parts
+from bachsformer import compose as compose_module
+from bachsformer import harmonize as harmonize_module
 from bachsformer.compose import compose, load_models
 from bachsformer.config import load_config
 from bachsformer.data import midi_files
 from bachsformer.evaluate_harmonization import chorale_voices
 from bachsformer.harmonize import harmonize, regenerate
-from bachsformer.midi import write_midi
+from bachsformer.midi import Meter, write_midi
 from bachsformer.sampling import set_sampling_threads
 
 
@@ -107,6 +111,14 @@ def main():
         print(f"{name:48} {seconds:6.2f} s {cpu}")
     if args.end_to_end:
         print(f"(generate.py said: {summary})")
+
+    def harmonized_file():  # as generate.py --melody: the tune read from its file, harmonized, written
+        with tempfile.TemporaryDirectory() as folder:
+            tune = harmonize_module.read_melody(write_midi(melody, Path(folder) / "tune.mid"))
+            piece = harmonize(vq_vae, transformer, tune.quarters, options, seed=0)
+            compose_module.piece_midi_bytes(piece, Meter.free(options.tempo), options.program)
+
+    print_parts(f"harmonize {args.quarters} quarters, from file to file", time_parts(harmonized_file))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from bachsformer.checkpoint import CheckpointError, export_run, save_checkpoint
 from bachsformer.compose import decode_voices
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS
 from bachsformer.voices import SILENCE, from_lines
-from bachsformer.vqvae import VQVAE, VQVAEConfig, reconstruction_scores, transposed_convolution, voice_channels
+from bachsformer.vqvae import VQVAE, VQVAEConfig, reconstruction_scores, voice_channels
 
 TINY = VQVAEConfig(num_embeddings=8, embedding_dim=8, hidden_channels=8, residual_layers=1, residual_channels=8)
 RANGES = ((39, 55), (34, 48), (27, 41), (15, 33))  # keys (MIDI pitch - 21) of S, A, T, B
@@ -99,11 +99,6 @@ def test_inference_layouts_compute_what_the_layers_do():
     key_logits, onset_logits = model.decode_logits(output.codes, previous=model.encode(before_keys, before_onsets))
     assert torch.allclose(key_logits, output.key_logits, atol=1e-4)
     assert torch.allclose(onset_logits, output.onset_logits, atol=1e-4)
-    layer = torch.nn.ConvTranspose2d(5, 3, (3, 4), stride=(1, 2), padding=(0, 1))  # the decoder's shapes, and others
-    x = torch.randn(2, 5, 8, 2)
-    assert torch.allclose(transposed_convolution(x, layer), layer(x), atol=1e-5)
-    with pytest.raises(ValueError, match="plain layers"):
-        transposed_convolution(x, torch.nn.ConvTranspose2d(5, 3, 4, stride=2, output_padding=1))
 
 
 def reproducing(model: VQVAE, keys: torch.Tensor, onsets: torch.Tensor) -> VQVAE:
