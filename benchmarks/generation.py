@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.parts import print_parts, time_parts
 from bachsformer import compose
 from bachsformer.compose import load_models
 from bachsformer.config import load_config
 from bachsformer.gpt import GPT
 from bachsformer.midi import Meter
 from bachsformer.tunefirst import compose_tune_first, load_tune_for
+from benchmarks.parts import print_parts, time_parts
 
 
 def timed(model: GPT, num_codes: int, seeds: list[int], use_cache: bool) -> float:

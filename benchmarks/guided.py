@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.parts import print_parts, time_parts
 from bachsformer import compose as compose_module
 from bachsformer import harmonize as harmonize_module
 from bachsformer.compose import compose, load_models
@@ -36,6 +35,7 @@ from bachsformer.evaluate_harmonization import chorale_voices
 from bachsformer.harmonize import harmonize, regenerate
 from bachsformer.midi import Meter, write_midi
 from bachsformer.sampling import set_sampling_threads
+from benchmarks.parts import print_parts, time_parts
 
 
 def generate_end_to_end(melody, overrides: list[str]) -> tuple[float, str]:
