@@ -55,7 +55,7 @@ def load_models(vq_vae_path, transformer_path, device="cpu") -> tuple[VQVAE, GPT
     return vq_vae, transformer
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def decode_voices(
     vq_vae: VQVAE,
     codes: torch.Tensor,
@@ -74,7 +74,7 @@ def decode_voices(
     return voices.without_short_notes(min_note_steps) if min_note_steps > 1 else voices
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def decode_quarters(
     vq_vae: VQVAE,
     codes: torch.Tensor,
@@ -97,7 +97,7 @@ def decode_quarters(
     )
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample_codes(
     vq_vae: VQVAE, transformer: GPT, prompt: torch.Tensor | None, num_quarters: int, seeds: list, options
 ) -> torch.Tensor:
@@ -235,7 +235,7 @@ def refuse_mode_change(melody: np.ndarray, request: str, source: str) -> None:
         )
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def compose(
     vq_vae: VQVAE,
     transformer: GPT,

@@ -283,7 +283,7 @@ def choose(scores: torch.Tensor, generator: torch.Generator) -> int:
     return int(torch.multinomial(probabilities, 1, generator=generator))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def harmonize(
     vq_vae: VQVAE,
     transformer: GPT,
@@ -470,7 +470,7 @@ def parse_passage(text: str, num_quarters: int, source: str) -> tuple[int, int]:
     return first, last
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def regenerate(
     vq_vae: VQVAE,
     transformer: GPT,

@@ -87,7 +87,7 @@ def tune_modes(tune_model: GPT, seeds: list[int], request: str, primer_key: Key 
     return [MINOR if draw < minor_share else MAJOR for draw in draws]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def compose_tune_first(
     vq_vae: VQVAE,
     transformer: GPT,
