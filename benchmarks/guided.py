@@ -50,6 +50,16 @@ def generate_end_to_end(melody, overrides: list[str]) -> tuple[float, str]:
         return time.perf_counter() - started, result.stdout.strip().splitlines()[-1]
 
 
+def benchmark_chorale(midi_dir: str, quarters: int):
+    """(path, Soprano quarters [Q, 88, 32], lower voices' quarters) of the first chorale whose Soprano has at least
+    `quarters` quarters: the benchmarks' melody."""
+    for path in midi_files(midi_dir):
+        voices = chorale_voices(path)
+        if voices is not None and len(voices[0]) >= quarters:
+            return path, *voices
+    raise SystemExit(f"no chorale in {midi_dir} has a Soprano of {quarters} quarters")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quarters", type=int, default=64, help="melody length (and plain piece length)")
@@ -67,13 +77,7 @@ def main():
     options = dataclasses.replace(config.generate, quarters=args.quarters, key="")
     if args.candidates:
         options = dataclasses.replace(options, candidates=args.candidates)
-    for path in midi_files(config.data.midi_dir):
-        voices = chorale_voices(path)
-        if voices is not None and len(voices[0]) >= args.quarters:
-            break
-    else:
-        raise SystemExit(f"no chorale in {config.data.midi_dir} has a Soprano of {args.quarters} quarters")
-    soprano, lower = voices
+    path, soprano, lower = benchmark_chorale(config.data.midi_dir, args.quarters)
     piece = soprano | lower
     middle = (len(piece) - args.passage) // 2 + 1
     print(f"{path.name}: melody of {args.quarters} quarters; {options.candidates} candidates; {threads} thread(s)")

@@ -1,8 +1,9 @@
 """Where the time of a run goes: the tune model, the transformer, the VQ-VAE, the four-part rules, the files.
 
 `time_parts(run)` calls run() with the models' entry points wrapped by stopwatches and returns the
-wall-clock seconds of each part, the rest of the run under "other" (reading the melody, imposing it,
-choosing, Python around the models). A part's time is counted once where parts nest: the
+wall-clock seconds of each part (or what another clock counts, such as floating-point operations),
+the rest of the run under "other" (reading the melody, imposing it, choosing, Python around the
+models). A part's time is counted once where parts nest: the
 transformer called by the tune model counts to the tune model. The wrappers cost microseconds per call,
 so the total stays what an unwrapped run takes.
 """
@@ -33,8 +34,8 @@ PARTS = {
 
 
 @contextlib.contextmanager
-def stopwatches(seconds: dict[str, float]):
-    """Wrap every entry point of PARTS so that its calls add their wall-clock time to seconds[part]."""
+def stopwatches(seconds: dict[str, float], clock=time.perf_counter):
+    """Wrap every entry point of PARTS so that its calls add what clock() counts during them to seconds[part]."""
     active = []  # the part whose call is running, outermost first
     originals = []
 
@@ -43,11 +44,11 @@ def stopwatches(seconds: dict[str, float]):
             if active:  # inside another part's call: counted there
                 return function(*args, **kwargs)
             active.append(part)
-            started = time.perf_counter()
+            started = clock()
             try:
                 return function(*args, **kwargs)
             finally:
-                seconds[part] = seconds.get(part, 0.0) + time.perf_counter() - started
+                seconds[part] = seconds.get(part, 0.0) + clock() - started
                 active.pop()
 
         return timed
@@ -64,13 +65,13 @@ def stopwatches(seconds: dict[str, float]):
             setattr(owner, name, function)
 
 
-def time_parts(run) -> dict[str, float]:
-    """Seconds per part (PARTS, then "other" and "total") of one call of run()."""
+def time_parts(run, clock=time.perf_counter) -> dict[str, float]:
+    """Seconds (or what clock() counts) per part (PARTS, then "other" and "total") of one call of run()."""
     seconds = {part: 0.0 for part in PARTS}
-    with stopwatches(seconds):
-        started = time.perf_counter()
+    with stopwatches(seconds, clock):
+        started = clock()
         run()
-        total = time.perf_counter() - started
+        total = clock() - started
     seconds["other"] = total - sum(seconds.values())
     seconds["total"] = total
     return seconds
