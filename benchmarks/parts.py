@@ -3,9 +3,9 @@
 `time_parts(run)` calls run() with the models' entry points wrapped by stopwatches and returns the
 wall-clock seconds of each part (or what another clock counts, such as floating-point operations),
 the rest of the run under "other" (reading the melody, imposing it, choosing, Python around the
-models). A part's time is counted once where parts nest: the
-transformer called by the tune model counts to the tune model. The wrappers cost microseconds per call,
-so the total stays what an unwrapped run takes.
+models). A part's time is counted once where parts nest: the transformer called by the tune model
+counts to the tune model. The wrappers cost microseconds per call, so the total stays what an
+unwrapped run takes.
 """
 
 from __future__ import annotations
