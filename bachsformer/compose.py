@@ -99,12 +99,19 @@ def decode_quarters(
 
 @torch.inference_mode()
 def sample_codes(
-    vq_vae: VQVAE, transformer: GPT, prompt: torch.Tensor | None, num_quarters: int, seeds: list, options
+    vq_vae: VQVAE,
+    transformer: GPT,
+    prompt: torch.Tensor | None,
+    num_quarters: int,
+    seeds: list,
+    options,
+    progress=None,
 ) -> torch.Tensor:
     """`num_quarters` new quarters of codes after prompt [B, P] (or from nothing): [B, num_quarters * 16].
 
     Sampled with the options' temperature, top-k and top-p; each code sees at least
     DEFAULT_MIN_CONTEXT codes (whole quarters, fewer than the window holds) once there are that many.
+    progress: called with 1 after each new quarter of the batch is sampled, or None.
     """
     per_quarter = vq_vae.codes_per_quarter
     min_context = min(DEFAULT_MIN_CONTEXT, (transformer.config.block_size - 1) // per_quarter * per_quarter)
@@ -118,6 +125,7 @@ def sample_codes(
         options.top_p,
         codes_per_quarter=per_quarter,
         min_context=min_context,
+        progress=progress,
     )
     return codes[:, codes.shape[1] - num_new :]
 
@@ -244,6 +252,7 @@ def compose(
     primer: np.ndarray | Voices | None = None,
     continuation_only: bool = False,
     normalize_key: bool = True,
+    progress=None,
 ) -> list[Composition]:
     """One piece per seed: `options.quarters` new quarters, after the primer's own unless asked not to.
 
@@ -254,6 +263,7 @@ def compose(
     empty: as written. normalize_key: whether the models learned key-normalized music
     (`data.normalize_key`); when not, a primer is continued in its own key.
     options.min_note_steps: shorter decoded notes are dropped (`decode_voices`).
+    progress: called with 1 after each new quarter is sampled (for all seeds at once), or None.
     """
     if options.quarters < 1:
         raise ValueError(f"the number of quarters must be at least 1, got {options.quarters}")
@@ -267,7 +277,7 @@ def compose(
         primer_codes = vq_vae.encode(keys, onsets)  # [P, 16]
         last_primer_codes = primer_codes[-1]
         prompt = primer_codes.flatten().expand(len(seeds), -1)
-    codes = sample_codes(vq_vae, transformer, prompt, options.quarters, seeds, options)
+    codes = sample_codes(vq_vae, transformer, prompt, options.quarters, seeds, options, progress)
     request = parse_key(options.key) if options.key else None
     pieces = []
     for row in codes:

@@ -452,6 +452,7 @@ class GPT(nn.Module):
         codes_per_quarter: int = 16,
         min_context: int = 96,
         use_cache: bool = True,
+        progress=None,
     ) -> torch.Tensor:
         """Continue `prompt` [B, P] by `num_new` codes; returns [B, P + num_new].
 
@@ -462,7 +463,8 @@ class GPT(nn.Module):
         once (their positions have moved). In between, each step feeds one code through the
         key/value cache. Piece b draws its randomness from its own generator seeded with seeds[b].
         `use_cache=False` recomputes the whole window for every code instead: the same codes at
-        the naive cost, kept for comparison.
+        the naive cost, kept for comparison. progress: called with 1 each time the batch's codes
+        complete a quarter (the prompt is whole quarters: once per new quarter), or None.
         """
         block = self.config.block_size
         if min_context % codes_per_quarter or not 0 < min_context < block:
@@ -500,6 +502,8 @@ class GPT(nn.Module):
                 logits = self(sequence[:, window_start:n], cache=cache)[0][:, -1]
             code = draw(filter_logits(logits, temperature, top_k, top_p), noise[:, n - prompt_length])
             sequence[:, n] = code
+            if progress is not None and (n + 1) % codes_per_quarter == 0:
+                progress(1)
             if cache is not None and n + 1 - window_start <= block and n + 1 < sequence.shape[1]:
                 logits = self.decode_step(code, cache, weights, heard)
         return sequence

@@ -480,11 +480,13 @@ def regenerate(
     options: GenerateConfig,
     seed: int,
     normalize_key: bool = True,
+    progress=None,
 ) -> Composition:
     """The music's voices (or quarters [Q, 88, 32], split by the voicing rule) with quarters first ... last
     (1-based, inclusive) written anew to fit both sides.
 
     normalize_key: whether the models learned key-normalized music (else the piece stays in its key).
+    progress: called with 1 after each quarter of the passage is sampled (all candidates at once), or None.
     """
     steps = STEPS_PER_QUARTER
     voices = as_voices(music, grid_steps(options.grid, steps))
@@ -502,7 +504,7 @@ def regenerate(
     generator = torch.Generator().manual_seed(seed)
     seeds = torch.randint(2**62, (options.candidates,), generator=generator).tolist()
     prompt = before.expand(options.candidates, -1) if len(before) else None
-    passages = sample_codes(vq_vae, transformer, prompt, last - first + 1, seeds, options)  # [M, passage codes]
+    passages = sample_codes(vq_vae, transformer, prompt, last - first + 1, seeds, options, progress)  # [M, codes]
     scores = torch.zeros(options.candidates)
     if len(after):
         # the window that ends with the following quarters, starting on a quarter boundary

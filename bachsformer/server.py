@@ -4,7 +4,11 @@ takes the files home (docs/design.md, The page).
 `create_app(config)` builds the FastAPI app around one model pair, loaded once; `serve.py` runs it
 with uvicorn. The server keeps no state between requests: a piece travels to the page as JSON (its
 notes, meter, MIDI, MusicXML and score) and comes back as JSON to have a bar regenerated, so
-requests that arrive together share nothing but the models, and model calls take turns (a lock).
+requests that arrive together share nothing but the models, and model calls take turns, in the order
+they came (`Turns`). A job of the page (harmonize, regenerate, compose) asked for with
+`Accept: application/x-ndjson` answers as JSON lines while it waits and runs (`stream`): {"queued": n}
+while n requests are ahead of it, {"done": k, "total": Q} as its quarters are written, then the JSON a
+plain request gets; without that header it answers that JSON alone, once done.
 Every piece comes with its analysis (bachsformer/analyze.py): keys, numerals, cadences and four-part
 faults, the numerals also written under the bass of its MusicXML. Everything a request reads or writes
 stays in memory; a MusicXML score is read by music21 in a child process within bounds
@@ -20,17 +24,22 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import math
+import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NamedTuple
 from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -41,6 +50,7 @@ from bachsformer.errors import BachsformerError
 from bachsformer.harmonize import (
     harmonize,
     keep_tune,
+    last_note,
     piece_quarters,
     piece_roll,
     regenerate,
@@ -75,6 +85,7 @@ MAX_QUARTERS = 256  # the longest tune harmonized or piece composed: 64 bars of 
 MAX_SEED = 2**31 - 1  # a number the page's JavaScript holds exactly
 MAX_CANDIDATES = 64
 MAX_GUIDANCE = 10.0
+NDJSON = "application/x-ndjson"  # a job's answer as JSON lines: asked for in the Accept header
 HIGHEST_PITCH = LOWEST_PITCH + NUM_KEYS - 1
 SCORE_OPTIONS = {  # verovio: one tall page that the page scales to its width
     "pageWidth": 1800,
@@ -243,8 +254,54 @@ def score_available() -> str:
     return f"the score needs {' and '.join(missing)}: pip install {' '.join(missing)}" if missing else ""
 
 
+Send = Callable[[dict], None]  # takes each message of a streamed answer
+
+
+class Turns:
+    """The models' queue: one request at a time, in the order they came, each told how many are ahead of it."""
+
+    def __init__(self):
+        self.changed = threading.Condition()
+        self.taken = 0  # tickets handed out
+        self.serving = 0  # the ticket whose turn it is
+
+    @contextmanager
+    def turn(self, waiting: Callable[[int], None] | None = None) -> Iterator[None]:
+        """Held while the models are this request's; waiting(n) is called each time n requests are ahead of it."""
+        with self.changed:
+            ticket, self.taken = self.taken, self.taken + 1
+            told = 0
+            while (ahead := ticket - self.serving) > 0:
+                if waiting is not None and ahead != told:
+                    waiting(ahead)
+                    told = ahead
+                self.changed.wait()
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.serving += 1
+                self.changed.notify_all()
+
+
+class Progress:
+    """What a streamed job tells its client: {"queued": n} while it waits, then {"done": k, "total": Q} as its
+    quarters are written. Called with the quarters written, as the model calls' `progress` is."""
+
+    def __init__(self, send: Send, total: int):
+        self.send, self.total, self.done = send, total, 0
+
+    def queued(self, ahead: int):
+        self.send({"queued": ahead})
+
+    def __call__(self, quarters: int):
+        self.done += quarters
+        self.send({"done": self.done, "total": self.total})
+
+
 class Harmonizer:
-    """The model pair and the generation defaults, with a lock so that one request uses the models at a time."""
+    """The model pair and the generation defaults, with the queue (`Turns`) by which requests use the models
+    one at a time. Each job takes `send`: None for a plain answer, else what takes the messages of its stream."""
 
     def __init__(self, config: Config):
         self.config = config
@@ -252,7 +309,20 @@ class Harmonizer:
         self.tune_model = None  # free chorales tune first when the tune model is there (as generate.py writes them)
         if config.generate.tune_first and Path(config.models.tune).is_file():
             self.tune_model = load_tune_for(config.models.tune, config.data.normalize_key)
-        self.lock = threading.Lock()
+        self.turns = Turns()
+
+    @contextmanager
+    def turn(self, send: Send | None, total: int) -> Iterator[Progress | None]:
+        """The models, once the requests ahead are done; gives the `progress` of a job of `total` quarters to
+        write, which tells `send` (None: tells no one) how far it is."""
+        if send is None:
+            with self.turns.turn():
+                yield None
+            return
+        progress = Progress(send, total)
+        with self.turns.turn(progress.queued):
+            progress(0)
+            yield progress
 
     def options(self, seed: int, key: str = "", guidance=None, candidates=None, **more) -> GenerateConfig:
         asked = {"seed": seed, "key": key, "guidance": guidance, "candidates": candidates, **more}
@@ -263,23 +333,30 @@ class Harmonizer:
         except ValueError as error:  # GenerateConfig names the field: "key: ..."
             raise RequestError(str(error)) from None
 
-    def harmonize(self, tune: Tune, options: GenerateConfig, source: str) -> Composition:
+    def harmonize(self, tune: Tune, options: GenerateConfig, source: str, send: Send | None = None) -> Composition:
         try:
             refuse_mode_change(tune.melody, options.key, source)
         except BachsformerError as error:  # worded for generate.py's --key; here the field is `key`
             raise RequestError(str(error).replace("--key", "key")) from None
-        with self.lock:
+        total = (last_note(tune.melody)[1] - 1) // STEPS_PER_QUARTER + 1  # harmonized up to its last note
+        with self.turn(send, total) as progress:
             piece = harmonize(
-                self.vq_vae, self.transformer, tune.melody, options, options.seed, self.config.data.normalize_key
+                self.vq_vae,
+                self.transformer,
+                tune.melody,
+                options,
+                options.seed,
+                self.config.data.normalize_key,
+                progress=progress,
             )
         return voiced(piece, options, tune.name)  # four voices, the tune the Soprano, its track named as the tune's
 
-    def regenerate(self, piece: PieceIn) -> tuple[Composition, tuple[int, int]]:
+    def regenerate(self, piece: PieceIn, send: Send | None = None) -> tuple[Composition, tuple[int, int]]:
         meter = piece.meter.meter()
         quarters, melody = notes_roll(piece.notes, piece.quarters, "notes")
         first, last = passage_of_bar(meter, piece.quarters, piece.bar)
         options = self.options(piece.seed, candidates=piece.candidates)
-        with self.lock:
+        with self.turn(send, last - first + 1) as progress:
             written = regenerate(
                 self.vq_vae,
                 self.transformer,
@@ -289,28 +366,89 @@ class Harmonizer:
                 options,
                 piece.seed,
                 self.config.data.normalize_key,
+                progress=progress,
             )
         # every other quarter as it came (its voices); a harmonization keeps its tune, the passage's exact Soprano
         voices = keep_tune(written.voices, melody, first, last) if melody.any() else written.voices
         composition = Composition(voices, written.key, melody if melody.any() else None)
         return voiced(composition, options, piece.tune_name), (first, last)
 
-    def compose(self, request: CompositionIn) -> Composition:
+    def compose(self, request: CompositionIn, send: Send | None = None) -> Composition:
         options = self.options(request.seed, request.key, quarters=request.quarters, tempo=request.tempo)
         normalized = self.config.data.normalize_key
-        with self.lock:  # as generate.py writes free music: tune first when the tune model is there
+        seeds = [request.seed]
+        with self.turn(send, request.quarters) as progress:  # as generate.py writes free music: tune first if it can
             if self.tune_model is not None:
                 pieces = compose_tune_first(
-                    self.vq_vae, self.transformer, self.tune_model, options, [request.seed], normalize_key=normalized
+                    self.vq_vae,
+                    self.transformer,
+                    self.tune_model,
+                    options,
+                    seeds,
+                    normalize_key=normalized,
+                    progress=progress,
                 )
             else:
-                pieces = compose(self.vq_vae, self.transformer, options, [request.seed], normalize_key=normalized)
+                pieces = compose(
+                    self.vq_vae, self.transformer, options, seeds, normalize_key=normalized, progress=progress
+                )
         piece = pieces[0]
         return voiced(piece, options)
 
     def midi(self, piece: Composition, meter: Meter, tune_name: str = VOICE_NAMES[0]) -> bytes:
         """The piece's MIDI file: the one generate.py writes (`compose.piece_midi_bytes`)."""
         return piece_midi_bytes(piece, meter, self.config.generate.program, tune_name)
+
+
+def wants_stream(request: Request) -> bool:
+    """Whether the client asked for a job's answer as JSON lines (Accept: application/x-ndjson)."""
+    return NDJSON in request.headers.get("accept", "")
+
+
+def json_line(content) -> str:
+    """One line of a streamed answer: JSON as a plain answer writes it (no newline inside), and a newline."""
+    return json.dumps(jsonable_encoder(content), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def stream(job: Callable[[Send], dict]) -> StreamingResponse:
+    """A job run in a thread of its own, answered as JSON lines as its messages come: {"queued": n} and
+    {"done": k, "total": Q} (`Progress`), then the job's JSON, or {"detail": ..., "status": ...} if it fails.
+
+    The answer starts with the job's first message, so a request refused before its turn (bad input, as
+    checked for a plain answer) is the same 4xx; the job's turn comes whether or not the client still reads.
+    """
+    messages: queue.Queue = queue.Queue()  # ("message" | "answer" | "error", content), the last an answer or error
+
+    def run():
+        try:
+            messages.put(("answer", job(lambda message: messages.put(("message", message)))))
+        except Exception as error:  # raised where the answer is written: a 4xx, or a 5xx that is logged
+            messages.put(("error", error))
+
+    threading.Thread(target=run, name="bachsformer-job", daemon=True).start()
+    kind, first = messages.get()
+    if kind == "error":
+        raise first
+
+    def lines() -> Iterator[str]:
+        kind, content = "message", first
+        while kind == "message":
+            yield json_line(content)
+            kind, content = messages.get()
+        if kind == "answer":
+            yield json_line(content)
+        elif isinstance(content, BachsformerError):
+            yield json_line({"detail": str(content).splitlines()[0], "status": getattr(content, "status", 400)})
+        else:
+            yield json_line({"detail": f"the server failed: {type(content).__name__}", "status": 500})
+            raise content
+
+    return StreamingResponse(lines(), media_type=NDJSON)
+
+
+def answer(request: Request, job: Callable[[Send | None], dict]):
+    """A job's JSON once it is done, or streamed with its progress if the client asked for that (`stream`)."""
+    return stream(job) if wants_stream(request) else job(None)
 
 
 def harmony_warnings(piece: Composition, source: str) -> list[str]:
@@ -478,6 +616,7 @@ def create_app(config: Config) -> FastAPI:
         redoc_url=None,
     )
     app.add_middleware(BodyLimit, limit=MAX_UPLOAD_BYTES)
+    app.state.harmonizer = harmonizer  # its queue, for tests that hold a turn
 
     @app.exception_handler(BachsformerError)
     async def user_error(request: Request, error: BachsformerError):
@@ -540,9 +679,13 @@ def create_app(config: Config) -> FastAPI:
         data, name = read_upload(file)
         return tune_json(read_tune(data, name), name)
 
-    @app.post("/api/harmonization")
-    def harmonize_notes(request: TuneIn):
-        """A tune entered on the page, harmonized: the piece as JSON."""
+    streamed = {200: {"content": {"application/json": {}, NDJSON: {}}}}  # what the page's jobs answer
+
+    @app.post("/api/harmonization", responses=streamed)
+    def harmonize_notes(request: TuneIn, http: Request):
+        """A tune entered on the page, harmonized: the piece as JSON. With `Accept: application/x-ndjson`, JSON
+        lines: {"queued": n} while n requests are ahead, {"done": k, "total": Q} as its Q quarters are written,
+        then the piece (or {"detail", "status"} if it fails)."""
         started = time.perf_counter()
         meter = request.meter.meter()
         if not request.notes:
@@ -555,27 +698,42 @@ def create_app(config: Config) -> FastAPI:
         tune = read_tune(quarters_to_midi_bytes(quarters, meter=meter), "the tune")
         tune = tune._replace(name=request.tune_name)
         options = harmonizer.options(request.seed, request.key, request.guidance, request.candidates)
-        piece = harmonizer.harmonize(tune, options, "the tune")
-        seconds = time.perf_counter() - started
-        warnings = tune.warnings + harmony_warnings(piece, "the tune")
-        return piece_json(harmonizer, piece, tune.meter, "Harmonization", tune.name, warnings=warnings, seconds=seconds)
 
-    @app.post("/api/regeneration")
-    def regenerate_bar(request: PieceIn):
-        """A piece with one bar written anew to fit the music around it (a harmonization keeps its tune)."""
-        started = time.perf_counter()
-        piece, passage = harmonizer.regenerate(request)
-        seconds = time.perf_counter() - started
-        title = "Harmonization" if piece.melody is not None else "Chorale"
-        meter = request.meter.meter()
-        return piece_json(harmonizer, piece, meter, title, request.tune_name, passage=passage, seconds=seconds)
+        def job(send):
+            piece = harmonizer.harmonize(tune, options, "the tune", send)
+            seconds = time.perf_counter() - started
+            warnings = tune.warnings + harmony_warnings(piece, "the tune")
+            return piece_json(
+                harmonizer, piece, tune.meter, "Harmonization", tune.name, warnings=warnings, seconds=seconds
+            )
 
-    @app.post("/api/composition")
-    def compose_chorale(request: CompositionIn):
-        """A chorale written from nothing, in 4/4 at the tempo asked."""
+        return answer(http, job)
+
+    @app.post("/api/regeneration", responses=streamed)
+    def regenerate_bar(request: PieceIn, http: Request):
+        """A piece with one bar written anew to fit the music around it (a harmonization keeps its tune).
+        Streamed as /api/harmonization is, Q the quarters of the bar."""
         started = time.perf_counter()
-        piece = harmonizer.compose(request)
-        seconds = time.perf_counter() - started
-        return piece_json(harmonizer, piece, Meter.free(request.tempo), "Chorale", seconds=seconds)
+
+        def job(send):
+            piece, passage = harmonizer.regenerate(request, send)
+            seconds = time.perf_counter() - started
+            title = "Harmonization" if piece.melody is not None else "Chorale"
+            meter = request.meter.meter()
+            return piece_json(harmonizer, piece, meter, title, request.tune_name, passage=passage, seconds=seconds)
+
+        return answer(http, job)
+
+    @app.post("/api/composition", responses=streamed)
+    def compose_chorale(request: CompositionIn, http: Request):
+        """A chorale written from nothing, in 4/4 at the tempo asked. Streamed as /api/harmonization is."""
+        started = time.perf_counter()
+
+        def job(send):
+            piece = harmonizer.compose(request, send)
+            seconds = time.perf_counter() - started
+            return piece_json(harmonizer, piece, Meter.free(request.tempo), "Chorale", seconds=seconds)
+
+        return answer(http, job)
 
     return app

@@ -97,6 +97,7 @@ def compose_tune_first(
     primer: np.ndarray | Voices | None = None,
     continuation_only: bool = False,
     normalize_key: bool = True,
+    progress=None,
 ) -> list[Composition]:
     """One piece per seed: a tune of `options.quarters` quarters (after the primer's, if any), harmonized.
 
@@ -104,6 +105,8 @@ def compose_tune_first(
     with options.tune_temperature and options.tune_top_p; piece i is the same alone or in a batch.
     primer: the voices to continue (or quarters [P, 88, 32], split by the voicing rule): its Soprano
     begins the tune, and its own voices are kept.
+    progress: called with 1 after each quarter is harmonized, and once a piece is done with the quarters its
+    tune left unwritten (a tune that closed before the length asked): options.quarters in all per seed; or None.
     """
     if options.quarters < MIN_QUARTERS:
         raise TuneError(f"--quarters {options.quarters}: a tune needs at least one phrase, {MIN_QUARTERS} quarters")
@@ -123,7 +126,14 @@ def compose_tune_first(
     )
     plain = dataclasses.replace(options, key="")  # the key is chosen below, once the piece is back in its own
     pieces = []
+    written = [0]  # quarters of the piece harmonized so far
+
+    def count(quarters: int):
+        written[0] += quarters
+        progress(quarters)
+
     for seed, mode, tokens in zip(seeds, modes, tunes):
+        written[0] = 0
         melody, fermatas = tune_quarters(tokens)
         if primer is not None:
             melody = np.concatenate([primer_line, melody[kept:]]) if len(melody) > kept else primer_line
@@ -138,7 +148,10 @@ def compose_tune_first(
             phrase_ends=[f for f in fermatas if f >= kept * melody.shape[2]] or None,
             primer=primer,
             tonic=tonic,
+            progress=count if progress is not None else None,
         )
+        if progress is not None and written[0] < options.quarters:
+            progress(options.quarters - written[0])
         voices = piece.voices.transposed(-shift)
         tune = transpose_quarters(piece.melody, -shift)
         if primer is not None and continuation_only:

@@ -41,15 +41,20 @@ FOUR_NOTES = [(0, 67), (4, 69), (8, 71), (12, 72)]  # (sixteenth, MIDI pitch): G
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The app on tiny models, served by uvicorn on a free local port in a thread: its URL."""
-    uvicorn = pytest.importorskip("uvicorn")
+def app(tmp_path_factory):
+    """The app on tiny models."""
     root = tmp_path_factory.mktemp("page")
     tiny.write_model_pair(root, melody_quarters=2, decoder_context=True)
     tiny.write_tune_model(root)  # Compose writes tune first, as generate.py does
     # min_note_steps 0: an untrained decoder's voices change key at almost every step, and would all be dropped
     settings = ["generate.candidates=4", "generate.min_note_steps=0", "generate.tune_first=true"]
-    app = create_app(load_config(tiny.write_config(root), settings))
+    return create_app(load_config(tiny.write_config(root), settings))
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    """The app served by uvicorn on a free local port in a thread: its URL."""
+    uvicorn = pytest.importorskip("uvicorn")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -249,6 +254,31 @@ def test_a_request_over_half_a_second_shows_its_progress(page):
     held[0].continue_()
     page.wait_for_selector("#score svg")
     assert page.is_hidden("#progress") and page.is_enabled("#harmonize")
+
+
+def test_a_job_waits_its_turn_saying_so_then_its_bar_counts_the_quarters_written(page, app):
+    for sixteenth, pitch in FOUR_NOTES + [(16, 74), (24, 72), (32, 71), (40, 67)]:
+        page.mouse.click(*cell_centre(page, sixteenth, pitch))  # the last note ends with quarter 11
+    # every value and max the bar is given, as the page sets them
+    page.evaluate(
+        """() => {
+          window.shown = [];
+          const bar = document.querySelector('#progress-bar');
+          new MutationObserver(() => window.shown.push([bar.value, bar.max, bar.hasAttribute('value')]))
+            .observe(bar, { attributes: true, attributeFilter: ['value', 'max'] });
+        }"""
+    )
+    with app.state.harmonizer.turns.turn():  # another request holds the models
+        page.click("#harmonize")
+        page.wait_for_function("document.querySelector('#progress-text').textContent.startsWith('Waiting')")
+        assert page.inner_text("#progress-text") == "Waiting for 1 request ahead…"
+        assert page.is_visible("#progress") and page.is_disabled("#harmonize")
+    page.wait_for_selector("#score svg")
+    shown = page.evaluate("window.shown")
+    counted = [value for value, most, has_value in shown if has_value]
+    assert counted and counted[-1] == 11 and counted == sorted(counted)  # filled to the end, never back
+    assert {most for value, most, has_value in shown if has_value} == {11}
+    assert page.get_attribute("#progress-bar", "max") == "11" and page.is_hidden("#progress")
 
 
 def test_a_letter_typed_after_a_click_follows_the_note_clicked_in(page):

@@ -2,8 +2,10 @@
 
 What is tested holds whatever the models write: the tune is the exact top line of every answer, a
 regenerated bar leaves the rest as it was, bad input is a 4xx with one line and the server goes on
-serving, requests that arrive together get the answers they would get alone, and the page's files
-name no outside host.
+serving, requests that arrive together get the answers they would get alone (one at a time, in the
+order they came, a job that waits saying how many are ahead of it), a job streamed as JSON lines
+reports each quarter written and answers what a plain request gets, and the page's files name no
+outside host.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import json
 import os
 import re
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -22,10 +26,11 @@ from fastapi.testclient import TestClient
 from midi_files import make_midi
 
 from bachsformer.config import load_config
+from bachsformer.harmonize import GuideError
 from bachsformer.keys import Key
 from bachsformer.midi import Meter, quarters_to_notes, read_midi_bytes, read_midi_tracks_bytes
 from bachsformer.score import musicxml_bytes
-from bachsformer.server import MAX_QUARTERS, MAX_UPLOAD_BYTES, STATIC, create_app
+from bachsformer.server import MAX_QUARTERS, MAX_UPLOAD_BYTES, NDJSON, STATIC, create_app
 
 # a tune in G major, in beats: (pitch, start, duration)
 TUNE = [(67, 0, 1), (71, 1, 1.5), (74, 2.5, 0.5), (72, 3, 1), (71, 4, 1), (69, 5, 1), (67, 6, 2)]
@@ -241,6 +246,95 @@ def test_four_requests_that_arrive_together_get_what_each_gets_alone(client):
     assert len(set(alone)) == 4
 
 
+def streamed(client, path: str, body: dict) -> list[dict]:
+    """The messages of a job asked for as JSON lines, read as they come."""
+    with client.stream("POST", path, json=body, headers={"Accept": NDJSON}) as answer:
+        assert answer.status_code == 200 and answer.headers["content-type"] == NDJSON
+        return [json.loads(line) for line in answer.iter_lines()]
+
+
+def counted(total: int) -> list[dict]:
+    return [{"done": done, "total": total} for done in range(total + 1)]
+
+
+def same_parts(piece: dict) -> dict:
+    """A piece as JSON less what differs between two answers of the same piece: the seconds it took, and the
+    part ids that music21 draws at random in the MusicXML (and verovio's SVG of it)."""
+    return {name: value for name, value in piece.items() if name not in ("seconds", "musicxml", "svg")}
+
+
+def test_every_job_asked_for_as_json_lines_counts_its_quarters_then_answers_what_a_plain_request_gets(client):
+    regeneration = {"notes": HARMONIZED, "quarters": 8, "meter": entered()["meter"], "bar": 1, "seed": 9}
+    for path, body, total in [
+        ("/api/harmonization", entered(seed=2), 8),  # the tune's quarters
+        ("/api/regeneration", regeneration, 3),  # bar 2 of 3/4: quarters 4-6
+        ("/api/composition", {"quarters": 8, "seed": 7, "tempo": 100}, 8),
+    ]:
+        *progress, piece = streamed(client, path, body)
+        assert progress == counted(total), path
+        assert same_parts(piece) == same_parts(client.post(path, json=body).json()), path
+        assert piece["musicxml"].startswith("<?xml") and "<svg" in piece["svg"]
+
+
+def test_a_streamed_job_refuses_bad_input_with_a_4xx_and_a_failure_midway_ends_its_stream(client, monkeypatch):
+    answer = client.post("/api/harmonization", json=entered([]), headers={"Accept": NDJSON})
+    assert (answer.status_code, answer.json()) == (400, {"detail": "notes: the tune has no notes"})
+    bar = {"notes": HARMONIZED, "quarters": 8, "meter": entered()["meter"], "bar": 3}
+    answer = client.post("/api/regeneration", json=bar, headers={"Accept": NDJSON})
+    assert answer.status_code == 400 and answer.json()["detail"].startswith("bar: the piece has bars 0 ... 2")
+
+    def fails_after_a_quarter(*args, progress, **options):
+        if progress is not None:  # streamed
+            progress(1)
+        raise GuideError("the tune: could not be harmonized\nmore")
+
+    monkeypatch.setattr("bachsformer.server.harmonize", fails_after_a_quarter)
+    assert streamed(client, "/api/harmonization", entered()) == [
+        *counted(8)[:2],
+        {"detail": "the tune: could not be harmonized", "status": 400},
+    ]
+    assert client.post("/api/harmonization", json=entered()).status_code == 400  # plain: as before
+
+
+@contextmanager
+def models_held(client):
+    """The models held as by a request running, in a thread of its own, until the block calls what it is given
+    (or 10 s have passed: a test that waits for a line that never comes then fails instead of hanging)."""
+    let_go, held = threading.Event(), threading.Event()
+
+    def hold():
+        with client.app.state.harmonizer.turns.turn():
+            held.set()
+            let_go.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    try:
+        yield let_go.set
+    finally:
+        let_go.set()
+        holder.join()
+
+
+def test_a_job_that_comes_while_others_run_waits_its_turn_saying_how_many_are_ahead(client):
+    alone = [client.post("/api/harmonization", json=entered(seed=seed)).json() for seed in (2, 3)]
+    with (
+        models_held(client) as let_go,
+        client.stream("POST", "/api/harmonization", json=entered(seed=2), headers={"Accept": NDJSON}) as first,
+        client.stream("POST", "/api/harmonization", json=entered(seed=3), headers={"Accept": NDJSON}) as second,
+    ):
+        first_lines, second_lines = first.iter_lines(), second.iter_lines()
+        assert json.loads(next(first_lines)) == {"queued": 1}
+        assert json.loads(next(second_lines)) == {"queued": 2}
+        let_go()
+        *first_progress, first_piece = [json.loads(line) for line in first_lines]
+        *second_progress, second_piece = [json.loads(line) for line in second_lines]
+    assert first_progress == counted(8)
+    assert second_progress == [{"queued": 1}, *counted(8)]  # its turn after the first's
+    assert [first_piece["midi"], second_piece["midi"]] == [piece["midi"] for piece in alone]
+
+
 def test_the_server_writes_no_file(client, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     upload(client, make_midi(TUNE))
@@ -308,6 +402,8 @@ def test_composing_with_a_tune_model_writes_its_tune_as_the_marked_soprano(tmp_p
     config = load_config(path, ["generate.candidates=2", "generate.min_note_steps=4", "generate.tune_first=true"])
     with TestClient(create_app(config)) as client:
         piece = client.post("/api/composition", json={"quarters": 8, "seed": 7, "tempo": 100}).json()
+        *progress, again = streamed(client, "/api/composition", {"quarters": 8, "seed": 7, "tempo": 100})
+    assert progress == counted(8) and again["midi"] == piece["midi"]  # each quarter of the tune harmonized
     tune = [note for note in piece["notes"] if note[3]]
     assert tune  # the tune is marked as the melody, and it is the top line wherever it sounds
     for onset, offset, pitch, _ in tune:

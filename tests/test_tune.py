@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tiny
@@ -43,7 +45,7 @@ from bachsformer.tune import (
     tune_quarters,
     tune_tokens,
 )
-from bachsformer.tunefirst import load_tune_for
+from bachsformer.tunefirst import compose_tune_first, load_tune_for
 from bachsformer.voices import SILENCE
 
 OPTIONS = GenerateConfig(min_note_steps=0, candidates=4)
@@ -186,6 +188,24 @@ def test_generate_writes_tune_first(root, monkeypatch, capsys):
         "generate.py", *args, "--no-tune", monkeypatch=monkeypatch, capsys=capsys
     )  # the old way, one option away
     assert status == 0 and "tune-" not in stdout
+
+
+def test_tune_first_counts_every_quarter_asked_though_a_tune_closes_early(root, monkeypatch):
+    vq_vae, transformer = load_models(root / "vq_vae.pt", root / "transformer.pt")
+    tune_model = load_tune_for(root / "tune.pt", normalize_key=True)
+
+    def closing_early(*args, **options):  # each tune two quarters short of the length asked
+        return [tune[: -2 * SLOTS_PER_QUARTER] for tune in sample_tunes(*args, **options)]
+
+    monkeypatch.setattr("bachsformer.tunefirst.sample_tunes", closing_early)
+    calls = []
+    options = dataclasses.replace(OPTIONS, quarters=12)
+    compose_tune_first(vq_vae, transformer, tune_model, options, [0, 1], progress=calls.append)
+    for _ in range(2):  # per piece: 1 for each quarter harmonized, then the quarters its tune left unwritten
+        written = calls.index(next(quarters for quarters in calls if quarters > 1))
+        assert calls[:written] == [1] * written and 0 < written <= 10 and calls[written] == 12 - written
+        calls = calls[written + 1 :]
+    assert calls == []
 
 
 def test_a_piece_shorter_than_a_phrase_is_refused(root, monkeypatch, capsys):

@@ -15,6 +15,7 @@ const HEADER = 16; // bar numbers, above it
 const NAMES = ["C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B"];
 const LETTERS = { c: 0, d: 2, e: 4, f: 5, g: 7, a: 9, b: 11 };
 const SHOW_PROGRESS_AFTER_MS = 500;
+const NDJSON = "application/x-ndjson"; // a job's answer as JSON lines: its queue and progress, then the piece
 
 const $ = (id) => document.getElementById(id);
 const tune = {
@@ -299,33 +300,66 @@ function showMessage(text, kind = "error") {
   if (text) showMessage.timer = setTimeout(() => (box.hidden = true), kind === "error" ? 12000 : 8000);
 }
 
-// a request with a progress indicator once it takes longer than half a second
+// a request to the API. A job (harmonize, regenerate, compose) answers as JSON lines: {"queued": n} while n
+// requests are ahead of it, {"done": k, "total": Q} as its quarters are written, then its JSON. The progress
+// bar shows once a request is queued or has taken half a second; the server's figures fill it.
 async function call(path, body, what) {
-  const started = performance.now();
-  const progress = $("progress");
+  const panel = $("progress");
+  const bar = $("progress-bar");
+  bar.removeAttribute("value"); // no figures yet: a bar that only says it is busy
   $("progress-text").textContent = what;
-  const tick = setInterval(() => {
-    const elapsed = performance.now() - started;
-    if (elapsed > SHOW_PROGRESS_AFTER_MS) {
-      progress.hidden = false;
-      $("progress-time").textContent = `${(elapsed / 1000).toFixed(1)} s`;
+  const timer = setTimeout(() => (panel.hidden = false), SHOW_PROGRESS_AFTER_MS);
+  const onMessage = (message) => {
+    if ("queued" in message) {
+      panel.hidden = false;
+      bar.removeAttribute("value");
+      $("progress-text").textContent = `Waiting for ${message.queued} request${message.queued === 1 ? "" : "s"} ahead…`;
+    } else {
+      bar.max = message.total;
+      bar.value = message.done;
+      $("progress-text").textContent = `${what.replace(/…$/, "")}: quarter ${message.done} of ${message.total}`;
     }
-  }, 100);
+  };
   setBusy(true);
   try {
     const options = body instanceof FormData ? { method: "POST", body } : {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", Accept: `${NDJSON}, application/json` },
       body: JSON.stringify(body),
     };
     const response = await fetch(path, options);
+    if (response.ok && (response.headers.get("Content-Type") || "").startsWith(NDJSON)) {
+      return await readLines(response, onMessage);
+    }
     const answer = await response.json().catch(() => ({ detail: `the server answered ${response.status}` }));
     if (!response.ok) throw new Error(answer.detail || `the server answered ${response.status}`);
     return answer;
   } finally {
-    clearInterval(tick);
-    progress.hidden = true;
+    clearTimeout(timer);
+    panel.hidden = true;
     setBusy(false);
+  }
+}
+
+// the lines of a streamed answer, each message passed to onMessage as it comes: the last line's JSON
+async function readLines(response, onMessage) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    const chunk = decoder.decode(value, { stream: !done });
+    text += chunk;
+    let end = text.indexOf("\n", text.length - chunk.length); // the piece's line is long: only the new part is searched
+    while (end >= 0) {
+      const message = JSON.parse(text.slice(0, end));
+      text = text.slice(end + 1);
+      end = text.indexOf("\n");
+      if ("detail" in message) throw new Error(message.detail);
+      if ("queued" in message || ("done" in message && "total" in message)) onMessage(message);
+      else return message;
+    }
+    if (done) throw new Error("the server's answer ended before the piece came");
   }
 }
 
