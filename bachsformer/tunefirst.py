@@ -109,7 +109,9 @@ def compose_tune_first(
     tune left unwritten (a tune that closed before the length asked): options.quarters in all per seed; or None.
     """
     if options.quarters < MIN_QUARTERS:
-        raise TuneError(f"--quarters {options.quarters}: a tune needs at least one phrase, {MIN_QUARTERS} quarters")
+        raise TuneError(
+            f"a piece of {options.quarters} quarters is shorter than a tune's one phrase: ask for {MIN_QUARTERS} or more"
+        )
     primer_key, shift, prefix, primer_line = None, 0, None, None
     if primer is not None:
         primer = as_voices(primer, grid_steps(options.grid, STEPS_PER_QUARTER))

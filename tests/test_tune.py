@@ -212,7 +212,7 @@ def test_a_piece_shorter_than_a_phrase_is_refused(root, monkeypatch, capsys):
     args = ["--config", str(root / "config.yaml"), *TUNE_FIRST, "--out", str(root / "short"), "--quarters", "4"]
     status, _, err = tiny.run_script("generate.py", *args, monkeypatch=monkeypatch, capsys=capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1
-    assert "--quarters 4: a tune needs at least one phrase" in err
+    assert "a piece of 4 quarters is shorter than a tune's one phrase: ask for 8 or more" in err
 
 
 def test_without_a_tune_model_generate_warns_and_writes_the_old_way(tmp_path, monkeypatch, capsys):
