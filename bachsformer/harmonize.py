@@ -332,7 +332,7 @@ def harmonize(
     ends = [e for e in ends if e < last_onset]
     ceiling = melody_ceiling(piece_roll(tune)).reshape(len(tune), steps)  # [Q, 32]
     melody_keys, melody_onsets = melody_line(tune)  # [Q, 32] each
-    targets = cadence_targets(melody_keys.reshape(-1), ends, last_onset, tonic)
+    targets = cadence_targets(melody_keys.reshape(-1), melody_onsets.reshape(-1), ends, last_onset, tonic)
     drawn = candidates_per_quarter(options.candidates, len(tune), steps, targets)  # per quarter
     per_quarter = vq_vae.codes_per_quarter
     num_voices = vq_vae.num_voices
@@ -475,10 +475,15 @@ class CadenceTarget(NamedTuple):
     weight: float
 
 
-def cadence_targets(melody_keys: np.ndarray, ends: list[int], last_onset: int, tonic: int) -> list[CadenceTarget]:
+def cadence_targets(
+    melody_keys: np.ndarray, melody_onsets: np.ndarray, ends: list[int], last_onset: int, tonic: int
+) -> list[CadenceTarget]:
     """The chords the tune's cadences ask for, known from the tune before a note is written (docs/design.md,
-    Endings and cadences). melody_keys: the tune's keys, int [T] (SILENCE in rests); ends: the onset steps of
-    the phrase ends before its last note, whose onset is last_onset.
+    Endings and cadences). melody_keys, melody_onsets: the tune's keys, int [T] (SILENCE in rests), and where
+    its notes start, bool [T]; ends: the onset steps of the phrase ends before its last note, whose onset is
+    last_onset. A last note struck again on the note before it (its key sounding up to it) closes where
+    the first of them starts: the tonic and the dominant before it are asked there, the tonic again at
+    the last note, and the phrase ends between them are that close's.
 
     At a phrase end's onset: the tonic or the dominant (an authentic or a half close), CADENCE_WEIGHT. At the
     last note: the tonic where the melody's note belongs to the tonic triad, else the dominant where it
@@ -491,15 +496,18 @@ def cadence_targets(melody_keys: np.ndarray, ends: list[int], last_onset: int, t
     def degree(step: int) -> int:
         return -1 if melody_keys[step] == SILENCE else (int(melody_keys[step]) + LOWEST_PITCH - tonic) % 12
 
+    close = last_onset  # where the final close arrives: the first of the last note's repeats
+    while close > 0 and melody_keys[close - 1] == melody_keys[last_onset]:
+        close = int(np.flatnonzero(melody_onsets[:close])[-1])
     targets = []
-    for end in ends:
+    for end in [e for e in ends if e < close]:
         targets.append(CadenceTarget(end, ("tonic", "dominant"), CADENCE_WEIGHT))
         if end > 0 and degree(end) in TONIC_TRIAD - DOMINANT_CHORD:
             targets.append(CadenceTarget(end - 1, ("on the dominant",), APPROACH_WEIGHT))
     if degree(last_onset) in TONIC_TRIAD:
-        targets.append(CadenceTarget(last_onset, ("tonic",), FINAL_WEIGHT))
-        if last_onset > 0:
-            targets.append(CadenceTarget(last_onset - 1, ("on the dominant",), APPROACH_WEIGHT))
+        targets += [CadenceTarget(step, ("tonic",), FINAL_WEIGHT) for step in sorted({close, last_onset})]
+        if close > 0:
+            targets.append(CadenceTarget(close - 1, ("on the dominant",), APPROACH_WEIGHT))
     elif degree(last_onset) in DOMINANT_TONES:
         targets.append(CadenceTarget(last_onset, ("dominant",), FINAL_WEIGHT))
     return targets

@@ -599,10 +599,17 @@ def chords(*columns: tuple[int, ...]) -> np.ndarray:
     return np.repeat(keys[:, :, None], 2, axis=2)
 
 
+def starts(length: int, *steps: int) -> np.ndarray:
+    """Onsets bool [length], True at the given steps."""
+    onsets = np.zeros(length, dtype=bool)
+    onsets[list(steps)] = True
+    return onsets
+
+
 def test_the_final_cadence_asks_for_the_dominant_then_the_root_position_tonic():
     melody_keys = np.full(8, SILENCE)
     melody_keys[0:4], melody_keys[4:8] = 74 - 21, 72 - 21  # D5 then C5 in C major: the last note's onset is step 4
-    targets = cadence_targets(melody_keys, [], 4, tonic=0)  # no phrase ends inside: the final cadence still
+    targets = cadence_targets(melody_keys, starts(8, 0, 4), [], 4, tonic=0)  # no phrase ends: the final cadence still
     assert targets == [
         CadenceTarget(4, ("tonic",), FINAL_WEIGHT),
         CadenceTarget(3, ("on the dominant",), APPROACH_WEIGHT),
@@ -621,7 +628,7 @@ def test_the_final_cadence_asks_for_the_dominant_then_the_root_position_tonic():
 def test_a_minor_close_may_end_major_and_a_tune_ending_on_the_dominant_gets_a_half_close():
     melody_keys = np.full(8, SILENCE)
     melody_keys[4:] = 69 - 21  # A: the tonic of A minor (tonic 9)
-    targets = cadence_targets(melody_keys, [], 4, tonic=9)
+    targets = cadence_targets(melody_keys, starts(8, 4), [], 4, tonic=9)
     picardy, minor, v = chords((69, 64, 61, 45)), chords((69, 64, 60, 45)), chords((71, 68, 64, 52))
     assert [cadence_scores(c, 4, targets, 9)[0] for c in (picardy, minor)] == [FINAL_WEIGHT] * 2
     assert cadence_scores(chords((71, 68, 64, 52), (72, 65, 62, 53)), 2, targets, 9).tolist() == [
@@ -629,15 +636,26 @@ def test_a_minor_close_may_end_major_and_a_tune_ending_on_the_dominant_gets_a_ha
         0,
     ]  # V, iv6
     melody_keys[4:] = 71 - 21  # B: the dominant's fifth
-    targets = cadence_targets(melody_keys, [], 4, tonic=9)
+    targets = cadence_targets(melody_keys, starts(8, 4), [], 4, tonic=9)
     assert targets == [CadenceTarget(4, ("dominant",), FINAL_WEIGHT)]  # a half close, nothing asked before it
     assert cadence_scores(np.concatenate([v, minor]), 4, targets, 9).tolist() == [FINAL_WEIGHT, 0]
+
+
+def test_a_last_note_struck_again_closes_where_the_first_of_them_starts():
+    melody_keys = np.full(16, 67 - 21)  # G4 held, then struck again at step 12, in G major (tonic 7)
+    melody_keys[:4] = 66 - 21  # after F#4
+    targets = cadence_targets(melody_keys, starts(16, 0, 4, 12), [4], 12, tonic=7)  # step 4: a phrase end too
+    assert targets == [
+        CadenceTarget(4, ("tonic",), FINAL_WEIGHT),
+        CadenceTarget(12, ("tonic",), FINAL_WEIGHT),
+        CadenceTarget(3, ("on the dominant",), APPROACH_WEIGHT),
+    ]
 
 
 def test_a_phrase_end_inside_the_tune_takes_an_authentic_or_a_half_close():
     melody_keys = np.full(16, SILENCE)
     melody_keys[:4], melody_keys[4:8], melody_keys[8:12], melody_keys[12:] = 62 - 21, 64 - 21, 67 - 21, 60 - 21
-    targets = cadence_targets(melody_keys, [4, 8], 12, tonic=0)
+    targets = cadence_targets(melody_keys, starts(16, 0, 4, 8, 12), [4, 8], 12, tonic=0)
     # E5 at step 4 (in I, not in V): the dominant is asked before it; G at step 8 may close on I or V
     assert targets[:3] == [
         CadenceTarget(4, ("tonic", "dominant"), CADENCE_WEIGHT),
@@ -659,8 +677,9 @@ def test_a_tune_key_is_the_one_of_its_two_best_that_its_last_note_is_the_tonic_o
 def test_a_tune_ending_inside_a_quarter_before_a_rest_without_phrase_ends_gets_its_cadence_and_a_held_chord(models):
     vq_vae, transformer = models
     melody = roll(3, (74, 0, 16), (71, 16, 48), (72, 48, 72))  # the last note starts and ends inside a quarter
-    melody_keys, _ = melody_line(melody)
-    targets = cadence_targets(melody_keys.reshape(-1), [], 48, tonic=0)  # no long note before it: no phrase end
+    melody_keys, melody_onsets = melody_line(melody)
+    melody_keys, melody_onsets = melody_keys.reshape(-1), melody_onsets.reshape(-1)
+    targets = cadence_targets(melody_keys, melody_onsets, [], 48, tonic=0)  # no long note before it: no phrase end
     assert [(t.step, t.chords) for t in targets] == [(48, ("tonic",)), (47, ("on the dominant",))]  # both in quarter 1
     piece = harmonize(vq_vae, transformer, melody, OPTIONS, seed=1)
     keys, onsets = piece.voices.lines()
