@@ -16,7 +16,8 @@ context holds from then on.
   log-likelihood the transformer gives the exact quarter after the context, so that lower voices
   that clash with the imposed melody lose. It loses `generate.rules` times its faults against the
   four-part rules (`rule_penalties`: parallels, the Bass's range and leaps) where it follows the
-  quarter before.
+  quarter before. Where the tune's cadences ask for a chord (`cadence_targets`: the dominant, then
+  the root-position tonic at the end), a candidate with it gains, and more candidates are drawn there.
 - Regenerate: a candidate is the whole passage, sampled after the music before it. Its score is
   the log-likelihood the transformer gives the quarters after the passage (up to
   FOLLOWING_QUARTERS), so choosing by exp(score) is sampling-importance-resampling from
@@ -59,7 +60,7 @@ BASS_RANGE_WEIGHT = 0.5  # per semitone a Bass note lies outside the Bass's rang
 BASS_LEAP_WEIGHT = 0.2  # per semitone the Bass leaps between notes
 THIN_HARMONY = 0.5  # a harmonization with harmony under less of its tune than this is warned about
 # Cadences in the choice (docs/design.md, Endings and cadences), in units of the score: a candidate with the
-# chord a cadence asks for is e^weight times likelier to be chosen. The final tonic outweighs what the rules
+# chord a cadence asks for is e^weight times likelier to be chosen. The final tonic weighs about what the rules
 # charge the commonest close, the Bass rising a fourth under the Soprano's step to the tonic (a leap and hidden
 # octaves, about 35 at generate.rules 10).
 CADENCE_WEIGHT = 4.0  # a phrase end inside the tune: the tonic or the dominant (authentic or half close)
@@ -316,7 +317,8 @@ def harmonize(
     cadence; None: the notes followed by the next only after a half note or more (`ending_notes`).
     primer: the voices the music starts with, in the melody's key and under its first P quarters:
     kept as they are, and harmonizing starts after them. tonic: the pitch class the cadences close
-    on, in the melody as harmonized (default: its estimated key's).
+    on, in the melody as harmonized (default: the key `keys.tune_key` hears in it). The cadences are
+    asked for in the choice (`cadence_targets`, with more candidates where they are).
     The harmony ends with the tune: the chord under its last note is held to the note's end, and
     nothing sounds after it (a rest at the tune's end is not harmonized).
     """
