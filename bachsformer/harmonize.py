@@ -16,7 +16,8 @@ context holds from then on.
   log-likelihood the transformer gives the exact quarter after the context, so that lower voices
   that clash with the imposed melody lose. It loses `generate.rules` times its faults against the
   four-part rules (`rule_penalties`: parallels, the Bass's range and leaps) where it follows the
-  quarter before.
+  quarter before. Where the tune's cadences ask for a chord (`cadence_targets`: the dominant, then
+  the root-position tonic at the end), a candidate with it gains, and more candidates are drawn there.
 - Regenerate: a candidate is the whole passage, sampled after the music before it. Its score is
   the log-likelihood the transformer gives the quarters after the passage (up to
   FOLLOWING_QUARTERS), so choosing by exp(score) is sampling-importance-resampling from
@@ -37,9 +38,10 @@ import torch
 
 from bachsformer.compose import Composition, as_voices, decode_voices, in_key, sample_codes
 from bachsformer.config import GenerateConfig
+from bachsformer.endings import DOMINANT_CHORD, DOMINANT_TONES, TONIC_TRIAD
 from bachsformer.errors import BachsformerError
 from bachsformer.gpt import GPT
-from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters
+from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters, tune_key
 from bachsformer.melody import melody_tokens, window_melody
 from bachsformer.metrics import highest_line
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, quarters_to_notes, read_midi, read_midi_tracks
@@ -57,7 +59,14 @@ OUTER_WEIGHT = 2.0  # again for the parallels and hidden octaves of Soprano and 
 BASS_RANGE_WEIGHT = 0.5  # per semitone a Bass note lies outside the Bass's range
 BASS_LEAP_WEIGHT = 0.2  # per semitone the Bass leaps between notes
 THIN_HARMONY = 0.5  # a harmonization with harmony under less of its tune than this is warned about
-CADENCE_WEIGHT = 4.0  # a candidate closing a phrase with a cadence is e^4 times likelier (docs/design.md, Endings)
+# Cadences in the choice (docs/design.md, Endings and cadences), in units of the score: a candidate with the
+# chord a cadence asks for is e^weight times likelier to be chosen. The final tonic weighs about what the rules
+# charge the commonest close, the Bass rising a fourth under the Soprano's step to the tonic (a leap and hidden
+# octaves, about 35 at generate.rules 10).
+CADENCE_WEIGHT = 4.0  # a phrase end inside the tune: the tonic or the dominant (authentic or half close)
+FINAL_WEIGHT = 32.0  # the tune's last note: the tonic (the dominant where the tune ends on it)
+APPROACH_WEIGHT = 8.0  # the dominant before an asked tonic: V-I
+CADENCE_CANDIDATES = 4  # times generate.candidates drawn in a quarter where a cadence asks for a chord
 
 
 class GuideError(BachsformerError):
@@ -308,22 +317,25 @@ def harmonize(
     cadence; None: the notes followed by the next only after a half note or more (`ending_notes`).
     primer: the voices the music starts with, in the melody's key and under its first P quarters:
     kept as they are, and harmonizing starts after them. tonic: the pitch class the cadences close
-    on, in the melody as harmonized (default: its estimated key's).
+    on, in the melody as harmonized (default: the key `keys.tune_key` hears in it). The cadences are
+    asked for in the choice (`cadence_targets`, with more candidates where they are).
     The harmony ends with the tune: the chord under its last note is held to the note's end, and
     nothing sounds after it (a rest at the tune's end is not harmonized).
     """
     melody = np.asarray(melody, dtype=bool)
-    key = estimate_key(melody)
+    key = tune_key(melody)
     shift = normalizing_shift(melody, key) if normalize_key else 0
     tune = transpose_quarters(melody, shift)  # [Q, 88, 32] in C major / A minor
     steps = tune.shape[2]
     if tonic is None:
-        tonic = estimate_key(tune).tonic if normalize_key else key.tonic
+        tonic = (key.tonic + shift) % 12
     ends = ending_notes(tune) if phrase_ends is None else sorted(phrase_ends)
     last_onset, tune_end = last_note(tune)
     ends = [e for e in ends if e < last_onset]
     ceiling = melody_ceiling(piece_roll(tune)).reshape(len(tune), steps)  # [Q, 32]
     melody_keys, melody_onsets = melody_line(tune)  # [Q, 32] each
+    targets = cadence_targets(melody_keys.reshape(-1), melody_onsets.reshape(-1), ends, last_onset, tonic)
+    drawn = candidates_per_quarter(options.candidates, len(tune), steps, targets)  # per quarter
     per_quarter = vq_vae.codes_per_quarter
     num_voices = vq_vae.num_voices
     context_quarters = (transformer.config.block_size + 1) // per_quarter - 1  # room for one more quarter
@@ -349,7 +361,7 @@ def harmonize(
         # only the quarter written last is run (a window that slid has moved every position)
         shared = transformer.shared_context(context, heard, options.guidance, earlier=shared if first == 0 else None)
         candidates = transformer.sample_after(
-            shared, options.candidates, per_quarter, generator, options.temperature, options.top_k, options.top_p
+            shared, drawn[i], per_quarter, generator, options.temperature, options.top_k, options.top_p
         )  # [M, 16]
         # a candidate drawn more than once is decoded, imposed, encoded and scored once (U distinct)
         candidates, copies = torch.unique(candidates, dim=0, return_inverse=True)  # [U, 16], [M]
@@ -367,10 +379,7 @@ def harmonize(
             before = written_keys[i - 1] if i else np.full((num_voices, steps), SILENCE)
             around = np.concatenate([np.broadcast_to(before, imposed_keys.shape), imposed_keys], axis=2)
             scores -= options.rules * torch.from_numpy(rule_penalties(around, shift)).float()
-        for end in [e for e in ends if e // steps == i] + ([last_onset] if last_onset // steps == i else []):
-            scores += CADENCE_WEIGHT * torch.from_numpy(
-                cadences(imposed_keys, melody_keys[i], end % steps, tonic, end == last_onset)
-            )
+        scores += torch.from_numpy(cadence_scores(imposed_keys, i * steps, targets, tonic)).float()
         chosen = int(copies[choose(scores[copies], generator)])  # each copy drawn as often as it was sampled
         written_keys[i], written_onsets[i], codes[i] = (
             imposed_keys[chosen],
@@ -384,6 +393,7 @@ def harmonize(
     if options.min_note_steps > 1:
         lower = lower.without_short_notes(options.min_note_steps)
     lower = hold_last_chord(lower, last_onset, tune_end)
+    lower = above_the_keyboard(lower, shift)
     # the melody exact once more: a fragment merged into the note before it may have carried that note above the tune
     voices = with_tune(Voices((voices.notes[0], *lower.notes), voices.num_quarters, steps), tune)
     if kept:
@@ -415,22 +425,114 @@ def ending_notes(tune: np.ndarray) -> list[int]:
     return [int(a) for a, b in zip(onsets, onsets[1:]) if b - a >= half]
 
 
-def cadences(keys: np.ndarray, melody_keys: np.ndarray, step: int, tonic: int, final: bool) -> np.ndarray:
-    """1.0 for each candidate's lines keys [M, V, S] whose chord at `step` closes a phrase, else 0: float [M].
-
-    The chord's bass (the lowest voice sounding at the step) is the tonic, or at a phrase inside the
-    tune also the dominant, and the melody's note there belongs to the triad on that bass. The
-    tune's last note asks for the tonic alone (an authentic close); inside it a half close counts.
-    """
-    if melody_keys[step] == SILENCE:
-        return np.zeros(len(keys))
-    melody_class = (int(melody_keys[step]) + LOWEST_PITCH) % 12
-    roots = [tonic] if final else [tonic, (tonic + 7) % 12]
+def chord_at(keys: np.ndarray, step: int, tonic: int) -> tuple[np.ndarray, np.ndarray]:
+    """The chord of candidates' lines keys [M, V, S] (Soprano to Bass) at `step`, in degrees above the tonic
+    (0-11): the Bass's degree, int [M] (-1 where the Bass is silent), and the degrees any voice sounds, bool [M, 12]."""
     chord = keys[:, :, step]  # [M, V]
-    lowest = np.where(chord == SILENCE, NUM_KEYS, chord).min(axis=1)  # [M]
-    bass = (lowest + LOWEST_PITCH) % 12
-    in_triad = np.isin((melody_class - bass) % 12, [0, 3, 4, 7])  # either third: minor's V is major
-    return ((lowest < NUM_KEYS) & np.isin(bass, roots) & in_triad).astype(np.float64)
+    sounding = chord != SILENCE
+    degrees = (chord + LOWEST_PITCH - tonic) % 12
+    present = np.zeros((len(keys), 12), dtype=bool)
+    candidate, _ = np.nonzero(sounding)
+    present[candidate, degrees[sounding]] = True
+    return np.where(sounding[:, -1], degrees[:, -1], -1), present
+
+
+def within(present: np.ndarray, degrees) -> np.ndarray:
+    """Whether each chord, bool [M, 12], sounds only the given degrees (and at least one of them): bool [M]."""
+    outside = np.ones(12, dtype=bool)
+    outside[list(degrees)] = False
+    return present.any(axis=1) & ~(present & outside).any(axis=1)
+
+
+def tonic_chord(keys: np.ndarray, step: int, tonic: int) -> np.ndarray:
+    """Whether each candidate's chord at `step` (lines keys [M, V, S]) is the tonic triad in root position: the
+    Bass on the tonic, nothing but the triad's degrees above it (either third: minor's Picardy third). bool [M]."""
+    bass, present = chord_at(keys, step, tonic)
+    return (bass == 0) & within(present, TONIC_TRIAD)
+
+
+def dominant_chord(keys: np.ndarray, step: int, tonic: int) -> np.ndarray:
+    """Whether each candidate's chord at `step` (lines keys [M, V, S]) is the dominant (V or V7) in root
+    position: the Bass on the fifth degree, its third or fifth above, nothing outside V7. bool [M]."""
+    bass, present = chord_at(keys, step, tonic)
+    return (bass == 7) & within(present, DOMINANT_CHORD) & present[:, sorted(DOMINANT_TONES)].any(axis=1)
+
+
+def on_the_dominant(keys: np.ndarray, step: int, tonic: int) -> np.ndarray:
+    """Whether each candidate's chord at `step` (lines keys [M, V, S]) stands on the dominant: the Bass on the
+    fifth degree, the dominant's third or fifth above it; a cadential 6/4 or a suspension over it counts, as
+    the chord that moves to the tonic (`endings.cadence` reads it so). bool [M]."""
+    bass, present = chord_at(keys, step, tonic)
+    return (bass == 7) & present[:, sorted(DOMINANT_TONES)].any(axis=1)
+
+
+CHORDS = {"tonic": tonic_chord, "dominant": dominant_chord, "on the dominant": on_the_dominant}
+
+
+class CadenceTarget(NamedTuple):
+    """A chord a cadence asks for: at `step` of the tune, any of `chords` (names in CHORDS), worth `weight`."""
+
+    step: int
+    chords: tuple[str, ...]
+    weight: float
+
+
+def cadence_targets(
+    melody_keys: np.ndarray, melody_onsets: np.ndarray, ends: list[int], last_onset: int, tonic: int
+) -> list[CadenceTarget]:
+    """The chords the tune's cadences ask for, known from the tune before a note is written (docs/design.md,
+    Endings and cadences). melody_keys, melody_onsets: the tune's keys, int [T] (SILENCE in rests), and where
+    its notes start, bool [T]; ends: the onset steps of the phrase ends before its last note, whose onset is
+    last_onset. A last note struck again on the note before it (its key sounding up to it) closes where
+    the first of them starts: the tonic and the dominant before it are asked there, the tonic again at
+    the last note, and the phrase ends between them are that close's.
+
+    At a phrase end's onset: the tonic or the dominant (an authentic or a half close), CADENCE_WEIGHT. At the
+    last note: the tonic where the melody's note belongs to the tonic triad, else the dominant where it
+    belongs to that (a tune ending on the dominant: a half close), FINAL_WEIGHT. Before a tonic that the
+    melody asks for (its note in the tonic triad and not in the dominant's, or at the last note in the
+    tonic triad): a chord on the dominant at the step before the onset, where the chord sounds that moves
+    to it, APPROACH_WEIGHT: V-I, an authentic close.
+    """
+
+    def degree(step: int) -> int:
+        return -1 if melody_keys[step] == SILENCE else (int(melody_keys[step]) + LOWEST_PITCH - tonic) % 12
+
+    close = last_onset  # where the final close arrives: the first of the last note's repeats
+    while close > 0 and melody_keys[close - 1] == melody_keys[last_onset]:
+        close = int(np.flatnonzero(melody_onsets[:close])[-1])
+    targets = []
+    for end in [e for e in ends if e < close]:
+        targets.append(CadenceTarget(end, ("tonic", "dominant"), CADENCE_WEIGHT))
+        if end > 0 and degree(end) in TONIC_TRIAD - DOMINANT_CHORD:
+            targets.append(CadenceTarget(end - 1, ("on the dominant",), APPROACH_WEIGHT))
+    if degree(last_onset) in TONIC_TRIAD:
+        targets += [CadenceTarget(step, ("tonic",), FINAL_WEIGHT) for step in sorted({close, last_onset})]
+        if close > 0:
+            targets.append(CadenceTarget(close - 1, ("on the dominant",), APPROACH_WEIGHT))
+    elif degree(last_onset) in DOMINANT_TONES:
+        targets.append(CadenceTarget(last_onset, ("dominant",), FINAL_WEIGHT))
+    return targets
+
+
+def cadence_scores(keys: np.ndarray, first_step: int, targets: list[CadenceTarget], tonic: int) -> np.ndarray:
+    """What the cadences add to the scores of one quarter's candidates, lines keys [M, V, S] starting at step
+    `first_step` of the tune: each target in the quarter adds its weight where the candidate's chord at its
+    step is one it asks for. float [M]."""
+    steps = keys.shape[2]
+    scores = np.zeros(len(keys))
+    for target in targets:
+        if first_step <= target.step < first_step + steps:
+            step = target.step - first_step
+            scores += target.weight * np.any([CHORDS[name](keys, step, tonic) for name in target.chords], axis=0)
+    return scores
+
+
+def candidates_per_quarter(candidates: int, num_quarters: int, steps: int, targets: list[CadenceTarget]) -> list[int]:
+    """How many candidates to draw for each of the tune's quarters: CADENCE_CANDIDATES times `candidates` in the
+    quarters where a cadence asks for a chord (a small search there), else `candidates`."""
+    asked = {target.step // steps for target in targets}
+    return [candidates * CADENCE_CANDIDATES if quarter in asked else candidates for quarter in range(num_quarters)]
 
 
 def hold_last_chord(lower: Voices, onset: int, end: int) -> Voices:
@@ -455,6 +557,13 @@ def hold_last_chord(lower: Voices, onset: int, end: int) -> Voices:
             kept = np.concatenate([kept[:-1] if tied else kept, [[start, end, pitch]]])
         parts.append(kept.reshape(-1, 3))
     return Voices(tuple(parts), lower.num_quarters, lower.steps_per_quarter)
+
+
+def above_the_keyboard(lower: Voices, shift: int) -> Voices:
+    """Lower voices written in a key moved up by `shift` semitones without the notes that moving them back would
+    put below the keyboard's lowest key (they rest, as `below_ceiling`'s do)."""
+    notes = tuple(part[part[:, 2] - shift >= LOWEST_PITCH] for part in lower.notes)
+    return Voices(notes, lower.num_quarters, lower.steps_per_quarter)
 
 
 def parse_passage(text: str, num_quarters: int, source: str) -> tuple[int, int]:

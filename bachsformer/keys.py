@@ -126,6 +126,28 @@ def estimate_key(quarters: np.ndarray) -> Key:
     return Key(int(tonic), MODES[mode])
 
 
+def tune_key(quarters: np.ndarray) -> Key:
+    """The key of a tune, quarters [Q, 88, T] of one line: of the two keys that best fit it (`estimate_key`'s
+    correlations), the one whose tonic is its last note, else the best.
+
+    A line alone leaves the tonic and its dominant (or its relative) nearly equally likely, and a
+    chorale tune ends on its tonic: the key heard from Bach's four voices is the tune's best key in
+    0.69 of the corpus's files, and this one in 0.75.
+    """
+    roll = np.asarray(quarters).transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # [88, Q * T]
+    sounding = np.flatnonzero(roll.any(axis=0))
+    if not len(sounding):
+        return Key(0, "major")
+    correlations = key_correlations(pitch_class_profile(quarters))  # [2, 12]
+    best = np.argsort(correlations, axis=None)[::-1][:2]
+    last_class = (int(np.flatnonzero(roll[:, sounding[-1]])[-1]) + LOWEST_PITCH) % 12
+    mode, tonic = next(
+        (np.unravel_index(b, correlations.shape) for b in best if b % 12 == last_class),
+        np.unravel_index(best[0], correlations.shape),
+    )
+    return Key(int(tonic), MODES[mode])
+
+
 def shift_inside_keys(quarters: np.ndarray, shift: int) -> bool:
     """Whether moving every note of quarters [Q, 88, T] up by `shift` semitones keeps it in the 88 keys."""
     sounding = np.nonzero(np.asarray(quarters).any(axis=(0, 2)))[0]

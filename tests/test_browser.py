@@ -120,7 +120,8 @@ def test_a_tune_clicked_in_is_harmonized_played_and_downloaded_with_the_tune_on_
     tune = [[sixteenth * 8, sixteenth * 8 + 32, pitch] for sixteenth, pitch in FOUR_NOTES]
     assert editor_notes(page) == tune
     harmonize(page)
-    assert page.is_visible("#roll") and page.inner_text("#result-facts").startswith("G major · 1 bar ·")
+    # G A B C ends on C: the key of a tune is the one of its two likeliest that its last note is the tonic of
+    assert page.is_visible("#roll") and page.inner_text("#result-facts").startswith("C major · 1 bar ·")
     roll_inked = page.eval_on_selector(
         "#roll", "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some((v, i) => i % 4 == 3 && v)"
     )

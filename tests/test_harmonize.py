@@ -33,7 +33,15 @@ from bachsformer.evaluate_harmonization import (
 )
 from bachsformer.gpt import GPT, GPTConfig
 from bachsformer.harmonize import (
+    APPROACH_WEIGHT,
+    CADENCE_CANDIDATES,
+    CADENCE_WEIGHT,
+    FINAL_WEIGHT,
+    CadenceTarget,
     below_ceiling,
+    cadence_scores,
+    cadence_targets,
+    candidates_per_quarter,
     harmonize,
     impose_melody,
     melody_ceiling,
@@ -42,7 +50,7 @@ from bachsformer.harmonize import (
     piece_roll,
     regenerate,
 )
-from bachsformer.keys import Key, normalizing_shift, transpose_quarters
+from bachsformer.keys import Key, estimate_key, normalizing_shift, transpose_quarters, tune_key
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (
     DEFAULT_PROGRAM,
@@ -578,3 +586,104 @@ def test_evaluate_harmonize_refuses_an_unknown_system_by_name(monkeypatch, capsy
     with pytest.raises(SystemExit) as exit_info:
         evaluate_main()
     assert exit_info.value.code == 2 and "--systems: unknown triad rules" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# cadences
+
+
+def chords(*columns: tuple[int, ...]) -> np.ndarray:
+    """Candidates' lines keys [M, 4, 2]: each column a chord (Soprano ... Bass, MIDI pitches; 0 a rest), held
+    two steps; candidate m is columns[m]."""
+    keys = np.array([[SILENCE if p == 0 else p - 21 for p in chord] for chord in columns])  # [M, 4]
+    return np.repeat(keys[:, :, None], 2, axis=2)
+
+
+def starts(length: int, *steps: int) -> np.ndarray:
+    """Onsets bool [length], True at the given steps."""
+    onsets = np.zeros(length, dtype=bool)
+    onsets[list(steps)] = True
+    return onsets
+
+
+def test_the_final_cadence_asks_for_the_dominant_then_the_root_position_tonic():
+    melody_keys = np.full(8, SILENCE)
+    melody_keys[0:4], melody_keys[4:8] = 74 - 21, 72 - 21  # D5 then C5 in C major: the last note's onset is step 4
+    targets = cadence_targets(melody_keys, starts(8, 0, 4), [], 4, tonic=0)  # no phrase ends: the final cadence still
+    assert targets == [
+        CadenceTarget(4, ("tonic",), FINAL_WEIGHT),
+        CadenceTarget(3, ("on the dominant",), APPROACH_WEIGHT),
+    ]
+    before = chords(
+        (74, 67, 59, 43), (74, 65, 59, 55), (72, 71, 62, 43), (72, 67, 64, 43), (74, 65, 57, 50), (74, 67, 62, 47)
+    )
+    # V, V7, and V under a tonic held over it score; a 6/4 over G not yet V, ii, V6 (bass B) do not
+    assert cadence_scores(before, 2, targets, 0).tolist() == [APPROACH_WEIGHT] * 3 + [0, 0, 0]
+    assert cadence_scores(chords((74, 0, 0, 0)), 2, targets, 0).tolist() == [0]  # the tune alone, no Bass
+    after = chords((72, 67, 64, 48), (72, 64, 60, 36), (72, 64, 57, 45), (72, 67, 60, 52), (72, 65, 57, 48))
+    # I, and I without its fifth, score; vi (deceptive), I6 and IV 6/4 over the tonic do not
+    assert cadence_scores(after, 4, targets, 0).tolist() == [FINAL_WEIGHT, FINAL_WEIGHT, 0, 0, 0]
+
+
+def test_a_minor_close_may_end_major_and_a_tune_ending_on_the_dominant_gets_a_half_close():
+    melody_keys = np.full(8, SILENCE)
+    melody_keys[4:] = 69 - 21  # A: the tonic of A minor (tonic 9)
+    targets = cadence_targets(melody_keys, starts(8, 4), [], 4, tonic=9)
+    picardy, minor, v = chords((69, 64, 61, 45)), chords((69, 64, 60, 45)), chords((71, 68, 64, 52))
+    assert [cadence_scores(c, 4, targets, 9)[0] for c in (picardy, minor)] == [FINAL_WEIGHT] * 2
+    assert cadence_scores(chords((71, 68, 64, 52), (72, 65, 62, 53)), 2, targets, 9).tolist() == [
+        APPROACH_WEIGHT,
+        0,
+    ]  # V, iv6
+    melody_keys[4:] = 71 - 21  # B: the dominant's fifth
+    targets = cadence_targets(melody_keys, starts(8, 4), [], 4, tonic=9)
+    assert targets == [CadenceTarget(4, ("dominant",), FINAL_WEIGHT)]  # a half close, nothing asked before it
+    assert cadence_scores(np.concatenate([v, minor]), 4, targets, 9).tolist() == [FINAL_WEIGHT, 0]
+
+
+def test_a_last_note_struck_again_closes_where_the_first_of_them_starts():
+    melody_keys = np.full(16, 67 - 21)  # G4 held, then struck again at step 12, in G major (tonic 7)
+    melody_keys[:4] = 66 - 21  # after F#4
+    targets = cadence_targets(melody_keys, starts(16, 0, 4, 12), [4], 12, tonic=7)  # step 4: a phrase end too
+    assert targets == [
+        CadenceTarget(4, ("tonic",), FINAL_WEIGHT),
+        CadenceTarget(12, ("tonic",), FINAL_WEIGHT),
+        CadenceTarget(3, ("on the dominant",), APPROACH_WEIGHT),
+    ]
+
+
+def test_a_phrase_end_inside_the_tune_takes_an_authentic_or_a_half_close():
+    melody_keys = np.full(16, SILENCE)
+    melody_keys[:4], melody_keys[4:8], melody_keys[8:12], melody_keys[12:] = 62 - 21, 64 - 21, 67 - 21, 60 - 21
+    targets = cadence_targets(melody_keys, starts(16, 0, 4, 8, 12), [4, 8], 12, tonic=0)
+    # E5 at step 4 (in I, not in V): the dominant is asked before it; G at step 8 may close on I or V
+    assert targets[:3] == [
+        CadenceTarget(4, ("tonic", "dominant"), CADENCE_WEIGHT),
+        CadenceTarget(3, ("on the dominant",), APPROACH_WEIGHT),
+        CadenceTarget(8, ("tonic", "dominant"), CADENCE_WEIGHT),
+    ]
+    arrivals = chords((67, 64, 60, 48), (67, 62, 59, 43), (67, 64, 60, 52))
+    assert cadence_scores(arrivals, 8, targets, 0).tolist() == [CADENCE_WEIGHT, CADENCE_WEIGHT, 0]  # I, V, I6
+    # a small search: more candidates in the quarters (of 4 steps here) where a cadence asks for a chord
+    assert candidates_per_quarter(16, 5, 4, targets) == [16 * CADENCE_CANDIDATES] * 4 + [16]
+
+
+def test_a_tune_key_is_the_one_of_its_two_best_that_its_last_note_is_the_tonic_of():
+    notes = [(67, 0, 32), (71, 32, 64), (74, 64, 96), (72, 96, 128), (71, 128, 192), (66, 192, 224)]
+    assert tune_key(roll(8, *notes, (67, 224, 256))) == Key(7, "major")  # G B D C B F# G: B minor fits best
+    assert tune_key(roll(8, *notes)) == estimate_key(roll(8, *notes)) == Key(11, "minor")  # ending on F#
+
+
+def test_a_tune_ending_inside_a_quarter_before_a_rest_without_phrase_ends_gets_its_cadence_and_a_held_chord(models):
+    vq_vae, transformer = models
+    melody = roll(3, (74, 0, 16), (71, 16, 48), (72, 48, 72))  # the last note starts and ends inside a quarter
+    melody_keys, melody_onsets = melody_line(melody)
+    melody_keys, melody_onsets = melody_keys.reshape(-1), melody_onsets.reshape(-1)
+    targets = cadence_targets(melody_keys, melody_onsets, [], 48, tonic=0)  # no long note before it: no phrase end
+    assert [(t.step, t.chords) for t in targets] == [(48, ("tonic",)), (47, ("on the dominant",))]  # both in quarter 1
+    piece = harmonize(vq_vae, transformer, melody, OPTIONS, seed=1)
+    keys, onsets = piece.voices.lines()
+    lower = keys[:, 1:].transpose(1, 0, 2).reshape(3, -1)  # [3, T]
+    struck = onsets[:, 1:].transpose(1, 0, 2).reshape(3, -1)
+    assert (lower[:, 72:] == SILENCE).all() and (lower[:, 71] != SILENCE).any()  # held to the tune's end, no further
+    assert (lower[:, 49:72] == lower[:, 49:50]).all() and not struck[:, 49:72].any()
