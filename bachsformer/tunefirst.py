@@ -110,7 +110,8 @@ def compose_tune_first(
     """
     if options.quarters < MIN_QUARTERS:
         raise TuneError(
-            f"a piece of {options.quarters} quarters is shorter than a tune's one phrase: ask for {MIN_QUARTERS} or more"
+            f"a piece of {options.quarters} quarters is shorter than a tune's one phrase:"
+            f" ask for {MIN_QUARTERS} or more"
         )
     primer_key, shift, prefix, primer_line = None, 0, None, None
     if primer is not None:
