@@ -57,12 +57,12 @@ FOLLOWING_QUARTERS = 4  # quarters after a regenerated passage that its candidat
 RULE_WEIGHTS = {"parallel_fifths": 2.0, "parallel_octaves": 2.0, "hidden_fifths": 0.5, "hidden_octaves": 0.5}
 OUTER_WEIGHT = 2.0  # again for the parallels and hidden octaves of Soprano and Bass, the voices heard most
 BASS_RANGE_WEIGHT = 0.5  # per semitone a Bass note lies outside the Bass's range
-BASS_LEAP_WEIGHT = 0.2  # per semitone the Bass leaps between notes
+BASS_LEAP_WEIGHT = 0.2  # per semitone the Bass leaps between notes beyond BASS_LEAP_FREE
+BASS_LEAP_FREE = 5  # a Bass moving up to a fourth is not charged: Bach's basses move so at every cadence
 THIN_HARMONY = 0.5  # a harmonization with harmony under less of its tune than this is warned about
 # Cadences in the choice (docs/design.md, Endings and cadences), in units of the score: a candidate with the
-# chord a cadence asks for is e^weight times likelier to be chosen. The final tonic weighs about what the rules
-# charge the commonest close, the Bass rising a fourth under the Soprano's step to the tonic (a leap and hidden
-# octaves, about 35 at generate.rules 10).
+# chord a cadence asks for is e^weight times likelier to be chosen; the runs that chose them are in the model
+# card (models/README.md, Cadences in the harmony).
 CADENCE_WEIGHT = 4.0  # a phrase end inside the tune: the tonic or the dominant (authentic or half close)
 FINAL_WEIGHT = 32.0  # the tune's last note: the tonic (the dominant where the tune ends on it)
 APPROACH_WEIGHT = 8.0  # the dominant before an asked tonic: V-I
@@ -268,11 +268,13 @@ def rule_penalties(keys: np.ndarray, shift: int) -> np.ndarray:
     candidate, in the key it is written in moved by `shift` semitones: float [M].
 
     Its parallel and hidden fifths and octaves between all voices (those of Soprano and Bass again),
-    its Bass notes outside the Bass's range and its Bass leaps are weighed (RULE_WEIGHTS).
+    its Bass notes outside the Bass's range and its Bass leaps are weighed (RULE_WEIGHTS). A hidden
+    fifth or octave that the upper voice reaches by step is no fault, as in the textbook rule: every
+    V-I with the Soprano stepping to the tonic over a Bass rising a fourth has one.
     """
     pitches = eighth_pitches(keys)  # [M, 4, E]
-    counts = count_rules_batch(pitches)
-    outer = count_rules_batch(pitches[:, [0, 3]])
+    counts = count_rules_batch(pitches, hidden_by_step=False)
+    outer = count_rules_batch(pitches[:, [0, 3]], hidden_by_step=False)
     penalty = sum(RULE_WEIGHTS[name] * counts[name] for name in RULE_WEIGHTS)
     penalty = penalty + OUTER_WEIGHT * (outer["parallel_fifths"] + outer["parallel_octaves"] + outer["hidden_octaves"])
     low, high = VOICE_RANGES[3]
@@ -282,7 +284,8 @@ def rule_penalties(keys: np.ndarray, shift: int) -> np.ndarray:
         sounding, np.maximum(low - bass, 0) + np.maximum(bass - high, 0), 0
     ).sum(axis=1)
     moves = sounding[:, 1:] & sounding[:, :-1]
-    penalty = penalty + BASS_LEAP_WEIGHT * np.where(moves, np.abs(np.diff(bass, axis=1)), 0).sum(axis=1)
+    leaps = np.maximum(np.abs(np.diff(bass, axis=1)) - BASS_LEAP_FREE, 0)
+    penalty = penalty + BASS_LEAP_WEIGHT * np.where(moves, leaps, 0).sum(axis=1)
     return penalty.astype(np.float64)
 
 

@@ -51,8 +51,12 @@ def count_rules(voice_lines: np.ndarray) -> dict:
     return {name: int(count[0]) for name, count in count_rules_batch(np.asarray(voice_lines)[None]).items()}
 
 
-def count_rules_batch(voice_lines: np.ndarray) -> dict:
-    """`count_rules` for many pieces at once: lines int [M, V, E] (-1 silent) -> each rule's counts, int [M]."""
+def count_rules_batch(voice_lines: np.ndarray, hidden_by_step: bool = True) -> dict:
+    """`count_rules` for many pieces at once: lines int [M, V, E] (-1 silent) -> each rule's counts, int [M].
+
+    hidden_by_step False leaves out the hidden fifths and octaves that the upper voice reaches by step,
+    as the textbook rule does (the V-I of a cadence, Soprano 2-1 over a Bass rising a fourth, has one).
+    """
     counts = {name: np.zeros(len(voice_lines), dtype=np.int64) for name in RULE_NAMES}
     num_voices = voice_lines.shape[1]
     for upper in range(num_voices):
@@ -62,10 +66,11 @@ def count_rules_batch(voice_lines: np.ndarray) -> dict:
             pair = both[:, 1:] & both[:, :-1]
             interval = (high - low) % 12
             similar = pair & (np.sign(np.diff(high, axis=1)) * np.sign(np.diff(low, axis=1)) > 0)
+            hidden = similar if hidden_by_step else similar & (np.abs(np.diff(high, axis=1)) > 2)
             for name, perfect in (("fifths", FIFTH), ("octaves", OCTAVE)):
-                arrive = similar & (interval[:, 1:] == perfect)
-                counts[f"parallel_{name}"] += (arrive & (interval[:, :-1] == perfect)).sum(axis=1)
-                counts[f"hidden_{name}"] += (arrive & (interval[:, :-1] != perfect)).sum(axis=1)
+                arrive = interval[:, 1:] == perfect
+                counts[f"parallel_{name}"] += (similar & arrive & (interval[:, :-1] == perfect)).sum(axis=1)
+                counts[f"hidden_{name}"] += (hidden & arrive & (interval[:, :-1] != perfect)).sum(axis=1)
             counts["crossings"] += (both & (low > high)).sum(axis=1)
             if num_voices == 4 and upper < 2 and lower == upper + 1:
                 counts["spacing"] += (both & (high - low > 12)).sum(axis=1)

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 from midi_files import roll
 
-from bachsformer.harmonize import BASS_RANGE_WEIGHT, rule_penalties
-from bachsformer.rules import count_rules, four_part_scores, lines, voice_figures
+from bachsformer.harmonize import (
+    BASS_LEAP_FREE,
+    BASS_LEAP_WEIGHT,
+    BASS_RANGE_WEIGHT,
+    OUTER_WEIGHT,
+    RULE_WEIGHTS,
+    rule_penalties,
+)
+from bachsformer.rules import count_rules, count_rules_batch, four_part_scores, lines, voice_figures
 from bachsformer.voices import Voices
 
 
@@ -76,3 +83,28 @@ def test_voice_figures_count_parallels_rests_unisons_and_leaps_per_voice():
     assert figures["inner_rests"] == 4 / 8  # sixteenths 2 ... 5 of 8: the Tenor rests
     assert figures["unisons"] == 2 / 4  # of the 4 sixteenths where all sound, 2 with Alto and Tenor on one key
     assert figures["leaps"] == {"Soprano": 2.0, "Alto": 2.0, "Tenor": 7.0, "Bass": 0.0}
+
+
+def test_a_hidden_octave_reached_by_step_in_the_upper_voice_is_counted_but_not_charged_in_the_choice():
+    # V-I in C: the Soprano B -> C by step over the Bass G -> C, a fourth up: a hidden octave, both rising
+    stepping = np.array([[71, 72], [62, 64], [59, 60], [43, 48]])
+    leaping = np.array([[67, 72], [62, 64], [59, 60], [43, 48]])  # the Soprano leaps G -> C into the octave
+    assert count_rules(stepping)["hidden_octaves"] == 2  # the evaluation counts every one: S-B, and T-B (B -> C)
+    assert count_rules_batch(stepping[None], hidden_by_step=False)["hidden_octaves"].tolist() == [0]
+    assert count_rules_batch(leaping[None], hidden_by_step=False)["hidden_octaves"].tolist() == [1]  # S-B alone
+    cadence = around((71, 72), (62, 64), (59, 60), (43, 48))
+    leapt = around((67, 72), (62, 64), (59, 60), (43, 48))
+    charged = RULE_WEIGHTS["hidden_octaves"] + OUTER_WEIGHT  # all pairs, and again for Soprano and Bass
+    assert rule_penalties(leapt[None], 0)[0] - rule_penalties(cadence[None], 0)[0] == pytest.approx(charged)
+
+
+def test_a_bass_moving_a_fourth_is_free_and_a_wider_leap_pays_for_its_semitones_beyond_it():
+    def penalty(bass_before: int, bass_now: int) -> float:
+        # upper voices held, so that nothing but the Bass's move is charged
+        return rule_penalties(around((72, 72), (67, 67), (64, 64), (bass_before, bass_now))[None], 0)[0]
+
+    held = penalty(48, 48)
+    assert penalty(43, 48) == pytest.approx(held)  # G -> C, a fourth up: the V-I of a cadence
+    assert penalty(48, 43) == pytest.approx(held)  # C -> G, a fourth down
+    assert penalty(55, 48) == pytest.approx(held + BASS_LEAP_WEIGHT * (7 - BASS_LEAP_FREE))  # a fifth down
+    assert penalty(60, 48) == pytest.approx(held + BASS_LEAP_WEIGHT * (12 - BASS_LEAP_FREE))  # an octave
