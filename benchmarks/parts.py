@@ -28,7 +28,7 @@ PARTS = {
         (GPT, "generate"),
     ],
     "VQ-VAE": [(VQVAE, "encode"), (VQVAE, "decode")],
-    "rules": [(harmonize, "rule_penalties"), (harmonize, "cadences")],
+    "rules": [(harmonize, "rule_penalties"), (harmonize, "cadence_scores")],
     "MIDI in and out": [(compose, "piece_midi_bytes"), (midi, "write_bytes"), (harmonize, "read_melody")],
 }
 
