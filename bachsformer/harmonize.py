@@ -67,6 +67,7 @@ CADENCE_WEIGHT = 4.0  # a phrase end inside the tune: the tonic or the dominant 
 FINAL_WEIGHT = 32.0  # the tune's last note: the tonic (the dominant where the tune ends on it)
 APPROACH_WEIGHT = 8.0  # the dominant before an asked tonic: V-I
 CADENCE_CANDIDATES = 4  # times generate.candidates drawn in a quarter where a cadence asks for a chord
+FINAL_BEAM = 4  # ways through the final cadence's quarters written before one is kept
 
 
 class GuideError(BachsformerError):
@@ -321,7 +322,8 @@ def harmonize(
     primer: the voices the music starts with, in the melody's key and under its first P quarters:
     kept as they are, and harmonizing starts after them. tonic: the pitch class the cadences close
     on, in the melody as harmonized (default: the key `keys.tune_key` hears in it). The cadences are
-    asked for in the choice (`cadence_targets`, with more candidates where they are).
+    asked for in the choice (`cadence_targets`, with more candidates where they are), and the final
+    close is searched over its last quarters together (`final_cadence_quarters`, FINAL_BEAM ways).
     The harmony ends with the tune: the chord under its last note is held to the note's end, and
     nothing sounds after it (a rest at the tune's end is not harmonized).
     """
@@ -354,7 +356,10 @@ def harmonize(
     if kept:
         written_keys[:kept], written_onsets[:kept] = primer.transposed(shift).lines()
         codes[:kept] = vq_vae.encode(torch.from_numpy(written_keys[:kept]), torch.from_numpy(written_onsets[:kept]))
-    for i in range(kept, (tune_end - 1) // steps + 1):
+
+    def write_quarter(i: int, shared):
+        """Draw, judge and choose quarter i after those written; write it. Returns the shared context run
+        for it (continued while the window grows) and the chosen candidate's score."""
         # the last context_quarters quarters: a window that slides by a quarter once full
         first = max(0, i - context_quarters)
         context = codes[first:i].flatten()
@@ -389,6 +394,38 @@ def harmonize(
             imposed_onsets[chosen],
             imposed_codes[chosen],
         )
+        return shared, float(scores[chosen])
+
+    # The close is searched over its last quarters together (`final_cadence_quarters`): the quarter
+    # before the dominant decides what a dominant there costs, so FINAL_BEAM ways through them are
+    # written, each choosing quarter by quarter as elsewhere, and one is kept by exp(its scores' sum).
+    close = final_close_step(melody_keys.reshape(-1), melody_onsets.reshape(-1), last_onset)
+    end = (tune_end - 1) // steps + 1  # the quarters harmonized: through the one the tune's last note ends in
+    search = final_cadence_quarters(close, last_onset, steps, kept)
+    if not search:  # a primer holds the close: nothing left to search
+        search = range(end, end)
+    for i in range(kept, search.start):
+        shared, _ = write_quarter(i, shared)
+        if progress is not None:
+            progress(1)
+    span = slice(search.start, search.stop)
+    ways = []  # each way through the search: the sum of its chosen scores, and the quarters it wrote
+    for way in range(FINAL_BEAM if search else 0):
+        total = 0.0
+        shared = None  # each way runs its own context (a growing window's cache is not shared between them)
+        for i in search:
+            shared, score = write_quarter(i, shared)
+            total += score
+            if progress is not None and way == FINAL_BEAM - 1:  # the search's quarters count as the last way goes
+                progress(1)
+        ways.append((total, codes[span].clone(), written_keys[span].copy(), written_onsets[span].copy()))
+    if ways:
+        _, codes[span], written_keys[span], written_onsets[span] = ways[
+            choose(torch.tensor([way[0] for way in ways]), generator)
+        ]
+        shared = None
+    for i in range(search.stop, end):
+        shared, _ = write_quarter(i, shared)
         if progress is not None:
             progress(1)
     voices = from_lines(written_keys, written_onsets)
@@ -501,9 +538,7 @@ def cadence_targets(
     def degree(step: int) -> int:
         return -1 if melody_keys[step] == SILENCE else (int(melody_keys[step]) + LOWEST_PITCH - tonic) % 12
 
-    close = last_onset  # where the final close arrives: the first of the last note's repeats
-    while close > 0 and melody_keys[close - 1] == melody_keys[last_onset]:
-        close = int(np.flatnonzero(melody_onsets[:close])[-1])
+    close = final_close_step(melody_keys, melody_onsets, last_onset)
     targets = []
     for end in [e for e in ends if e < close]:
         targets.append(CadenceTarget(end, ("tonic", "dominant"), CADENCE_WEIGHT))
@@ -536,6 +571,23 @@ def candidates_per_quarter(candidates: int, num_quarters: int, steps: int, targe
     quarters where a cadence asks for a chord (a small search there), else `candidates`."""
     asked = {target.step // steps for target in targets}
     return [candidates * CADENCE_CANDIDATES if quarter in asked else candidates for quarter in range(num_quarters)]
+
+
+def final_close_step(melody_keys: np.ndarray, melody_onsets: np.ndarray, last_onset: int) -> int:
+    """Where the final close arrives in a tune's keys and onsets [T]: the onset of its last note, or of the first
+    of its repeats where the last note is struck again on the note before it."""
+    close = last_onset
+    while close > 0 and melody_keys[close - 1] == melody_keys[last_onset]:
+        close = int(np.flatnonzero(melody_onsets[:close])[-1])
+    return close
+
+
+def final_cadence_quarters(close: int, last_onset: int, steps: int, first_free: int) -> range:
+    """The quarters searched together for the final cadence arriving at step `close`: from the one before the
+    chord that moves to it (so the chord before the dominant too) through the quarter of the last note's
+    onset `last_onset`, not before `first_free` (a primer's quarters are kept)."""
+    before_close = max(close - 1, 0) // steps  # the quarter holding the chord that moves to the close
+    return range(max(first_free, before_close - 1), last_onset // steps + 1)
 
 
 def hold_last_chord(lower: Voices, onset: int, end: int) -> Voices:

@@ -42,6 +42,8 @@ from bachsformer.harmonize import (
     cadence_scores,
     cadence_targets,
     candidates_per_quarter,
+    final_cadence_quarters,
+    final_close_step,
     harmonize,
     impose_melody,
     melody_ceiling,
@@ -650,6 +652,21 @@ def test_a_last_note_struck_again_closes_where_the_first_of_them_starts():
         CadenceTarget(12, ("tonic",), FINAL_WEIGHT),
         CadenceTarget(3, ("on the dominant",), APPROACH_WEIGHT),
     ]
+
+
+def test_the_final_close_is_searched_from_the_chord_before_the_dominant_through_the_last_note():
+    melody_keys = np.full(16, 67 - 21)  # G4 held, then struck again at step 12 (quarters of 4 steps)
+    melody_keys[:4] = 66 - 21  # after F#4
+    melody_onsets = starts(16, 0, 4, 12)
+    assert final_close_step(melody_keys, melody_onsets, 12) == 4  # the close arrives on the first G
+    # the dominant sounds at step 3, in quarter 0: the search starts there (nothing before it) and runs to quarter 3
+    assert final_cadence_quarters(4, 12, 4, first_free=0) == range(0, 4)
+    assert final_cadence_quarters(9, 12, 4, first_free=0) == range(1, 4)  # V in quarter 2, the chord before in 1
+    assert final_cadence_quarters(8, 12, 4, first_free=0) == range(0, 4)  # a close on a beat: V ends quarter 1
+    assert final_cadence_quarters(9, 12, 4, first_free=2) == range(2, 4)  # a primer's quarters are kept
+    changed = melody_keys.copy()
+    changed[4:12] = 69 - 21  # A4, then G4: not struck again on the note before
+    assert final_close_step(changed, melody_onsets, 12) == 12
 
 
 def test_a_phrase_end_inside_the_tune_takes_an_authentic_or_a_half_close():
