@@ -129,14 +129,15 @@ def compose_tune_first(
     )
     plain = dataclasses.replace(options, key="")  # the key is chosen below, once the piece is back in its own
     pieces = []
-    written = [0]  # quarters of the piece harmonized so far
+    written = 0  # quarters of the piece harmonized so far
 
     def count(quarters: int):
-        written[0] += quarters
+        nonlocal written
+        written += quarters
         progress(quarters)
 
     for seed, mode, tokens in zip(seeds, modes, tunes):
-        written[0] = 0
+        written = 0
         melody, fermatas = tune_quarters(tokens)
         if primer is not None:
             melody = np.concatenate([primer_line, melody[kept:]]) if len(melody) > kept else primer_line
@@ -153,8 +154,8 @@ def compose_tune_first(
             tonic=tonic,
             progress=count if progress is not None else None,
         )
-        if progress is not None and written[0] < options.quarters:
-            progress(options.quarters - written[0])
+        if progress is not None and written < options.quarters:
+            progress(options.quarters - written)
         voices = piece.voices.transposed(-shift)
         tune = transpose_quarters(piece.melody, -shift)
         if primer is not None and continuation_only:
