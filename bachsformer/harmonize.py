@@ -30,6 +30,7 @@ to the melody's or the file's key (or to `generate.key`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -506,14 +507,12 @@ def on_the_dominant(keys: np.ndarray, step: int, tonic: int) -> np.ndarray:
     return (bass == 7) & present[:, sorted(DOMINANT_TONES)].any(axis=1)
 
 
-CHORDS = {"tonic": tonic_chord, "dominant": dominant_chord, "on the dominant": on_the_dominant}
-
-
 class CadenceTarget(NamedTuple):
-    """A chord a cadence asks for: at `step` of the tune, any of `chords` (names in CHORDS), worth `weight`."""
+    """A chord a cadence asks for: at `step` of the tune, any of `chords` (each a test of candidates' chords, such
+    as `tonic_chord`), worth `weight`."""
 
     step: int
-    chords: tuple[str, ...]
+    chords: tuple[Callable[[np.ndarray, int, int], np.ndarray], ...]
     weight: float
 
 
@@ -541,15 +540,15 @@ def cadence_targets(
     close = final_close_step(melody_keys, melody_onsets, last_onset)
     targets = []
     for end in [e for e in ends if e < close]:
-        targets.append(CadenceTarget(end, ("tonic", "dominant"), CADENCE_WEIGHT))
+        targets.append(CadenceTarget(end, (tonic_chord, dominant_chord), CADENCE_WEIGHT))
         if end > 0 and degree(end) in TONIC_TRIAD - DOMINANT_CHORD:
-            targets.append(CadenceTarget(end - 1, ("on the dominant",), APPROACH_WEIGHT))
+            targets.append(CadenceTarget(end - 1, (on_the_dominant,), APPROACH_WEIGHT))
     if degree(last_onset) in TONIC_TRIAD:
-        targets += [CadenceTarget(step, ("tonic",), FINAL_WEIGHT) for step in sorted({close, last_onset})]
+        targets += [CadenceTarget(step, (tonic_chord,), FINAL_WEIGHT) for step in sorted({close, last_onset})]
         if close > 0:
-            targets.append(CadenceTarget(close - 1, ("on the dominant",), APPROACH_WEIGHT))
+            targets.append(CadenceTarget(close - 1, (on_the_dominant,), APPROACH_WEIGHT))
     elif degree(last_onset) in DOMINANT_TONES:
-        targets.append(CadenceTarget(last_onset, ("dominant",), FINAL_WEIGHT))
+        targets.append(CadenceTarget(last_onset, (dominant_chord,), FINAL_WEIGHT))
     return targets
 
 
@@ -562,7 +561,7 @@ def cadence_scores(keys: np.ndarray, first_step: int, targets: list[CadenceTarge
     for target in targets:
         if first_step <= target.step < first_step + steps:
             step = target.step - first_step
-            scores += target.weight * np.any([CHORDS[name](keys, step, tonic) for name in target.chords], axis=0)
+            scores += target.weight * np.any([chord(keys, step, tonic) for chord in target.chords], axis=0)
     return scores
 
 

@@ -42,6 +42,7 @@ from bachsformer.harmonize import (
     cadence_scores,
     cadence_targets,
     candidates_per_quarter,
+    dominant_chord,
     final_cadence_quarters,
     final_close_step,
     harmonize,
@@ -49,8 +50,10 @@ from bachsformer.harmonize import (
     melody_ceiling,
     melody_line,
     melody_scores,
+    on_the_dominant,
     piece_roll,
     regenerate,
+    tonic_chord,
 )
 from bachsformer.keys import Key, estimate_key, normalizing_shift, transpose_quarters, tune_key
 from bachsformer.metrics import highest_line
@@ -613,8 +616,8 @@ def test_the_final_cadence_asks_for_the_dominant_then_the_root_position_tonic():
     melody_keys[0:4], melody_keys[4:8] = 74 - 21, 72 - 21  # D5 then C5 in C major: the last note's onset is step 4
     targets = cadence_targets(melody_keys, starts(8, 0, 4), [], 4, tonic=0)  # no phrase ends: the final cadence still
     assert targets == [
-        CadenceTarget(4, ("tonic",), FINAL_WEIGHT),
-        CadenceTarget(3, ("on the dominant",), APPROACH_WEIGHT),
+        CadenceTarget(4, (tonic_chord,), FINAL_WEIGHT),
+        CadenceTarget(3, (on_the_dominant,), APPROACH_WEIGHT),
     ]
     before = chords(
         (74, 67, 59, 43), (74, 65, 59, 55), (72, 71, 62, 43), (72, 67, 64, 43), (74, 65, 57, 50), (74, 67, 62, 47)
@@ -639,7 +642,7 @@ def test_a_minor_close_may_end_major_and_a_tune_ending_on_the_dominant_gets_a_ha
     ]  # V, iv6
     melody_keys[4:] = 71 - 21  # B: the dominant's fifth
     targets = cadence_targets(melody_keys, starts(8, 4), [], 4, tonic=9)
-    assert targets == [CadenceTarget(4, ("dominant",), FINAL_WEIGHT)]  # a half close, nothing asked before it
+    assert targets == [CadenceTarget(4, (dominant_chord,), FINAL_WEIGHT)]  # a half close, nothing asked before it
     assert cadence_scores(np.concatenate([v, minor]), 4, targets, 9).tolist() == [FINAL_WEIGHT, 0]
 
 
@@ -648,9 +651,9 @@ def test_a_last_note_struck_again_closes_where_the_first_of_them_starts():
     melody_keys[:4] = 66 - 21  # after F#4
     targets = cadence_targets(melody_keys, starts(16, 0, 4, 12), [4], 12, tonic=7)  # step 4: a phrase end too
     assert targets == [
-        CadenceTarget(4, ("tonic",), FINAL_WEIGHT),
-        CadenceTarget(12, ("tonic",), FINAL_WEIGHT),
-        CadenceTarget(3, ("on the dominant",), APPROACH_WEIGHT),
+        CadenceTarget(4, (tonic_chord,), FINAL_WEIGHT),
+        CadenceTarget(12, (tonic_chord,), FINAL_WEIGHT),
+        CadenceTarget(3, (on_the_dominant,), APPROACH_WEIGHT),
     ]
 
 
@@ -675,9 +678,9 @@ def test_a_phrase_end_inside_the_tune_takes_an_authentic_or_a_half_close():
     targets = cadence_targets(melody_keys, starts(16, 0, 4, 8, 12), [4, 8], 12, tonic=0)
     # E5 at step 4 (in I, not in V): the dominant is asked before it; G at step 8 may close on I or V
     assert targets[:3] == [
-        CadenceTarget(4, ("tonic", "dominant"), CADENCE_WEIGHT),
-        CadenceTarget(3, ("on the dominant",), APPROACH_WEIGHT),
-        CadenceTarget(8, ("tonic", "dominant"), CADENCE_WEIGHT),
+        CadenceTarget(4, (tonic_chord, dominant_chord), CADENCE_WEIGHT),
+        CadenceTarget(3, (on_the_dominant,), APPROACH_WEIGHT),
+        CadenceTarget(8, (tonic_chord, dominant_chord), CADENCE_WEIGHT),
     ]
     arrivals = chords((67, 64, 60, 48), (67, 62, 59, 43), (67, 64, 60, 52))
     assert cadence_scores(arrivals, 8, targets, 0).tolist() == [CADENCE_WEIGHT, CADENCE_WEIGHT, 0]  # I, V, I6
@@ -697,7 +700,10 @@ def test_a_tune_ending_inside_a_quarter_before_a_rest_without_phrase_ends_gets_i
     melody_keys, melody_onsets = melody_line(melody)
     melody_keys, melody_onsets = melody_keys.reshape(-1), melody_onsets.reshape(-1)
     targets = cadence_targets(melody_keys, melody_onsets, [], 48, tonic=0)  # no long note before it: no phrase end
-    assert [(t.step, t.chords) for t in targets] == [(48, ("tonic",)), (47, ("on the dominant",))]  # both in quarter 1
+    assert [(t.step, t.chords) for t in targets] == [
+        (48, (tonic_chord,)),
+        (47, (on_the_dominant,)),
+    ]  # both in quarter 1
     piece = harmonize(vq_vae, transformer, melody, OPTIONS, seed=1)
     keys, onsets = piece.voices.lines()
     lower = keys[:, 1:].transpose(1, 0, 2).reshape(3, -1)  # [3, T]
