@@ -1,8 +1,9 @@
-"""Export the Bach chorales bundled with music21 to MIDI files.
+"""Export the Bach chorales bundled with music21 to MIDI files, and a set of folk tunes to harmonize.
 
 Usage::
 
     python -m bachsformer.corpus [--out data/midi] [--overwrite]
+    python -m bachsformer.corpus --folk [--out data/tunes/folk]
 
 Writes one MIDI file per chorale, named after the corpus file's stem
 (``bach/bwv66.6.mxl`` -> ``data/midi/bwv66.6.mid``), in sorted order. Existing
@@ -31,6 +32,11 @@ of its own added after the parts) at the onset of the note that carries it, so t
 MIDI files carries the chorales' phrases (bachsformer/tune.py reads them); the parts' bytes are
 those music21 writes.
 
+Folk tunes (``--folk``): the first FOLK_TUNES tunes of FOLK_SOURCE, the German children's songs of
+the Essen folk song collection in music21's corpus, in the collection's order, one MIDI file each
+(``kinder0-01.mid`` ...). They are tunes the models never saw, for ``python -m bachsformer.evaluate
+--melodies data/tunes/folk``.
+
 Scores are parsed with ``forceSource=True`` so music21 writes no pickle cache.
 The MIDI bytes depend only on the score, so repeated exports are identical.
 """
@@ -47,6 +53,12 @@ SCORE_SUFFIXES = (".mxl", ".xml", ".krn")
 
 NOT_CHORALES = frozenset({"bwv846"})
 """Stems of files in music21's Bach corpus that are not chorales."""
+
+FOLK_SOURCE = "essenFolksong/kinder0.abc"
+"""The folk tunes' source in music21's corpus: an ABC file of 213 tunes."""
+
+FOLK_TUNES = 24
+"""How many of them are exported, from the first."""
 
 
 def require_music21() -> ModuleType:
@@ -82,19 +94,8 @@ def fermata_offsets(score) -> list[float]:
     return sorted(offsets)
 
 
-def export(source: Path, target: Path) -> None:
-    """Convert one corpus file to a MIDI file with its fermatas as markers, written atomically to ``target``."""
-    music21 = require_music21()
-    from music21.midi.translate import music21ObjectToMidiFile
-
-    from bachsformer.tune import add_markers
-
-    score = music21.converter.parse(source, forceSource=True)
-    midi_file = music21ObjectToMidiFile(score)
-    data = midi_file.writestr()
-    offsets = fermata_offsets(score)
-    if offsets:
-        data = add_markers(data, [round(offset * midi_file.ticksPerQuarterNote) for offset in offsets])
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` through a partial file, so an interrupted export leaves no half file."""
     partial = target.with_name(target.name + ".part")
     try:
         partial.write_bytes(data)
@@ -103,15 +104,54 @@ def export(source: Path, target: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def score_midi(score) -> bytes:
+    """A music21 score as MIDI file bytes, with its fermatas as markers."""
+    from music21.midi.translate import music21ObjectToMidiFile
+
+    from bachsformer.tune import add_markers
+
+    midi_file = music21ObjectToMidiFile(score)
+    data = midi_file.writestr()
+    offsets = fermata_offsets(score)
+    if offsets:
+        data = add_markers(data, [round(offset * midi_file.ticksPerQuarterNote) for offset in offsets])
+    return data
+
+
+def export(source: Path, target: Path) -> None:
+    """Convert one corpus file to a MIDI file with its fermatas as markers, written atomically to ``target``."""
+    music21 = require_music21()
+    write_atomically(target, score_midi(music21.converter.parse(source, forceSource=True)))
+
+
+def export_folk_tunes(out: Path, count: int = FOLK_TUNES) -> list[Path]:
+    """Write the first ``count`` tunes of FOLK_SOURCE to ``out`` as MIDI files; returns their paths."""
+    music21 = require_music21()
+    opus = music21.corpus.parse(FOLK_SOURCE, forceSource=True)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for number, score in enumerate(opus.scores[:count], start=1):
+        target = out / f"{Path(FOLK_SOURCE).stem}-{number:02d}.mid"
+        write_atomically(target, score_midi(score))
+        paths.append(target)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
     """Export all chorales; see the module docstring."""
     parser = argparse.ArgumentParser(
         prog="python -m bachsformer.corpus",
-        description="Export the Bach chorales in music21's corpus to MIDI files.",
+        description="Export the Bach chorales in music21's corpus to MIDI files (or, with --folk, folk tunes).",
     )
-    parser.add_argument("--out", type=Path, default=Path("data/midi"), help="output folder (default: data/midi)")
+    parser.add_argument("--out", type=Path, help="output folder (default: data/midi, with --folk data/tunes/folk)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing MIDI files")
+    parser.add_argument("--folk", action="store_true", help=f"export the first {FOLK_TUNES} tunes of {FOLK_SOURCE}")
     args = parser.parse_args(argv)
+    if args.folk:
+        paths = export_folk_tunes(args.out or Path("data/tunes/folk"))
+        print(f"{len(paths)} folk tunes exported -> {paths[0].parent}")
+        return
+    args.out = args.out or Path("data/midi")
 
     sources = chorale_sources()
     if not sources:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bachsformer.errors import BachsformerError
-from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters
+from bachsformer.keys import normalizing_shift, piece_key, transpose_quarters
 from bachsformer.melody import NONE as MELODY_NONE
 from bachsformer.melody import transpose_tokens, window_melody
 from bachsformer.midi import (
@@ -170,8 +170,9 @@ def load_corpus(
 ) -> list[CorpusPiece]:
     """Read every MIDI file under `folder` as four voices (voices.py), skipping unreadable ones.
 
-    normalize_key: move each piece to C major or A minor by the smallest shift that keeps it inside
-    the 88 keys (`keys.normalizing_shift`; docs/design.md, Keys). grid: steps of the voicing rule's
+    normalize_key: move each piece from its key (`keys.piece_key`: the best-fitting of two, by the bass it
+    closes on) to C major or A minor by the smallest shift that keeps it inside the 88 keys
+    (`keys.normalizing_shift`; docs/design.md, Keys). grid: steps of the voicing rule's
     cells, for files without four parts. Each skipped file is passed to `on_skip`, and the name of each
     file split by the voicing rule to `on_split` (default for both: one line on stderr). Raises
     CorpusError when no file is readable.
@@ -197,7 +198,7 @@ def load_corpus(
         if read_as == READ_BY_RULE:
             on_split(name)
         quarters = voices.quarters()
-        key = estimate_key(quarters)
+        key = piece_key(quarters)
         shift = normalizing_shift(quarters, key) if normalize_key else 0
         if shift:
             quarters, voices = transpose_quarters(quarters, shift), voices.transposed(shift)
@@ -389,7 +390,7 @@ def scan(folder: str | Path, as_json: bool = False, max_quarters: int = DEFAULT_
                 voices=read_as,
                 error=None,
             )
-            record["key"] = str(estimate_key(piece.quarters))
+            record["key"] = str(piece_key(piece.quarters))
             low, high = _pitch_name(int(keys[0])), _pitch_name(int(keys[-1]))
         if as_json:
             print(json.dumps(record))

@@ -9,6 +9,7 @@
     python -m bachsformer.evaluate --num 8 --set generate.tune_top_p=0.9   # a quick comparison
     python -m bachsformer.evaluate --harmonize        # harmonize held-out chorale tunes (evaluate_harmonization.py)
     python -m bachsformer.evaluate --harmonize --files 8 --systems model,"one candidate"   # a quick comparison
+    python -m bachsformer.evaluate --melodies data/tunes/folk   # harmonize these tunes: how each one ends
 
 VQ-VAE: frame F1, onset F1 and codebook perplexity on the held-out files. Transformer: held-out
 bits per code beside unigram and bigram baselines. Generated music: features of the MIDI itself
@@ -50,7 +51,13 @@ from bachsformer.config import load_config
 from bachsformer.data import CorpusPiece, EncodedPiece, load_corpus, split, transpose_lines
 from bachsformer.endings import piece_ending, print_endings, summarize_endings, voices_key
 from bachsformer.errors import ArgumentParser, BachsformerError, exit_on_user_error
-from bachsformer.evaluate_harmonization import SYSTEMS, evaluate_harmonization, print_harmonization
+from bachsformer.evaluate_harmonization import (
+    SYSTEMS,
+    evaluate_harmonization,
+    melody_endings,
+    print_harmonization,
+    print_melody_endings,
+)
 from bachsformer.gpt import GPT
 from bachsformer.keys import Key, estimate_key
 from bachsformer.metrics import (
@@ -756,6 +763,7 @@ def main():
         "--harmonize", action="store_true", help="harmonize the held-out chorales' Soprano tracks instead"
     )
     parser.add_argument("--tunes", action="store_true", help="the tune model alone, over temperature and top-p")
+    parser.add_argument("--melodies", metavar="FOLDER", help="harmonize every tune in FOLDER; how each one ends")
     parser.add_argument("--files", type=int, help="with --harmonize: only the first N held-out chorales")
     parser.add_argument("--systems", help="with --harmonize: the rows to compute, comma-separated (default: all)")
     args = parser.parse_args()
@@ -768,6 +776,9 @@ def main():
     if args.tunes:
         results = evaluate_tunes(config, args.num, args.seed, resolve_device(args.device))
         print_tunes(results)
+    elif args.melodies:
+        results = melody_endings(config, args.melodies, args.seed, resolve_device(args.device))
+        print_melody_endings(results)
     elif args.harmonize:
         systems = tuple(args.systems.split(",")) if args.systems else SYSTEMS
         unknown = set(systems) - set(SYSTEMS)

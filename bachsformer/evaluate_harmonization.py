@@ -18,6 +18,10 @@ harmonization of the same tune (the file's Alto, Tenor and Bass tracks):
 - consonance: of the beats (a quarter's first step) where the melody and a bass below it sound,
   the share whose interval is consonant against the bass: unison or octave, third, fifth, sixth.
 
+`--melodies FOLDER` harmonizes every tune in a folder instead (`melody_endings`), such as the folk
+tunes of data/tunes/folk, which have no harmonization of Bach's to compare with: it reports how
+each harmonization ends, in the key heard from its four voices, and the key of the tune alone.
+
 The model harmonizes as `generate.py --melody` does. Beside it, the parts of the method one at a
 time: one candidate per quarter drawn hearing the melody (the condition alone), candidates drawn
 without hearing it (choosing among unconditioned samples by how they fit the tune), and one
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,8 +44,8 @@ from bachsformer.analyze import harmony_statistics, music_from_voices, print_har
 from bachsformer.compose import decode_voices, load_models
 from bachsformer.data import load_corpus, midi_files, split
 from bachsformer.endings import piece_ending, print_endings, summarize_endings, voices_key
-from bachsformer.harmonize import harmonize, piece_roll, with_tune
-from bachsformer.keys import Key, estimate_key, normalizing_shift
+from bachsformer.harmonize import GuideError, harmonize, piece_roll, read_melody, with_tune
+from bachsformer.keys import Key, estimate_key, normalizing_shift, tune_key
 from bachsformer.metrics import grid_shares, scale_consistency, top_line
 from bachsformer.midi import (
     LOWEST_PITCH,
@@ -382,6 +387,53 @@ def evaluate_harmonization(
             "Bach": harmony_statistics(bach_files),
         },
     }
+
+
+def melody_endings(config, folder, seed: int, device) -> dict:
+    """Harmonize each tune in `folder` (its MIDI and MusicXML files) as `generate.py --melody` does, and read
+    how each harmonization ends (`endings.piece_ending`, in the key heard from the four voices; a file's
+    fermata markers are its phrase ends). A file that cannot be read is skipped and named."""
+    vq_vae, transformer = load_models(config.models.vq_vae, config.models.transformer, device)
+    options = dataclasses.replace(config.generate, key="")
+    rows, files, skipped = [], [], []
+    folder = Path(folder)
+    for path in midi_files(folder):
+        name = path.relative_to(folder).as_posix()
+        try:
+            melody = read_melody(path).quarters
+        except (MidiError, GuideError) as error:
+            skipped.append(str(error))
+            continue
+        voices = harmonize(vq_vae, transformer, melody, options, seed, config.data.normalize_key).voices
+        heard = voices_key(voices.notes, STEPS_PER_QUARTER)
+        ending = piece_ending(voices.notes, heard, STEPS_PER_QUARTER, read_fermatas(path))
+        rows.append(ending)
+        files.append(
+            {"file": name, "tune_key": str(tune_key(melody)), "heard": str(heard), "cadence": ending["cadence"]}
+        )
+    if not rows:
+        raise GuideError(f"{folder}: no tune could be read there ({len(skipped)} files skipped)")
+    heard_as_the_tune = float(np.mean([f["heard"] == f["tune_key"] for f in files]))
+    return {
+        "folder": str(folder),
+        "seed": seed,
+        "models": {"vq_vae": config.models.vq_vae, "transformer": config.models.transformer},
+        "endings": {**summarize_endings(rows), "key_heard_as_the_tune": heard_as_the_tune},
+        "files": files,
+        "skipped": skipped,
+    }
+
+
+def print_melody_endings(results: dict) -> None:
+    """Each tune's key and final cadence, then the endings table and the files skipped."""
+    print(f"harmonizing the tunes in {results['folder']} (seed {results['seed']})")
+    print("| file | key of the tune | key heard | final cadence |\n|---|---|---|---|")
+    for row in results["files"]:
+        print(f"| {row['file']} | {row['tune_key']} | {row['heard']} | {row['cadence']} |")
+    print_endings({"model": results["endings"]})
+    print(f"key heard as the tune's: {results['endings']['key_heard_as_the_tune']:.3f}")
+    for line in results["skipped"]:
+        print(f"skipped {line}")
 
 
 def print_harmonization(results: dict) -> None:

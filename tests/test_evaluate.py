@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tiny
 import torch
+from midi_files import roll
 
 from bachsformer.config import load_config
 from bachsformer.data import CorpusPiece, load_corpus, split
@@ -331,3 +332,20 @@ def test_a_tune_closes_on_the_tonic_by_step_and_is_cut_when_its_last_note_is_sho
         "key_heard": True,  # C, B, A, C: C major
     }
     assert not tune_close(closed, MINOR)["ends_on_tonic"]  # A minor's tonic is A
+
+
+def test_melodies_harmonizes_each_tune_in_a_folder_and_names_the_file_it_skips(root, monkeypatch, capsys, tmp_path):
+    folder, out = tmp_path / "tunes", tmp_path / "endings.json"
+    folder.mkdir()
+    write_midi(roll(8, (67, 0, 64), (69, 64, 128), (71, 128, 192), (67, 192, 256)), folder / "a_tune.mid")
+    write_midi(roll(4, (72, 0, 32), (74, 32, 64), (71, 64, 96), (72, 96, 128)), folder / "b_tune.mid")
+    (folder / "c_broken.mid").write_bytes(b"MThd not a MIDI file")
+    config = ("--config", str(root / "config.yaml"))
+    status, stdout, err = run_evaluate(monkeypatch, capsys, *config, "--melodies", str(folder), "--json", str(out))
+    assert status == 0, err
+    assert "| a_tune.mid | " in stdout and "| b_tune.mid | " in stdout and "| final authentic |" in stdout
+    assert "skipped " in stdout and "c_broken.mid" in stdout
+    written = json.loads(out.read_text())
+    assert [row["file"] for row in written["files"]] == ["a_tune.mid", "b_tune.mid"]
+    assert written["endings"]["pieces"] == 2 and sum(written["endings"][f"final_{c}"] for c in CADENCES) == 1
+    assert len(written["skipped"]) == 1

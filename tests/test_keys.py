@@ -18,6 +18,7 @@ from bachsformer.keys import (
     move_to_key,
     normalizing_shift,
     parse_key,
+    piece_key,
     pitch_class_profile,
     transpose_quarters,
 )
@@ -159,6 +160,26 @@ def test_load_corpus_normalizes_each_piece_and_remembers_its_key(corpus_in_d):
     for original, moved in zip(as_written, normalized, strict=True):
         assert np.array_equal(moved.quarters, transpose_quarters(original.quarters, moved.shift))
         assert str(estimate_key(moved.quarters)) in ("C major", "A minor")
+
+
+# G B D C B F#, then B over a short bass note: the line alone fits B minor best, G major second
+G_TUNE = [(67, 0, 32), (71, 32, 64), (74, 64, 96), (72, 96, 128), (71, 128, 192), (66, 192, 224), (71, 224, 232)]
+
+
+def test_a_piece_key_is_the_one_of_its_two_best_that_its_last_bass_note_is_the_tonic_of():
+    closing_on_g = roll(8, *G_TUNE, (43, 224, 232))
+    assert estimate_key(closing_on_g) == Key(11, "minor") and piece_key(closing_on_g) == Key(7, "major")
+    assert piece_key(roll(8, *G_TUNE, (47, 224, 232))) == Key(11, "minor")  # closing on B
+    assert piece_key(roll(8, *G_TUNE, (38, 224, 232))) == Key(11, "minor")  # D: the tonic of neither
+    assert piece_key(np.zeros((2, 88, 32), dtype=bool)) == Key(0, "major")
+
+
+def test_load_corpus_moves_a_piece_by_the_key_it_closes_in(tmp_path):
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    write_midi(roll(8, *G_TUNE, (43, 224, 232)), folder / "g_major.mid")
+    (piece,) = load_corpus(folder, normalize_key=True)
+    assert (piece.key, piece.shift) == ("G major", 5)  # G up a fourth to C, not B down to A
 
 
 def test_the_code_cache_tells_normalized_from_unnormalized_corpora(corpus_in_d, tmp_path):

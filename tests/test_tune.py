@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -318,3 +319,14 @@ def test_a_model_counting_to_the_last_note_starts_it_where_asked_and_holds_it_to
     assert draw_last_notes(model, [0, 1]) == [LAST_NOTE_SLOTS] * 2  # an untrained model records no lengths
     model.checkpoint_info = {"last_note_slots": [0, 0, 0, 0, 0, 0, 5]}  # only dotted halves
     assert draw_last_notes(model, [0, 1]) == [6, 6]
+
+
+def test_the_folk_tunes_shipped_are_the_ones_the_export_writes(tmp_path):
+    pytest.importorskip("music21")
+    from bachsformer.corpus import export_folk_tunes
+
+    paths = export_folk_tunes(tmp_path, count=2)
+    assert [path.name for path in paths] == ["kinder0-01.mid", "kinder0-02.mid"]
+    shipped = Path(__file__).parent.parent / "data" / "tunes" / "folk"
+    assert all(path.read_bytes() == (shipped / path.name).read_bytes() for path in paths)
+    assert read_midi(paths[0]).quarters.any(axis=(1, 2)).sum() >= 8  # a tune of bars, not a stub
