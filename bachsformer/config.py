@@ -107,12 +107,13 @@ class GenerateConfig:
     tune_first: bool = True  # free music and continuations: a tune from the tune model, then harmonized
     tune_temperature: float = 1.0  # sampling the tune model
     tune_top_p: float = 1.0
+    tune_ending_drafts: int = 1  # a tune's close drawn this many ways, the most likely kept (`tune.sample_tunes`)
     device: str = "cpu"
     threads: int = 0  # CPU threads for sampling (`sampling.set_sampling_threads`); 0: OMP_NUM_THREADS, else 1
 
     def __post_init__(self):
         """Refuse values no run can use; the message starts with the key (config.py adds the section)."""
-        check_at_least(self, 1, "candidates")
+        check_at_least(self, 1, "candidates", "tune_ending_drafts")
         check_at_least(self, 0, "threads")
         check_at_least(self, 0, "guidance", "rules")
         if self.candidates > MAX_CANDIDATES:

@@ -316,6 +316,7 @@ def evaluate(
             ),
             "temperature": options.tune_temperature,
             "top_p": options.tune_top_p,
+            "ending_drafts": options.tune_ending_drafts,
         }
     else:
         # one batch at the longest length, each piece cut to its own: piece i depends on its seed alone
@@ -437,7 +438,11 @@ def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> 
             tunes = []
             for piece_seed, mode, length in zip(seeds, modes, lengths):
                 try:
-                    tunes.append(sample_tunes(tune_model, 2 * length, [piece_seed], [mode], temperature, top_p)[0])
+                    drafts = config.generate.tune_ending_drafts
+                    tune = sample_tunes(
+                        tune_model, 2 * length, [piece_seed], [mode], temperature, top_p, ending_drafts=drafts
+                    )
+                    tunes.append(tune[0])
                 except TuneError:
                     continue
             lines = [tune_quarters(t)[0] for t in tunes]
@@ -466,13 +471,21 @@ def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> 
     bach_means["last_note_half_or_longer"] = float(
         np.mean([ending(tune_quarters(t)[0], 0)["final_chord_quarters"] >= 2 for t in held_out_tunes])
     )
-    return {"model": config.models.tune, "pieces": num_pieces, "seed": seed, "bach": bach_means, "rows": rows}
+    return {
+        "model": config.models.tune,
+        "pieces": num_pieces,
+        "seed": seed,
+        "ending_drafts": config.generate.tune_ending_drafts,
+        "bach": bach_means,
+        "rows": rows,
+    }
 
 
 def print_tunes(results: dict) -> None:
     bach = results["bach"]
     print(
-        f"{results['pieces']} tunes per row, at held-out lengths, seed {results['seed']}; held-out top lines:"
+        f"{results['pieces']} tunes per row, at held-out lengths, seed {results['seed']}, each close drawn"
+        f" {results['ending_drafts']} ways; held-out top lines:"
         + ", ".join(f" {name} {bach[name + '_mean']:.2f}" for name in TUNE_FEATURES)
         + f"; end on the tonic {bach['ends_on_tonic']:.2f}, by step {bach['ends_by_step']:.2f}, last note a half"
         f" or longer {bach['last_note_half_or_longer']:.2f}, cut {bach['cut']:.2f}, quarters per fermata"
@@ -716,7 +729,8 @@ def print_table(results: dict) -> None:
         print(
             f"tune model (held out): {tune['bits_per_token']:.3f} bits per token; baselines unigram"
             f" {tune['unigram_bits']:.3f}, bigram {tune['bigram_bits']:.3f}; sampled at temperature"
-            f" {tune['temperature']:g}, top-p {tune['top_p']:g}; longest run of a tune copied from the"
+            f" {tune['temperature']:g}, top-p {tune['top_p']:g}, each close drawn {tune.get('ending_drafts', 1)} ways;"
+            f" longest run of a tune copied from the"
             f" training top lines: {tune['longest_verbatim_run_of_tunes']} quarters"
         )
     lines = results["top_line_and_endings"]

@@ -11,7 +11,9 @@ only their phase in a 4/4 bar) and the mode (major or minor; the corpus is moved
 minor, so the mode names the tonic). Sampling asks for a length, so a tune of N quarters knows
 where it ends and closes on time; END is forbidden until the last bar and forced at its end. With
 `GPTConfig.countdown_to_last_note` the count runs to the onset of the tune's last note instead: the
-model knows which note is its last, sampling draws that note's length and holds it to the end.
+model knows which note is its last, sampling draws that note's length and holds it to the end, and
+the close may be drawn several ways (`ending_drafts`): the two bars before the last note and the
+last note are drawn again after the same beginning, and the way the model finds most likely is kept.
 
 Phrase ends travel in MIDI files as marker meta events whose text is FERMATA_MARKER, at the onset
 of the phrase's last note (`python -m bachsformer.corpus` writes them for the chorales). A corpus
@@ -42,6 +44,10 @@ VOCAB_SIZE = NOTE + NUM_KEYS
 MAJOR, MINOR = 0, 1
 KIND = "tune"  # the checkpoint kind
 LAST_NOTE_SLOTS = 4  # a half note: the last note of a tune model that records no lengths (`draw_last_notes`)
+ENDING_SLOTS = 2 * 4 * SLOTS_PER_QUARTER  # two bars of 4/4 before the last note: the close `sample_tunes` redrafts
+DRAFT_SEED_STRIDE = (
+    10_007  # draft k of the tune of seed s draws from seed s * stride + k, apart from other pieces' seeds
+)
 
 
 class TuneError(BachsformerError):
@@ -299,6 +305,7 @@ def sample_tunes(
     prefix: np.ndarray | None = None,
     min_context: int | None = None,
     last_notes: list[int] | None = None,
+    ending_drafts: int = 1,
 ) -> list[np.ndarray]:
     """One tune per seed, `num_slots` tokens long with its prefix: a list of int64 token arrays without
     START and END.
@@ -312,6 +319,9 @@ def sample_tunes(
     Each tune draws its noise from its own generator seeded with its seed, so tune b is the same
     alone or in a batch. When the window is full it keeps its last `min_context` tokens (half the
     window by default) and runs them through the model once more.
+    ending_drafts: with a model that counts to the last note, the close of each tune (ENDING_SLOTS
+    before its last note, and the last note) is drawn this many ways in all, the first being the tune as
+    sampled, and the one of the highest log-likelihood under the model is kept (`most_likely_ending`).
     """
     block = model.config.block_size
     min_context = min_context or (block + 1) // 2
@@ -377,7 +387,67 @@ def sample_tunes(
     for row in sequence[:, 1:].cpu().numpy():
         ends = np.flatnonzero(row == END)
         tunes.append(row[: ends[0] if len(ends) else len(row)])
+    if to_last_note and ending_drafts > 1:
+        tunes = [
+            most_likely_ending(
+                model, tune, seed, mode, last, ending_drafts, temperature, top_p, len(prefix), min_context
+            )
+            for tune, seed, mode, last in zip(tunes, seeds, modes, last_notes)
+        ]
     return tunes
+
+
+def most_likely_ending(
+    model: GPT,
+    tune: np.ndarray,
+    seed: int,
+    mode: int,
+    last_note: int,
+    drafts: int,
+    temperature: float,
+    top_p: float,
+    kept: int = 0,
+    min_context: int | None = None,
+) -> np.ndarray:
+    """`tune` (tokens, its last note `last_note` eighths long) or one of drafts - 1 others that share its
+    first tokens and draw its last ENDING_SLOTS before the last note, and the last note, again (never
+    its first `kept`, a primer's): the one whose redrawn tokens the model finds most likely, the first of equals.
+
+    A search over the close, as a musician tries a cadence a few ways: the model's likelihood chooses,
+    not a rule about which note to end on. Draft k draws from seed * DRAFT_SEED_STRIDE + k.
+    """
+    first = max(kept, len(tune) - last_note - ENDING_SLOTS)  # the first token drawn again
+    others = sample_tunes(
+        model,
+        len(tune),
+        [seed * DRAFT_SEED_STRIDE + k for k in range(1, drafts)],
+        [mode] * (drafts - 1),
+        temperature,
+        top_p,
+        prefix=tune[:first],
+        min_context=min_context,
+        last_notes=[last_note] * (drafts - 1),
+    )
+    candidates = [tune, *others]
+    scores = tail_log_likelihoods(model, np.stack(candidates), mode, first)
+    return candidates[int(np.argmax(scores))]
+
+
+@torch.inference_mode()
+def tail_log_likelihoods(model: GPT, tunes: np.ndarray, mode: int, first: int) -> np.ndarray:
+    """Log-likelihood (nats) under the model of each tune's tokens from index `first` on and its END,
+    tunes int64 [B, L] of one mode, all counting to the same last note: float [B]. Read in the last
+    window of the model's block, which holds them when L - first is below it."""
+    counted_to = countdown_index(tunes[0], model.config.countdown_to_last_note)
+    sequences = torch.stack([sequence_of(t) for t in tunes])  # [B, L + 2]
+    start = max(0, sequences.shape[1] - (model.config.block_size + 1))
+    part = sequences[:, start:].to(model.token_embedding.weight.device)
+    positions = start + 1 + torch.arange(part.shape[1] - 1, device=part.device)  # the index each input predicts
+    remaining = (counted_to - positions).clamp(min=0).expand(len(tunes), -1)
+    modes = torch.full((len(tunes),), mode, dtype=torch.long, device=part.device)
+    logits, _ = model(part[:, :-1], remaining=remaining, mode=modes)
+    log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, part[:, 1:, None])[..., 0]  # [B, T]
+    return log_probs[:, positions >= 1 + first].sum(dim=1).cpu().numpy()
 
 
 def tune_pitches(tokens: np.ndarray) -> np.ndarray:

@@ -102,7 +102,8 @@ def compose_tune_first(
     """One piece per seed: a tune of `options.quarters` quarters (after the primer's, if any), harmonized.
 
     The tune closes on time (`tune.sample_tunes`); the piece ends with it. The tunes are sampled as one batch
-    with options.tune_temperature and options.tune_top_p; piece i is the same alone or in a batch.
+    with options.tune_temperature and options.tune_top_p, their closes drawn options.tune_ending_drafts ways;
+    piece i is the same alone or in a batch.
     primer: the voices to continue (or quarters [P, 88, 32], split by the voicing rule): its Soprano
     begins the tune, and its own voices are kept.
     progress: called with 1 after each quarter is harmonized, and once a piece is done with the quarters its
@@ -125,7 +126,14 @@ def compose_tune_first(
     kept = 0 if primer is None else primer.num_quarters
     num_slots = (kept + options.quarters) * SLOTS_PER_QUARTER
     tunes = sample_tunes(
-        tune_model, num_slots, seeds, modes, options.tune_temperature, options.tune_top_p, prefix=prefix
+        tune_model,
+        num_slots,
+        seeds,
+        modes,
+        options.tune_temperature,
+        options.tune_top_p,
+        prefix=prefix,
+        ending_drafts=options.tune_ending_drafts,
     )
     plain = dataclasses.replace(options, key="")  # the key is chosen below, once the piece is back in its own
     pieces = []

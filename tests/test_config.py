@@ -50,6 +50,7 @@ def test_an_int_is_accepted_where_a_float_is_expected():
         ("generate.rules=-1", "generate.rules: must be at least 0"),
         ("generate.guidance=.nan", "generate.guidance: must lie in 0 ... 10"),
         ("generate.candidates=5000", "generate.candidates: must be at most 1024"),
+        ("generate.tune_ending_drafts=0", "generate.tune_ending_drafts: must be at least 1, got 0"),
         (
             "data.max_transpose=6",
             "'data.max_transpose' has moved: set train_vq_vae.max_transpose and train_transformer.max_transpose",

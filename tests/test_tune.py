@@ -26,6 +26,7 @@ from bachsformer.midi import (
 )
 from bachsformer.tune import (
     END,
+    ENDING_SLOTS,
     FERMATA,
     HOLD,
     LAST_NOTE_SLOTS,
@@ -43,6 +44,7 @@ from bachsformer.tune import (
     load_tune_model,
     read_fermatas,
     sample_tunes,
+    tail_log_likelihoods,
     tune_quarters,
     tune_tokens,
 )
@@ -319,6 +321,38 @@ def test_a_model_counting_to_the_last_note_starts_it_where_asked_and_holds_it_to
     assert draw_last_notes(model, [0, 1]) == [LAST_NOTE_SLOTS] * 2  # an untrained model records no lengths
     model.checkpoint_info = {"last_note_slots": [0, 0, 0, 0, 0, 0, 5]}  # only dotted halves
     assert draw_last_notes(model, [0, 1]) == [6, 6]
+
+
+def test_a_close_drawn_several_ways_keeps_the_beginning_and_the_most_likely_close():
+    torch.manual_seed(0)
+    config = GPTConfig(
+        vocab_size=VOCAB_SIZE,
+        block_size=31,
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        codes_per_quarter=SLOTS_PER_QUARTER,
+        countdown=8,
+        countdown_to_last_note=True,
+    )
+    model = GPT(config).eval()
+    num_slots, last_notes, modes = 40, [4, 6], [MAJOR, MINOR]
+    plain = sample_tunes(model, num_slots, [3, 4], modes, last_notes=last_notes)
+    drafted = sample_tunes(model, num_slots, [3, 4], modes, last_notes=last_notes, ending_drafts=6)
+    changed = 0
+    for tune, chosen, last, mode in zip(plain, drafted, last_notes, modes):
+        first = num_slots - last - ENDING_SLOTS
+        assert len(chosen) == num_slots and np.array_equal(chosen[:first], tune[:first])  # the beginning kept
+        assert chosen[-last] >= NOTE and set(chosen[-last + 1 :].tolist()) <= {HOLD, FERMATA}
+        likelihoods = tail_log_likelihoods(model, np.stack([tune, chosen]), mode, first)
+        assert likelihoods[1] >= likelihoods[0]  # the tune as sampled was one of the drafts
+        changed += not np.array_equal(tune, chosen)
+    assert changed  # six ways of an untrained model's close: another one won somewhere
+    alone = sample_tunes(model, num_slots, [4], [MINOR], last_notes=[6], ending_drafts=6)[0]
+    assert np.array_equal(alone, drafted[1])  # the same alone or in a batch
+    primer = plain[0][:30]  # a primer reaching into the close is never drawn again
+    continued = sample_tunes(model, num_slots, [5], [MAJOR], prefix=primer, last_notes=[4], ending_drafts=6)[0]
+    assert np.array_equal(continued[:30], primer)
 
 
 def test_the_folk_tunes_shipped_are_the_ones_the_export_writes(tmp_path):
