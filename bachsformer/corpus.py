@@ -145,7 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, help="output folder (default: data/midi, with --folk data/tunes/folk)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing MIDI files")
-    parser.add_argument("--folk", action="store_true", help=f"export the first {FOLK_TUNES} tunes of {FOLK_SOURCE}")
+    parser.add_argument(
+        "--folk",
+        action="store_true",
+        help=f"export the first {FOLK_TUNES} tunes of {FOLK_SOURCE} (written anew each time)",
+    )
     args = parser.parse_args(argv)
     if args.folk:
         paths = export_folk_tunes(args.out or Path("data/tunes/folk"))

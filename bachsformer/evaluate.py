@@ -729,9 +729,9 @@ def print_table(results: dict) -> None:
         print(
             f"tune model (held out): {tune['bits_per_token']:.3f} bits per token; baselines unigram"
             f" {tune['unigram_bits']:.3f}, bigram {tune['bigram_bits']:.3f}; sampled at temperature"
-            f" {tune['temperature']:g}, top-p {tune['top_p']:g}, each close drawn {tune.get('ending_drafts', 1)} ways;"
-            f" longest run of a tune copied from the"
-            f" training top lines: {tune['longest_verbatim_run_of_tunes']} quarters"
+            f" {tune['temperature']:g}, top-p {tune['top_p']:g}, each close drawn {tune['ending_drafts']} ways;"
+            f" longest run of a tune copied from the training top lines:"
+            f" {tune['longest_verbatim_run_of_tunes']} quarters"
         )
     lines = results["top_line_and_endings"]
     print("| top line and ending | generated | VQ-VAE reconstruction | Bach |")

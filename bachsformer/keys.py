@@ -2,7 +2,8 @@
 
 A key is estimated from the piece's duration-weighted pitch-class profile (the number of sounding
 steps of each pitch class) by its Pearson correlation with the 24 rotations of the Krumhansl-Kessler
-major and minor profiles (Krumhansl 1990), the best correlation winning.
+major and minor profiles (Krumhansl 1990), the best correlation winning. A whole piece and a tune
+are read by the note they close on where the profile leaves two keys near (`piece_key`, `tune_key`).
 
 Both models learn the music *key-normalized* (docs/design.md, Keys): every piece moved by the smallest
 shift, -6 ... +5 semitones, that puts its key on C major or A minor (one set of seven pitch classes),

@@ -45,9 +45,8 @@ MAJOR, MINOR = 0, 1
 KIND = "tune"  # the checkpoint kind
 LAST_NOTE_SLOTS = 4  # a half note: the last note of a tune model that records no lengths (`draw_last_notes`)
 ENDING_SLOTS = 2 * 4 * SLOTS_PER_QUARTER  # two bars of 4/4 before the last note: the close `sample_tunes` redrafts
-DRAFT_SEED_STRIDE = (
-    10_007  # draft k of the tune of seed s draws from seed s * stride + k, apart from other pieces' seeds
-)
+# draft k of the close of the tune of seed s draws from seed s * DRAFT_SEED_STRIDE + k, apart from other tunes' seeds
+DRAFT_SEED_STRIDE = 10_007
 
 
 class TuneError(BachsformerError):
