@@ -432,13 +432,13 @@ def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> 
     seeds = [seed + i for i in range(num_pieces)]
     lengths = [max(MIN_QUARTERS, len(held_out[i % len(held_out)].quarters)) for i in range(num_pieces)]
     modes = tune_modes(tune_model, seeds, "", None)
+    drafts = config.generate.tune_ending_drafts
     rows = []
     for temperature in TUNE_TEMPERATURES:
         for top_p in TUNE_TOP_PS:
             tunes = []
             for piece_seed, mode, length in zip(seeds, modes, lengths):
                 try:
-                    drafts = config.generate.tune_ending_drafts
                     tune = sample_tunes(
                         tune_model, 2 * length, [piece_seed], [mode], temperature, top_p, ending_drafts=drafts
                     )
@@ -475,7 +475,7 @@ def evaluate_tunes(config, num_pieces: int, seed: int, device: torch.device) -> 
         "model": config.models.tune,
         "pieces": num_pieces,
         "seed": seed,
-        "ending_drafts": config.generate.tune_ending_drafts,
+        "ending_drafts": drafts,
         "bach": bach_means,
         "rows": rows,
     }
