@@ -23,6 +23,7 @@ from bachsformer.codes import (
     bits_per_code,
     encode_pieces,
     evaluation_melodies,
+    evaluation_modes,
     evaluation_windows,
     first_code_distribution,
 )
@@ -32,6 +33,7 @@ from bachsformer.errors import ArgumentParser, exit_on_user_error
 from bachsformer.gpt import GPT
 from bachsformer.melody import soprano_tokens
 from bachsformer.training import Trainer, check_run_folder, setup_distributed, training_split
+from bachsformer.tune import piece_mode
 from bachsformer.vqvae import VQVAE
 
 
@@ -73,17 +75,22 @@ def main():
     train_codes = encode_pieces(vq_vae, train_pieces, train_config.max_transpose, cache_dir)
     validation_codes = encode_pieces(vq_vae, validation_pieces or train_pieces, 0, cache_dir)
     window = config.gpt.block_size + 1
-    # the melody each piece's codes hear: its own Soprano (gpt.melody_quarters 0: none)
+    # the melody each piece's codes hear: its own Soprano (gpt.melody_quarters 0: none), and with
+    # gpt.hears_mode the mode of the key it closes in (data.load_corpus reads it)
     heard_ahead, per_quarter = config.gpt.melody_quarters, vq_vae.codes_per_quarter
     train_melodies = [soprano_tokens(p.voices) for p in train_pieces] if heard_ahead else None
+    train_modes = [piece_mode(p.key) for p in train_pieces] if config.gpt.hears_mode else None
     train_set = CodeWindowDataset(
-        train_codes, window, per_quarter, train_melodies, heard_ahead, config.gpt.melody_dropout
+        train_codes, window, per_quarter, train_melodies, heard_ahead, config.gpt.melody_dropout, train_modes
     )
     held_out = evaluation_windows(validation_codes, window)
-    held_out_melodies = None
+    held_out_melodies = held_out_modes = None
     if heard_ahead:
         melodies = [soprano_tokens(p.voices) for p in validation_pieces or train_pieces]
         held_out_melodies = evaluation_melodies(validation_codes, melodies, window, per_quarter, heard_ahead)
+    if config.gpt.hears_mode:
+        modes = [piece_mode(p.key) for p in validation_pieces or train_pieces]
+        held_out_modes = evaluation_modes(validation_codes, modes, window)
     baseline_bits = baselines(train_codes, held_out, vq_vae.num_embeddings)
     if ranks.is_main:
         print(
@@ -98,12 +105,13 @@ def main():
     optimizer = model.configure_optimizer(train_config.learning_rate, train_config.weight_decay)
 
     def compute_loss(model, batch):
-        inputs, targets, *melody = batch  # melody: [B, window quarters + heard ahead - 1, slots], if any
-        _, loss = model(inputs, targets, melody=melody[0] if melody else None)
+        # melody [B, window quarters + heard ahead - 1, slots] and mode [B], if the model hears them
+        inputs, targets, melody, mode = (*batch, None, None)[:4]
+        _, loss = model(inputs, targets, melody=melody, mode=mode)
         return loss, {}
 
     def evaluate(model):
-        scores = {"bits_per_code": bits_per_code(model, held_out, melodies=held_out_melodies)}
+        scores = {"bits_per_code": bits_per_code(model, held_out, melodies=held_out_melodies, modes=held_out_modes)}
         if held_out_melodies is not None:  # the same codes heard without their melody
             scores["bits_per_code_without_melody"] = bits_per_code(model, held_out)
         return {**scores, **baseline_bits}

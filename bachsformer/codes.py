@@ -78,6 +78,16 @@ def evaluation_windows(pieces: list[EncodedPiece], window: int) -> list[torch.Te
     return windows
 
 
+def evaluation_modes(pieces: list[EncodedPiece], modes: list[int], window: int) -> list[int]:
+    """The mode of each of `evaluation_windows(pieces, window)`, in the same order: its piece's."""
+    return [
+        mode
+        for piece, mode in zip(pieces, modes, strict=True)
+        for part in untransposed(piece).split(window)
+        if len(part) >= 2
+    ]
+
+
 def evaluation_melodies(
     pieces: list[EncodedPiece], melodies: list[torch.Tensor], window: int, codes_per_quarter: int, heard_ahead: int
 ) -> list[torch.Tensor]:
@@ -98,12 +108,17 @@ def evaluation_melodies(
 
 @torch.no_grad()
 def bits_per_code(
-    model, windows: list[torch.Tensor], batch_size: int = 64, melodies: list[torch.Tensor] | None = None
+    model,
+    windows: list[torch.Tensor],
+    batch_size: int = 64,
+    melodies: list[torch.Tensor] | None = None,
+    modes: list[int] | None = None,
 ) -> float:
     """Mean cross-entropy of the model on every code but each window's first, in bits.
 
     melodies: each window's melody slot tokens (`evaluation_melodies`), heard by a model with the
-    melody condition; without, such a model hears "no melody".
+    melody condition; without, such a model hears "no melody". modes: each window's mode (0 major,
+    1 minor), heard with its melody by a model that `hears_mode`.
     """
     device = next(model.parameters()).device
     total, count = 0.0, 0
@@ -115,7 +130,8 @@ def bits_per_code(
             numbers = same_length[start : start + batch_size]
             batch = torch.stack([windows[n] for n in numbers]).to(device)
             melody = None if melodies is None else torch.stack([melodies[n] for n in numbers]).to(device)
-            logits, _ = model(batch[:, :-1], melody=melody)
+            mode = None if modes is None else torch.tensor([modes[n] for n in numbers], device=device)
+            logits, _ = model(batch[:, :-1], melody=melody, mode=mode)
             losses = torch.nn.functional.cross_entropy(
                 logits.float().flatten(0, 1), batch[:, 1:].flatten(), reduction="sum"
             )

@@ -305,6 +305,8 @@ class CodeWindowDataset:
     also hold each window's melody, long [B, window quarters + melody_quarters - 1, slots]: its own
     quarters and those the last one hears ahead (REST past the piece's end), transposed with the
     codes. With a generator, a window's melody is replaced by NONE with probability `melody_dropout`.
+    With `modes` as well (each piece's mode, 0 major or 1 minor), batches end with each window's
+    mode, long [B]: a model that `hears_mode` hears it with the melody.
     """
 
     def __init__(
@@ -315,8 +317,12 @@ class CodeWindowDataset:
         melodies: list[torch.Tensor] | None = None,
         melody_quarters: int = 0,
         melody_dropout: float = 0.0,
+        modes: list[int] | None = None,
     ):
+        if modes is not None and melodies is None:
+            raise ValueError("a window's mode is heard with its melody: give melodies with modes")
         self.pieces = pieces
+        self.modes = modes
         self.window = window
         self.codes_per_quarter = codes_per_quarter
         self.melodies = melodies
@@ -337,7 +343,7 @@ class CodeWindowDataset:
         return len(self.starts)
 
     def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None):
-        rows, melodies = [], []
+        rows, melodies, modes = [], [], []
         heard_quarters = -(-self.window // self.codes_per_quarter) + self.melody_quarters - 1
         for number, start in self.starts[indices].tolist():
             piece = self.pieces[number]
@@ -351,10 +357,14 @@ class CodeWindowDataset:
                 if generator is not None and float(torch.rand(1, generator=generator)) < self.melody_dropout:
                     tokens = torch.full_like(tokens, MELODY_NONE)
                 melodies.append(tokens)
+            if self.modes is not None:
+                modes.append(self.modes[number])
         windows = torch.stack(rows)
         if self.melodies is None:
             return windows[:, :-1], windows[:, 1:]
-        return windows[:, :-1], windows[:, 1:], torch.stack(melodies)
+        if self.modes is None:
+            return windows[:, :-1], windows[:, 1:], torch.stack(melodies)
+        return windows[:, :-1], windows[:, 1:], torch.stack(melodies), torch.tensor(modes, dtype=torch.long)
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,11 +48,14 @@ class GPTConfig:
     melody_dropout: float = 0.0  # training: share of windows that hear no melody, so the model also composes freely
     countdown: int = 0  # tune models (bachsformer/tune.py): tokens to the end heard exactly up to this many; 0: none
     countdown_to_last_note: bool = False  # tune models: the countdown runs to the last note's onset, not to END
+    hears_mode: bool = False  # with the melody, the codes also hear the mode (major or minor) of the key it closes in
 
     def __post_init__(self):
         """Refuse sizes no model can have; the message starts with the key (config.py adds the section)."""
         check_at_least(self, 1, "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "codes_per_quarter")
         check_at_least(self, 0, "melody_quarters", "countdown")
+        if self.hears_mode and not self.melody_quarters:
+            raise ValueError("hears_mode: the mode is heard with the melody; set melody_quarters above 0")
         if not 0 <= self.melody_dropout <= 1:
             raise ValueError(f"melody_dropout: must lie in [0, 1], got {self.melody_dropout}")
         if self.n_embd % self.n_head:
@@ -147,6 +150,7 @@ class SharedContext:
     prefix: its keys and values, one row per group; logits [G, vocab]: the next code after it;
     melodies [G, Qm, slots]: what each group hears (None: no melody); guidance: with two groups,
     group 0 hears the melody and group 1 none, and draws mix their logits (see `sample_after`).
+    mode [1]: the mode heard with the melody (`GPT.melody_vectors`), or None.
     A batch of G * R rows continues it in G blocks of R rows: row b belongs to group b // R.
     cache: the same keys and values in a cache with room for the whole window, for a longer
     context that begins with this one (`shared_context`'s `earlier`).
@@ -157,6 +161,7 @@ class SharedContext:
     melodies: torch.Tensor | None
     guidance: float
     cache: KVCache
+    mode: torch.Tensor | None = None
 
     @property
     def groups(self) -> int:
@@ -271,9 +276,10 @@ class GPT(nn.Module):
             self.melody_projection = nn.Linear(
                 config.melody_quarters * SLOTS_PER_QUARTER * slot_width, config.n_embd, bias=config.bias
             )
-        if config.countdown:  # where the tune ends: tokens to go, their phase in a 4/4 bar, the mode
+        if config.countdown:  # where the tune ends: tokens to go, their phase in a 4/4 bar
             self.countdown_embedding = nn.Embedding(config.countdown + 1, config.n_embd)
             self.phase_embedding = nn.Embedding(4 * config.codes_per_quarter, config.n_embd)
+        if config.countdown or config.hears_mode:  # the mode of the tune written or harmonized: 0 major, 1 minor
             self.mode_embedding = nn.Embedding(2, config.n_embd)
         # Where generation starts without a primer: the distribution of the first code of a
         # quarter in the training data, set by train_transformer.py.
@@ -290,12 +296,16 @@ class GPT(nn.Module):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
-    def melody_vectors(self, melody: torch.Tensor | None, batch: int, num_quarters: int) -> torch.Tensor | None:
+    def melody_vectors(
+        self, melody: torch.Tensor | None, batch: int, num_quarters: int, mode: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """What the codes of each of a window's first `num_quarters` quarters hear: [B, num_quarters, n_embd].
 
         melody: slot tokens [B, Qm, slots] of the window's quarters from its first (REST past Qm; NONE
-        past a row of NONE), or None for no melody (NONE). Returns None for a model without the
-        melody condition, which refuses a melody.
+        past a row of NONE), or None for no melody (NONE). mode [B] (0 major, 1 minor): the mode of
+        the key the melody closes in, which a model that `hears_mode` needs with a melody; a row
+        without a melody hears no mode either (free music, and guidance's unconditioned rows).
+        Returns None for a model without the melody condition, which refuses a melody.
         """
         lookahead = self.config.melody_quarters
         if not lookahead:
@@ -312,7 +322,17 @@ class GPT(nn.Module):
             melody = torch.cat([melody, fill.expand(-1, needed - melody.shape[1], melody.shape[2])], dim=1)
         slots = self.melody_embedding(melody[:, :needed].to(device)).flatten(2)  # [B, needed, slots * width]
         heard = slots.unfold(1, lookahead, 1).transpose(2, 3).flatten(2)  # [B, num_quarters, lookahead * slots * width]
-        return self.melody_projection(heard)
+        heard = self.melody_projection(heard)
+        if self.config.hears_mode:
+            with_melody = ~(melody == NONE).flatten(1).all(dim=1)  # [B]
+            if mode is not None:
+                mode_vectors = (
+                    self.mode_embedding(mode.to(device)) * with_melody[:, None]
+                )  # [B, C] (mode [1]: every row's)
+                heard = heard + mode_vectors[:, None]
+            elif with_melody.any():
+                raise ValueError("this transformer hears the mode of the melody it harmonizes: give mode")
+        return heard
 
     def end_vectors(self, remaining: torch.Tensor, mode: torch.Tensor) -> torch.Tensor:
         """What a tune model hears of its end: remaining [B, T] tokens from the one each position
@@ -341,7 +361,8 @@ class GPT(nn.Module):
         quarters, counted from position 0 (see the module doc); None: no melody. prefix: positions
         of G groups that the rows follow, row b after group b // (B / G) (`attention_after_prefix`);
         position numbers then start after it. remaining [B, T] and mode [B]: a tune
-        model's end condition (`end_vectors`), which it needs.
+        model's end condition (`end_vectors`), which it needs; mode [B] (or [1]) is also what a
+        model that `hears_mode` hears with the melody (`melody_vectors`).
         """
         if cache is not None and prefix is not None:
             raise ValueError("a forward pass continues a cache or a prefix, not both")
@@ -352,7 +373,7 @@ class GPT(nn.Module):
         positions = torch.arange(start, start + t, device=idx.device)
         x = self.token_embedding(idx) + self.position_embedding(positions)
         per_quarter = self.config.codes_per_quarter
-        heard = self.melody_vectors(melody, len(idx), (start + t) // per_quarter + 1)  # [B, quarters, C]
+        heard = self.melody_vectors(melody, len(idx), (start + t) // per_quarter + 1, mode)  # [B, quarters, C]
         if heard is not None:
             x = x + heard[:, torch.div(positions + 1, per_quarter, rounding_mode="floor")]
         if self.config.countdown:
@@ -520,6 +541,7 @@ class GPT(nn.Module):
         top_p: float = 1.0,
         melody: torch.Tensor | None = None,
         guidance: float = 1.0,
+        mode: int | None = None,
     ) -> torch.Tensor:
         """`num_candidates` continuations of one context [P], each `num_new` codes: [M, num_new].
 
@@ -530,9 +552,10 @@ class GPT(nn.Module):
         drawing in a fixed order gets the same candidates every run. melody: slot tokens [Qm, slots]
         of the quarters from the context's first (a model with the melody condition). guidance: with
         a melody, the logits drawn from are u + guidance * (c - u), c heard with the melody and u
-        without (classifier-free guidance; 1: the melody alone).
+        without (classifier-free guidance; 1: the melody alone). mode: heard with the melody (0
+        major, 1 minor), by a model that `hears_mode`.
         """
-        shared = self.shared_context(context, melody, guidance)
+        shared = self.shared_context(context, melody, guidance, mode=mode)
         return self.sample_after(shared, num_candidates, num_new, generator, temperature, top_k, top_p)
 
     @torch.inference_mode()
@@ -542,6 +565,7 @@ class GPT(nn.Module):
         melody: torch.Tensor | None = None,
         guidance: float = 1.0,
         earlier: SharedContext | None = None,
+        mode: int | None = None,
     ) -> SharedContext:
         """Context [P] run once per row group, for `sample_after` and `log_likelihood_after` to continue.
 
@@ -550,9 +574,11 @@ class GPT(nn.Module):
         group. An empty context gives an empty prefix and the log of `first_code_probs`.
         earlier: what an earlier call returned for the first positions of this context (the same
         window start, melody and guidance): only the positions after it are run, appended to its
-        cache (which this call takes over), while a window grows quarter by quarter.
+        cache (which this call takes over), while a window grows quarter by quarter. mode: heard with
+        the melody (0 major, 1 minor), by a model that `hears_mode`; the group without it hears none.
         """
         device, dtype = self.first_code_probs.device, next(self.parameters()).dtype
+        modes = None if mode is None else torch.tensor([mode], device=device)  # [1]: every group's
         melodies = None if melody is None else melody[None].to(device)  # [G, Qm, slots]: one group per melody
         if melody is not None and guidance != 1.0:  # a second group of rows hears no melody
             melodies = torch.cat([melodies, torch.full_like(melodies, NONE)])
@@ -560,12 +586,12 @@ class GPT(nn.Module):
         cache = earlier.cache if earlier is not None else KVCache(self.config, groups, device, dtype)
         new = context[cache.length :]
         if len(new):
-            logits = self(new[None].to(device).expand(groups, -1), cache=cache, melody=melodies)[0][:, -1]
+            logits = self(new[None].to(device).expand(groups, -1), cache=cache, melody=melodies, mode=modes)[0][:, -1]
         elif len(context):
             logits = earlier.logits
         else:
             logits = self.first_code_probs.log().expand(groups, -1)
-        return SharedContext(cache.prefix(), logits, melodies, guidance if groups == 2 else 1.0, cache)
+        return SharedContext(cache.prefix(), logits, melodies, guidance if groups == 2 else 1.0, cache, modes)
 
     @torch.inference_mode()
     def sample_after(
@@ -597,7 +623,7 @@ class GPT(nn.Module):
         entries = torch.empty(num_candidates, num_new, dtype=torch.long, device=device)  # each one's, in `keys`
         logits = shared.logits[:, None].expand(-1, num_candidates, -1)  # [G, M, V]
         last_quarter = (context_length + num_new - 1) // self.config.codes_per_quarter
-        heard = self.melody_vectors(shared.melodies, groups, last_quarter + 1)  # [G, quarters, C] or None
+        heard = self.melody_vectors(shared.melodies, groups, last_quarter + 1, shared.mode)  # [G, quarters, C] or None
         weights = self.decode_weights()
         candidates = torch.empty(num_candidates, num_new, dtype=torch.long, device=device)
         row = torch.zeros(num_candidates, dtype=torch.long, device=device)  # each candidate's row in the last step
@@ -657,15 +683,20 @@ class GPT(nn.Module):
 
     @torch.inference_mode()
     def continuation_log_likelihood(
-        self, context: torch.Tensor, continuations: torch.Tensor, melody: torch.Tensor | None = None
+        self,
+        context: torch.Tensor,
+        continuations: torch.Tensor,
+        melody: torch.Tensor | None = None,
+        mode: int | None = None,
     ) -> torch.Tensor:
         """Log-probability (nats) of each of continuations [M, n] after one context [P]: [M].
 
         The context is run once and shared, as in `sample_candidates`; it must start on a quarter
         boundary, and P + n - 1 <= block_size. melody: slot tokens [Qm, slots] of the quarters
-        from the context's first, heard by a model with the melody condition.
+        from the context's first, heard by a model with the melody condition, with its mode by a
+        model that `hears_mode`.
         """
-        return self.log_likelihood_after(self.shared_context(context, melody), continuations)
+        return self.log_likelihood_after(self.shared_context(context, melody, mode=mode), continuations)
 
     @torch.inference_mode()
     def log_likelihood_after(self, shared: SharedContext, continuations: torch.Tensor) -> torch.Tensor:
@@ -676,7 +707,8 @@ class GPT(nn.Module):
         logits = [shared.logits[:1, None].float().expand(num, -1, -1)]  # predicts each continuation's first code
         if length > 1:
             melody = None if shared.melodies is None else shared.melodies[:1]  # [1, Qm, slots]: every row's
-            logits.append(self(continuations[:, :-1], melody=melody, prefix=shared.prefix.first_group())[0].float())
+            prefix = shared.prefix.first_group()
+            logits.append(self(continuations[:, :-1], melody=melody, prefix=prefix, mode=shared.mode)[0].float())
         log_probs = torch.log_softmax(torch.cat(logits, dim=1), dim=-1)  # [M, n, V]
         return log_probs.gather(-1, continuations[..., None]).squeeze(-1).sum(-1)
 

@@ -42,7 +42,7 @@ from bachsformer.config import GenerateConfig
 from bachsformer.endings import DOMINANT_CHORD, DOMINANT_TONES, TONIC_TRIAD
 from bachsformer.errors import BachsformerError
 from bachsformer.gpt import GPT
-from bachsformer.keys import estimate_key, normalizing_shift, transpose_quarters, tune_key
+from bachsformer.keys import MODES, Key, estimate_key, normalizing_shift, transpose_quarters, tune_key
 from bachsformer.melody import melody_tokens, window_melody
 from bachsformer.metrics import highest_line
 from bachsformer.midi import LOWEST_PITCH, NUM_KEYS, STEPS_PER_QUARTER, quarters_to_notes, read_midi, read_midi_tracks
@@ -309,7 +309,7 @@ def harmonize(
     progress=None,
     phrase_ends: list[int] | None = None,
     primer: Voices | None = None,
-    tonic: int | None = None,
+    closing_key: Key | None = None,
 ) -> Composition:
     """The melody quarters [Q, 88, 32] (one line of notes) as the Soprano of four voices written by the models.
 
@@ -321,8 +321,9 @@ def harmonize(
     phrase_ends: onset steps of the notes that end the tune's phrases (its fermatas), which get a
     cadence; None: the notes followed by the next only after a half note or more (`ending_notes`).
     primer: the voices the music starts with, in the melody's key and under its first P quarters:
-    kept as they are, and harmonizing starts after them. tonic: the pitch class the cadences close
-    on, in the melody as harmonized (default: the key `keys.tune_key` hears in it). The cadences are
+    kept as they are, and harmonizing starts after them. closing_key: the key the tune closes in, as
+    harmonized (default: the one `keys.tune_key` hears in it, moved with the melody): the cadences
+    close on its tonic, and a transformer that `hears_mode` hears its mode. The cadences are
     asked for in the choice (`cadence_targets`, with more candidates where they are), and the final
     close is searched over its last quarters together (`final_cadence_quarters`, FINAL_BEAM ways).
     The harmony ends with the tune: the chord under its last note is held to the note's end, and
@@ -333,8 +334,9 @@ def harmonize(
     shift = normalizing_shift(melody, key) if normalize_key else 0
     tune = transpose_quarters(melody, shift)  # [Q, 88, 32] in C major / A minor
     steps = tune.shape[2]
-    if tonic is None:
-        tonic = (key.tonic + shift) % 12
+    if closing_key is None:
+        closing_key = Key((key.tonic + shift) % 12, key.mode)
+    tonic, mode = closing_key.tonic, MODES.index(closing_key.mode)
     ends = ending_notes(tune) if phrase_ends is None else sorted(phrase_ends)
     last_onset, tune_end = last_note(tune)
     ends = [e for e in ends if e < last_onset]
@@ -351,7 +353,8 @@ def harmonize(
     device = transformer.first_code_probs.device
     codes = torch.zeros(len(tune), per_quarter, dtype=torch.long, device=device)
     heard_ahead = transformer.config.melody_quarters if hear_melody else 0
-    tokens = torch.from_numpy(melody_tokens(tune)) if heard_ahead else None  # [Q, slots]
+    heard_tune = held_to_the_quarter_end(tune, last_onset, tune_end)
+    tokens = torch.from_numpy(melody_tokens(heard_tune)) if heard_ahead else None  # [Q, slots]
     shared = None  # the context run so far
     kept = 0 if primer is None else primer.num_quarters
     if kept:
@@ -368,7 +371,9 @@ def harmonize(
         heard = window_melody(tokens, first, i - first + heard_ahead) if heard_ahead else None
         # run once, then continued by the candidates and by their scoring; while the window grows,
         # only the quarter written last is run (a window that slid has moved every position)
-        shared = transformer.shared_context(context, heard, options.guidance, earlier=shared if first == 0 else None)
+        shared = transformer.shared_context(
+            context, heard, options.guidance, earlier=shared if first == 0 else None, mode=mode if heard_ahead else None
+        )
         candidates = transformer.sample_after(
             shared, drawn[i], per_quarter, generator, options.temperature, options.top_k, options.top_p
         )  # [M, 16]
@@ -440,6 +445,17 @@ def harmonize(
     if kept:
         voices = concatenate([primer.transposed(shift), voices.sliced(kept, voices.num_quarters)])
     return in_key(voices.transposed(-shift), key, options.key, melody)
+
+
+def held_to_the_quarter_end(tune: np.ndarray, last_onset: int, tune_end: int) -> np.ndarray:
+    """The tune quarters [Q, 88, S] with its last note (onset step `last_onset`, sounding up to `tune_end`) held
+    to the end of the quarter it ends in: what the transformer hears of a tune that ends on a short note or
+    before a rest, as a chorale's last note is held."""
+    steps = tune.shape[2]
+    roll = piece_roll(tune).copy()  # [88, Q * S]
+    key = np.flatnonzero(roll[:, last_onset])[-1]
+    roll[key, tune_end : -(-tune_end // steps) * steps] = True
+    return piece_quarters(roll, steps)
 
 
 def last_note(tune: np.ndarray) -> tuple[int, int]:

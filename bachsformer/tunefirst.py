@@ -20,7 +20,7 @@ from bachsformer.compose import Composition, as_voices, in_key
 from bachsformer.config import GenerateConfig
 from bachsformer.gpt import GPT
 from bachsformer.harmonize import harmonize
-from bachsformer.keys import Key, estimate_key, normalizing_shift, parse_key, transpose_quarters
+from bachsformer.keys import MODES, Key, estimate_key, normalizing_shift, parse_key, transpose_quarters
 from bachsformer.midi import STEPS_PER_QUARTER
 from bachsformer.tune import (
     MAJOR,
@@ -150,6 +150,7 @@ def compose_tune_first(
         if primer is not None:
             melody = np.concatenate([primer_line, melody[kept:]]) if len(melody) > kept else primer_line
         tonic = TONICS[mode] if normalize_key else (primer_key.tonic if primer_key else TONICS[mode])
+        closing_key = Key(tonic, MODES[mode])
         piece = harmonize(
             vq_vae,
             transformer,
@@ -159,7 +160,7 @@ def compose_tune_first(
             normalize_key=False,
             phrase_ends=[f for f in fermatas if f >= kept * melody.shape[2]] or None,
             primer=primer,
-            tonic=tonic,
+            closing_key=closing_key,
             progress=count if progress is not None else None,
         )
         if progress is not None and written < options.quarters:
@@ -168,7 +169,7 @@ def compose_tune_first(
         tune = transpose_quarters(piece.melody, -shift)
         if primer is not None and continuation_only:
             voices, tune = voices.sliced(kept, voices.num_quarters), tune[kept:]
-        key = primer_key or Key(tonic, "minor" if mode == MINOR else "major")
+        key = primer_key or closing_key
         steps = melody.shape[2]
         if primer is not None and continuation_only:
             fermatas = [f - kept * steps for f in fermatas if f >= kept * steps]

@@ -72,7 +72,7 @@ def main():
     generator = torch.Generator().manual_seed(0)
     context = transformer.generate(None, CONTEXT_QUARTERS * vq_vae.codes_per_quarter, [0])[0]
     with torch.inference_mode():
-        shared = transformer.shared_context(context, heard, options.guidance)
+        shared = transformer.shared_context(context, heard, options.guidance, mode=0)  # any mode: the same work
         drawn = transformer.sample_after(shared, 256, vq_vae.codes_per_quarter, generator, 1.0, 0, 1.0)  # [256, 16]
         keys, onsets = vq_vae.decode(drawn, consecutive=False)
         previous = context[-vq_vae.codes_per_quarter :]
@@ -89,7 +89,7 @@ def main():
         for name, call in calls.items():
             per_candidate = [milliseconds(lambda m=m, call=call: call(m)) / m for m in sizes]
             print(f"  {name:32} " + " / ".join(f"{value:5.2f}" for value in per_candidate))
-        context_ms = milliseconds(lambda: transformer.shared_context(context, heard, options.guidance))
+        context_ms = milliseconds(lambda: transformer.shared_context(context, heard, options.guidance, mode=0))
         print(f"  the context, run once per quarter  {context_ms:5.2f} ms")
 
     width = transformer.config.n_embd

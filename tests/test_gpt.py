@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -43,26 +45,45 @@ HEARING = GPTConfig(
 )
 
 
-def hearing_model(seed: int = 3) -> GPT:
-    """A tiny model that hears a melody, loud enough that the melody moves its logits."""
-    model = tiny_model(seed, HEARING)
+def hearing_model(seed: int = 3, hears_mode: bool = False) -> GPT:
+    """A tiny model that hears a melody (and its mode), loud enough that they move its logits."""
+    model = tiny_model(seed, dataclasses.replace(HEARING, hears_mode=hears_mode))
     with torch.no_grad():
         model.melody_projection.weight.mul_(50)
+        if hears_mode:
+            model.mode_embedding.weight.mul_(50)
     return model
 
 
-@pytest.mark.parametrize("num", [5, 20])  # 20 candidates of 8 codes: some share their first codes, and a row
-def test_guided_candidates_are_the_draws_of_full_forward_passes_in_both_groups(num):
-    model = hearing_model()
+def test_the_mode_is_heard_with_the_melody_only():
+    model = hearing_model(hears_mode=True)
+    codes, melody = torch.randint(8, (2, 12)), torch.randint(MELODY_VOCAB_SIZE - 1, (2, 6, 8))
+    major, minor = (model(codes, melody=melody, mode=torch.tensor([mode] * 2))[0] for mode in (0, 1))
+    assert not torch.allclose(major, minor, atol=1e-3)
+    unheard = torch.full_like(melody, NONE)  # no melody (free music, guidance's other group): no mode either
+    free = [model(codes, melody=melody_or_none, mode=torch.tensor([mode] * 2))[0] for mode in (0, 1)
+            for melody_or_none in (unheard, None)]  # fmt: skip
+    assert all(torch.equal(free[0], logits) for logits in free[1:])
+    with pytest.raises(ValueError, match="give mode"):
+        model(codes, melody=melody)
+    with pytest.raises(ValueError, match="hears_mode"):
+        dataclasses.replace(HEARING, melody_quarters=0, hears_mode=True)
+
+
+@pytest.mark.parametrize("num, hears_mode", [(5, False), (20, False), (20, True)])  # 20 of 8 codes share rows
+def test_guided_candidates_are_the_draws_of_full_forward_passes_in_both_groups(num, hears_mode):
+    model = hearing_model(hears_mode=hears_mode)
+    mode = 1 if hears_mode else None
+    heard_mode = torch.tensor([1]) if hears_mode else None
     context = torch.randint(8, (12,))  # three quarters
     melody = torch.randint(MELODY_VOCAB_SIZE - 1, (8, 8))  # [quarters, slots]: no NONE
     candidates = model.sample_candidates(
-        context, num, 9, torch.Generator().manual_seed(4), temperature=0.8, melody=melody, guidance=2.5
+        context, num, 9, torch.Generator().manual_seed(4), temperature=0.8, melody=melody, guidance=2.5, mode=mode
     )
     noise = gumbel((num, 9, 8), torch.Generator().manual_seed(4))
     sequences = context.expand(num, -1)
     for n in range(9):
-        heard = model(sequences, melody=melody[None])[0][:, -1]
+        heard = model(sequences, melody=melody[None], mode=heard_mode)[0][:, -1]
         unheard = model(sequences, melody=torch.full_like(melody, NONE)[None])[0][:, -1]
         logits = (unheard + 2.5 * (heard - unheard)) / 0.8
         sequences = torch.cat([sequences, draw(logits, noise[:, n])[:, None]], dim=1)
@@ -90,13 +111,15 @@ def test_candidate_steps_match_the_full_forward_of_each_row_after_its_group_cont
             assert torch.allclose(logits[group * rows : (group + 1) * rows], expected[:, -1], atol=1e-5)
 
 
-def test_a_context_run_quarter_by_quarter_equals_one_run_at_once():
-    model = hearing_model()
+@pytest.mark.parametrize("hears_mode", [False, True])
+def test_a_context_run_quarter_by_quarter_equals_one_run_at_once(hears_mode):
+    model = hearing_model(hears_mode=hears_mode)
+    mode = 1 if hears_mode else None
     context, melody = torch.randint(8, (16,)), torch.randint(MELODY_VOCAB_SIZE - 1, (6, 8))
     grown = None
     for quarters in range(5):  # appended to the cache a quarter at a time
-        grown = model.shared_context(context[: 4 * quarters], melody, 3.0, earlier=grown)
-    whole = model.shared_context(context, melody, 3.0)
+        grown = model.shared_context(context[: 4 * quarters], melody, 3.0, earlier=grown, mode=mode)
+    whole = model.shared_context(context, melody, 3.0, mode=mode)
     assert grown.prefix.length == whole.prefix.length == 16 and grown.groups == 2
     assert torch.allclose(grown.prefix.keys, whole.prefix.keys, atol=1e-5)
     assert torch.allclose(grown.prefix.values, whole.prefix.values, atol=1e-5)
@@ -104,9 +127,11 @@ def test_a_context_run_quarter_by_quarter_equals_one_run_at_once():
     # scoring reads group 0, the one that hears the melody, as the full forward pass does
     continuations = torch.randint(8, (3, 4))
     sequences = torch.cat([context.expand(3, -1), continuations], dim=1)
-    log_probs = torch.log_softmax(model(sequences[:, :-1], melody=melody[None])[0], dim=-1)
+    heard_mode = torch.tensor([1]) if hears_mode else None
+    log_probs = torch.log_softmax(model(sequences[:, :-1], melody=melody[None], mode=heard_mode)[0], dim=-1)
     expected = log_probs[:, 15:].gather(-1, continuations[..., None]).squeeze(-1).sum(-1)
     assert torch.allclose(model.log_likelihood_after(grown, continuations), expected, atol=1e-5)
+    assert torch.allclose(model.continuation_log_likelihood(context, continuations, melody, mode), expected, atol=1e-5)
 
 
 def test_positions_beyond_the_block_are_refused():

@@ -46,6 +46,7 @@ from bachsformer.harmonize import (
     final_cadence_quarters,
     final_close_step,
     harmonize,
+    held_to_the_quarter_end,
     impose_melody,
     melody_ceiling,
     melody_line,
@@ -254,6 +255,18 @@ def test_a_transformer_that_hears_the_melody_and_a_decoder_with_context_keep_the
     assert np.array_equal(piece.quarters, harmonize(*pair, TUNE, options, seed=0).quarters)  # the same seed
     not_heard = harmonize(*pair, TUNE, options, seed=0, hear_melody=False)
     assert not np.array_equal(piece.quarters, not_heard.quarters)  # hearing the melody changes the draw
+
+
+def test_a_transformer_that_hears_the_mode_hears_the_closing_keys(tmp_path):
+    tiny.write_config(tmp_path)
+    pair = load_models(*tiny.write_model_pair(tmp_path, melody_quarters=2, hears_mode=True), "cpu")
+    with torch.no_grad():
+        pair[1].mode_embedding.weight.mul_(300)  # untrained, the mode would barely move the logits
+    options = dataclasses.replace(OPTIONS, candidates=4, guidance=2.0)
+    major, minor = (harmonize(*pair, TUNE, options, 0, closing_key=Key(0, mode)) for mode in ("major", "minor"))
+    assert not np.array_equal(major.quarters, minor.quarters)  # the same tonic and cadences, another mode heard
+    assert np.array_equal(harmonize(*pair, TUNE, options, 0).quarters, major.quarters)  # TUNE is heard in C major
+    assert_melody_is_the_top_voice(minor.voices, TUNE)
 
 
 def test_harmonizing_keeps_the_melody_exact_after_short_notes_are_dropped(models):
@@ -644,6 +657,16 @@ def test_a_minor_close_may_end_major_and_a_tune_ending_on_the_dominant_gets_a_ha
     targets = cadence_targets(melody_keys, starts(8, 4), [], 4, tonic=9)
     assert targets == [CadenceTarget(4, (dominant_chord,), FINAL_WEIGHT)]  # a half close, nothing asked before it
     assert cadence_scores(np.concatenate([v, minor]), 4, targets, 9).tolist() == [FINAL_WEIGHT, 0]
+
+
+@pytest.mark.parametrize(
+    "last_note, heard_until",
+    [((72, 64, 80), 96), ((72, 64, 96), 96), ((72, 72, 80), 96)],  # an eighth, a quarter, an off-beat sixteenth
+)
+def test_the_transformer_hears_a_last_note_held_to_the_end_of_its_quarter(last_note, heard_until):
+    tune = roll(4, (67, 0, 32), (71, 32, 60), last_note)  # a rest after the last note, to the fourth quarter
+    heard = held_to_the_quarter_end(tune, *last_note[1:])
+    assert np.array_equal(heard, roll(4, (67, 0, 32), (71, 32, 60), (72, last_note[1], heard_until)))
 
 
 def test_a_last_note_struck_again_closes_where_the_first_of_them_starts():

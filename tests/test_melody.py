@@ -79,6 +79,15 @@ def test_dropout_gives_the_logits_of_no_melody():
         assert not torch.allclose(model(inputs, melody=with_melody)[0], model(inputs)[0])
 
 
+def test_windows_carry_their_pieces_modes_and_a_mode_needs_a_melody():
+    pieces = [EncodedPiece(name, 0, torch.zeros(1, 3 * 16, dtype=torch.long)) for name in "ab"]
+    melodies = [torch.full((3, SLOTS_PER_QUARTER), token(72, True))] * 2
+    dataset = CodeWindowDataset(pieces, 32, 16, melodies, LOOKAHEAD, modes=[0, 1])
+    assert dataset.batch(torch.tensor([0, 1, 2, 3]))[3].tolist() == [0, 0, 1, 1]  # two windows a piece
+    with pytest.raises(ValueError, match="melod"):
+        CodeWindowDataset(pieces, 32, 16, modes=[0, 1])
+
+
 def test_the_fast_step_and_the_shared_cache_hear_the_melody_as_the_full_forward_does():
     model = conditioned_model().double()  # float64: the cached and full paths round alike
     context = torch.randint(16, (32,), generator=torch.Generator().manual_seed(4))

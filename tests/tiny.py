@@ -179,7 +179,11 @@ def ddp_worker(rank: int, world_size: int, port: int, config_path: str, out_dir:
 
 
 def write_model_pair(
-    root: str | Path, silent: bool = False, melody_quarters: int = 0, decoder_context: bool = False
+    root: str | Path,
+    silent: bool = False,
+    melody_quarters: int = 0,
+    decoder_context: bool = False,
+    hears_mode: bool = False,
 ) -> tuple[Path, Path]:
     """Save untrained models of `tiny_config(root)` at its model paths, as a matching pair; returns the paths.
 
@@ -187,11 +191,11 @@ def write_model_pair(
     spread out (different codes decode differently); `silent=True` raises the silence logit until
     every code decodes to silence. melody_quarters:
     the transformer hears a melody that many quarters ahead (0: no melody condition); decoder_context:
-    the VQ-VAE's decoder hears the quarter before.
+    the VQ-VAE's decoder hears the quarter before; hears_mode: the transformer hears the mode with the melody.
     """
     config = tiny_config(root)
     vq_config = VQVAEConfig(**config["vq_vae"], decoder_context=decoder_context)
-    gpt_config = GPTConfig(**config["gpt"], melody_quarters=melody_quarters)
+    gpt_config = GPTConfig(**config["gpt"], melody_quarters=melody_quarters, hears_mode=hears_mode)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         vq_vae, transformer = VQVAE(vq_config).eval(), GPT(gpt_config).eval()
