@@ -327,7 +327,8 @@ def harmonize(
     asked for in the choice (`cadence_targets`, with more candidates where they are), and the final
     close is searched over its last quarters together (`final_cadence_quarters`, FINAL_BEAM ways).
     The harmony ends with the tune: the chord under its last note is held to the note's end, and
-    nothing sounds after it (a rest at the tune's end is not harmonized).
+    nothing sounds after it (a rest at the tune's end is not harmonized); the transformer hears the last
+    note held to the end of its quarter (`held_to_the_quarter_end`).
     """
     melody = np.asarray(melody, dtype=bool)
     key = tune_key(melody)
@@ -353,8 +354,9 @@ def harmonize(
     device = transformer.first_code_probs.device
     codes = torch.zeros(len(tune), per_quarter, dtype=torch.long, device=device)
     heard_ahead = transformer.config.melody_quarters if hear_melody else 0
-    heard_tune = held_to_the_quarter_end(tune, last_onset, tune_end)
-    tokens = torch.from_numpy(melody_tokens(heard_tune)) if heard_ahead else None  # [Q, slots]
+    tokens = None  # [Q, slots]: what the transformer hears, the tune with its last note held as a chorale's is
+    if heard_ahead:
+        tokens = torch.from_numpy(melody_tokens(held_to_the_quarter_end(tune, last_onset, tune_end)))
     shared = None  # the context run so far
     kept = 0 if primer is None else primer.num_quarters
     if kept:

@@ -57,6 +57,7 @@ from bachsformer.harmonize import (
     tonic_chord,
 )
 from bachsformer.keys import Key, estimate_key, normalizing_shift, transpose_quarters, tune_key
+from bachsformer.melody import melody_tokens
 from bachsformer.metrics import highest_line
 from bachsformer.midi import (
     DEFAULT_PROGRAM,
@@ -667,6 +668,23 @@ def test_the_transformer_hears_a_last_note_held_to_the_end_of_its_quarter(last_n
     tune = roll(4, (67, 0, 32), (71, 32, 60), last_note)  # a rest after the last note, to the fourth quarter
     heard = held_to_the_quarter_end(tune, *last_note[1:])
     assert np.array_equal(heard, roll(4, (67, 0, 32), (71, 32, 60), (72, last_note[1], heard_until)))
+
+
+def test_harmonizing_a_tune_that_ends_on_an_eighth_lets_the_transformer_hear_it_held(tmp_path, monkeypatch):
+    tiny.write_config(tmp_path)
+    vq_vae, transformer = load_models(*tiny.write_model_pair(tmp_path, melody_quarters=2), "cpu")
+    heard = []
+    shared_context = transformer.shared_context
+    monkeypatch.setattr(
+        transformer,
+        "shared_context",
+        lambda context, melody, *a, **k: heard.append(melody) or shared_context(context, melody, *a, **k),
+    )
+    tune = roll(4, (67, 0, 32), (71, 32, 64), (72, 64, 96), (67, 96, 112))  # the last note an eighth, then a rest
+    piece = harmonize(vq_vae, transformer, tune, OPTIONS, 0, normalize_key=False)  # heard in the key it is in
+    held = melody_tokens(roll(4, (67, 0, 32), (71, 32, 64), (72, 64, 96), (67, 96, 128)))  # [Q, slots]
+    assert np.array_equal(heard[-1][-2].numpy(), held[3])  # the last window: its last quarter, then REST after
+    assert not piece.voices.quarters()[3, :, 16:].any()  # the piece itself still ends with its tune
 
 
 def test_a_last_note_struck_again_closes_where_the_first_of_them_starts():
