@@ -321,8 +321,8 @@ def harmonize(
     phrase_ends: onset steps of the notes that end the tune's phrases (its fermatas), which get a
     cadence; None: the notes followed by the next only after a half note or more (`ending_notes`).
     primer: the voices the music starts with, in the melody's key and under its first P quarters:
-    kept as they are, and harmonizing starts after them. closing_key: the key the tune closes in, as
-    harmonized (default: the one `keys.tune_key` hears in it, moved with the melody): the cadences
+    kept as they are, and harmonizing starts after them. closing_key: the key the melody closes in, as
+    given (default: the one `keys.tune_key` hears in it): the melody is normalized by it, the cadences
     close on its tonic, and a transformer that `hears_mode` hears its mode. The cadences are
     asked for in the choice (`cadence_targets`, with more candidates where they are), and the final
     close is searched over its last quarters together (`final_cadence_quarters`, FINAL_BEAM ways).
@@ -331,13 +331,11 @@ def harmonize(
     note held to the end of its quarter (`held_to_the_quarter_end`).
     """
     melody = np.asarray(melody, dtype=bool)
-    key = tune_key(melody)
+    key = closing_key or tune_key(melody)
     shift = normalizing_shift(melody, key) if normalize_key else 0
     tune = transpose_quarters(melody, shift)  # [Q, 88, 32] in C major / A minor
     steps = tune.shape[2]
-    if closing_key is None:
-        closing_key = Key((key.tonic + shift) % 12, key.mode)
-    tonic, mode = closing_key.tonic, MODES.index(closing_key.mode)
+    tonic, mode = (key.tonic + shift) % 12, MODES.index(key.mode)  # the close's, in the tune as harmonized
     ends = ending_notes(tune) if phrase_ends is None else sorted(phrase_ends)
     last_onset, tune_end = last_note(tune)
     ends = [e for e in ends if e < last_onset]

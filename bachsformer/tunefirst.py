@@ -149,8 +149,8 @@ def compose_tune_first(
         melody, fermatas = tune_quarters(tokens)
         if primer is not None:
             melody = np.concatenate([primer_line, melody[kept:]]) if len(melody) > kept else primer_line
-        tonic = TONICS[mode] if normalize_key else (primer_key.tonic if primer_key else TONICS[mode])
-        closing_key = Key(tonic, MODES[mode])
+        # the melody is written in the models' key (normalized above): it closes on that key's tonic
+        closing_key = Key(TONICS[mode] if normalize_key or not primer_key else primer_key.tonic, MODES[mode])
         piece = harmonize(
             vq_vae,
             transformer,

@@ -264,9 +264,12 @@ def test_a_transformer_that_hears_the_mode_hears_the_closing_keys(tmp_path):
     with torch.no_grad():
         pair[1].mode_embedding.weight.mul_(300)  # untrained, the mode would barely move the logits
     options = dataclasses.replace(OPTIONS, candidates=4, guidance=2.0)
-    major, minor = (harmonize(*pair, TUNE, options, 0, closing_key=Key(0, mode)) for mode in ("major", "minor"))
-    assert not np.array_equal(major.quarters, minor.quarters)  # the same tonic and cadences, another mode heard
-    assert np.array_equal(harmonize(*pair, TUNE, options, 0).quarters, major.quarters)  # TUNE is heard in C major
+    major, minor = (  # in TUNE's own key (not normalized): the same tonic and cadences, another mode heard
+        harmonize(*pair, TUNE, options, 0, normalize_key=False, closing_key=Key(7, mode)) for mode in ("major", "minor")
+    )
+    assert not np.array_equal(major.quarters, minor.quarters)
+    default = harmonize(*pair, TUNE, options, 0, normalize_key=False)  # TUNE is heard in G major
+    assert np.array_equal(default.quarters, major.quarters) and default.key == Key(7, "major")
     assert_melody_is_the_top_voice(minor.voices, TUNE)
 
 
