@@ -326,18 +326,22 @@ def harmonize(
     close on its tonic, and a transformer that `hears_mode` hears its mode. The cadences are
     asked for in the choice (`cadence_targets`, with more candidates where they are), and the final
     close is searched over its last quarters together (`final_cadence_quarters`, FINAL_BEAM ways).
-    The harmony ends with the tune: the chord under its last note is held to the note's end, and
-    nothing sounds after it (a rest at the tune's end is not harmonized); the transformer hears the last
-    note held to the end of its quarter (`held_to_the_quarter_end`).
+    The harmony ends with the tune: the chord under its last note is held to `final_chord_end` (the
+    first beat at or after the note's end and a quarter or more after its onset, so that a tune ending on
+    a short note or before a rest still closes on a held chord; the piece gains a quarter where its file
+    has no room for it), and nothing sounds after it (the rest of a rest at the tune's end is not
+    harmonized); the transformer hears the last note held as long (`held_last_note`).
     """
     melody = np.asarray(melody, dtype=bool)
+    last_onset, tune_end = last_note(melody)
+    chord_end = final_chord_end(last_onset, tune_end, melody.shape[2])
+    melody = with_room_for(melody, chord_end)  # [Q, 88, 32], Q quarters through the final chord
     key = closing_key or tune_key(melody)
     shift = normalizing_shift(melody, key) if normalize_key else 0
     tune = transpose_quarters(melody, shift)  # [Q, 88, 32] in C major / A minor
     steps = tune.shape[2]
     tonic, mode = (key.tonic + shift) % 12, MODES.index(key.mode)  # the close's, in the tune as harmonized
     ends = ending_notes(tune) if phrase_ends is None else sorted(phrase_ends)
-    last_onset, tune_end = last_note(tune)
     ends = [e for e in ends if e < last_onset]
     ceiling = melody_ceiling(piece_roll(tune)).reshape(len(tune), steps)  # [Q, 32]
     melody_keys, melody_onsets = melody_line(tune)  # [Q, 32] each
@@ -354,7 +358,7 @@ def harmonize(
     heard_ahead = transformer.config.melody_quarters if hear_melody else 0
     tokens = None  # [Q, slots]: what the transformer hears, the tune with its last note held as a chorale's is
     if heard_ahead:
-        tokens = torch.from_numpy(melody_tokens(held_to_the_quarter_end(tune, last_onset, tune_end)))
+        tokens = torch.from_numpy(melody_tokens(held_last_note(tune, last_onset, chord_end)))
     shared = None  # the context run so far
     kept = 0 if primer is None else primer.num_quarters
     if kept:
@@ -438,7 +442,7 @@ def harmonize(
     lower = Voices(voices.notes[1:], voices.num_quarters, steps)
     if options.min_note_steps > 1:
         lower = lower.without_short_notes(options.min_note_steps)
-    lower = hold_last_chord(lower, last_onset, tune_end)
+    lower = hold_last_chord(lower, last_onset, chord_end)
     lower = above_the_keyboard(lower, shift)
     # the melody exact once more: a fragment merged into the note before it may have carried that note above the tune
     voices = with_tune(Voices((voices.notes[0], *lower.notes), voices.num_quarters, steps), tune)
@@ -447,15 +451,27 @@ def harmonize(
     return in_key(voices.transposed(-shift), key, options.key, melody)
 
 
-def held_to_the_quarter_end(tune: np.ndarray, last_onset: int, tune_end: int) -> np.ndarray:
-    """The tune quarters [Q, 88, S] with its last note (onset step `last_onset`, sounding up to `tune_end`) held
-    to the end of the quarter it ends in: what the transformer hears of a tune that ends on a short note or
-    before a rest, as a chorale's last note is held."""
-    steps = tune.shape[2]
+def final_chord_end(last_onset: int, tune_end: int, steps: int) -> int:
+    """The step the final chord sounds to under a tune whose last note sounds in steps [last_onset, tune_end):
+    the first beat (quarters of `steps`) at or after the note's end and a quarter or more after its onset. A
+    chorale's last note is held; a tune that ends on an eighth, or before a rest, still gets a held chord."""
+    return -(-max(tune_end, last_onset + steps) // steps) * steps
+
+
+def with_room_for(tune: np.ndarray, end: int) -> np.ndarray:
+    """Quarters [Q, 88, S] of a tune followed by silent quarters until `end` steps fit ([Q', 88, S], Q' >= Q)."""
+    missing = -(-end // tune.shape[2]) - len(tune)
+    return np.concatenate([tune, np.zeros((missing, *tune.shape[1:]), dtype=tune.dtype)]) if missing > 0 else tune
+
+
+def held_last_note(tune: np.ndarray, last_onset: int, until: int) -> np.ndarray:
+    """The tune quarters [Q, 88, S] with its last note (onset step `last_onset`) sounding until step `until`:
+    what the transformer hears of a tune that ends on a short note or before a rest, held as long as the
+    final chord under it, as a chorale's last note is held."""
     roll = piece_roll(tune).copy()  # [88, Q * S]
     key = np.flatnonzero(roll[:, last_onset])[-1]
-    roll[key, tune_end : -(-tune_end // steps) * steps] = True
-    return piece_quarters(roll, steps)
+    roll[key, last_onset:until] = True
+    return piece_quarters(roll, tune.shape[2])
 
 
 def last_note(tune: np.ndarray) -> tuple[int, int]:

@@ -8,6 +8,7 @@ alone with `python -m pytest -m browser`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import threading
@@ -230,7 +231,8 @@ def test_a_bar_chosen_in_the_roll_is_regenerated_and_a_chorale_composed(page):
     page.fill("#compose-quarters", "8")
     page.click("#compose")
     page.wait_for_function("document.querySelector('#result-title').textContent == 'The chorale'")
-    assert "2 bars" in page.inner_text("#result-facts")
+    # 8 quarters, or 9 where the tune ends on a short note and its final chord is held a quarter on
+    assert re.search(r"\b[23] bars\b", page.inner_text("#result-facts"))
 
 
 def test_a_server_error_is_shown_in_one_line(page):

@@ -44,9 +44,10 @@ from bachsformer.harmonize import (
     candidates_per_quarter,
     dominant_chord,
     final_cadence_quarters,
+    final_chord_end,
     final_close_step,
     harmonize,
-    held_to_the_quarter_end,
+    held_last_note,
     impose_melody,
     melody_ceiling,
     melody_line,
@@ -664,13 +665,19 @@ def test_a_minor_close_may_end_major_and_a_tune_ending_on_the_dominant_gets_a_ha
 
 
 @pytest.mark.parametrize(
-    "last_note, heard_until",
-    [((72, 64, 80), 96), ((72, 64, 96), 96), ((72, 72, 80), 96)],  # an eighth, a quarter, an off-beat sixteenth
-)
-def test_the_transformer_hears_a_last_note_held_to_the_end_of_its_quarter(last_note, heard_until):
-    tune = roll(4, (67, 0, 32), (71, 32, 60), last_note)  # a rest after the last note, to the fourth quarter
-    heard = held_to_the_quarter_end(tune, *last_note[1:])
-    assert np.array_equal(heard, roll(4, (67, 0, 32), (71, 32, 60), (72, last_note[1], heard_until)))
+    "onset, end, chord_end",
+    [(64, 80, 96), (64, 96, 96), (64, 112, 128), (72, 80, 128), (80, 96, 128), (64, 128, 128)],
+)  # an eighth, a quarter, a dotted quarter on the beat; an off-beat sixteenth and eighth; a half note
+def test_the_final_chord_ends_on_the_first_beat_after_the_last_note_and_a_quarter_after_its_onset(
+    onset, end, chord_end
+):
+    assert final_chord_end(onset, end, 32) == chord_end
+
+
+def test_the_transformer_hears_a_last_note_held_as_long_as_the_final_chord():
+    tune = roll(4, (67, 0, 32), (71, 32, 60), (72, 72, 80))  # an off-beat sixteenth, then a rest
+    heard = held_last_note(tune, 72, 128)
+    assert np.array_equal(heard, roll(4, (67, 0, 32), (71, 32, 60), (72, 72, 128)))
 
 
 def test_harmonizing_a_tune_that_ends_on_an_eighth_lets_the_transformer_hear_it_held(tmp_path, monkeypatch):
@@ -687,7 +694,7 @@ def test_harmonizing_a_tune_that_ends_on_an_eighth_lets_the_transformer_hear_it_
     piece = harmonize(vq_vae, transformer, tune, OPTIONS, 0, normalize_key=False)  # heard in the key it is in
     held = melody_tokens(roll(4, (67, 0, 32), (71, 32, 64), (72, 64, 96), (67, 96, 128)))  # [Q, slots]
     assert np.array_equal(heard[-1][-2].numpy(), held[3])  # the last window: its last quarter, then REST after
-    assert not piece.voices.quarters()[3, :, 16:].any()  # the piece itself still ends with its tune
+    assert piece.voices.notes[0][-1].tolist() == [96, 112, 67]  # the tune itself still ends on its eighth
 
 
 def test_a_last_note_struck_again_closes_where_the_first_of_them_starts():
@@ -738,9 +745,12 @@ def test_a_tune_key_is_the_one_of_its_two_best_that_its_last_note_is_the_tonic_o
     assert tune_key(roll(8, *notes)) == estimate_key(roll(8, *notes)) == Key(11, "minor")  # ending on F#
 
 
-def test_a_tune_ending_inside_a_quarter_before_a_rest_without_phrase_ends_gets_its_cadence_and_a_held_chord(models):
+@pytest.mark.parametrize("num_quarters, tune_end", [(3, 72), (2, 64)])  # a rest after it, or the file's end
+def test_a_tune_ending_inside_a_quarter_without_phrase_ends_gets_its_cadence_and_a_chord_held_a_quarter(
+    models, num_quarters, tune_end
+):
     vq_vae, transformer = models
-    melody = roll(3, (74, 0, 16), (71, 16, 48), (72, 48, 72))  # the last note starts and ends inside a quarter
+    melody = roll(num_quarters, (74, 0, 16), (71, 16, 48), (72, 48, tune_end))  # the last note starts off the beat
     melody_keys, melody_onsets = melody_line(melody)
     melody_keys, melody_onsets = melody_keys.reshape(-1), melody_onsets.reshape(-1)
     targets = cadence_targets(melody_keys, melody_onsets, [], 48, tonic=0)  # no long note before it: no phrase end
@@ -749,8 +759,10 @@ def test_a_tune_ending_inside_a_quarter_before_a_rest_without_phrase_ends_gets_i
         (47, (on_the_dominant,)),
     ]  # both in quarter 1
     piece = harmonize(vq_vae, transformer, melody, OPTIONS, seed=1)
+    assert piece.voices.num_quarters == len(piece.melody) == 3  # room for the chord where the file ends with the note
+    assert piece.voices.notes[0][-1].tolist() == [48, tune_end, 72]  # the tune as it is
     keys, onsets = piece.voices.lines()
     lower = keys[:, 1:].transpose(1, 0, 2).reshape(3, -1)  # [3, T]
     struck = onsets[:, 1:].transpose(1, 0, 2).reshape(3, -1)
-    assert (lower[:, 72:] == SILENCE).all() and (lower[:, 71] != SILENCE).any()  # held to the tune's end, no further
-    assert (lower[:, 49:72] == lower[:, 49:50]).all() and not struck[:, 49:72].any()
+    assert (lower[:, 95] != SILENCE).any()  # held to the first beat a quarter after the last note's onset
+    assert (lower[:, 49:96] == lower[:, 49:50]).all() and not struck[:, 49:96].any()

@@ -14,7 +14,7 @@ from bachsformer.checkpoint import CheckpointError, load_checkpoint
 from bachsformer.compose import load_models
 from bachsformer.config import GenerateConfig
 from bachsformer.gpt import GPT, GPTConfig
-from bachsformer.harmonize import harmonize
+from bachsformer.harmonize import final_chord_end, harmonize, last_note
 from bachsformer.midi import (
     LOWEST_PITCH,
     NUM_KEYS,
@@ -132,25 +132,27 @@ def test_a_long_tune_slides_its_window(root):
     assert num_slots - 4 * SLOTS_PER_QUARTER <= len(tune) <= num_slots
 
 
-def test_harmonizing_a_tune_with_a_trailing_rest_ends_on_its_last_note(root):
+def test_harmonizing_a_tune_with_a_trailing_rest_ends_on_a_chord_held_to_the_beat(root):
     vq_vae, transformer = load_models(root / "vq_vae.pt", root / "transformer.pt")
     melody = line([(72, 0, 32), (74, 32, 32), (71, 64, 32), (72, 96, 48)], 6)  # then a rest of 1.5 quarters
     piece = harmonize(vq_vae, transformer, melody, OPTIONS, seed=3)
-    last_onset, end = 96, 144
-    assert piece.voices.notes[0].tolist() == [[0, 32, 72], [32, 64, 74], [64, 96, 71], [96, 144, 72]]  # the tune
+    last_onset, end, chord_end = 96, 144, 160  # the chord held to the beat after the last note
+    assert piece.voices.notes[0].tolist() == [[0, 32, 72], [32, 64, 74], [64, 96, 71], [96, end, 72]]  # the tune
     keys, onsets = piece.voices.lines()
     lower = keys[:, 1:].transpose(1, 0, 2).reshape(3, -1)  # [3, T]
     struck = onsets[:, 1:].transpose(1, 0, 2).reshape(3, -1)
-    assert (lower[:, end:] == SILENCE).all()  # nothing sounds after the tune's last note
-    assert (lower[:, end - 1] != SILENCE).sum() >= 1  # harmony under it
+    assert (lower[:, chord_end:] == SILENCE).all()  # nothing sounds after the final chord
+    assert (lower[:, chord_end - 1] != SILENCE).sum() >= 1  # harmony under the tune's last note, held on
     # held: nothing struck or released under the last note (the step after its onset on: a voice's note
     # sounding into the chord on its key goes on as a tie)
-    under = lower[:, last_onset + 1 : end]
-    assert (under == under[:, :1]).all() and not struck[:, last_onset + 1 : end].any()
+    under = lower[:, last_onset + 1 : chord_end]
+    assert (under == under[:, :1]).all() and not struck[:, last_onset + 1 : chord_end].any()
     tune_keys = keys[:, 0].reshape(-1)
     assert ((lower[:, :end] == SILENCE) | (lower[:, :end] <= tune_keys[:end])).all()  # nothing above the tune
+    held_on = lower[:, end:chord_end]
+    assert ((held_on == SILENCE) | (held_on <= tune_keys[end - 1])).all()  # nor above its last note, held on
     roll = piece.quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1)  # and the file's union of the voices
-    assert not roll[:, end:].any() and (highest_keys(roll[:, :end]) <= tune_keys[:end]).all()
+    assert not roll[:, chord_end:].any() and (highest_keys(roll[:, :end]) <= tune_keys[:end]).all()
 
 
 def highest_keys(roll: np.ndarray) -> np.ndarray:
@@ -184,10 +186,10 @@ def test_generate_writes_tune_first(root, monkeypatch, capsys):
     assert len(paths) == 2 and all("tune-" in p for p in paths)
     for path in paths:
         melody = read_midi_tracks(path)[0]
-        sounding = np.flatnonzero(melody.quarters.transpose(1, 0, 2).reshape(NUM_KEYS, -1).any(axis=0))
-        tune_end = (sounding[-1] + 1) / STEPS_PER_QUARTER
-        assert 12 - 4 <= tune_end <= 12  # within the last bar of the length asked for
-        assert read_midi(path).quarters.shape[0] <= 12  # nothing after the tune
+        last_onset, tune_end = last_note(melody.quarters)
+        assert 12 - 4 <= tune_end / STEPS_PER_QUARTER <= 12  # within the last bar of the length asked for
+        chord_end = final_chord_end(last_onset, tune_end, STEPS_PER_QUARTER)  # a short last note's chord held on
+        assert read_midi(path).quarters.shape[0] == -(-chord_end // STEPS_PER_QUARTER)  # and nothing after it
     status, stdout, err = tiny.run_script(
         "generate.py", *args, "--no-tune", monkeypatch=monkeypatch, capsys=capsys
     )  # the old way, one option away
