@@ -329,8 +329,8 @@ def harmonize(
     The harmony ends with the tune: the chord under its last note is held to `final_chord_end` (the
     first beat at or after the note's end and a quarter or more after its onset, so that a tune ending on
     a short note or before a rest still closes on a held chord; the piece gains a quarter where its file
-    has no room for it), and nothing sounds after it (the rest of a rest at the tune's end is not
-    harmonized); the transformer hears the last note held as long (`held_last_note`).
+    has no room for it), and nothing sounds after it (quarters of rest after the tune stay silent); the
+    transformer hears the last note held as long (`held_last_note`).
     """
     melody = np.asarray(melody, dtype=bool)
     last_onset, tune_end = last_note(melody)
