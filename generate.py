@@ -1,6 +1,6 @@
 """Write new music with the trained models: MIDI files in data/generated/.
 
-    python generate.py                                   # a tune of 128 quarters, harmonized, seed 0
+    python generate.py                                   # a tune of 64 quarters, harmonized, seed 0
     python generate.py --no-tune                         # the old way: codes sampled with no melody
     python generate.py --seed 7 --num 8 --temperature 0.9 --top-p 0.95
     python generate.py --file primer.mid --quarters 64   # continue a MIDI file, in its own key

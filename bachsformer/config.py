@@ -89,7 +89,7 @@ class TrainConfig:
 @dataclass
 class GenerateConfig:
     out_dir: str = "data/generated"
-    quarters: int = 128
+    quarters: int = 64
     num: int = 1
     seed: int = 0
     temperature: float = 1.0
