@@ -123,7 +123,7 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
     parser.add_argument("--seed", type=int, help="random seed of the first piece")
     parser.add_argument("--num", type=int, help="number of pieces, sampled as one batch")
-    parser.add_argument("--quarters", type=int, help="quarters to generate per piece (default 128)")
+    parser.add_argument("--quarters", type=int, help="quarters to generate per piece (default: generate.quarters)")
     parser.add_argument("--temperature", type=float, help="above 1: bolder, below 1: safer")
     parser.add_argument("--top-k", type=int, help="sample among the k likeliest codes (0: all)")
     parser.add_argument("--top-p", type=float, help="sample among the likeliest codes holding this mass")
