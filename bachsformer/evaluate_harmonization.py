@@ -45,7 +45,7 @@ from bachsformer.compose import decode_voices, load_models
 from bachsformer.data import load_corpus, midi_files, split
 from bachsformer.endings import piece_ending, print_endings, summarize_endings, voices_key
 from bachsformer.harmonize import GuideError, harmonize, piece_roll, read_melody, with_tune
-from bachsformer.keys import Key, estimate_key, normalizing_shift, tune_key
+from bachsformer.keys import Key, estimate_key, normalizing_shift
 from bachsformer.metrics import grid_shares, scale_consistency, top_line
 from bachsformer.midi import (
     LOWEST_PITCH,
@@ -404,13 +404,12 @@ def melody_endings(config, folder, seed: int, device) -> dict:
         except (MidiError, GuideError) as error:
             skipped.append(str(error))
             continue
-        voices = harmonize(vq_vae, transformer, melody, options, seed, config.data.normalize_key).voices
-        heard = voices_key(voices.notes, STEPS_PER_QUARTER)
-        ending = piece_ending(voices.notes, heard, STEPS_PER_QUARTER, read_fermatas(path))
+        piece = harmonize(vq_vae, transformer, melody, options, seed, config.data.normalize_key)
+        heard = voices_key(piece.voices.notes, STEPS_PER_QUARTER)
+        ending = piece_ending(piece.voices.notes, heard, STEPS_PER_QUARTER, read_fermatas(path))
         rows.append(ending)
-        files.append(
-            {"file": name, "tune_key": str(tune_key(melody)), "heard": str(heard), "cadence": ending["cadence"]}
-        )
+        # piece.key: the key harmonize closed the tune in (`keys.tune_key`'s, as no --key moved it)
+        files.append({"file": name, "tune_key": str(piece.key), "heard": str(heard), "cadence": ending["cadence"]})
     if not rows:
         raise GuideError(f"{folder}: no tune could be read there ({len(skipped)} files skipped)")
     heard_as_the_tune = float(np.mean([f["heard"] == f["tune_key"] for f in files]))

@@ -347,5 +347,6 @@ def test_melodies_harmonizes_each_tune_in_a_folder_and_names_the_file_it_skips(r
     assert "skipped " in stdout and "c_broken.mid" in stdout
     written = json.loads(out.read_text())
     assert [row["file"] for row in written["files"]] == ["a_tune.mid", "b_tune.mid"]
+    assert [row["tune_key"] for row in written["files"]] == ["G major", "C major"]  # the keys they close in
     assert written["endings"]["pieces"] == 2 and sum(written["endings"][f"final_{c}"] for c in CADENCES) == 1
     assert len(written["skipped"]) == 1
